@@ -1,0 +1,209 @@
+"""Categories -> CF side T / DL side S (O1 / O2), and the user hold-outs.
+
+* :func:`partition_categories`: the K CF-side categories, by explicit list or ``k`` largest.
+* :func:`make_split`: one of the hold-outs of DESIGN 4 applied to the CF side:
+  ``ratio`` (per user or global, by time or at random), ``loo`` (leave-one-out by time),
+  ``cold_start`` (a fraction ``beta`` of users active on both sides lose all their CF-side
+  rows) and ``predefined`` (the dataset's own folds).  DL-side rows are always training data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from jmf.data.interactions import TEST, TRAIN, VALID, Interactions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """CF-side (T, K categories) and DL-side (S) category ids."""
+
+    cf_categories: np.ndarray
+    dl_categories: np.ndarray
+
+
+def partition_categories(data: Interactions, k: int | None = None,
+                         cf_categories: Sequence[int | str] | None = None) -> Partition:
+    """Choose the CF-side categories.
+
+    Args:
+      k: the ``k`` largest categories (by interactions) are the CF side.
+      cf_categories: explicit category ids or names.
+      With neither, every category is on the CF side (plain warm recommendation, O2 empty).
+    """
+    C = data.n_categories
+    if k is not None and cf_categories is not None:
+        raise ValueError("partition: give either partition.k or partition.cf_categories, not both")
+    if cf_categories is not None:
+        if len(cf_categories) == 0:
+            raise ValueError("partition.cf_categories: empty category set")
+        ids = []
+        for c in cf_categories:
+            if isinstance(c, str) and not c.lstrip("-").isdigit():
+                if c not in data.category_names:
+                    raise ValueError(f"partition.cf_categories: unknown category {c!r} in {data.name} "
+                                     f"(known: {list(data.category_names)[:10]}...)")
+                ids.append(data.category_names.index(c))
+            else:
+                c = int(c)
+                if not 0 <= c < C:
+                    raise ValueError(f"partition.cf_categories: id {c} not in 0..{C - 1} ({data.name})")
+                ids.append(c)
+        cf = np.unique(np.asarray(ids, np.int32))
+        if len(cf) == C:
+            log.info("partition: every category is on the CF side; O2 is empty")
+    elif k is not None:
+        if not 1 <= k < C:
+            raise ValueError(f"partition.k: {k} must be in 1..{C - 1} ({data.name} has {C} categories)")
+        counts = np.bincount(data.item_category[data.item], minlength=C)
+        cf = np.sort(np.argsort(-counts, kind="stable")[:k]).astype(np.int32)
+    else:
+        cf = np.arange(C, dtype=np.int32)
+    dl = np.setdiff1d(np.arange(C, dtype=np.int32), cf)
+    return Partition(cf_categories=cf, dl_categories=dl)
+
+
+@dataclass(frozen=True, eq=False)
+class SplitData:
+    """A partitioned, held-out dataset: host-side CSR matrices over the two item sides.
+
+    CF-side items are re-indexed ``0..I_T-1`` (``cf_items[j]`` is the global item) and
+    DL-side items ``0..I_S-1`` (``dl_items``).  Matrices are ``[U, I_T]`` / ``[U, I_S]``.
+    """
+
+    data: Interactions
+    partition: Partition
+    cf_items: np.ndarray
+    dl_items: np.ndarray
+    train: sp.csr_matrix          # [U, I_T] CF-side training values (O1)
+    valid: sp.csr_matrix          # [U, I_T]
+    test: sp.csr_matrix           # [U, I_T]
+    dl: sp.csr_matrix             # [U, I_S] DL-side values (O2), all training data
+    train_rows: np.ndarray        # row indices into ``data`` of CF-side training rows
+    cold_valid_users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    cold_test_users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+
+    @property
+    def n_users(self) -> int:
+        return self.data.n_users
+
+    @property
+    def implicit(self) -> bool:
+        return self.data.implicit
+
+    def counts(self) -> dict[str, int]:
+        return {"rows/train": int(self.train.nnz), "rows/valid": int(self.valid.nnz),
+                "rows/test": int(self.test.nnz), "rows/dl": int(self.dl.nnz)}
+
+
+def make_split(data: Interactions, partition: Partition, method: str = "ratio", *, seed: int = 0,
+               test_ratio: float = 0.2, valid_ratio: float = 0.1, by: str = "user", order: str = "time",
+               beta: float = 0.2, cold_valid_fraction: float = 0.1, min_train: int = 1) -> SplitData:
+    """Hold out CF-side interactions (see module docstring).
+
+    Args:
+      method: ratio | loo | cold_start | predefined.
+      test_ratio, valid_ratio: ``ratio`` fractions.
+      by: ``user`` (per-user fractions) or ``global`` (one random split of all rows, as Surprise).
+      order: ``time`` (hold out the latest, when timestamps exist) or ``random``.
+      beta: ``cold_start`` fraction of overlapping users that become test users.
+      cold_valid_fraction: ``cold_start`` fraction of the remaining overlapping users that become
+        validation users (model selection never looks at test users).
+      min_train: ``ratio``/``loo`` never leave a user with fewer CF-side training rows than this.
+    """
+    rng = np.random.default_rng(seed)
+    cat = data.item_category[data.item]
+    cf_row = np.isin(cat, partition.cf_categories)
+    cf_items = np.flatnonzero(np.isin(data.item_category, partition.cf_categories)).astype(np.int32)
+    dl_items = np.flatnonzero(np.isin(data.item_category, partition.dl_categories)).astype(np.int32)
+    fold = np.full(len(data), TRAIN, np.int8)
+    cold_valid = cold_test = np.zeros(0, np.int32)
+    rows = np.flatnonzero(cf_row)
+
+    if method == "predefined":
+        if data.fold is None:
+            raise ValueError(f"split=predefined: dataset {data.name} ships no folds")
+        fold = data.fold.copy()
+        fold[~cf_row] = TRAIN
+    elif method == "ratio":
+        if not (0 < test_ratio < 1 and 0 <= valid_ratio < 1 and test_ratio + valid_ratio < 1):
+            raise ValueError(f"split.test_ratio/valid_ratio: {test_ratio}/{valid_ratio} must be in (0, 1) with sum < 1")
+        if by == "global":
+            perm = rng.permutation(rows)
+            n_test, n_valid = int(round(test_ratio * len(rows))), int(round(valid_ratio * len(rows)))
+            fold[perm[:n_test]] = TEST
+            fold[perm[n_test:n_test + n_valid]] = VALID
+        elif by == "user":
+            _per_user(data, rows, fold, rng, order, lambda n: (int(round(test_ratio * n)), int(round(valid_ratio * n))),
+                      min_train)
+        else:
+            raise ValueError(f"split.by: {by!r} is not user|global")
+    elif method == "loo":
+        _per_user(data, rows, fold, rng, order, lambda n: (1, 1 if valid_ratio > 0 else 0), min_train)
+    elif method == "cold_start":
+        if not 0 < beta < 1:
+            raise ValueError(f"split.beta: {beta} must be in (0, 1)")
+        if len(partition.dl_categories) == 0:
+            raise ValueError("split=cold_start needs a DL side: set partition.k or partition.cf_categories")
+        has_cf = np.bincount(data.user[cf_row], minlength=data.n_users) > 0
+        has_dl = np.bincount(data.user[~cf_row], minlength=data.n_users) > 0
+        overlap = np.flatnonzero(has_cf & has_dl)
+        if len(overlap) < 4:
+            raise ValueError(f"split=cold_start: only {len(overlap)} users are active on both sides")
+        perm = rng.permutation(overlap)
+        n_test = max(1, int(round(beta * len(overlap))))
+        n_valid = max(1, int(round(cold_valid_fraction * (len(overlap) - n_test))))
+        cold_test = np.sort(perm[:n_test]).astype(np.int32)
+        cold_valid = np.sort(perm[n_test:n_test + n_valid]).astype(np.int32)
+        fold[cf_row & np.isin(data.user, cold_test)] = TEST
+        fold[cf_row & np.isin(data.user, cold_valid)] = VALID
+        log.info("cold_start: %d overlapping users -> %d test, %d valid users (beta=%s)",
+                 len(overlap), n_test, n_valid, beta)
+    else:
+        raise ValueError(f"split: unknown method {method!r} (ratio|loo|cold_start|predefined)")
+
+    def side(mask, items):
+        local = np.full(data.n_items, -1, np.int64)
+        local[items] = np.arange(len(items))
+        sel = np.flatnonzero(mask)
+        return sp.csr_matrix((data.value[sel], (data.user[sel], local[data.item[sel]])),
+                             shape=(data.n_users, len(items)), dtype=np.float32)
+
+    train_rows = np.flatnonzero(cf_row & (fold == TRAIN))
+    return SplitData(
+        data=data, partition=partition, cf_items=cf_items, dl_items=dl_items,
+        train=side(cf_row & (fold == TRAIN), cf_items), valid=side(cf_row & (fold == VALID), cf_items),
+        test=side(cf_row & (fold == TEST), cf_items), dl=side(~cf_row, dl_items), train_rows=train_rows,
+        cold_valid_users=cold_valid, cold_test_users=cold_test,
+    )
+
+
+def _per_user(data: Interactions, rows: np.ndarray, fold: np.ndarray, rng: np.random.Generator, order: str,
+              sizes, min_train: int) -> None:
+    """Per user, mark the last (by time, or random) rows as TEST then VALID, in place."""
+    if order not in ("time", "random"):
+        raise ValueError(f"split.order: {order!r} is not time|random")
+    if order == "time" and data.timestamp is not None:
+        # stable sort by (user, time); ties keep file order
+        key = np.lexsort((data.timestamp[rows], data.user[rows]))
+    else:
+        key = np.lexsort((rng.random(len(rows)), data.user[rows]))
+    rows = rows[key]
+    users = data.user[rows]
+    bounds = np.flatnonzero(np.diff(users)) + 1
+    for block in np.split(rows, bounds):
+        n = len(block)
+        n_test, n_valid = sizes(n)
+        if n - n_test - n_valid < min_train:
+            continue  # too few rows: the user stays wholly in training
+        if n_test:
+            fold[block[n - n_test:]] = TEST
+        if n_valid:
+            fold[block[n - n_test - n_valid:n - n_test]] = VALID

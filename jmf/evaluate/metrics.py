@@ -1,0 +1,100 @@
+"""Pure ranking and rating metrics, per user, on the device.
+
+Conventions (one line each, tested against hand-computed values in tests):
+
+* ``recall@K``   = hits in the top K / number of relevant items.
+* ``precision@K``= hits in the top K / K.
+* ``ndcg@K``     = DCG@K / IDCG@K with binary gains, ``1/log2(rank+1)``; IDCG over min(|rel|, K).
+* ``hr@K``       = 1 if any relevant item is in the top K.
+* ``mrr@K``      = 1 / rank of the first relevant item in the top K, 0 if none.
+
+Users without relevant items are excluded by the caller (``valid`` mask); ties in scores are
+broken by ``jax.lax.top_k`` (lower index first).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def topk_hits(scores: jax.Array, relevant: jax.Array, k: int) -> jax.Array:
+    """``[B, I]`` scores and bool relevance -> ``[B, k]`` bool hit at each rank."""
+    _, idx = jax.lax.top_k(scores, k)
+    return jnp.take_along_axis(relevant, idx, axis=1)
+
+
+def ranking_from_hits(hits: jax.Array, n_relevant: jax.Array, ks: tuple[int, ...]) -> dict[str, jax.Array]:
+    """Per-user metrics ``[B]`` for each ``k`` in ``ks`` from ``[B, max(ks)]`` hits."""
+    hits = hits.astype(jnp.float32)
+    n_rel = n_relevant.astype(jnp.float32)
+    ranks = jnp.arange(1, hits.shape[1] + 1, dtype=jnp.float32)
+    discounts = 1.0 / jnp.log2(ranks + 1.0)
+    out = {}
+    for k in ks:
+        h = hits[:, :k]
+        n_hit = h.sum(1)
+        dcg = (h * discounts[:k]).sum(1)
+        ideal_n = jnp.minimum(n_rel, k)
+        idcg = jnp.where(jnp.arange(k)[None, :] < ideal_n[:, None], discounts[None, :k], 0.0).sum(1)
+        first = jnp.argmax(h, axis=1)
+        out[f"recall@{k}"] = n_hit / jnp.maximum(n_rel, 1.0)
+        out[f"precision@{k}"] = n_hit / k
+        out[f"ndcg@{k}"] = dcg / jnp.maximum(idcg, 1e-12)
+        out[f"hr@{k}"] = (n_hit > 0).astype(jnp.float32)
+        out[f"mrr@{k}"] = jnp.where(n_hit > 0, 1.0 / (first + 1.0), 0.0)
+    return out
+
+
+def ranking_metrics(scores: jax.Array, relevant: jax.Array, ks: tuple[int, ...],
+                    exclude: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Per-user ranking metrics over the full item set.
+
+    Args:
+      scores: ``[B, I]`` float scores.
+      relevant: ``[B, I]`` bool held-out items.
+      ks: cut-offs.
+      exclude: ``[B, I]`` bool items never ranked (the user's training items).
+    """
+    if exclude is not None:
+        scores = jnp.where(exclude, -jnp.inf, scores)
+    hits = topk_hits(scores, relevant, max(ks))
+    return ranking_from_hits(hits, relevant.sum(1), ks)
+
+
+def sampled_ranking_metrics(pos_scores: jax.Array, neg_scores: jax.Array, ks: tuple[int, ...],
+                            neg_mask: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Metrics of one positive ranked among sampled negatives (DisenCDR protocol).
+
+    The positive's rank is ``1 + #negatives scoring strictly higher`` (ties favour the
+    positive, as ``np.argsort(-scores)`` does with the positive in column 0 in the
+    DisenCDR code).
+
+    Args:
+      pos_scores: ``[B]``; neg_scores: ``[B, N]``; neg_mask: ``[B, N]`` bool valid negatives.
+    """
+    higher = neg_scores > pos_scores[:, None]
+    if neg_mask is not None:
+        higher = higher & neg_mask
+    rank = 1 + higher.sum(1)  # 1-based
+    out = {}
+    for k in ks:
+        hit = rank <= k
+        out[f"hr@{k}"] = hit.astype(jnp.float32)
+        out[f"recall@{k}"] = hit.astype(jnp.float32)
+        out[f"precision@{k}"] = hit.astype(jnp.float32) / k
+        out[f"ndcg@{k}"] = jnp.where(hit, 1.0 / jnp.log2(rank + 1.0), 0.0)
+        out[f"mrr@{k}"] = jnp.where(hit, 1.0 / rank, 0.0)
+    out["mrr"] = 1.0 / rank
+    return out
+
+
+def rating_errors(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """RMSE and MAE over paired predictions and ratings."""
+    pred = np.asarray(pred, np.float64)
+    truth = np.asarray(truth, np.float64)
+    if pred.shape != truth.shape or pred.size == 0:
+        raise ValueError(f"rating_errors: shapes {pred.shape} vs {truth.shape}")
+    err = pred - truth
+    return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}

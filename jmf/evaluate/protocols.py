@@ -1,0 +1,218 @@
+"""Evaluators over a score function: full ranking, sampled ranking, rating error.
+
+Evaluators never see a model or a trainer (STYLE R11): they take
+``score_fn(users: jax.Array[B]) -> jax.Array[B, I_T]`` (scores over CF-side items) or
+``predict_fn(users, items) -> [N]`` (ratings), and host-side CSR matrices.  Users are fed
+in fixed-size padded batches so the scoring function compiles once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from jmf.evaluate import metrics as M
+
+ScoreFn = Callable[[jax.Array], jax.Array]
+PredictFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Knobs of the ``eval`` group.
+
+    Attributes:
+      protocol: ``full`` (rank all CF-side items, training items masked) or ``sampled``
+        (each held-out item among ``negatives`` sampled negatives, or a fixed ``candidates`` file).
+      ks: cut-offs.
+      negatives: number of sampled negatives (``sampled``).
+      candidates: path of a fixed candidate file (Bi-TGCF ``test_neg.txt``); test only.
+      sampling_seed: seed of the negative sampler (independent of the training seed).
+      batch_size: users per device batch.
+      ratings: also compute RMSE/MAE when the data is explicit.
+    """
+
+    protocol: str = "full"
+    ks: tuple[int, ...] = (10, 20)
+    negatives: int = 999
+    candidates: str | None = None
+    sampling_seed: int = 0
+    batch_size: int = 512
+    ratings: bool = True
+
+
+def _padded_indices(mat: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    """CSR rows of ``users`` -> ``[B, L]`` int32 column indices, padded with -1, L a power of 2."""
+    sub = mat[users]
+    lengths = np.diff(sub.indptr)
+    width = 1 << int(max(1, lengths.max(initial=1)) - 1).bit_length()
+    out = np.full((len(users), width), -1, np.int32)
+    rows = np.repeat(np.arange(len(users)), lengths)
+    cols = np.arange(sub.nnz) - np.repeat(sub.indptr[:-1], lengths)
+    out[rows, cols] = sub.indices
+    return out
+
+
+def _to_mask(idx: jax.Array, n_items: int) -> jax.Array:
+    B = idx.shape[0]
+    rows = jnp.broadcast_to(jnp.arange(B)[:, None], idx.shape)
+    safe = jnp.where(idx < 0, n_items, idx)  # out of range -> dropped
+    return jnp.zeros((B, n_items), bool).at[rows, safe].set(True, mode="drop")
+
+
+def _full_batch(scores: jax.Array, rel_idx: jax.Array, excl_idx: jax.Array, weight: jax.Array,
+                ks: tuple[int, ...]) -> dict[str, jax.Array]:
+    n_items = scores.shape[1]
+    per_user = M.ranking_metrics(scores, _to_mask(rel_idx, n_items), ks, exclude=_to_mask(excl_idx, n_items))
+    return {k: (v * weight).sum() for k, v in per_user.items()}
+
+
+_full_batch_jit = jax.jit(_full_batch, static_argnames="ks")
+
+
+def _user_batches(users: np.ndarray, batch_size: int):
+    for start in range(0, len(users), batch_size):
+        chunk = users[start:start + batch_size]
+        weight = np.zeros(batch_size, np.float32)
+        weight[:len(chunk)] = 1.0
+        padded = np.zeros(batch_size, np.int32)
+        padded[:len(chunk)] = chunk
+        yield chunk, padded, weight
+
+
+def evaluate_full(score_fn: ScoreFn, exclude: sp.csr_matrix, truth: sp.csr_matrix, users: np.ndarray | None = None,
+                  ks: tuple[int, ...] = (10, 20), batch_size: int = 512) -> dict[str, float]:
+    """Full-ranking metrics averaged over ``users`` (default: every user with a held-out item)."""
+    if users is None:
+        users = np.flatnonzero(np.diff(truth.indptr) > 0)
+    users = users[np.diff(truth.indptr)[users] > 0]
+    if len(users) == 0:
+        return {}
+    batch_size = min(batch_size, 1 << int(len(users) - 1).bit_length())
+    sums: dict[str, float] = {}
+    for chunk, padded, weight in _user_batches(users, batch_size):
+        rel = _padded_indices(truth, padded)
+        excl = _padded_indices(exclude, padded)
+        rel[len(chunk):] = -1
+        scores = score_fn(jnp.asarray(padded))
+        out = _full_batch_jit(scores, jnp.asarray(rel), jnp.asarray(excl), jnp.asarray(weight), tuple(ks))
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    return {k: v / len(users) for k, v in sums.items()}
+
+
+def sample_negatives(exclude: sp.csr_matrix, users: np.ndarray, positives: np.ndarray, n: int,
+                     pool: np.ndarray, seed: int) -> np.ndarray:
+    """``n`` negatives per (user, positive) pair, uniform over ``pool`` without the user's excluded items.
+
+    Sampling is without replacement within a pair, as in the DisenCDR evaluator.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(users), n), np.int32)
+    pool_set = set(pool.tolist())
+    for row, (u, p) in enumerate(zip(users, positives)):
+        banned = set(exclude.indices[exclude.indptr[u]:exclude.indptr[u + 1]].tolist())
+        banned.add(int(p))
+        n_allowed = len(pool_set) - len(banned & pool_set)
+        if n_allowed < n:
+            raise ValueError(f"eval.negatives: {n} negatives requested but user {u} has only {n_allowed} candidates")
+        picked: list[int] = []
+        seen = set()
+        while len(picked) < n:
+            draw = pool[rng.integers(0, len(pool), size=2 * (n - len(picked)) + 8)]
+            for item in draw.tolist():
+                if item not in banned and item not in seen:
+                    seen.add(item)
+                    picked.append(item)
+                    if len(picked) == n:
+                        break
+        out[row] = picked
+    return out
+
+
+def evaluate_sampled(score_fn: ScoreFn, users: np.ndarray, positives: np.ndarray, negatives: np.ndarray,
+                     ks: tuple[int, ...] = (10, 20), batch_size: int = 512) -> dict[str, float]:
+    """Each (user, positive) ranked among its row of ``negatives`` ``[P, N]``; averaged over pairs."""
+    if len(users) == 0:
+        return {}
+    batch_size = min(batch_size, 1 << int(len(users) - 1).bit_length())
+    sums: dict[str, float] = {}
+
+    @jax.jit
+    def batch_metrics(scores, pos, neg, weight):
+        pos_s = jnp.take_along_axis(scores, pos[:, None], 1)[:, 0]
+        neg_s = jnp.take_along_axis(scores, neg, 1)
+        per = M.sampled_ranking_metrics(pos_s, neg_s, tuple(ks))
+        return {k: (v * weight).sum() for k, v in per.items()}
+
+    order = np.arange(len(users))
+    for start in range(0, len(users), batch_size):
+        sel = order[start:start + batch_size]
+        pad = batch_size - len(sel)
+        u = np.concatenate([users[sel], np.zeros(pad, users.dtype)]).astype(np.int32)
+        pos = np.concatenate([positives[sel], np.zeros(pad, np.int32)]).astype(np.int32)
+        neg = np.concatenate([negatives[sel], np.zeros((pad, negatives.shape[1]), np.int32)]).astype(np.int32)
+        weight = np.concatenate([np.ones(len(sel)), np.zeros(pad)]).astype(np.float32)
+        out = batch_metrics(score_fn(jnp.asarray(u)), jnp.asarray(pos), jnp.asarray(neg), jnp.asarray(weight))
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    return {k: v / len(users) for k, v in sums.items()}
+
+
+def evaluate_ratings(predict_fn: PredictFn, truth: sp.csr_matrix, users: np.ndarray | None = None) -> dict[str, float]:
+    """RMSE / MAE over the stored entries of ``truth`` (optionally only ``users``' rows)."""
+    coo = truth.tocoo()
+    rows, cols, vals = coo.row, coo.col, coo.data
+    if users is not None:
+        keep = np.isin(rows, users)
+        rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    if len(vals) == 0:
+        return {}
+    return M.rating_errors(np.asarray(predict_fn(rows.astype(np.int32), cols.astype(np.int32))), vals)
+
+
+def evaluation_users(split, fold: str) -> tuple[np.ndarray, sp.csr_matrix]:
+    """The users evaluated on ``fold`` and the truth matrix: cold users in a cold-start split."""
+    truth = split.valid if fold == "valid" else split.test
+    cold = split.cold_valid_users if fold == "valid" else split.cold_test_users
+    has_truth = np.flatnonzero(np.diff(truth.indptr) > 0)
+    users = np.intersect1d(cold, has_truth) if len(cold) else has_truth
+    return users, truth
+
+
+def evaluate_split(model, split, fold: str, cfg: EvalConfig) -> dict[str, float]:
+    """Evaluate ``model`` (a :class:`~jmf.models.protocols.Scorer`) on ``split``'s ``fold``.
+
+    Items a user interacted with in training are never ranked; on ``test`` the user's
+    validation items are excluded too.
+    """
+    users, truth = evaluation_users(split, fold)
+    if len(users) == 0:
+        return {}
+    exclude = split.train if fold == "valid" else (split.train + split.valid).tocsr()
+    out: dict[str, float] = {}
+    ks = tuple(cfg.ks)
+    if cfg.protocol == "full":
+        out.update(evaluate_full(model.score, exclude, truth, users, ks, cfg.batch_size))
+    elif cfg.protocol == "sampled":
+        if cfg.candidates and fold == "test":
+            from jmf.data.candidates import load_candidates
+
+            pair_users, positives, negatives = load_candidates(cfg.candidates, split)
+        else:
+            sub = truth[users].tocoo()
+            pair_users, positives = users[sub.row], sub.col.astype(np.int32)
+            pool = np.flatnonzero(np.diff(split.train.tocsc().indptr) > 0).astype(np.int32)
+            negatives = sample_negatives(exclude, pair_users, positives, cfg.negatives, pool,
+                                         cfg.sampling_seed + (0 if fold == "valid" else 1))
+        out.update(evaluate_sampled(model.score, pair_users, positives, negatives, ks, cfg.batch_size))
+    else:
+        raise ValueError(f"eval.protocol: {cfg.protocol!r} is not full|sampled")
+    if cfg.ratings and not split.implicit:
+        out.update(evaluate_ratings(model.predict, truth, users))
+    return out

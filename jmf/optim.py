@@ -1,0 +1,74 @@
+"""Optax builders, and row-sparse updates for embedding tables.
+
+A dense optimiser step over a whole ``[U, d]`` embedding table costs ``O(U d)`` per batch
+even though a batch touches a few hundred rows; measured here, dense Adam over whole
+tables cost 6-12x plain SGD per epoch at 2-10M interactions.  :func:`sparse_rows_update`
+applies any element-wise optax transformation to the touched rows only (the "lazy"
+variant of Adam/Adagrad: a row's moments advance when the row is touched).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@dataclass
+class OptimConfig:
+    """Knobs of the ``optim`` group.
+
+    Attributes:
+      name: an optax optimiser name (``sgd``, ``adam``, ``adagrad``, ``adamw``, ...).
+      lr: learning rate.
+      kwargs: extra keyword arguments passed to the optax constructor.
+    """
+
+    name: str = "adam"
+    lr: float = 1e-3
+    kwargs: dict | None = None
+
+
+def build_optimizer(name: str, lr: float, **kwargs) -> optax.GradientTransformation:
+    """``optax.<name>(lr, **kwargs)`` with a clear error for unknown names."""
+    ctor = getattr(optax, name, None)
+    if ctor is None or not callable(ctor):
+        raise ValueError(f"optim.name: {name!r} is not an optax optimiser")
+    return ctor(lr, **kwargs)
+
+
+def _per_row(leaf, n_rows: int, ndim: int) -> bool:
+    return hasattr(leaf, "shape") and leaf.ndim == ndim and leaf.shape[0] == n_rows
+
+
+def init_rows_state(tx: optax.GradientTransformation, table: jax.Array):
+    """Optimiser state for one table (per-row leaves have the table's shape)."""
+    return tx.init(table)
+
+
+def sparse_rows_update(tx: optax.GradientTransformation, table: jax.Array, state, ids: jax.Array,
+                       row_grads: jax.Array):
+    """Apply ``tx`` to the rows ``ids`` of ``table`` only.
+
+    Args:
+      table: ``[N, ...]`` parameters.
+      state: ``tx`` state for ``table``.
+      ids: ``[B]`` int row ids (repeats allowed; their gradients are summed).
+      row_grads: ``[B, ...]`` gradient of the loss w.r.t. ``table[ids]``.
+
+    Returns:
+      ``(table, state)`` with only the touched rows changed (and global counters advanced).
+    """
+    n = table.shape[0]
+    uniq, inverse = jnp.unique(ids, size=ids.shape[0], fill_value=n, return_inverse=True)
+    grads = jax.ops.segment_sum(row_grads, inverse.reshape(-1), num_segments=ids.shape[0])
+    rows = table.at[uniq].get(mode="fill", fill_value=0)
+    row_state = jax.tree.map(
+        lambda s: s.at[uniq].get(mode="fill", fill_value=0) if _per_row(s, n, table.ndim) else s, state)
+    updates, new_row_state = tx.update(grads, row_state, rows)
+    table = table.at[uniq].add(updates, mode="drop")
+    state = jax.tree.map(
+        lambda s, r: s.at[uniq].set(r, mode="drop") if _per_row(s, n, table.ndim) else r, state, new_row_state)
+    return table, state

@@ -1,0 +1,18 @@
+"""Test set-up: 4 forced CPU devices (set before jax initialises) and the shared data path."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("JMF_DATA_DIR", str((ROOT.parent / "shared" / "data").resolve()))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """``$JMF_DATA_DIR``: the real datasets (CI: ../shared/data). Missing -> the test fails, loudly."""
+    path = Path(os.environ["JMF_DATA_DIR"])
+    assert path.is_dir(), f"JMF_DATA_DIR={path} does not exist: point it at the shared datasets"
+    return path

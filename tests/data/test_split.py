@@ -1,0 +1,65 @@
+"""O1/O2 partition and the hold-outs."""
+
+import numpy as np
+import pytest
+
+from jmf.data.split import make_split, partition_categories
+from jmf.data.synthetic import synthetic
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(n_users=400, n_items=300, n_categories=6, seed=0)
+
+
+def test_partition_by_k_takes_largest(data):
+    p = partition_categories(data, k=2)
+    counts = np.bincount(data.item_category[data.item], minlength=6)
+    assert set(p.cf_categories) == set(np.argsort(-counts)[:2])
+    assert len(p.dl_categories) == 4
+
+
+def test_partition_by_names_and_errors(data):
+    p = partition_categories(data, cf_categories=["cat01", 3])
+    assert list(p.cf_categories) == [1, 3]
+    with pytest.raises(ValueError, match="partition.k"):
+        partition_categories(data, k=6)
+    with pytest.raises(ValueError, match="partition.cf_categories: empty"):
+        partition_categories(data, cf_categories=[])
+    with pytest.raises(ValueError, match="unknown category 'nope'"):
+        partition_categories(data, cf_categories=["nope"])
+
+
+def test_ratio_split_is_disjoint_and_latest_in_test(data):
+    s = make_split(data, partition_categories(data, k=3), "ratio", test_ratio=0.2, valid_ratio=0.1)
+    assert s.train.multiply(s.test).nnz == 0 and s.train.multiply(s.valid).nnz == 0
+    cf_rows = np.isin(data.item_category[data.item], s.partition.cf_categories).sum()
+    assert s.train.nnz + s.valid.nnz + s.test.nnz == cf_rows
+    assert s.dl.nnz == len(data) - cf_rows
+    # by time: every test row of user 0 is later than all of its training rows
+    u = 0
+    local = {g: j for j, g in enumerate(s.cf_items)}
+    rows = np.flatnonzero((data.user == u) & np.isin(data.item_category[data.item], s.partition.cf_categories))
+    test_items = set(s.test[u].indices)
+    ts_test = [data.timestamp[r] for r in rows if local[data.item[r]] in test_items]
+    ts_train = [data.timestamp[r] for r in rows if local[data.item[r]] in set(s.train[u].indices)]
+    assert min(ts_test) > max(ts_train)
+
+
+def test_loo_holds_one_per_user(data):
+    s = make_split(data, partition_categories(data), "loo", valid_ratio=0.1)
+    per_user = np.diff(s.test.indptr)
+    assert per_user.max() == 1 and per_user.sum() > 0.9 * data.n_users
+
+
+def test_cold_start_hides_all_cf_rows_of_test_users(data):
+    s = make_split(data, partition_categories(data, k=3), "cold_start", beta=0.5, seed=1)
+    assert len(s.cold_test_users) > 0 and len(s.cold_valid_users) > 0
+    assert not set(s.cold_test_users) & set(s.cold_valid_users)
+    assert s.train[s.cold_test_users].nnz == 0 and s.train[s.cold_valid_users].nnz == 0
+    assert s.test[s.cold_test_users].nnz == s.test.nnz > 0
+    assert s.dl[s.cold_test_users].nnz > 0  # they keep their DL-side history
+    with pytest.raises(ValueError, match="split.beta"):
+        make_split(data, partition_categories(data, k=3), "cold_start", beta=1.5)
+    with pytest.raises(ValueError, match="needs a DL side"):
+        make_split(data, partition_categories(data), "cold_start")

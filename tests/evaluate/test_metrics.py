@@ -1,0 +1,98 @@
+"""Every metric against values worked out by hand."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from jmf.evaluate import metrics as M
+from jmf.evaluate.protocols import evaluate_full, evaluate_ratings, evaluate_sampled, sample_negatives
+
+
+def test_ranking_metrics_hand_computed():
+    # one user, 6 items; scores rank items 5,4,3,2,1,0; relevant = {4, 1}
+    scores = jnp.array([[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]])
+    relevant = jnp.array([[False, True, False, False, True, False]])
+    out = {k: float(v[0]) for k, v in M.ranking_metrics(scores, relevant, (1, 2, 5)).items()}
+    # ranks: item5 r1 (miss), item4 r2 (hit), item3 r3, item2 r4, item1 r5 (hit)
+    assert out["hr@1"] == 0.0 and out["hr@2"] == 1.0
+    assert out["precision@2"] == pytest.approx(0.5)
+    assert out["recall@2"] == pytest.approx(0.5)
+    assert out["recall@5"] == pytest.approx(1.0)
+    assert out["precision@5"] == pytest.approx(0.4)
+    assert out["mrr@2"] == pytest.approx(0.5) and out["mrr@1"] == 0.0
+    dcg5 = 1 / math.log2(3) + 1 / math.log2(6)
+    idcg5 = 1 + 1 / math.log2(3)
+    assert out["ndcg@5"] == pytest.approx(dcg5 / idcg5, rel=1e-6)
+    assert out["ndcg@2"] == pytest.approx((1 / math.log2(3)) / idcg5, rel=1e-6)
+
+
+def test_exclusion_masks_training_items():
+    scores = jnp.array([[9.0, 1.0, 2.0]])
+    relevant = jnp.array([[False, False, True]])
+    exclude = jnp.array([[True, False, False]])
+    out = M.ranking_metrics(scores, relevant, (1,), exclude=exclude)
+    assert float(out["hr@1"][0]) == 1.0
+    assert float(M.ranking_metrics(scores, relevant, (1,))["hr@1"][0]) == 0.0
+
+
+def test_sampled_metrics_hand_computed():
+    pos = jnp.array([0.5, 0.9])
+    neg = jnp.array([[0.9, 0.1, 0.7], [0.1, 0.2, 0.3]])  # user 0: rank 3; user 1: rank 1
+    out = M.sampled_ranking_metrics(pos, neg, (1, 3))
+    assert np.allclose(out["hr@1"], [0, 1]) and np.allclose(out["hr@3"], [1, 1])
+    assert np.allclose(out["ndcg@3"], [1 / math.log2(4), 1.0])
+    assert np.allclose(out["mrr"], [1 / 3, 1.0])
+
+
+def test_rating_errors_hand_computed():
+    out = M.rating_errors(np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 2.0]))
+    assert out["rmse"] == pytest.approx(math.sqrt(5 / 3))
+    assert out["mae"] == pytest.approx(1.0)
+
+
+def test_evaluate_full_batches_and_padding_agree_with_numpy():
+    rng = np.random.default_rng(0)
+    n_users, n_items = 37, 50
+    scores = rng.normal(size=(n_users, n_items)).astype(np.float32)
+    train = sp.random(n_users, n_items, density=0.1, random_state=1, format="csr")
+    test = sp.random(n_users, n_items, density=0.05, random_state=2, format="csr")
+    test = (test - test.multiply(train > 0)).tocsr()
+    test.eliminate_zeros()
+    table = jnp.asarray(scores)
+    got = evaluate_full(lambda u: table[u], train, test, ks=(5,), batch_size=8)
+    # reference: a straightforward NumPy loop
+    recalls, ndcgs = [], []
+    for u in range(n_users):
+        rel = set(test[u].indices)
+        if not rel:
+            continue
+        s = scores[u].copy()
+        s[train[u].indices] = -np.inf
+        top = np.argsort(-s, kind="stable")[:5]
+        hits = [i in rel for i in top]
+        recalls.append(sum(hits) / len(rel))
+        dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits))
+        ndcgs.append(dcg / sum(1 / math.log2(r + 2) for r in range(min(len(rel), 5))))
+    assert got["recall@5"] == pytest.approx(np.mean(recalls), rel=1e-5)
+    assert got["ndcg@5"] == pytest.approx(np.mean(ndcgs), rel=1e-5)
+
+
+def test_sample_negatives_excludes_training_and_positive():
+    train = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]], np.float32))
+    negs = sample_negatives(train, np.array([0, 1]), np.array([2, 0]), 3, np.arange(6), seed=0)
+    assert not set(negs[0]) & {0, 1, 2} and len(set(negs[0])) == 3
+    assert not set(negs[1]) & {5, 0}
+    with pytest.raises(ValueError, match="eval.negatives"):
+        sample_negatives(train, np.array([0]), np.array([2]), 4, np.arange(6), seed=0)
+
+
+def test_evaluate_sampled_and_ratings():
+    table = jnp.asarray(np.array([[3.0, 2.0, 1.0, 0.0]], np.float32))
+    out = evaluate_sampled(lambda u: table[u], np.array([0]), np.array([1]), np.array([[0, 2, 3]]), ks=(1, 2))
+    assert out["hr@1"] == 0.0 and out["hr@2"] == 1.0
+    truth = sp.csr_matrix(np.array([[0, 4.0], [2.0, 0]]))
+    out = evaluate_ratings(lambda u, i: np.full(len(u), 3.0), truth)
+    assert out["rmse"] == pytest.approx(1.0) and out["mae"] == pytest.approx(1.0)

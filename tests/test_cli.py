@@ -1,0 +1,63 @@
+"""The Hydra app end to end: default run, real data, sweeps, and start-up errors that name the key."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["data.n_users=300", "data.n_items=200", "model.epochs=2"]
+
+
+def jmf_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XLA_FLAGS": ""}  # one device: the CLI path, not the sharding tests
+    return subprocess.run([sys.executable, "-m", "jmf", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_default_run_writes_metrics_and_config(tmp_path):
+    res = jmf_train(f"hydra.run.dir={tmp_path}/run", *SMALL, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for key in ("valid/ndcg@10", "test/ndcg@10", "test/recall@20", "test/precision@10", "test/hr@10",
+                "test/mrr@10", "train/seconds", "rows/train", "rows/test"):
+        assert key in metrics, key
+    assert 0.0 < metrics["test/ndcg@10"] <= 1.0
+    assert (tmp_path / "run" / "config.yaml").exists()
+    assert "ndcg@10" in res.stdout  # the results table
+
+
+def test_ml100k_mf_reports_ratings(tmp_path):
+    res = jmf_train(f"hydra.run.dir={tmp_path}/run", "data=ml100k", "model=mf", "model.epochs=2", "model.dim=16",
+                    cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0.8 < metrics["test/rmse"] < 1.2 and "test/mae" in metrics
+
+
+def test_multirun_sweep(tmp_path):
+    res = jmf_train("-m", f"hydra.sweep.dir={tmp_path}/sweep", "model=pop,svd", "seed=0,1", *SMALL[:2], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = sorted((tmp_path / "sweep").rglob("metrics.json"))
+    assert len(runs) == 4
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.optimized_metrc=x", "optimized_metrc"),
+    ("split.test_ratio=abc", "test_ratio"),
+    ("model=nonexistent", "nonexistent"),
+    ("data=nonexistent", "nonexistent"),
+    ("model.dimm=3", "dimm"),
+    ("+model.dimm=3", "model.dimm"),
+    ("model.dim=abc", "model.dim"),
+    ("partition.k=8", "partition.k"),
+    ("data.preprocess.kcor=3", "kcor"),
+])
+def test_bad_config_fails_at_startup_naming_the_key(tmp_path, override, message):
+    res = jmf_train(f"hydra.run.dir={tmp_path}/run", override, cwd=tmp_path)
+    assert res.returncode != 0
+    assert message in res.stderr + res.stdout
+    assert not (tmp_path / "run" / "metrics.json").exists()
