@@ -4,7 +4,9 @@
 * :func:`make_split`: one of the hold-outs of DESIGN 4 applied to the CF side:
   ``ratio`` (per user or global, by time or at random), ``loo`` (leave-one-out by time),
   ``cold_start`` (a fraction ``beta`` of users active on both sides lose all their CF-side
-  rows) and ``predefined`` (the dataset's own folds).  DL-side rows are always training data.
+  rows) and ``predefined`` (the dataset's own folds).  DL-side rows are always training data,
+  except that ``predefined`` drops DL-side rows of the dataset's own valid/test folds: the
+  dataset's authors held them out (DisenCDR trains on ``train.txt`` of both domains only).
 """
 
 from __future__ import annotations
@@ -126,11 +128,16 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
     fold = np.full(len(data), TRAIN, np.int8)
     cold_valid = cold_test = np.zeros(0, np.int32)
     rows = np.flatnonzero(cf_row)
+    dl_row = ~cf_row
 
     if method == "predefined":
         if data.fold is None:
             raise ValueError(f"split=predefined: dataset {data.name} ships no folds")
         fold = data.fold.copy()
+        dl_row = ~cf_row & (fold == TRAIN)
+        if (~cf_row & ~dl_row).any():
+            log.info("predefined: %d DL-side valid/test rows of %s are held out, not used as O2",
+                     int((~cf_row & ~dl_row).sum()), data.name)
         fold[~cf_row] = TRAIN
     elif method == "ratio":
         if not (0 < test_ratio < 1 and 0 <= valid_ratio < 1 and test_ratio + valid_ratio < 1):
@@ -180,7 +187,7 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
     return SplitData(
         data=data, partition=partition, cf_items=cf_items, dl_items=dl_items,
         train=side(cf_row & (fold == TRAIN), cf_items), valid=side(cf_row & (fold == VALID), cf_items),
-        test=side(cf_row & (fold == TEST), cf_items), dl=side(~cf_row, dl_items), train_rows=train_rows,
+        test=side(cf_row & (fold == TEST), cf_items), dl=side(dl_row, dl_items), train_rows=train_rows,
         cold_valid_users=cold_valid, cold_test_users=cold_test,
     )
 

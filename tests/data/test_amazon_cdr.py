@@ -1,0 +1,82 @@
+"""DisenCDR Amazon pairs: raw counts, the test.txt / test_original.txt relation, folds, bad input."""
+
+import numpy as np
+import pytest
+
+from jmf.data.amazon_cdr import load_amazon_cdr
+from jmf.data.interactions import TEST, TRAIN
+from jmf.data.split import make_split, partition_categories
+from jmf.data.tabular import read_columns
+
+TRAIN_ROWS = {"sport_cloth": 92_612, "cloth_sport": 87_829, "phone_electronic": 50_407, "electronic_phone": 115_554}
+TEST_ROWS = {"sport_cloth": 8326, "cloth_sport": 7540, "phone_electronic": 2559, "electronic_phone": 2560}
+USERS = {"sport_cloth": 9928, "cloth_sport": 9928, "phone_electronic": 3325, "electronic_phone": 3325}
+FIELDS = ("user", "item", "value")
+
+
+@pytest.mark.parametrize("folder", sorted(TRAIN_ROWS))
+def test_test_txt_is_the_seen_part_of_test_original(data_dir, folder):
+    root = data_dir / "amazon-cdr" / folder
+    train, test, original = (read_columns(root / f, FIELDS) for f in ("train.txt", "test.txt", "test_original.txt"))
+    assert len(train["user"]) == TRAIN_ROWS[folder] and len(test["user"]) == TEST_ROWS[folder]
+    # test_original: one held-out item per user, for every user, never a training pair
+    assert len(original["user"]) == USERS[folder] == len(np.unique(original["user"]))
+    assert set(original["user"]) == set(train["user"])
+    train_pairs = set(zip(train["user"], train["item"]))
+    assert not train_pairs & set(zip(original["user"], original["item"]))
+    # test.txt: exactly the rows of test_original whose item occurs in this domain's train.txt, in order
+    seen = np.isin(original["item"], train["item"])
+    np.testing.assert_array_equal(test["user"], original["user"][seen])
+    np.testing.assert_array_equal(test["item"], original["item"][seen])
+    assert (train["value"] == 1).all() and (test["value"] == 1).all()
+
+
+@pytest.mark.parametrize("pair", ["sport_cloth", "phone_electronic"])
+def test_pair_raw_counts_and_folds(data_dir, pair):
+    a, b = pair.split("_")
+    data = load_amazon_cdr(data_dir / "amazon-cdr", pair)
+    assert data.category_names == (a, b) and data.implicit and data.fold is not None
+    assert data.n_users == USERS[pair]
+    row_domain = np.asarray(data.category_names)[data.item_category[data.item]]
+    for domain, other in ((a, b), (b, a)):
+        in_domain = row_domain == domain
+        assert ((data.fold == TRAIN) & in_domain).sum() == TRAIN_ROWS[f"{domain}_{other}"]
+        assert ((data.fold == TEST) & in_domain).sum() == TEST_ROWS[f"{domain}_{other}"]
+    # items are per-domain id spaces, prefixed by the domain
+    assert all(str(i).split(":")[0] == data.category_names[c] for i, c in zip(data.item_ids, data.item_category))
+    original = load_amazon_cdr(data_dir / "amazon-cdr", pair, test_file="test_original.txt")
+    assert (original.fold == TEST).sum() == 2 * USERS[pair]
+
+
+def test_predefined_split_holds_out_the_other_domains_test_rows(data_dir):
+    data = load_amazon_cdr(data_dir / "amazon-cdr", "sport_cloth")
+    split = make_split(data, partition_categories(data, cf_categories=["cloth"]), "predefined")
+    assert split.counts() == {"rows/train": 87_829, "rows/valid": 0, "rows/test": 7540, "rows/dl": 92_612}
+    assert (np.diff(split.test.indptr) > 0).sum() == 7540  # one test item per evaluated user
+
+
+def _pair_folder(root, folder, train="0\t1\t1\n1\t2\t1\n", test="0\t2\t1\n"):
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / folder / "train.txt").write_text(train)
+    (root / folder / "test.txt").write_text(test)
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="data.pair: 'sport' is not of the form"):
+        load_amazon_cdr(tmp_path, "sport")
+    with pytest.raises(FileNotFoundError, match="sport_cloth/train.txt"):
+        load_amazon_cdr(tmp_path, "sport_cloth")
+    _pair_folder(tmp_path, "sport_cloth")
+    _pair_folder(tmp_path, "cloth_sport")
+    assert load_amazon_cdr(tmp_path).stats() == {"rows": 6, "users": 2, "items": 4, "categories": 2}
+    with pytest.raises(FileNotFoundError, match="sport_cloth/test_original.txt"):
+        load_amazon_cdr(tmp_path, test_file="test_original.txt")
+    _pair_folder(tmp_path, "cloth_sport", train="0\t1\t1\nx\t2\t1\n")
+    with pytest.raises(ValueError, match=r"cloth_sport/train.txt: field 'user' is not an integer at line 2: 'x'"):
+        load_amazon_cdr(tmp_path)
+    _pair_folder(tmp_path, "cloth_sport", train="0\t1\t1\n1\tnan\t1\n")
+    with pytest.raises(ValueError, match=r"cloth_sport/train.txt: field 'item' is NaN at line 2"):
+        load_amazon_cdr(tmp_path)
+    _pair_folder(tmp_path, "cloth_sport", train="0\t1\n1\t2\n")
+    with pytest.raises(ValueError, match=r"cloth_sport/train.txt: expected 3 '\\t'-separated fields"):
+        load_amazon_cdr(tmp_path)
