@@ -127,6 +127,9 @@ def check_target(node: DictConfig, key: str, skip: tuple[str, ...] = ()) -> None
                 continue
             raise ValueError(f"config '{key}.{name}': unknown key for {target} (accepts: {sorted(params)})")
         value = node[name]
+        if isinstance(value, DictConfig) and "_target_" in value:
+            check_target(value, f"{key}.{name}")
+            continue
         if name in hints and not OmegaConf.is_missing(node, name) and not _type_ok(value, hints[name]):
             raise ValueError(f"config '{key}.{name}': {value!r} is not of type {hints[name]}")
 

@@ -43,8 +43,8 @@ def test_real_dataset_job(tmp_path, job):
     assert 0.0 < metrics["test/hr@10"] <= 1.0
     if job == "amazon_cdr":  # ../shared/data/README.md: popularity reaches HR@10 0.14-0.23 here
         assert 0.14 <= metrics["test/hr@10"] <= 0.23
-    if job == "amazon_cdr_bitgcf":  # 0.41-0.45 in the README; ties favour the positive here, which adds ~0.03
-        assert 0.40 <= metrics["test/hr@10"] <= 0.50
+    if job == "amazon_cdr_bitgcf":  # 0.41-0.45 in the README; jmf counts ties against the positive (~0.436)
+        assert 0.38 <= metrics["test/hr@10"] <= 0.47
 
 
 def test_csv_job(tmp_path):

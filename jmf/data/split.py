@@ -89,6 +89,7 @@ class SplitData:
     test: sp.csr_matrix           # [U, I_T]
     dl: sp.csr_matrix             # [U, I_S] DL-side values (O2), all training data
     train_rows: np.ndarray        # row indices into ``data`` of CF-side training rows
+    dl_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # rows of ``data`` in O2
     cold_valid_users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     cold_test_users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
@@ -188,6 +189,7 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
         data=data, partition=partition, cf_items=cf_items, dl_items=dl_items,
         train=side(cf_row & (fold == TRAIN), cf_items), valid=side(cf_row & (fold == VALID), cf_items),
         test=side(cf_row & (fold == TEST), cf_items), dl=side(dl_row, dl_items), train_rows=train_rows,
+        dl_rows=np.flatnonzero(dl_row),
         cold_valid_users=cold_valid, cold_test_users=cold_test,
     )
 

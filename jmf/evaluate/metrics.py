@@ -67,14 +67,15 @@ def sampled_ranking_metrics(pos_scores: jax.Array, neg_scores: jax.Array, ks: tu
                             neg_mask: jax.Array | None = None) -> dict[str, jax.Array]:
     """Metrics of one positive ranked among sampled negatives (DisenCDR protocol).
 
-    The positive's rank is ``1 + #negatives scoring strictly higher`` (ties favour the
-    positive, as ``np.argsort(-scores)`` does with the positive in column 0 in the
-    DisenCDR code).
+    The positive's rank is ``1 + #valid negatives scoring at least as high``: ties count
+    against the positive (pessimistic), so a model with many tied scores (popularity's
+    integer counts) is not flattered.  A "negative" that is the positive item itself (some
+    fixed candidate files list it) is excluded through ``neg_mask``.
 
     Args:
       pos_scores: ``[B]``; neg_scores: ``[B, N]``; neg_mask: ``[B, N]`` bool valid negatives.
     """
-    higher = neg_scores > pos_scores[:, None]
+    higher = neg_scores >= pos_scores[:, None]
     if neg_mask is not None:
         higher = higher & neg_mask
     rank = 1 + higher.sum(1)  # 1-based

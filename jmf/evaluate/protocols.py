@@ -147,7 +147,7 @@ def evaluate_sampled(score_fn: ScoreFn, users: np.ndarray, positives: np.ndarray
     def batch_metrics(scores, pos, neg, weight):
         pos_s = jnp.take_along_axis(scores, pos[:, None], 1)[:, 0]
         neg_s = jnp.take_along_axis(scores, neg, 1)
-        per = M.sampled_ranking_metrics(pos_s, neg_s, tuple(ks))
+        per = M.sampled_ranking_metrics(pos_s, neg_s, tuple(ks), neg_mask=neg != pos[:, None])
         return {k: (v * weight).sum() for k, v in per.items()}
 
     order = np.arange(len(users))

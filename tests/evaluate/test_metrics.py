@@ -47,6 +47,14 @@ def test_sampled_metrics_hand_computed():
     assert np.allclose(out["mrr"], [1 / 3, 1.0])
 
 
+def test_sampled_ties_count_against_the_positive_and_self_negatives_are_ignored():
+    pos = jnp.array([1.0])
+    neg = jnp.array([[1.0, 0.0, 1.0]])  # two ties
+    assert float(M.sampled_ranking_metrics(pos, neg, (1, 3))["mrr"][0]) == pytest.approx(1 / 3)
+    masked = M.sampled_ranking_metrics(pos, neg, (1,), neg_mask=jnp.array([[False, True, True]]))
+    assert float(masked["mrr"][0]) == pytest.approx(1 / 2)
+
+
 def test_rating_errors_hand_computed():
     out = M.rating_errors(np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 2.0]))
     assert out["rmse"] == pytest.approx(math.sqrt(5 / 3))

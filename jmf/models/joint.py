@@ -1,0 +1,241 @@
+"""``model=jmf``: the joint cross-category model behind the common CF-model interface.
+
+Schedule (DESIGN 2.4): SVD initialises ``P`` and ``Q`` (closed form) -> ``pretrain_epochs`` of
+``L_DL`` alone on O2 -> ``epochs`` of the joint objective, with early stopping on a
+validation metric (the best epoch's parameters are kept).  Cold-start users (no CF-side
+history) are scored from O2 alone: ``s_ui = P̂_u·Q_i + b_i``; warm users use
+``blend·P_u + (1-blend)·P̂_u``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jmf.data.batches import cf_category_distribution, dl_sequences
+from jmf.data.split import SplitData
+from jmf.models.jmf import JMFNet, LossWeights
+from jmf.optim import build_optimizer
+from jmf.train import parallel
+from jmf.train.step import init_state, make_train_step
+
+log = logging.getLogger(__name__)
+
+
+class JMF:
+    """The joint model.
+
+    Args:
+      encoder: ``encoder(n_items, n_categories, max_len, rngs=...)`` (a Hydra ``_partial_``).
+      head: ``head(d_in, d_out, rngs=...)`` (a Hydra ``_partial_``).
+      dim: CF factor size ``d``.
+      loss: CF loss: ``auto`` (mse on ratings, softmax on implicit), ``mse``, ``bpr``, ``softmax``.
+      weights: loss weights ``{cf, dl (α), map (β), transfer (γ), interest (δ)}``.
+      epochs, pretrain_epochs: joint and O2-only epochs (an epoch = as many pairs as O1 has training rows).
+      batch_size: users per global batch (divided over the devices of the ``data`` mesh axis).
+      items_per_user: CF-side items drawn per user and step (``m``): the loss is a mean over a user's
+        items, then over users (DESIGN 2.1), and the encoder runs once per user.
+      optimizer, lr: dense optax optimiser of the encoder/head; table_optimizer, table_lr: the
+        row-sparse optimiser of ``P, Q, b``.
+      reg: L2 weight on the touched CF rows.
+      negatives: uniform negatives per positive (ranking losses; also the literal head).
+      max_len: O2 sequence length ``L``.
+      init: ``svd`` or ``normal`` initialisation of ``P, Q``.
+      blend: weight of ``P_u`` against ``P̂_u`` for warm users at inference.
+      patience: epochs without validation improvement before stopping (0 = never stop early).
+      monitor: validation metric for early stopping (``auto``: rmse on ratings, ndcg@10 else).
+      max_inflight: steps dispatched before blocking on one (bounds XLA CPU all-reduce rendezvous).
+    """
+
+    def __init__(self, encoder: Callable, head: Callable, dim: int = 64, loss: str = "auto",
+                 weights: dict | None = None, epochs: int = 20, pretrain_epochs: int = 1, batch_size: int = 256,
+                 items_per_user: int = 8,
+                 optimizer: str = "adam", lr: float = 1e-3, table_optimizer: str = "adagrad", table_lr: float = 0.05,
+                 reg: float = 1e-4, negatives: int = 32, max_len: int = 50, init: str = "svd", blend: float = 0.5,
+                 patience: int = 3, monitor: str = "auto", max_inflight: int = 8, eval_batch_size: int = 512):
+        if init not in ("svd", "normal"):
+            raise ValueError(f"model.init: {init!r} is not svd|normal")
+        if loss not in ("auto", "mse", "bpr", "softmax"):
+            raise ValueError(f"model.loss: {loss!r} is not auto|mse|bpr|softmax")
+        unknown = set(weights or {}) - set(LossWeights._fields)
+        if unknown:
+            raise ValueError(f"model.weights: unknown term(s) {sorted(unknown)} (known: {LossWeights._fields})")
+        self.encoder_fn, self.head_fn = encoder, head
+        self.dim, self.loss, self.weights = dim, loss, LossWeights(**(weights or {}))
+        self.epochs, self.pretrain_epochs, self.batch_size = epochs, pretrain_epochs, batch_size
+        self.items_per_user = items_per_user
+        self.optimizer, self.lr, self.table_optimizer, self.table_lr = optimizer, lr, table_optimizer, table_lr
+        self.reg, self.negatives, self.max_len, self.init = reg, negatives, max_len, init
+        self.blend, self.patience, self.monitor, self.max_inflight = blend, patience, monitor, max_inflight
+        self.eval_batch_size = eval_batch_size
+
+    # ------------------------------------------------------------------ set-up
+    def _build(self, split: SplitData, seed: int):
+        rngs = nnx.Rngs(seed)
+        n_dl_items, n_dl_cats = len(split.dl_items), len(split.partition.dl_categories)
+        encoder = self.encoder_fn(n_items=n_dl_items, n_categories=n_dl_cats, max_len=self.max_len, rngs=rngs)
+        net = JMFNet(encoder, self.head_fn, self.dim, len(split.partition.cf_categories), split.train.shape[1],
+                     n_dl_items, n_dl_cats, rngs=rngs)
+        n_users, n_items = split.train.shape
+        if self.init == "svd":
+            from jmf.models.cf.svd import TruncatedSVD
+
+            svd = TruncatedSVD(self.dim, center=self.kind == "mse")
+            svd.fit(split, seed)
+            P, Q = svd.user_factors, svd.item_factors
+        else:
+            key_u, key_i = jax.random.split(jax.random.key(seed))
+            P = 0.1 * np.asarray(jax.random.normal(key_u, (n_users, self.dim)))
+            Q = 0.1 * np.asarray(jax.random.normal(key_i, (n_items, self.dim)))
+        tables = {"P": jnp.asarray(P, jnp.float32), "Q": jnp.asarray(Q, jnp.float32),
+                  "user_bias": jnp.zeros((n_users, 1)), "item_bias": jnp.zeros((n_items, 1))}
+        return net, tables
+
+    def fit(self, split: SplitData, seed: int = 0) -> dict[str, float]:
+        if len(split.dl_items) == 0:
+            raise ValueError("model=jmf needs a DL side: set partition.k or partition.cf_categories")
+        train = split.train.tocoo()
+        self.kind = self.loss if self.loss != "auto" else ("softmax" if split.implicit else "mse")
+        self.mean = float(train.data.mean()) if self.kind == "mse" else 0.0
+        self.monitor_name = self.monitor if self.monitor != "auto" else ("rmse" if self.kind == "mse" else "ndcg@10")
+        mesh = parallel.make_mesh()
+        parallel.check_batch_size(self.batch_size, mesh, "model.batch_size")
+        net, tables = self._build(split, seed)
+        tx = build_optimizer(self.optimizer, self.lr)
+        table_tx = build_optimizer(self.table_optimizer, self.table_lr)
+        self.graphdef, state = init_state(net, tables, tx, table_tx, seed)
+        state = parallel.put_replicated(state, mesh)
+        seqs = dl_sequences(split, self.max_len)
+        self.seq = parallel.put_replicated(
+            {"items": seqs.items, "categories": seqs.categories, "mask": seqs.mask,
+             "interest": cf_category_distribution(split)}, mesh)
+        self.has_cf = jnp.asarray(np.diff(split.train.indptr) > 0)
+        repl = parallel.replicated(mesh)
+        step_fn = make_train_step(self.graphdef, tx, table_tx, self.kind, self.mean, self.reg, self.negatives,
+                                  n_items=split.train.shape[1])
+        step = jax.jit(step_fn, donate_argnums=0, out_shardings=(repl, repl))
+
+        csr = split.train.tocsr()
+        dl_users = np.flatnonzero(seqs.mask.sum(1) >= 2).astype(np.int32)
+        rng = np.random.default_rng(seed)
+        history, best, best_state, bad_epochs = [], -math.inf, None, 0
+        start = time.perf_counter()
+        zero = LossWeights(cf=0.0, dl=1.0, map=0.0, transfer=0.0, interest=0.0)
+        for epoch in range(self.pretrain_epochs + self.epochs):
+            pretrain = epoch < self.pretrain_epochs
+            weights = zero if pretrain else self.weights
+            state, loss = self._epoch(step, state, mesh, csr, dl_users, weights, rng)
+            self.state = state
+            if pretrain:
+                log.info("jmf pretrain epoch %d: L_DL %.4f", epoch, loss)
+                continue
+            value = self._validate(split)
+            history.append(value)
+            score = -value if self.monitor_name in ("rmse", "mae") else value
+            log.info("jmf epoch %d: loss %.4f  valid/%s %.4f", epoch - self.pretrain_epochs, loss,
+                     self.monitor_name, value)
+            if score > best or not math.isfinite(best):
+                best, best_state, bad_epochs = score, jax.device_get(state), 0
+            else:
+                bad_epochs += 1
+                if self.patience and bad_epochs >= self.patience:
+                    break
+        if best_state is not None:
+            self.state = parallel.put_replicated(best_state, mesh)
+        return {"train/epochs": float(len(history)), "train/fit_seconds": time.perf_counter() - start,
+                f"train/best_valid_{self.monitor_name}": float(abs(best)) if history else float("nan")}
+
+    def _epoch(self, step, state, mesh, csr, dl_users, weights, rng) -> tuple:
+        """One epoch of user-centric batches: ``B`` users x ``m`` of their CF-side items."""
+        B, m = self.batch_size, self.items_per_user
+        degree = np.diff(csr.indptr)
+        warm = np.flatnonzero(degree > 0)
+        n_steps = max(1, -(-csr.nnz // (B * m)))
+        users = np.concatenate([rng.permutation(warm) for _ in range(-(-n_steps * B // len(warm)))])[:n_steps * B]
+        picks = csr.indptr[users][:, None] + np.floor(rng.random((len(users), m)) * degree[users][:, None]).astype(
+            np.int64)
+        items, values = csr.indices[picks].astype(np.int32), csr.data[picks].astype(np.float32)
+        dl_draw = (dl_users[rng.integers(0, len(dl_users), n_steps * B)] if len(dl_users)
+                   else np.zeros(n_steps * B, np.int32))
+        weights = jax.tree.map(jnp.float32, weights)
+        ones = np.ones((B, m), np.float32)
+        total, pending = 0.0, []
+        for b in range(n_steps):
+            sl = slice(b * B, (b + 1) * B)
+            batch = parallel.put_batch({"users": users[sl].astype(np.int32), "items": items[sl], "values": values[sl],
+                                        "weight": ones, "dl_users": dl_draw[sl]}, mesh)
+            state, metrics = step(state, batch, self.seq, weights)
+            pending.append(metrics["loss"])
+            if len(pending) >= self.max_inflight:  # bound the steps in flight (CPU all-reduce rendezvous)
+                total += float(sum(jax.device_get(pending)))
+                pending = []
+        total += float(sum(jax.device_get(pending)))
+        value = total / n_steps
+        if not math.isfinite(value):
+            raise FloatingPointError("model=jmf: the training loss became non-finite; lower model.lr/table_lr")
+        return state, value
+
+    def _validate(self, split: SplitData) -> float:
+        from jmf.evaluate.protocols import EvalConfig, evaluate_split
+
+        ks = (10,) if self.monitor_name.startswith(("rmse", "mae")) else (int(self.monitor_name.split("@")[1]),)
+        cfg = EvalConfig(ks=ks, batch_size=self.eval_batch_size, ratings=self.kind == "mse")
+        out = evaluate_split(self, split, "valid", cfg)
+        if self.monitor_name not in out:
+            raise ValueError(f"model.monitor: {self.monitor_name!r} not among validation metrics {sorted(out)}")
+        return out[self.monitor_name]
+
+    # ------------------------------------------------------------------ inference
+    def user_vectors(self, users: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``[B]`` users -> (user factors ``[B, d]``, user bias ``[B]``, interest logits ``[B, K]``)."""
+        return _user_vectors(self.graphdef, self.state.params, self.state.rest, self.state.tables, self.seq,
+                             self.has_cf, users, self.blend)
+
+    def score(self, users: jax.Array) -> jax.Array:
+        vec, bias, interest = self.user_vectors(users)
+        t = self.state.tables
+        if getattr(self, "_literal", None) is None:
+            self._literal = nnx.merge(self.graphdef, self.state.params, self.state.rest).literal
+        if self._literal:
+            return _literal_scores(self.graphdef, self.state.params, self.state.rest, interest)
+        return vec @ t["Q"].T + t["item_bias"][:, 0][None, :] + bias[:, None]
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        out = []
+        t = self.state.tables
+        for start in range(0, len(users), 65536):
+            u = jnp.asarray(users[start:start + 65536])
+            i = jnp.asarray(items[start:start + 65536])
+            vec, bias, _ = self.user_vectors(u)
+            out.append(np.asarray(self.mean + bias + t["item_bias"][i, 0] + (vec * t["Q"][i]).sum(-1)))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def interest(self, users: jax.Array) -> jax.Array:
+        """``[B, K]`` interest distribution ``softmax(I_u)`` over the CF-side categories."""
+        return jax.nn.softmax(self.user_vectors(users)[2], axis=-1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _user_vectors(graphdef, params, rest, tables, seq, has_cf, users, blend):
+    net = nnx.merge(graphdef, params, rest)
+    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users])
+    warm = has_cf[users][:, None]
+    has_dl = seq["mask"][users].any(1)[:, None]
+    own, own_bias = tables["P"][users], tables["user_bias"][users, 0]
+    w = jnp.where(has_dl, blend, 1.0)  # a warm user without O2 history keeps P_u
+    vec = jnp.where(warm, w * own + (1 - w) * mapped.p_hat, mapped.p_hat)
+    bias = jnp.where(warm[:, 0], w[:, 0] * own_bias + (1 - w[:, 0]) * mapped.bias_hat, mapped.bias_hat)
+    return vec, bias, mapped.interest
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _literal_scores(graphdef, params, rest, interest):
+    return nnx.merge(graphdef, params, rest).literal_logits(interest)
