@@ -10,7 +10,7 @@ from jmf.models.encoders.base import BehaviorEmbedding
 
 
 class GRUEncoder(nnx.Module):
-    """``h_u = W · GRU(x_u)[last valid step]`` (sequences are left-aligned, oldest first).
+    """``h_u = W · GRU(x_u)[last valid step]``; the state advances only on valid (unmasked) steps.
 
     Args:
       n_items, n_categories, max_len: supplied at run time.
@@ -20,13 +20,19 @@ class GRUEncoder(nnx.Module):
     def __init__(self, n_items: int, n_categories: int, max_len: int, embed_dim: int = 64, hidden: int = 64,
                  out_dim: int = 64, *, rngs: nnx.Rngs):
         self.embed = BehaviorEmbedding(n_items, n_categories, embed_dim, rngs=rngs)
-        self.rnn = nnx.RNN(nnx.GRUCell(embed_dim, hidden, rngs=rngs))
+        self.cell = nnx.GRUCell(embed_dim, hidden, rngs=rngs)
         self.out = nnx.Linear(hidden, out_dim, rngs=rngs)
-        self.out_dim = out_dim
+        self.hidden, self.out_dim = hidden, out_dim
 
     def __call__(self, items: jax.Array, categories: jax.Array, mask: jax.Array) -> jax.Array:
-        x = self.embed(items, categories, mask)                        # [B, L, e]
-        lengths = mask.sum(1).astype(jnp.int32)
-        states = self.rnn(x, seq_lengths=jnp.maximum(lengths, 1))      # [B, L, hidden]
-        last = jnp.take_along_axis(states, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
-        return self.out(jnp.where((lengths > 0)[:, None], last, 0.0))  # [B, out_dim]
+        x = self.embed(items, categories, mask)                       # [B, L, e]
+
+        def body(carry, inputs):
+            x_t, m_t = inputs                                         # [B, e], [B]
+            new, _ = self.cell(carry, x_t)
+            return jnp.where(m_t[:, None], new, carry), None
+
+        # a plain lax.scan over time: the cell is only read inside, never mutated
+        init = jnp.zeros((x.shape[0], self.hidden), x.dtype)
+        last, _ = jax.lax.scan(body, init, (jnp.swapaxes(x, 0, 1), jnp.swapaxes(mask, 0, 1)))
+        return self.out(last)                                         # [B, out_dim]; empty history -> W·0 + b
