@@ -21,23 +21,39 @@ from jmf.data.split import SplitData
 
 def randomized_svd(mat: sp.spmatrix | np.ndarray, rank: int, *, oversample: int = 10, n_iter: int = 4,
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-``rank`` singular triplets of ``mat`` ``[m, n]`` -> ``U [m, r]``, ``s [r]`` (descending), ``Vt [r, n]``."""
+    """Top-``rank`` singular triplets of ``mat`` ``[m, n]`` -> ``U [m, r]``, ``s [r]`` (descending), ``Vt [r, n]``.
+
+    Works on the short side (``mat`` is transposed when ``m > n``), so every QR is of a
+    ``[min(m, n), rank + oversample]`` block: power iterations ``Q <- qr(A Aᵀ Q)``, then
+    ``Aᵀ Q = C`` and the eigendecomposition of the small Gram ``Cᵀ C = W Σ² Wᵀ`` (float64)
+    give ``U = Q W`` and ``V = C W Σ⁻¹``.  The Gram squares the condition number, which costs
+    nothing for the leading ``rank`` values kept here (their ratio to σ₁ is far above
+    float64's 1e-8); the long-side QRs it replaces were 2/3 of the run time on Ciao's
+    7375 x 105114 matrix.
+    """
     m, n = mat.shape
     if not 1 <= rank <= min(m, n):
         raise ValueError(f"model.dim: rank {rank} must be in 1..{min(m, n)} for a {m}x{n} matrix")
-    width = min(rank + oversample, min(m, n))
+    if m > n:
+        u, s, vt = randomized_svd(mat.T, rank, oversample=oversample, n_iter=n_iter, seed=seed)
+        return np.ascontiguousarray(vt.T), s, np.ascontiguousarray(u.T)
+    width = min(rank + oversample, m)
     rng = np.random.default_rng(seed)
-    mat_t = mat.T.tocsr() if sp.issparse(mat) else mat.T
+    mat = mat.tocsr().astype(np.float32) if sp.issparse(mat) else np.asarray(mat, np.float32)
+    mat_t = mat.T.tocsr() if sp.issparse(mat) else np.ascontiguousarray(mat.T)
     omega = rng.standard_normal((n, width)).astype(np.float32)
-    y = np.asarray(mat @ omega)
-    q, _ = scipy.linalg.qr(y, mode="economic", check_finite=False)
+    q, _ = scipy.linalg.qr(np.asarray(mat @ omega), mode="economic", check_finite=False)
     for _ in range(n_iter):
-        z, _ = scipy.linalg.qr(np.asarray(mat_t @ q), mode="economic", check_finite=False)
-        q, _ = scipy.linalg.qr(np.asarray(mat @ z), mode="economic", check_finite=False)
-    b = np.asarray(mat_t @ q).T  # [width, n] = Qᵀ A
-    ub, s, vt = scipy.linalg.svd(b, full_matrices=False, check_finite=False)
-    u = q @ ub
-    return u[:, :rank].astype(np.float32), s[:rank].astype(np.float32), vt[:rank].astype(np.float32)
+        q, _ = scipy.linalg.qr(np.asarray(mat @ np.asarray(mat_t @ q)), mode="economic", check_finite=False)
+    c = np.asarray(mat_t @ q)                                    # [n, w] = (Qᵀ A)ᵀ
+    gram = c.T.astype(np.float64) @ c.astype(np.float64)         # [w, w]
+    lam, w = scipy.linalg.eigh(gram, check_finite=False)
+    order = np.argsort(lam)[::-1][:rank]
+    s = np.sqrt(np.maximum(lam[order], 0.0))
+    w = w[:, order].astype(np.float32)
+    u = q @ w
+    vt = ((c @ w) / np.maximum(s, np.finfo(np.float32).tiny).astype(np.float32)).T
+    return u.astype(np.float32), s.astype(np.float32), np.ascontiguousarray(vt, np.float32)
 
 
 def explained_variance(mat: sp.spmatrix | np.ndarray, s: np.ndarray) -> np.ndarray:
