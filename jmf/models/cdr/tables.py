@@ -1,0 +1,212 @@
+"""Row-sparse training of both sides' factor tables in one jit-compiled epoch.
+
+The O1 (target) and O2 (source) rows are stacked into one problem: items ``0..I_T-1`` are O1
+items and ``I_T..I_T+I_S-1`` O2 items, and ``r̂_ui = μ_side + b_u + b_i + P_u·Q_i``.
+
+Each table carries its bias as a last column (``P [·, d+1]``, ``Q [·, d+1]``): two row-sparse
+updates per step instead of four, with the same element-wise optimiser arithmetic.
+
+* ``shared_users=True`` (CMF): a user has one row ``P_u``, ``b_u`` for both sides.
+* ``shared_users=False`` (the per-side MF of EMCDR and PTUPCDR): O2 rows belong to user rows
+  ``U..2U-1``, so the two sides are two independent biased MFs with the losses of
+  :class:`~jmf.models.cf.mf.MatrixFactorization` (pair-weighted MSE, BPR or sampled softmax,
+  per-example L2 on the touched rows), trained by one compiled epoch instead of two.
+
+Ranking negatives are uniform over the positive's own side.  As in ``mf.py``, an epoch is one
+``lax.scan`` in one ``jax.jit`` call and each step updates only the rows it touches
+(:func:`jmf.optim.sparse_rows_update`).  The tables stay on one device: they are small next
+to what a step costs to all-reduce, and this runs unchanged on any number of devices.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jmf import losses
+from jmf.data.split import SplitData
+from jmf.optim import build_optimizer, sparse_rows_update
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """Knobs of the table training (the models' ``model.*`` keys of the same names).
+
+    Attributes:
+      dim: factor size ``d``; kind: ``mse`` | ``bpr`` | ``softmax`` (already resolved from ``auto``).
+      epochs, batch_size: passes over the stacked O1 + O2 rows, rows per step.
+      optimizer, lr: optax optimiser applied row-sparsely.
+      reg, bias_reg: L2 weights on the touched factor rows and biases (per example).
+      source_weight: weight of an O2 row against an O1 row.
+      init_scale: std of the normal initialisation; negatives: per positive (ranking losses).
+    """
+
+    dim: int = 32
+    kind: str = "bpr"
+    epochs: int = 20
+    batch_size: int = 256
+    optimizer: str = "adam"
+    lr: float = 0.01
+    reg: float = 0.001
+    bias_reg: float = 0.001
+    source_weight: float = 1.0
+    init_scale: float = 0.1
+    negatives: int = 4
+
+
+class _StepKnobs(NamedTuple):
+    """What the compiled epoch depends on (besides shapes): fits that agree here share a compilation."""
+
+    kind: str
+    optimizer: str
+    lr: float
+    reg: float
+    bias_reg: float
+    negatives: int
+
+
+@dataclass
+class SideTables:
+    """Trained tables: ``P [U or 2U, d+1]`` and ``Q [I_T+I_S, d+1]``; the last column is the bias."""
+
+    params: dict
+    means: np.ndarray      # [2] rating means of O1, O2 (0 for ranking losses)
+    n_users: int
+    n_target: int
+    shared_users: bool
+    loss: float
+
+    def side(self, name: str) -> dict[str, jax.Array]:
+        """``P [U, d]``, ``user_bias [U]``, ``Q [I, d]``, ``item_bias [I]`` and ``mean`` of ``target`` or ``source``."""
+        P, Q, U, T = np.asarray(self.params["P"]), np.asarray(self.params["Q"]), self.n_users, self.n_target
+        users = P[:U] if name == "target" or self.shared_users else P[U:2 * U]
+        items = Q[:T] if name == "target" else Q[T:]
+        return {"P": jnp.asarray(users[:, :-1]), "user_bias": jnp.asarray(users[:, -1]),
+                "Q": jnp.asarray(items[:, :-1]), "item_bias": jnp.asarray(items[:, -1]),
+                "mean": float(self.means[0 if name == "target" else 1])}
+
+
+def fit_tables(split: SplitData, cfg: TableConfig, *, shared_users: bool, seed: int, model: str,
+               after_epoch: Callable[[int, dict, float], bool] | None = None) -> SideTables:
+    """Train the tables of both sides on ``split.train`` (O1) and ``split.dl`` (O2).
+
+    Args:
+      model: the model's config name, for error messages.
+      after_epoch: ``after_epoch(epoch, params, loss) -> stop`` (validation; ``params`` is live, copy to keep).
+    """
+    target, source = split.train.tocoo(), split.dl.tocoo()
+    n_users, n_target = split.train.shape
+    n_source = split.dl.shape[1]
+    rated = cfg.kind == "mse"
+    means = np.array([target.data.mean(), source.data.mean()] if rated else [0.0, 0.0], np.float32)
+    offset = 0 if shared_users else n_users
+    rows = np.concatenate([target.row, source.row + offset]).astype(np.int32)
+    cols = np.concatenate([target.col, source.col + n_target]).astype(np.int32)
+    vals = np.concatenate([target.data, source.data]).astype(np.float32)
+    side = np.concatenate([np.zeros(target.nnz, np.int32), np.ones(source.nnz, np.int32)])
+    scale = np.where(side == 1, cfg.source_weight, 1.0).astype(np.float32)
+
+    n_rows = n_users if shared_users else 2 * n_users
+    key_u, key_i = jax.random.split(jax.random.key(seed))
+    bias = jnp.zeros((1,))  # factors ~ N(0, init_scale^2), biases 0
+    params = {"P": jnp.concatenate([cfg.init_scale * jax.random.normal(key_u, (n_rows, cfg.dim)),
+                                    jnp.broadcast_to(bias, (n_rows, 1))], 1),
+              "Q": jnp.concatenate([cfg.init_scale * jax.random.normal(key_i, (n_target + n_source, cfg.dim)),
+                                    jnp.broadcast_to(bias, (n_target + n_source, 1))], 1)}
+    tx = build_optimizer(cfg.optimizer, cfg.lr)
+    opt_state = {k: tx.init(v) for k, v in params.items()}
+    knobs = _StepKnobs(cfg.kind, cfg.optimizer, float(cfg.lr), float(cfg.reg), float(cfg.bias_reg), cfg.negatives)
+    n = len(rows)
+    n_batches = -(-n // cfg.batch_size)
+    rng = np.random.default_rng(seed)
+    loss = math.nan
+    for epoch in range(cfg.epochs):
+        perm = rng.permutation(n)
+        pad = n_batches * cfg.batch_size - n  # the ragged last batch: padded rows of weight 0
+        idx = np.concatenate([perm, np.zeros(pad, np.int64)])
+        weight = np.concatenate([scale[perm], np.zeros(pad, np.float32)])
+        shape = (n_batches, cfg.batch_size)
+        batches = {"users": rows[idx].reshape(shape), "items": cols[idx].reshape(shape),    # [S, B] each
+                   "values": vals[idx].reshape(shape), "side": side[idx].reshape(shape),
+                   "weight": weight.reshape(shape)}
+        key = jax.random.fold_in(jax.random.key(seed), epoch)
+        params, opt_state, loss = _epoch(params, opt_state, jax.device_put(batches), key, jnp.asarray(means),
+                                         knobs=knobs, n_target=n_target, n_source=n_source)
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"model={model}: the training loss became non-finite; lower model.lr")
+        log.debug("%s tables epoch %d: loss %.4f", model, epoch, loss)
+        if after_epoch is not None and after_epoch(epoch, params, loss):
+            break
+    return SideTables(params, means, n_users, n_target, shared_users, loss)
+
+
+def _example_loss(rows: dict, batch: dict, means: jax.Array, cfg: _StepKnobs) -> jax.Array:
+    """The loss as a function of the gathered rows only (so gradients are row-sized).
+
+    ``rows``: ``P, Q [B, d+1]`` (last column: bias) and, for ranking losses, ``Qneg [B*N, d+1]``.
+    """
+    pu, bu = rows["P"][:, :-1], rows["P"][:, -1]                        # [B, d], [B]
+    qi, bi = rows["Q"][:, :-1], rows["Q"][:, -1]
+    w = batch["weight"]
+    pos = (pu * qi).sum(-1) + bi
+    penalty = cfg.reg * ((pu ** 2).sum(-1) + (qi ** 2).sum(-1)) + cfg.bias_reg * bi ** 2
+    if cfg.kind == "mse":
+        main = losses.mse(means[batch["side"]] + bu + pos, batch["values"], w)
+        penalty = penalty + cfg.bias_reg * bu ** 2
+    else:  # b_u cancels out of ranking losses
+        neg_rows = rows["Qneg"].reshape(pu.shape[0], cfg.negatives, -1)   # [B, N, d+1]
+        qj, bj = neg_rows[..., :-1], neg_rows[..., -1]
+        neg = jnp.einsum("bd,bnd->bn", pu, qj) + bj
+        penalty = penalty + cfg.reg * (qj ** 2).sum((-1, -2)) / cfg.negatives
+        main = (losses.bpr if cfg.kind == "bpr" else losses.sampled_softmax)(pos, neg, w)
+    return main + losses.weighted_mean(penalty, w)
+
+
+@functools.partial(jax.jit, static_argnames=("knobs", "n_target", "n_source"), donate_argnums=(0, 1))
+def _epoch(params: dict, opt_state: dict, batches: dict, key: jax.Array, means: jax.Array, *, knobs: _StepKnobs,
+           n_target: int, n_source: int):
+    """One epoch: ``lax.scan`` over ``batches [S, B]``; returns ``(params, opt_state, mean loss)``.
+
+    Module-level and keyed on the step knobs and sizes, so fits with equal settings and shapes
+    share one compilation.
+    """
+    cfg = knobs
+    tx = build_optimizer(cfg.optimizer, cfg.lr)
+    n_neg = cfg.negatives
+
+    def step(carry, batch):
+        params, opt_state, key = carry
+        key, sub = jax.random.split(key)
+        users, items = batch["users"], batch["items"]
+        ids = {"P": users, "Q": items}
+        rows = {"P": params["P"][users], "Q": params["Q"][items]}
+        if cfg.kind != "mse":
+            # negatives from the positive's own side: O1 items 0..I_T-1, O2 items I_T..I_T+I_S-1
+            u = jax.random.uniform(sub, (users.shape[0], n_neg))
+            is_source = batch["side"][:, None] == 1
+            neg = jnp.where(is_source, n_target + jnp.floor(u * n_source), jnp.floor(u * n_target))
+            neg = jnp.minimum(neg.astype(jnp.int32), n_target + n_source - 1).reshape(-1)   # [B*N]
+            ids["Q"] = jnp.concatenate([items, neg])
+            rows["Qneg"] = params["Q"][neg]
+        loss, grads = jax.value_and_grad(_example_loss)(rows, batch, means, cfg)
+        if cfg.kind != "mse":
+            grads = {"P": grads["P"], "Q": jnp.concatenate([grads["Q"], grads["Qneg"]])}
+        new_params, new_state = {}, {}
+        for name in params:
+            new_params[name], new_state[name] = sparse_rows_update(tx, params[name], opt_state[name], ids[name],
+                                                                   grads[name])
+        return (new_params, new_state, key), loss
+
+    (params, opt_state, _), loss = jax.lax.scan(step, (params, opt_state, key), batches)
+    return params, opt_state, loss.mean()
