@@ -7,22 +7,36 @@ import math
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from jmf.config import CONF_DIR, register_configs
 
 register_configs()
+log = logging.getLogger("jmf")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Run one experiment in Hydra's run directory; return the optimised validation metric."""
-    from jmf.run import run
+    """Run one experiment in Hydra's run directory; return the optimised validation metric.
 
-    logging.getLogger("jmf").setLevel(cfg.trainer.log_level)
-    metrics = run(cfg, HydraConfig.get().runtime.output_dir)
-    value = metrics.get(cfg.trainer.optimized_metric, math.nan)
-    return float(value)
+    In a multirun a failing job writes ``failure.json`` and returns NaN (Optuna records a
+    failed trial) instead of ending the sweep; a single run raises.
+    """
+    from jmf.run import run
+    from jmf.train.observe import record_failure
+
+    log.setLevel(cfg.trainer.log_level)
+    hydra_cfg = HydraConfig.get()
+    try:
+        metrics = run(cfg, hydra_cfg.runtime.output_dir)
+    except Exception as err:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise
+        path = record_failure(hydra_cfg.runtime.output_dir, err, list(hydra_cfg.overrides.task))
+        log.exception("job %s failed (recorded in %s); the sweep goes on", hydra_cfg.job.num, path)
+        return math.nan
+    return float(metrics.get(cfg.trainer.optimized_metric, math.nan))
 
 
 if __name__ == "__main__":

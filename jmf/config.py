@@ -21,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from jmf.data.preprocess import PreprocessConfig
+from jmf.distributed import DistributedConfig
 from jmf.optim import OptimConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,17 +67,45 @@ class EvalSchema:
 
 @dataclass
 class TrainerConfig:
-    """Run-level knobs.
+    """Run-level knobs, and the training engine's (:class:`jmf.train.engine.RunContext`).
 
     Attributes:
       optimized_metric: the metric ``jmf-train`` returns (for Optuna); a validation metric.
       top_n: write each evaluated user's top-N CF-side items to ``topn.json`` (0 = off).
       log_level: Python logging level of the run.
+      devices: size of the ``data`` mesh axis (0 = every device, all hosts).
+      max_inflight: steps dispatched before the host waits for the oldest (0 = 8 on CPU, 64 else).
+      shard_tables: shard user/item embedding tables by rows over the mesh (catalogues too big for one device).
+      checkpoint: write orbax checkpoints into ``<run dir>/checkpoints``.
+      checkpoint_every: steps between mid-epoch checkpoints (0 = at epoch ends only).
+      keep_checkpoints: periodic checkpoints kept (the best-validation one is kept apart).
+      resume: resume from the run directory's last checkpoint; ``false`` starts fresh on purpose.
+      progress: progress bar (on a terminal).
+      tensorboard: TensorBoard event files in ``<run dir>/tb`` (JSONL is always written).
+      log_every: steps between step-level metric points.
+      nan_check: stop at a NaN/inf loss, naming the step and the loss term.
+      init_seed: seed of parameter initialisation (null = ``seed``).
+      sampling_seed: seed of batch and negative sampling (null = ``seed``).
+      distributed: multi-host start-up (:class:`jmf.distributed.DistributedConfig`).
     """
 
     optimized_metric: str = "valid/ndcg@10"
     top_n: int = 0
     log_level: str = "INFO"
+    devices: int = 0
+    max_inflight: int = 0
+    shard_tables: bool = False
+    checkpoint: bool = True
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    resume: bool = True
+    progress: bool = True
+    tensorboard: bool = True
+    log_every: int = 50
+    nan_check: bool = True
+    init_seed: int | None = None
+    sampling_seed: int | None = None
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 def register_configs() -> None:

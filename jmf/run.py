@@ -2,10 +2,17 @@
 
 ``run(cfg)`` is what ``jmf-train`` calls; it is importable and testable without Hydra's
 app machinery (STYLE R2).  Below this function nothing reads ``cfg``.
+
+A run directory holds ``metrics.json`` (deterministic: the same config and seed give the
+same file on CPU), ``timing.json`` (wall-clock seconds, kept apart for that reason),
+``config.yaml``, ``run_info.json`` (seeds, versions, devices, data fingerprint),
+``metrics.jsonl`` + ``tb/`` (training curves) and ``checkpoints/`` (models on the engine).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
 import time
@@ -15,25 +22,47 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from jmf import distributed
 from jmf.config import EvalSchema, PartitionConfig, SplitConfig, TrainerConfig, check_target, to_dataclass
 from jmf.data.interactions import Interactions
 from jmf.data.preprocess import PreprocessConfig, preprocess
 from jmf.data.split import SplitData, make_split, partition_categories
 from jmf.evaluate.protocols import EvalConfig, evaluate_split
+from jmf.train.engine import RunContext
+from jmf.train.observe import array_fingerprint, file_fingerprint, write_run_info
 
 log = logging.getLogger("jmf")
 
 DATA_META_KEYS = ("preprocess", "name")
+# trainer knobs that change how a run executes, not what it computes: a checkpoint stays valid across them
+EXECUTION_KEYS = ("optimized_metric", "top_n", "log_level", "devices", "max_inflight", "checkpoint",
+                  "checkpoint_every", "keep_checkpoints", "resume", "progress", "tensorboard", "log_every",
+                  "nan_check", "distributed")
 
 
-def load_data(data_cfg: DictConfig, seed: int) -> Interactions:
-    """Instantiate the ``data`` loader and apply ``data.preprocess``."""
+def load_data(data_cfg: DictConfig, seed: int, fingerprint: dict | None = None) -> Interactions:
+    """Instantiate the ``data`` loader and apply ``data.preprocess``.
+
+    ``fingerprint``, when given, receives the data's file hashes, content hash and row counts.
+    """
     check_target(data_cfg, "data", skip=DATA_META_KEYS)
     pre = to_dataclass(PreprocessConfig, data_cfg.get("preprocess"), "data.preprocess")
     loader = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k not in DATA_META_KEYS}
     data = instantiate(loader, _convert_="all")
     log.info("loaded %s: %s", data.name, data.stats())
-    return preprocess(data, pre, seed=seed)
+    clean = preprocess(data, pre, seed=seed)
+    if fingerprint is not None:
+        paths = [Path(v) for v in loader.values() if isinstance(v, str) and v and Path(v).exists()]
+        fingerprint.update(
+            files=file_fingerprint(paths), loaded=_counts(data), preprocessed=_counts(clean),
+            content_sha256=array_fingerprint(clean.user, clean.item, clean.value, clean.timestamp,
+                                             clean.item_category))
+    return clean
+
+
+def _counts(data: Interactions) -> dict:
+    return {"rows": len(data), "users": data.n_users, "items": len(data.item_ids),
+            "categories": len(data.category_names)}
 
 
 def build_split(data: Interactions, partition_cfg: DictConfig, split_cfg: DictConfig, seed: int) -> SplitData:
@@ -45,37 +74,65 @@ def build_split(data: Interactions, partition_cfg: DictConfig, split_cfg: DictCo
 
 
 def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
-    """Run the experiment ``cfg``; write ``metrics.json`` and ``config.yaml`` into ``out_dir``."""
+    """Run the experiment ``cfg`` in ``out_dir`` (see the module docstring for what it writes)."""
     out = Path(out_dir or ".")
     out.mkdir(parents=True, exist_ok=True)
     trainer = to_dataclass(TrainerConfig, cfg.get("trainer"), "trainer")
     eval_cfg = EvalConfig(**{**vars(to_dataclass(EvalSchema, cfg.get("eval"), "eval")),
                              "ks": tuple(cfg.eval.ks)})
     check_target(cfg.model, "model")
+    distributed.initialize(distributed.DistributedConfig(**trainer.distributed)
+                           if isinstance(trainer.distributed, dict) else trainer.distributed)
     seed = int(cfg.seed)
+    split_seed = seed if cfg.split.get("seed") is None else int(cfg.split.seed)
+    seeds = {"run": seed, "data": cfg.data.get("seed"), "split": split_seed,
+             "init": seed if trainer.init_seed is None else trainer.init_seed,
+             "sampling": seed if trainer.sampling_seed is None else trainer.sampling_seed}
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    data = load_data(cfg.data, seed)
+    fingerprint: dict = {}
+    data = load_data(cfg.data, seed, fingerprint)
     split = build_split(data, cfg.partition, cfg.split, seed)
+    fingerprint["split"] = split.counts()
     log.info("split %s: %s", cfg.split.method, split.counts())
+    write_run_info(out, seeds=seeds, data=fingerprint, config=OmegaConf.to_container(cfg, resolve=True))
     model = instantiate(cfg.model, _convert_="all")
     start = time.perf_counter()
-    fit_info = model.fit(split, seed=seed)
-    seconds = time.perf_counter() - start
+    if "ctx" in inspect.signature(model.fit).parameters:
+        fit_info = model.fit(split, seed=seeds["init"], ctx=_context(cfg, trainer, out, seeds))
+    else:
+        fit_info = model.fit(split, seed=seeds["init"])
+    timing = {"train/seconds": time.perf_counter() - start}
 
-    metrics: dict[str, float] = {"train/seconds": seconds, **split.counts()}
-    metrics.update({k if "/" in k else f"train/{k}": float(v) for k, v in (fit_info or {}).items()})
+    metrics: dict[str, float] = dict(split.counts())
+    for key, value in (fit_info or {}).items():
+        key = key if "/" in key else f"train/{key}"
+        (timing if key.endswith("seconds") else metrics)[key] = float(value)  # wall clock is not deterministic
     for fold in ("valid", "test"):
         for name, value in evaluate_split(model, split, fold, eval_cfg).items():
             metrics[f"{fold}/{name}"] = value
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    _print_table(metrics, f"{cfg.data.get('name', 'data')} · {type(model).__name__} · seed {seed}")
-    if trainer.top_n > 0:
+    import jax
+
+    if jax.process_index() == 0:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        (out / "timing.json").write_text(json.dumps(timing, indent=2, sort_keys=True))
+        _print_table(metrics, timing, f"{cfg.data.get('name', 'data')} · {type(model).__name__} · seed {seed}")
+    if trainer.top_n > 0 and jax.process_index() == 0:
         _write_top_n(model, split, trainer.top_n, out / "topn.json")
     return metrics
 
 
-def _print_table(metrics: dict[str, float], title: str) -> None:
+def _context(cfg: DictConfig, trainer: TrainerConfig, out: Path, seeds: dict) -> RunContext:
+    """The engine's view of the trainer config; ``compat``: what a checkpoint must have been written with."""
+    knobs = {f.name: getattr(trainer, f.name) for f in dataclasses.fields(RunContext)
+             if hasattr(trainer, f.name) and f.name not in ("sampling_seed", "compat")}
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    compat = {k: resolved.get(k) for k in ("data", "partition", "split", "model", "optim", "seed")}
+    compat["trainer"] = {k: v for k, v in resolved.get("trainer", {}).items() if k not in EXECUTION_KEYS}
+    return RunContext(out_dir=out, sampling_seed=seeds["sampling"], compat=compat, **knobs)
+
+
+def _print_table(metrics: dict[str, float], timing: dict[str, float], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -88,7 +145,7 @@ def _print_table(metrics: dict[str, float], title: str) -> None:
         table.add_row(name, *(f"{metrics[f'{f}/{name}']:.4f}" if f"{f}/{name}" in metrics else "—"
                               for f in ("valid", "test")))
     Console().print(table)
-    Console().print(f"train {metrics['train/seconds']:.2f}s · rows " +
+    Console().print(f"train {timing['train/seconds']:.2f}s · rows " +
                     ", ".join(f"{k.split('/')[1]} {v:.0f}" for k, v in metrics.items() if k.startswith("rows/")))
 
 

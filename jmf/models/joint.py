@@ -9,9 +9,9 @@ history) are scored from O2 alone: ``s_ui = P̂_u·Q_i + b_i``; warm users use
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable
 
@@ -25,6 +25,7 @@ from jmf.data.split import SplitData
 from jmf.models.jmf import JMFNet, LossWeights
 from jmf.optim import build_optimizer
 from jmf.train import parallel
+from jmf.train.engine import Engine, EpochPlan, Phase, RunContext
 from jmf.train.step import init_state, make_train_step
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ class JMF:
       blend: weight of ``P_u`` against ``P̂_u`` for warm users at inference.
       patience: epochs without validation improvement before stopping (0 = never stop early).
       monitor: validation metric for early stopping (``auto``: rmse on ratings, ndcg@10 else).
-      max_inflight: steps dispatched before blocking on one (bounds XLA CPU all-reduce rendezvous).
+      max_inflight: steps dispatched before blocking on one (0: ``trainer.max_inflight``; bounds XLA's CPU
+        all-reduce rendezvous, see :mod:`jmf.train.parallel`).
     """
 
     def __init__(self, encoder: Callable, head: Callable, dim: int = 64, loss: str = "auto",
@@ -60,7 +62,7 @@ class JMF:
                  items_per_user: int = 8,
                  optimizer: str = "adam", lr: float = 1e-3, table_optimizer: str = "adagrad", table_lr: float = 0.05,
                  reg: float = 1e-4, negatives: int = 32, max_len: int = 50, init: str = "svd", blend: float = 0.5,
-                 patience: int = 3, monitor: str = "auto", max_inflight: int = 8, eval_batch_size: int = 512):
+                 patience: int = 3, monitor: str = "auto", max_inflight: int = 0, eval_batch_size: int = 512):
         if init not in ("svd", "normal"):
             raise ValueError(f"model.init: {init!r} is not svd|normal")
         if loss not in ("auto", "mse", "bpr", "softmax"):
@@ -78,7 +80,7 @@ class JMF:
         self.eval_batch_size = eval_batch_size
 
     # ------------------------------------------------------------------ set-up
-    def _build(self, split: SplitData, seed: int):
+    def _build(self, split: SplitData, seed: int, n_user_rows: int, n_item_rows: int):
         rngs = nnx.Rngs(seed)
         n_dl_items, n_dl_cats = len(split.dl_items), len(split.partition.dl_categories)
         encoder = self.encoder_fn(n_items=n_dl_items, n_categories=n_dl_cats, max_len=self.max_len, rngs=rngs)
@@ -95,66 +97,79 @@ class JMF:
             key_u, key_i = jax.random.split(jax.random.key(seed))
             P = 0.1 * np.asarray(jax.random.normal(key_u, (n_users, self.dim)))
             Q = 0.1 * np.asarray(jax.random.normal(key_i, (n_items, self.dim)))
-        tables = {"P": jnp.asarray(P, jnp.float32), "Q": jnp.asarray(Q, jnp.float32),
-                  "user_bias": jnp.zeros((n_users, 1)), "item_bias": jnp.zeros((n_items, 1))}
+        P, Q = _pad_rows(np.asarray(P, np.float32), n_user_rows), _pad_rows(np.asarray(Q, np.float32), n_item_rows)
+        tables = {"P": jnp.asarray(P), "Q": jnp.asarray(Q),
+                  "user_bias": jnp.zeros((n_user_rows, 1)), "item_bias": jnp.zeros((n_item_rows, 1))}
         return net, tables
 
-    def fit(self, split: SplitData, seed: int = 0) -> dict[str, float]:
+    def fit(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None) -> dict[str, float]:
+        """SVD init -> ``pretrain_epochs`` of ``L_DL`` -> joint epochs with early stopping, on the engine.
+
+        ``ctx`` (from ``jmf.run``) adds checkpoints/resume, logs and the device choice; without it
+        the fit runs in memory on every device.
+        """
         if len(split.dl_items) == 0:
             raise ValueError("model=jmf needs a DL side: set partition.k or partition.cf_categories")
         train = split.train.tocoo()
         self.kind = self.loss if self.loss != "auto" else ("softmax" if split.implicit else "mse")
         self.mean = float(train.data.mean()) if self.kind == "mse" else 0.0
         self.monitor_name = self.monitor if self.monitor != "auto" else ("rmse" if self.kind == "mse" else "ndcg@10")
-        mesh = parallel.make_mesh()
-        parallel.check_batch_size(self.batch_size, mesh, "model.batch_size")
-        net, tables = self._build(split, seed)
+        if self.max_inflight and (ctx is None or not ctx.max_inflight):
+            ctx = dataclasses.replace(ctx or RunContext(checkpoint=False, progress=False),
+                                      max_inflight=self.max_inflight)
+        engine = self.engine = Engine(ctx, name="jmf", seed=seed)
+        parallel.check_batch_size(self.batch_size, engine.mesh, "model.batch_size")
+        n_users, n_items = split.train.shape
+        self.n_items = n_items
+        rows = {"users": n_users, "items": n_items}
+        if engine.ctx.shard_tables:  # even shards: pad table rows (never sampled, sliced off in score)
+            rows = {k: parallel.padded_rows(v, engine.mesh) for k, v in rows.items()}
+        net, tables = self._build(split, seed, rows["users"], rows["items"])
         tx = build_optimizer(self.optimizer, self.lr)
         table_tx = build_optimizer(self.table_optimizer, self.table_lr)
         self.graphdef, state = init_state(net, tables, tx, table_tx, seed)
-        state = parallel.put_replicated(state, mesh)
+        table_rows = set(rows.values())
+        sharding = engine.state_shardings(
+            state, lambda path, leaf: path[0].name in ("tables", "table_opt") and leaf.shape[0] in table_rows)
+        state = jax.device_put(state, sharding)
         seqs = dl_sequences(split, self.max_len)
         self.seq = parallel.put_replicated(
             {"items": seqs.items, "categories": seqs.categories, "mask": seqs.mask,
-             "interest": cf_category_distribution(split)}, mesh)
+             "interest": cf_category_distribution(split)}, engine.mesh)
         self.has_cf = jnp.asarray(np.diff(split.train.indptr) > 0)
-        repl = parallel.replicated(mesh)
         step_fn = make_train_step(self.graphdef, tx, table_tx, self.kind, self.mean, self.reg, self.negatives,
-                                  n_items=split.train.shape[1])
-        step = jax.jit(step_fn, donate_argnums=0, out_shardings=(repl, repl))
-
+                                  n_items=n_items)
+        jitted = engine.jit_step(step_fn, sharding)
         csr = split.train.tocsr()
         dl_users = np.flatnonzero(seqs.mask.sum(1) >= 2).astype(np.int32)
-        rng = np.random.default_rng(seed)
-        history, best, best_state, bad_epochs = [], -math.inf, None, 0
+
+        def phase(index: int, name: str, epochs: int, weights: LossWeights, validate=None) -> Phase:
+            weights = jax.tree.map(jnp.float32, weights)
+            return Phase(name, epochs, lambda epoch: self._plan(engine, csr, dl_users, engine.epoch_rng(index, epoch)),
+                         lambda s, b: jitted(s, b, self.seq, weights), validate=validate,
+                         mode="min" if self.monitor_name in ("rmse", "mae") else "max", patience=self.patience,
+                         metric=self.monitor_name)
+
+        def validate(state) -> float:
+            self.state = state
+            return self._validate(split)
+
         start = time.perf_counter()
         zero = LossWeights(cf=0.0, dl=1.0, map=0.0, transfer=0.0, interest=0.0)
-        for epoch in range(self.pretrain_epochs + self.epochs):
-            pretrain = epoch < self.pretrain_epochs
-            weights = zero if pretrain else self.weights
-            state, loss = self._epoch(step, state, mesh, csr, dl_users, weights, rng)
-            self.state = state
-            if pretrain:
-                log.info("jmf pretrain epoch %d: L_DL %.4f", epoch, loss)
-                continue
-            value = self._validate(split)
-            history.append(value)
-            score = -value if self.monitor_name in ("rmse", "mae") else value
-            log.info("jmf epoch %d: loss %.4f  valid/%s %.4f", epoch - self.pretrain_epochs, loss,
-                     self.monitor_name, value)
-            if score > best or not math.isfinite(best):
-                best, best_state, bad_epochs = score, jax.device_get(state), 0
-            else:
-                bad_epochs += 1
-                if self.patience and bad_epochs >= self.patience:
-                    break
-        if best_state is not None:
-            self.state = parallel.put_replicated(best_state, mesh)
-        return {"train/epochs": float(len(history)), "train/fit_seconds": time.perf_counter() - start,
-                f"train/best_valid_{self.monitor_name}": float(abs(best)) if history else float("nan")}
+        result = engine.fit([phase(0, "pretrain", self.pretrain_epochs, zero),
+                             phase(1, "joint", self.epochs, self.weights, validate)], state)
+        self.state = result.best_state if result.best_state is not None else result.state
+        joint = result.phases["joint"]
+        return {"train/epochs": float(len(joint.history)), "train/steps": float(result.global_step),
+                "train/fit_seconds": time.perf_counter() - start,
+                f"train/best_valid_{self.monitor_name}": abs(joint.best) if joint.best is not None else float("nan")}
 
-    def _epoch(self, step, state, mesh, csr, dl_users, weights, rng) -> tuple:
-        """One epoch of user-centric batches: ``B`` users x ``m`` of their CF-side items."""
+    def _plan(self, engine: Engine, csr, dl_users: np.ndarray, rng: np.random.Generator) -> EpochPlan:
+        """One epoch of user-centric batches: ``B`` users x ``m`` of their CF-side items.
+
+        Drawn from ``rng`` (keyed by seed, phase and epoch); ``n_steps·B`` users are drawn by
+        cycling over permutations of the warm users, so there is no ragged last batch.
+        """
         B, m = self.batch_size, self.items_per_user
         degree = np.diff(csr.indptr)
         warm = np.flatnonzero(degree > 0)
@@ -165,23 +180,15 @@ class JMF:
         items, values = csr.indices[picks].astype(np.int32), csr.data[picks].astype(np.float32)
         dl_draw = (dl_users[rng.integers(0, len(dl_users), n_steps * B)] if len(dl_users)
                    else np.zeros(n_steps * B, np.int32))
-        weights = jax.tree.map(jnp.float32, weights)
+        users = users.astype(np.int32)
         ones = np.ones((B, m), np.float32)
-        total, pending = 0.0, []
-        for b in range(n_steps):
+
+        def batch(b: int) -> dict:
             sl = slice(b * B, (b + 1) * B)
-            batch = parallel.put_batch({"users": users[sl].astype(np.int32), "items": items[sl], "values": values[sl],
-                                        "weight": ones, "dl_users": dl_draw[sl]}, mesh)
-            state, metrics = step(state, batch, self.seq, weights)
-            pending.append(metrics["loss"])
-            if len(pending) >= self.max_inflight:  # bound the steps in flight (CPU all-reduce rendezvous)
-                total += float(sum(jax.device_get(pending)))
-                pending = []
-        total += float(sum(jax.device_get(pending)))
-        value = total / n_steps
-        if not math.isfinite(value):
-            raise FloatingPointError("model=jmf: the training loss became non-finite; lower model.lr/table_lr")
-        return state, value
+            # users [B], items/values/weight [B, m], dl_users [B]; sharded over "data"
+            return engine.put_batch({"users": users[sl], "items": items[sl], "values": values[sl], "weight": ones,
+                                     "dl_users": dl_draw[sl]})
+        return EpochPlan(n_steps, batch, examples_per_step=B * m)
 
     def _validate(self, split: SplitData) -> float:
         from jmf.evaluate.protocols import EvalConfig, evaluate_split
@@ -206,7 +213,8 @@ class JMF:
             self._literal = nnx.merge(self.graphdef, self.state.params, self.state.rest).literal
         if self._literal:
             return _literal_scores(self.graphdef, self.state.params, self.state.rest, interest)
-        return vec @ t["Q"].T + t["item_bias"][:, 0][None, :] + bias[:, None]
+        n = self.n_items  # row-sharded tables carry padding rows past the last item
+        return vec @ t["Q"][:n].T + t["item_bias"][:n, 0][None, :] + bias[:, None]
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         out = []
@@ -221,6 +229,10 @@ class JMF:
     def interest(self, users: jax.Array) -> jax.Array:
         """``[B, K]`` interest distribution ``softmax(I_u)`` over the CF-side categories."""
         return jax.nn.softmax(self.user_vectors(users)[2], axis=-1)
+
+
+def _pad_rows(table: np.ndarray, n_rows: int) -> np.ndarray:
+    return np.pad(table, ((0, n_rows - len(table)), (0, 0))) if n_rows > len(table) else table
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -1,0 +1,119 @@
+"""Orbax checkpoints of a training state pytree plus the loop's bookkeeping (JSON).
+
+Layout under a run directory::
+
+    checkpoints/latest/<step>/{state, meta}   # periodic; the newest ``keep`` are kept
+    checkpoints/best/<step>/{state, meta}     # the best validation epoch so far (one kept)
+
+``state`` is any pytree of ``jax.Array`` (typed PRNG keys included: they are stored as
+their raw key data and re-wrapped on restore).  ``meta`` is a JSON dict: the loop's
+:class:`~jmf.train.engine.Progress`, and ``compat``, the config that must match for the
+checkpoint to be reused.  A checkpoint that cannot be read, or was written by a different
+config, raises :class:`CheckpointError` naming the path and what differs; a run never
+silently starts fresh over an existing checkpoint (``trainer.resume=false`` does that on
+purpose).  A save interrupted by ``kill -9`` leaves only a temporary folder, which orbax
+ignores and removes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger("jmf")
+
+FORMAT = 1  # bump when the meta layout changes incompatibly
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint exists but cannot be used (corrupt, or written by a different config)."""
+
+
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _unwrap_keys(tree):
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _rewrap_keys(tree, template):
+    return jax.tree.map(lambda x, t: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
+                        tree, template)
+
+
+def _abstract(tree):
+    def spec(x):
+        if isinstance(x, jax.Array):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        return x
+    return jax.tree.map(spec, tree)
+
+
+class Checkpointer:
+    """Save and restore ``(state, meta)`` at integer steps; ``latest`` and ``best`` series.
+
+    Args:
+      directory: the ``checkpoints`` folder of a run.
+      keep: how many periodic checkpoints to keep.
+      async_save: write in a background thread (the device-to-host copy is still synchronous,
+        so the next step may donate the state's buffers).
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 2, async_save: bool = True):
+        self.directory = Path(directory).absolute()
+        self._managers = {}
+        for name, n in (("latest", max(1, keep)), ("best", 1)):
+            options = ocp.CheckpointManagerOptions(max_to_keep=n, create=True, cleanup_tmp_directories=True,
+                                                   enable_async_checkpointing=async_save)
+            self._managers[name] = ocp.CheckpointManager(self.directory / name, options=options)
+
+    def latest_step(self, series: str = "latest") -> int | None:
+        return self._managers[series].latest_step()
+
+    def path(self, step: int, series: str = "latest") -> Path:
+        return self.directory / series / str(step)
+
+    def save(self, step: int, state, meta: dict, series: str = "latest") -> None:
+        meta = {"format": FORMAT, **meta}
+        args = ocp.args.Composite(state=ocp.args.StandardSave(_unwrap_keys(state)), meta=ocp.args.JsonSave(meta))
+        self._managers[series].save(step, args=args, force=True)
+        log.debug("checkpoint %s step %d", series, step)
+
+    def read_meta(self, step: int, series: str = "latest") -> dict:
+        try:
+            meta = self._managers[series].restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as err:
+            raise CheckpointError(f"checkpoint {self.path(step, series)} is corrupt or unreadable "
+                                  f"({type(err).__name__}: {err}); delete it or run with trainer.resume=false") from err
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CheckpointError(f"checkpoint {self.path(step, series)}: meta format {meta.get('format')!r}, "
+                                  f"this jmf writes {FORMAT}; run with trainer.resume=false to start fresh")
+        return meta
+
+    def restore(self, step: int, template, series: str = "latest"):
+        """The state at ``step``, shaped, typed and sharded like ``template``."""
+        plain = _unwrap_keys(template)
+        try:
+            out = self._managers[series].restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(plain))))["state"]
+        except Exception as err:
+            raise CheckpointError(
+                f"checkpoint {self.path(step, series)} does not match this model's state or is corrupt "
+                f"({type(err).__name__}: {str(err)[:500]}); delete it or run with trainer.resume=false") from err
+        shapes = jax.tree.map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype, out, plain)
+        if not all(jax.tree.leaves(shapes)):
+            raise CheckpointError(f"checkpoint {self.path(step, series)}: array shapes/dtypes differ from this "
+                                  "model's state; run with trainer.resume=false to start fresh")
+        return _rewrap_keys(out, template)
+
+    def wait(self) -> None:
+        for manager in self._managers.values():
+            manager.wait_until_finished()
+
+    def close(self) -> None:
+        for manager in self._managers.values():
+            manager.close()

@@ -1,0 +1,347 @@
+"""The training engine: phases of epochs of jitted steps, bounded in flight, checkpointed, resumable.
+
+A model keeps its own logic (state pytree, pure step, how an epoch's batches are drawn, how
+it validates) and hands the loop to :class:`Engine`::
+
+    engine = Engine(ctx, name="jmf")                  # ctx: RunContext from jmf.run (or None)
+    sharding = engine.state_shardings(state)           # P() everywhere (or row-sharded tables)
+    state = jax.device_put(state, sharding)
+    step = engine.jit_step(train_step, sharding)       # jit, donate, pinned out_shardings, traced once
+    result = engine.fit([
+        Phase("pretrain", epochs=1, plan=lambda epoch: EpochPlan(n, batch_at), step=step),
+        Phase("joint", epochs=20, plan=..., step=step, validate=lambda s: ndcg(s), patience=3),
+    ], state)
+    result.state, result.best_state, result.phases["joint"].history
+
+* ``step(state, batch) -> (state, metrics)``; ``metrics["loss"]`` is the scalar the engine
+  sums, checks for NaN/inf (naming the step and the first non-finite term), and logs.
+* ``EpochPlan.batch(i)`` returns the *device* batch of step ``i`` of that epoch.  Plans must
+  be pure functions of ``(sampling seed, phase, epoch)`` (:meth:`Engine.epoch_rng`): a
+  resumed run regenerates the epoch and skips the steps already done, and the device count
+  never changes what is sampled.
+* At most ``max_inflight`` steps are dispatched and not yet waited for (the oldest is
+  waited for before another is dispatched): this bounds host memory and avoids XLA's CPU
+  all-reduce rendezvous deadlock with many forced host devices on few cores.
+* Checkpoints (``ctx.out_dir/checkpoints``): every ``checkpoint_every`` steps, at every
+  epoch end (after validation), and the best validation epoch.  They hold the state pytree
+  and :class:`Progress` (phase, epoch, step in epoch, loss so far, early-stopping book), so a
+  killed run resumes exactly; a run with an unusable checkpoint stops with
+  :class:`~jmf.train.checkpoint.CheckpointError` rather than starting again.
+* A model that runs a whole epoch in one call (a ``lax.scan``) uses one-step epochs.
+
+Other model families (CDR baselines, ...) use the same API; nothing here knows about JMF.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jmf.train import parallel
+from jmf.train.checkpoint import Checkpointer, CheckpointError
+from jmf.train.observe import MetricLogger, progress
+
+log = logging.getLogger("jmf")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/inf; the message names the step and the term."""
+
+
+@dataclass
+class RunContext:
+    """What ``jmf.run`` hands a model's ``fit``: where to write and the engine's knobs.
+
+    ``fit(split, seed)`` without a context trains in memory: one mesh over every device, no
+    files, no progress bar.  Fields mirror :class:`jmf.config.TrainerConfig`.
+    """
+
+    out_dir: Path | None = None
+    devices: int = 0               # size of the data axis; 0 = every device
+    max_inflight: int = 0          # 0 = parallel.default_max_inflight()
+    shard_tables: bool = False     # row-shard embedding tables over the data axis
+    checkpoint: bool = True        # needs out_dir
+    checkpoint_every: int = 0      # steps between mid-epoch checkpoints (0: epoch ends only)
+    keep_checkpoints: int = 2
+    async_checkpoints: bool = True
+    resume: bool = True
+    progress: bool = True
+    tensorboard: bool = True
+    log_every: int = 50            # steps between step-level metric points
+    nan_check: bool = True
+    sampling_seed: int | None = None   # None: the fit seed
+    compat: dict = field(default_factory=dict)  # config that a checkpoint must match to be resumed
+
+
+@dataclass
+class EpochPlan:
+    """One epoch: ``n_steps`` steps; ``batch(i)`` is the device batch of step ``i``."""
+
+    n_steps: int
+    batch: Callable[[int], Any]
+    examples_per_step: int = 1
+
+
+@dataclass
+class Phase:
+    """A stretch of training with one step function.
+
+    Args:
+      name: used in logs, metric names and checkpoints.
+      epochs: maximum number of epochs.
+      plan: ``epoch -> EpochPlan``.
+      step: jitted ``(state, batch) -> (state, metrics)``.
+      validate: ``state -> float`` after each epoch (enables best checkpoints and early stopping).
+      mode: ``max`` or ``min``: which direction of ``validate`` is better.
+      patience: epochs without improvement before the phase stops (0: never early).
+      metric: name of the validated metric in logs.
+    """
+
+    name: str
+    epochs: int
+    plan: Callable[[int], EpochPlan]
+    step: Callable
+    validate: Callable[[Any], float] | None = None
+    mode: str = "max"
+    patience: int = 0
+    metric: str = "valid"
+
+
+@dataclass
+class Progress:
+    """Where a run is; saved as JSON beside the state in every checkpoint."""
+
+    phase: int = 0
+    epoch: int = 0                 # epochs finished in this phase
+    step_in_epoch: int = 0
+    global_step: int = 0
+    loss_sum: float = 0.0          # this epoch's step losses so far, summed in step order
+    best: float | None = None      # best validation score of this phase (higher is better)
+    best_epoch: int = -1
+    best_step: int = -1            # global step of the best checkpoint
+    bad_epochs: int = 0
+    stopped: bool = False          # early stopping ended this phase
+    history: list = field(default_factory=list)       # validation values per epoch
+    losses: list = field(default_factory=list)        # mean training loss per epoch
+    done: dict = field(default_factory=dict)          # summaries of finished phases
+
+
+@dataclass
+class PhaseSummary:
+    epochs: int
+    losses: list
+    history: list
+    best: float | None
+    best_epoch: int
+
+
+@dataclass
+class FitResult:
+    state: Any                 # the state after the last step
+    best_state: Any            # the best-validated state (None when no phase validates)
+    phases: dict[str, PhaseSummary]
+    resumed_from: int | None
+    global_step: int
+
+
+class Engine:
+    """Runs :class:`Phase` lists for one model fit; see the module docstring."""
+
+    def __init__(self, ctx: RunContext | None = None, name: str = "model", seed: int = 0):
+        self.ctx = ctx or RunContext(checkpoint=False, progress=False)
+        self.name = name
+        self.sampling_seed = seed if self.ctx.sampling_seed is None else self.ctx.sampling_seed
+        self.mesh = parallel.make_mesh(self.ctx.devices or None)
+        self.max_inflight = max(1, self.ctx.max_inflight or parallel.default_max_inflight())
+        self.traces: Counter = Counter()
+        self.max_pending = 0           # largest number of un-waited steps seen (tests)
+        out = self.ctx.out_dir
+        self.checkpointer = (Checkpointer(Path(out) / "checkpoints", self.ctx.keep_checkpoints,
+                                          self.ctx.async_checkpoints)
+                             if out is not None and self.ctx.checkpoint else None)
+
+    # ------------------------------------------------------------------ placement
+    @property
+    def n_devices(self) -> int:
+        return self.mesh.shape["data"]
+
+    def state_shardings(self, state, row_sharded: Callable[[tuple, jax.Array], bool] | None = None):
+        """Shardings for ``state``: replicated, or row-sharded where ``row_sharded`` and ``ctx.shard_tables``."""
+        return parallel.state_shardings(state, self.mesh, row_sharded if self.ctx.shard_tables else None)
+
+    def put_batch(self, batch: dict, axis: int = 0) -> dict:
+        return parallel.put_batch(batch, self.mesh, axis)
+
+    def jit_step(self, fn: Callable, state_sharding, name: str = "step", **jit_kwargs) -> Callable:
+        """``jax.jit(fn, donate_argnums=0, out_shardings=(state_sharding, replicated))``, trace-counted.
+
+        Pinning ``out_shardings`` keeps the returned state's sharding equal to the input's, so
+        the step compiles once per batch shape (``self.traces[name]`` counts the traces).
+        """
+        def counted(*args):
+            self.traces[name] += 1   # runs only while tracing
+            return fn(*args)
+        return jax.jit(counted, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(self.mesh)),
+                       **jit_kwargs)
+
+    def epoch_rng(self, phase: int | str, epoch: int) -> np.random.Generator:
+        """The host RNG of one epoch's batch plan, keyed by (sampling seed, phase, epoch)."""
+        tag = phase if isinstance(phase, int) else int.from_bytes(phase.encode()[:8].ljust(8, b"\0"), "little")
+        return np.random.default_rng([self.sampling_seed, tag, epoch])
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, phases: list[Phase], state) -> FitResult:
+        """Run ``phases`` from ``state`` (or from the run's checkpoint); see the module docstring."""
+        ck, prog, best_state, resumed = self.checkpointer, Progress(), None, None
+        if ck is not None:
+            state, prog, resumed = self._maybe_resume(ck, state)
+            ck = self.checkpointer   # resume=false replaces it
+        logger = MetricLogger(self.ctx.out_dir if jax.process_index() == 0 else None, self.ctx.tensorboard,
+                              resume_step=resumed)
+        try:
+            for index, phase in enumerate(phases):
+                if index < prog.phase:
+                    continue
+                state, best_state = self._run_phase(phase, state, prog, ck, logger, best_state)
+                prog.done[phase.name] = dataclasses.asdict(PhaseSummary(
+                    prog.epoch, prog.losses, prog.history, prog.best, prog.best_epoch))
+                if phase.validate is not None and prog.best_step >= 0 and ck is not None:
+                    ck.wait()
+                    best_state = ck.restore(prog.best_step, state, "best")
+                prog = Progress(phase=index + 1, global_step=prog.global_step, done=prog.done)
+        finally:
+            logger.close()
+            if ck is not None:
+                ck.wait()
+        summaries = {name: PhaseSummary(**s) for name, s in prog.done.items()}
+        return FitResult(state, best_state, summaries, resumed, prog.global_step)
+
+    def _maybe_resume(self, ck: Checkpointer, state):
+        step = ck.latest_step()
+        if step is None:
+            return state, Progress(), None
+        if not self.ctx.resume:
+            log.info("trainer.resume=false: starting fresh over the checkpoints in %s", ck.directory)
+            ck.close()
+            if jax.process_index() == 0:
+                shutil.rmtree(ck.directory, ignore_errors=True)
+            self.checkpointer = Checkpointer(ck.directory, self.ctx.keep_checkpoints, self.ctx.async_checkpoints)
+            return state, Progress(), None
+        meta = ck.read_meta(step)
+        self._check_compat(meta.get("compat", {}), ck.path(step))
+        if meta.get("name") != self.name:
+            raise CheckpointError(f"checkpoint {ck.path(step)} was written by {meta.get('name')!r}, "
+                                  f"this run fits {self.name!r}; run with trainer.resume=false to start fresh")
+        state = ck.restore(step, state)
+        prog = Progress(**meta["progress"])
+        log.info("resumed from step %d (%s)", step, ck.path(step))
+        return state, prog, step
+
+    def _check_compat(self, saved: dict, path: Path) -> None:
+        now = _flatten(self.ctx.compat)
+        old = _flatten(saved)
+        diff = sorted(k for k in set(now) | set(old) if now.get(k) != old.get(k))
+        if diff:
+            shown = ", ".join(f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in diff[:8])
+            raise CheckpointError(f"checkpoint {path} was written by a different config ({shown}); "
+                                  "use another hydra.run.dir, or trainer.resume=false to start fresh")
+
+    def _meta(self, prog: Progress) -> dict:
+        return {"name": self.name, "progress": dataclasses.asdict(prog), "compat": self.ctx.compat}
+
+    def _run_phase(self, phase: Phase, state, prog: Progress, ck, logger: MetricLogger, best_state):
+        every = self.ctx.checkpoint_every
+        while prog.epoch < phase.epochs and not prog.stopped:
+            plan = phase.plan(prog.epoch)
+            start, first = time.perf_counter(), prog.step_in_epoch
+            pending: list = []
+            with progress(plan.n_steps - first, f"{self.name} {phase.name} {prog.epoch}", plan.examples_per_step,
+                          self.ctx.progress) as advance:
+                for i in range(first, plan.n_steps):
+                    state, metrics = phase.step(state, plan.batch(i))
+                    prog.global_step += 1
+                    pending.append((prog.global_step, i, metrics))
+                    self.max_pending = max(self.max_pending, len(pending))
+                    if len(pending) >= self.max_inflight:
+                        self._drain(pending, 1, prog, phase, logger)
+                    advance()
+                    if every and prog.global_step % every == 0 and i + 1 < plan.n_steps and ck is not None:
+                        self._drain(pending, len(pending), prog, phase, logger)
+                        prog.step_in_epoch = i + 1
+                        ck.save(prog.global_step, state, self._meta(prog))
+                self._drain(pending, len(pending), prog, phase, logger)
+            seconds = time.perf_counter() - start
+            n_run = plan.n_steps - first
+            loss = prog.loss_sum / max(plan.n_steps, 1)
+            record = {f"{phase.name}/loss": loss, f"{phase.name}/examples_per_s": n_run * plan.examples_per_step /
+                      max(seconds, 1e-9)}
+            improved = False
+            if phase.validate is not None:
+                value = float(phase.validate(state))
+                score = value if phase.mode == "max" else -value
+                prog.history.append(value)
+                record[f"{phase.name}/{phase.metric}"] = value
+                if math.isfinite(score) and (prog.best is None or score > prog.best):
+                    prog.best, prog.best_epoch, prog.bad_epochs, improved = score, prog.epoch, 0, True
+                    prog.best_step = prog.global_step
+                else:
+                    prog.bad_epochs += 1
+                    prog.stopped = bool(phase.patience and prog.bad_epochs >= phase.patience)
+            prog.losses.append(loss)
+            prog.epoch += 1
+            prog.step_in_epoch, prog.loss_sum = 0, 0.0
+            logger.log(prog.global_step, record, phase=phase.name, epoch=prog.epoch - 1)
+            remaining = (phase.epochs - prog.epoch) * seconds if not prog.stopped else 0.0
+            log.info("%s %s epoch %d: %s  (%.1fs, ETA %.0fs%s)", self.name, phase.name, prog.epoch - 1,
+                     "  ".join(f"{k.split('/', 1)[1]} {v:,.4g}" for k, v in record.items()), seconds, remaining,
+                     ", early stop" if prog.stopped else "")
+            if improved:
+                if ck is not None:
+                    ck.save(prog.global_step, state, self._meta(prog), series="best")
+                else:
+                    best_state = jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, state)
+            if ck is not None:
+                ck.save(prog.global_step, state, self._meta(prog))
+        return state, best_state
+
+    def _drain(self, pending: list, n: int, prog: Progress, phase: Phase, logger: MetricLogger) -> None:
+        """Wait for the ``n`` oldest pending steps; add their losses in step order; NaN check; log."""
+        done, pending[:] = pending[:n], pending[n:]
+        every = self.ctx.log_every
+        for global_step, i, metrics in done:
+            values = jax.device_get(metrics)
+            loss = float(values["loss"])
+            if self.ctx.nan_check and not math.isfinite(loss):
+                bad = [k for k, v in values.items() if k != "loss" and not np.all(np.isfinite(v))]
+                term = bad[0] if bad else "loss"
+                last = self.checkpointer.latest_step() if self.checkpointer is not None else None
+                where = (f"; the last good checkpoint is step {last} in {self.checkpointer.directory}"
+                         if last is not None else "")
+                raise NonFiniteLossError(
+                    f"{self.name}: non-finite loss at step {global_step} (phase {phase.name}, epoch {prog.epoch}, "
+                    f"step {i} of the epoch): term '{term}' = {float(np.asarray(values[term]).mean())}{where}; "
+                    "lower the learning rate or check the data")
+            prog.loss_sum += loss
+            if every and global_step % every == 0:
+                logger.log(global_step, {f"{phase.name}/step_{k}": float(np.asarray(v).mean())
+                                         for k, v in values.items()}, phase=phase.name, epoch=prog.epoch)
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}

@@ -1,0 +1,194 @@
+"""What a run tells the outside: metrics (JSONL + TensorBoard), a progress bar, and its record.
+
+* :class:`MetricLogger` appends one JSON object per logged point to ``metrics.jsonl`` and
+  mirrors every scalar to TensorBoard event files under ``tb/`` (tensorboardX: a small,
+  maintained writer that needs no TensorFlow).  On resume it drops the points logged after
+  the checkpoint (``truncate_after``; TensorBoard's ``purge_step`` does the same for events),
+  so a resumed run's log reads as if it had never stopped.
+* :func:`progress` is a ``rich`` progress bar with examples/s and ETA; it draws only on a
+  terminal (batch logs get one line per epoch from the engine instead).
+* :func:`write_run_info` records what is needed to reproduce a run: resolved config, seeds,
+  package versions, devices, and a fingerprint of the data (file hashes, content hash,
+  counts before and after preprocessing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("jmf")
+
+PACKAGES = ("jmf", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "hydra-core",
+            "omegaconf", "optuna", "hydra-optuna-sweeper", "tensorboardX", "rich")
+
+
+class MetricLogger:
+    """Scalars to ``<dir>/metrics.jsonl`` and ``<dir>/tb`` (only on JAX process 0).
+
+    Args:
+      directory: run directory; ``None`` logs nowhere (library use).
+      tensorboard: also write TensorBoard event files.
+      resume_step: on resume, the checkpoint's step: later points are dropped from the JSONL
+        and purged from TensorBoard, so they are not logged twice.
+    """
+
+    def __init__(self, directory: str | Path | None, tensorboard: bool = True, resume_step: int | None = None):
+        import jax
+
+        self.directory = None if directory is None or jax.process_index() != 0 else Path(directory)
+        self._file = self._tb = None
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / "metrics.jsonl"
+        if resume_step is None:
+            path.unlink(missing_ok=True)
+        else:
+            _truncate_jsonl(path, resume_step)
+        self._file = open(path, "a")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.directory / "tb"), purge_step=resume_step,
+                                     flush_secs=10)
+
+    def log(self, step: int, metrics: dict[str, float], **tags) -> None:
+        """Log ``metrics`` (names like ``train/loss``) at global ``step``; ``tags`` go to the JSONL only."""
+        if self._file is None:
+            return
+        record = {"step": int(step), "time": round(time.time(), 3), **tags,
+                  **{k: _jsonable(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for name, value in metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(name, float(value), int(step))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _jsonable(value):
+    value = float(value) if isinstance(value, (np.floating, np.integer)) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # JSON has no nan/inf; keep the fact readable
+    return value
+
+
+def _truncate_jsonl(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+@contextlib.contextmanager
+def progress(total: int, description: str, examples_per_step: int = 1, enabled: bool = True) -> Iterator:
+    """A rich progress bar (steps, examples/s, ETA); yields ``advance(n_steps=1)``.
+
+    Draws only when stdout is a terminal and ``enabled``; otherwise ``advance`` is a no-op.
+    """
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield lambda n=1: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]} ex/s"), TimeRemainingColumn(), console=console, transient=True)
+    with bar:
+        task = bar.add_task(description, total=total, rate="—")
+        start = time.perf_counter()
+        done = [0]
+
+        def advance(n: int = 1) -> None:
+            done[0] += n
+            rate = done[0] * examples_per_step / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, advance=n, rate=f"{rate:,.0f}")
+
+        yield advance
+
+
+# ---------------------------------------------------------------------- run record
+def package_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def device_info() -> dict:
+    import jax
+
+    return {"backend": jax.default_backend(), "process_index": jax.process_index(),
+            "process_count": jax.process_count(), "local_devices": [str(d) for d in jax.local_devices()],
+            "devices": [str(d) for d in jax.devices()], "host": platform.node()}
+
+
+def file_fingerprint(paths: list[Path], max_bytes: int = 4 << 30) -> dict[str, str]:
+    """``{path: sha256}`` for files, and for each folder ``{folder: sha256 of (name, size) of its files}``."""
+    out: dict[str, str] = {}
+    for path in paths:
+        if path.is_file() and path.stat().st_size <= max_bytes:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            out[str(path)] = digest.hexdigest()
+        elif path.is_dir():  # folders can be large: fingerprint the listing, the content hash covers the rest
+            listing = sorted((str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*") if p.is_file())
+            out[f"{path}/"] = "listing:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    return out
+
+
+def array_fingerprint(*arrays: np.ndarray | None) -> str:
+    """sha256 over the bytes of ``arrays`` (``None`` skipped): the loaded table's content hash."""
+    digest = hashlib.sha256()
+    for arr in arrays:
+        if arr is not None:
+            digest.update(np.ascontiguousarray(arr).tobytes())
+    return digest.hexdigest()
+
+
+def write_run_info(directory: str | Path, **sections) -> dict:
+    """Write ``run_info.json``: the given sections plus package versions and devices (process 0 only)."""
+    import jax
+
+    info = {"versions": package_versions(), "devices": device_info(), "argv": sys.argv, **sections}
+    if jax.process_index() == 0:
+        Path(directory, "run_info.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
+    return info
+
+
+def record_failure(directory: str | Path, err: BaseException, overrides: list[str] | None = None) -> Path:
+    """Write ``failure.json`` (type, message, traceback, overrides) for a failed sweep job."""
+    import traceback
+
+    path = Path(directory, "failure.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"type": type(err).__name__, "message": str(err), "overrides": overrides or [],
+                                "traceback": "".join(traceback.format_exception(err))}, indent=2))
+    return path
