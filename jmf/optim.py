@@ -72,3 +72,16 @@ def sparse_rows_update(tx: optax.GradientTransformation, table: jax.Array, state
     state = jax.tree.map(
         lambda s, r: s.at[uniq].set(r, mode="drop") if _per_row(s, n, table.ndim) else r, state, new_row_state)
     return table, state
+
+
+def part_optimizer(tx: optax.GradientTransformation, part_tx: optax.GradientTransformation,
+                   part: str) -> optax.GradientTransformation:
+    """``part_tx`` for the parameters under the top-level attribute ``part`` (e.g. ``encoder``), ``tx`` for the rest.
+
+    A pretrained encoder fine-tunes with a smaller learning rate than the freshly initialised head.
+    """
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "part" if getattr(path[0], "key", None) == part else "rest", params)
+
+    return optax.multi_transform({"part": part_tx, "rest": tx}, labels)

@@ -54,8 +54,8 @@ class JMFNet(nnx.Module):
         if self.literal:                                                    # C_u = σ(W4 I_u + b4)
             self.literal_out = nnx.Linear(n_cf_categories, n_cf_items, rngs=rngs)
 
-    def map(self, items: jax.Array, categories: jax.Array, mask: jax.Array) -> Mapped:
-        h = self.encoder(items, categories, mask)
+    def map(self, items: jax.Array, categories: jax.Array, mask: jax.Array, **inputs: jax.Array) -> Mapped:
+        h = self.encoder(items, categories, mask, **inputs)
         p_hat = self.head(h)
         return Mapped(h, p_hat, self.bias(h)[:, 0], self.interest(p_hat))
 
@@ -72,6 +72,12 @@ class LossWeights(NamedTuple):
     map: float = 1.0       # β
     transfer: float = 1.0  # γ
     interest: float = 0.1  # δ
+
+
+def encoder_inputs(net: JMFNet, seq: dict, users: jax.Array) -> dict[str, jax.Array]:
+    """The extra per-user arrays an encoder asks for (its ``input_keys``, e.g. the LM encoder's
+    ``tokens``), gathered for ``users``; ``{}`` for the sequence encoders."""
+    return {k: seq[k][users] for k in getattr(net.encoder, "input_keys", ())}
 
 
 def cf_scores(p: jax.Array, q: jax.Array, b_i: jax.Array, b_u: jax.Array) -> jax.Array:
@@ -134,7 +140,8 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
                         + losses.weighted_mean((q ** 2).sum(-1) + b_i ** 2, weight))
 
     # P̂_u from the user's O2 sequence; only users with O2 history carry weight
-    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users])
+    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users],
+                     **encoder_inputs(net, seq, users))
     has_dl = seq["mask"][users].any(1).astype(jnp.float32) * weight.reshape(B, m).max(1)   # [B]
     out["map"] = losses.weighted_mean(((mapped.p_hat - jax.lax.stop_gradient(p)) ** 2).sum(-1), has_dl)
     pair_dl = expand(has_dl) * weight
@@ -168,7 +175,7 @@ def dl_loss(net: JMFNet, users: jax.Array, seq: dict, key: jax.Array, n_negative
     onehot = jax.nn.one_hot(pos, mask.shape[1], dtype=bool)
     target_item = jnp.take_along_axis(items, pos[:, None], 1)[:, 0]
     target_cat = jnp.take_along_axis(cats, pos[:, None], 1)[:, 0]
-    h = net.encoder(items, cats, mask & ~onehot)
+    h = net.encoder(items, cats, mask & ~onehot, **encoder_inputs(net, seq, users))
     w = (lengths >= 2).astype(jnp.float32)
     n_items = net.dl_items.num_embeddings - 1
     table = net.dl_items.embedding[...]

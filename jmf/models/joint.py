@@ -22,8 +22,8 @@ from flax import nnx
 
 from jmf.data.batches import cf_category_distribution, dl_sequences
 from jmf.data.split import SplitData
-from jmf.models.jmf import JMFNet, LossWeights
-from jmf.optim import build_optimizer
+from jmf.models.jmf import JMFNet, LossWeights, encoder_inputs
+from jmf.optim import build_optimizer, part_optimizer
 from jmf.train import parallel
 from jmf.train.engine import Engine, EpochPlan, Phase, RunContext
 from jmf.train.step import init_state, make_train_step
@@ -126,6 +126,8 @@ class JMF:
             rows = {k: parallel.padded_rows(v, engine.mesh) for k, v in rows.items()}
         net, tables = self._build(split, seed, rows["users"], rows["items"])
         tx = build_optimizer(self.optimizer, self.lr)
+        if getattr(net.encoder, "lr", None):  # a pretrained encoder's own (smaller) learning rate
+            tx = part_optimizer(tx, build_optimizer(self.optimizer, net.encoder.lr), "encoder")
         table_tx = build_optimizer(self.table_optimizer, self.table_lr)
         self.graphdef, state = init_state(net, tables, tx, table_tx, seed)
         table_rows = set(rows.values())
@@ -135,6 +137,7 @@ class JMF:
         seqs = dl_sequences(split, self.max_len)
         self.seq = parallel.put_replicated(
             {"items": seqs.items, "categories": seqs.categories, "mask": seqs.mask,
+             **(net.encoder.user_inputs(split, seqs) if hasattr(net.encoder, "user_inputs") else {}),
              "interest": cf_category_distribution(split)}, engine.mesh)
         self.has_cf = jnp.asarray(np.diff(split.train.indptr) > 0)
         step_fn = make_train_step(self.graphdef, tx, table_tx, self.kind, self.mean, self.reg, self.negatives,
@@ -238,7 +241,8 @@ def _pad_rows(table: np.ndarray, n_rows: int) -> np.ndarray:
 @functools.partial(jax.jit, static_argnums=0)
 def _user_vectors(graphdef, params, rest, tables, seq, has_cf, users, blend):
     net = nnx.merge(graphdef, params, rest)
-    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users])
+    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users],
+                     **encoder_inputs(net, seq, users))
     warm = has_cf[users][:, None]
     has_dl = seq["mask"][users].any(1)[:, None]
     own, own_bias = tables["P"][users], tables["user_bias"][users, 0]
