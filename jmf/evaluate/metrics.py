@@ -63,6 +63,29 @@ def ranking_metrics(scores: jax.Array, relevant: jax.Array, ks: tuple[int, ...],
     return ranking_from_hits(hits, relevant.sum(1), ks)
 
 
+def ranking_metrics_indexed(scores: jax.Array, relevant_idx: jax.Array, ks: tuple[int, ...],
+                            exclude_idx: jax.Array | None = None) -> dict[str, jax.Array]:
+    """:func:`ranking_metrics` with relevant/excluded items as padded index lists (the evaluator's form).
+
+    Same values as the mask form; it never builds ``[B, I]`` masks: excluded items are
+    scattered to ``-inf`` in place and hits are found by comparing the top-``k`` indices with
+    the ``L`` relevant ones (``[B, k, L]``), which halves the memory traffic per batch on a
+    large catalogue.
+
+    Args:
+      scores: ``[B, I]``; relevant_idx: ``[B, L]`` int item ids, ``-1`` pads (ids unique per row);
+      exclude_idx: ``[B, E]`` int item ids never ranked, ``-1`` pads.
+    """
+    B, n_items = scores.shape
+    if exclude_idx is not None:
+        rows = jnp.broadcast_to(jnp.arange(B)[:, None], exclude_idx.shape)
+        safe = jnp.where(exclude_idx < 0, n_items, exclude_idx)    # out of range -> dropped
+        scores = scores.at[rows, safe].set(-jnp.inf, mode="drop")
+    _, idx = jax.lax.top_k(scores, max(ks))
+    hits = ((idx[:, :, None] == relevant_idx[:, None, :]) & (relevant_idx[:, None, :] >= 0)).any(-1)
+    return ranking_from_hits(hits, (relevant_idx >= 0).sum(1), ks)
+
+
 def sampled_ranking_metrics(pos_scores: jax.Array, neg_scores: jax.Array, ks: tuple[int, ...],
                             neg_mask: jax.Array | None = None) -> dict[str, jax.Array]:
     """Metrics of one positive ranked among sampled negatives (DisenCDR protocol).

@@ -104,3 +104,24 @@ def test_evaluate_sampled_and_ratings():
     truth = sp.csr_matrix(np.array([[0, 4.0], [2.0, 0]]))
     out = evaluate_ratings(lambda u, i: np.full(len(u), 3.0), truth)
     assert out["rmse"] == pytest.approx(1.0) and out["mae"] == pytest.approx(1.0)
+
+
+def test_indexed_ranking_equals_mask_form():
+    """The evaluator's index-list form gives the mask form's values (random scores, ragged lists)."""
+    rng = np.random.default_rng(3)
+    B, n_items, ks = 16, 50, (1, 5, 10)
+    scores = jnp.asarray(rng.standard_normal((B, n_items)), jnp.float32)
+    rel = np.full((B, 8), -1, np.int32)
+    excl = np.full((B, 12), -1, np.int32)
+    relevant = np.zeros((B, n_items), bool)
+    exclude = np.zeros((B, n_items), bool)
+    for b in range(B):
+        items = rng.permutation(n_items)
+        n_rel, n_ex = rng.integers(1, 9), rng.integers(0, 13)
+        rel[b, :n_rel], excl[b, :n_ex] = items[:n_rel], items[n_rel:n_rel + n_ex]
+        relevant[b, items[:n_rel]], exclude[b, items[n_rel:n_rel + n_ex]] = True, True
+    want = M.ranking_metrics(scores, jnp.asarray(relevant), ks, exclude=jnp.asarray(exclude))
+    got = M.ranking_metrics_indexed(scores, jnp.asarray(rel), ks, exclude_idx=jnp.asarray(excl))
+    assert set(want) == set(got)
+    for name in want:
+        np.testing.assert_allclose(np.asarray(got[name]), np.asarray(want[name]), rtol=1e-6, err_msg=name)
