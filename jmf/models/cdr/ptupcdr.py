@@ -171,11 +171,11 @@ class PTUPCDR(TwoStageTransfer):
 
         net = MetaBridge(self.dim, self.meta_dim, rngs=nnx.Rngs(seed))
         net.meta_out.bias[...] = jnp.asarray(self._initial_bridge(overlap).reshape(-1))
-        net.bias_out.bias[...] = jnp.full((1,), float(np.asarray(tgt["user_bias"])[overlap].mean()))
+        net.bias_out.bias[...] = jnp.full((1,), np.asarray(tgt["user_bias"])[overlap].mean(), jnp.float32)
         self.graphdef, self.params, self.rest = nnx.split(net, nnx.Param, ...)
         tx = optax.adamw(self.meta_lr, weight_decay=self.meta_weight_decay)
         opt_state = tx.init(self.params)
-        epoch_fn = jax.jit(make_meta_epoch(self.graphdef, tx, self.kind, tgt["mean"], split.train.shape[1],
+        epoch_fn = self._meta_epoch = jax.jit(make_meta_epoch(self.graphdef, tx, self.kind, tgt["mean"], split.train.shape[1],
                                            self.meta_negatives), donate_argnums=(0, 1))
 
         csr = split.train.tocsr()
