@@ -113,7 +113,9 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
 
     Args:
       method: ratio | loo | cold_start | predefined.
-      test_ratio, valid_ratio: ``ratio`` fractions.
+      test_ratio, valid_ratio: ``ratio`` fractions; with ``predefined`` folds that ship no
+        validation rows, ``valid_ratio`` of the users lend one random training row to a validation
+        slice carved from training (0: none).
       by: ``user`` (per-user fractions) or ``global`` (one random split of all rows, as Surprise).
       order: ``time`` (hold out the latest, when timestamps exist) or ``random``.
       beta: ``cold_start`` fraction of overlapping users that become test users.
@@ -140,6 +142,8 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
             log.info("predefined: %d DL-side valid/test rows of %s are held out, not used as O2",
                      int((~cf_row & ~dl_row).sum()), data.name)
         fold[~cf_row] = TRAIN
+        if valid_ratio > 0 and not (cf_row & (fold == VALID)).any():
+            _carve_valid(data, np.flatnonzero(cf_row & (fold == TRAIN)), fold, rng, valid_ratio)
     elif method == "ratio":
         if not (0 < test_ratio < 1 and 0 <= valid_ratio < 1 and test_ratio + valid_ratio < 1):
             raise ValueError(f"split.test_ratio/valid_ratio: {test_ratio}/{valid_ratio} must be in (0, 1) with sum < 1")
@@ -192,6 +196,24 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
         dl_rows=np.flatnonzero(dl_row),
         cold_valid_users=cold_valid, cold_test_users=cold_test,
     )
+
+
+def _carve_valid(data: Interactions, rows: np.ndarray, fold: np.ndarray, rng: np.random.Generator,
+                 fraction: float) -> None:
+    """A validation slice carved from training (folds that ship none, e.g. DisenCDR's): one random
+    training row of a ``fraction`` of the users with at least two CF-side training rows becomes
+    ``VALID``, so model selection never looks at the dataset's test fold."""
+    counts = np.bincount(data.user[rows], minlength=data.n_users)
+    eligible = np.flatnonzero(counts >= 2)
+    chosen = rng.choice(eligible, size=int(round(fraction * len(eligible))), replace=False)
+    if len(chosen) == 0:
+        return
+    order = rows[np.lexsort((rng.random(len(rows)), data.user[rows]))]
+    first = order[np.r_[0, np.flatnonzero(np.diff(data.user[order])) + 1]]   # one random row per user
+    picked = first[np.isin(data.user[first], chosen)]
+    fold[picked] = VALID
+    log.info("predefined: no validation fold ships; %d training rows (one per user, %d users) carved as "
+             "validation (split.valid_ratio=%s)", len(picked), len(chosen), fraction)
 
 
 def _per_user(data: Interactions, rows: np.ndarray, fold: np.ndarray, rng: np.random.Generator, order: str,

@@ -50,9 +50,17 @@ def test_pair_raw_counts_and_folds(data_dir, pair):
 
 def test_predefined_split_holds_out_the_other_domains_test_rows(data_dir):
     data = load_amazon_cdr(data_dir / "amazon-cdr", "sport_cloth")
-    split = make_split(data, partition_categories(data, cf_categories=["cloth"]), "predefined")
+    partition = partition_categories(data, cf_categories=["cloth"])
+    split = make_split(data, partition, "predefined", valid_ratio=0.0)
     assert split.counts() == {"rows/train": 87_829, "rows/valid": 0, "rows/test": 7540, "rows/dl": 92_612}
     assert (np.diff(split.test.indptr) > 0).sum() == 7540  # one test item per evaluated user
+    # no validation fold ships: one training row of 10% of the eligible users becomes validation
+    carved = make_split(data, partition, "predefined", valid_ratio=0.1, seed=0)
+    n_valid = carved.valid.nnz
+    eligible = (np.diff(split.train.indptr) >= 2).sum()
+    assert n_valid == round(0.1 * eligible) and np.diff(carved.valid.indptr).max() == 1
+    assert carved.train.nnz + n_valid == 87_829 and carved.test.nnz == 7540
+    assert (carved.train.multiply(carved.valid)).nnz == 0
 
 
 def _pair_folder(root, folder, train="0\t1\t1\n1\t2\t1\n", test="0\t2\t1\n"):
