@@ -203,6 +203,8 @@ def test_errors_name_the_key(cold_split):
             cls(loss="hinge")
         with pytest.raises(ValueError, match="model.monitor"):
             cls(monitor="ndcg")
+        with pytest.raises(ValueError, match="model.negatives"):
+            cls(negatives=0)
     with pytest.raises(ValueError, match="model.map_hidden"):
         EMCDR(map_hidden=["wide"])
     with pytest.raises(ValueError, match="model.bridge_init"):

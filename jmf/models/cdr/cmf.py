@@ -16,8 +16,8 @@ import time
 import jax.numpy as jnp
 
 from jmf.data.split import SplitData
-from jmf.models.cdr.common import (BestKeeper, FactorScorer, check_loss, check_monitor, require_dl_side,
-                                   resolve_loss, resolve_monitor, validate)
+from jmf.models.cdr.common import (BestKeeper, FactorScorer, check_loss, check_monitor, check_positive,
+                                   require_dl_side, resolve_loss, resolve_monitor, validate)
 from jmf.models.cdr.tables import TableConfig, fit_tables
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ class CMF(FactorScorer):
         check_monitor(monitor)
         if source_weight < 0:
             raise ValueError(f"model.source_weight: {source_weight} must be >= 0")
-        if eval_every < 1:
-            raise ValueError(f"model.eval_every: {eval_every} must be >= 1")
+        check_positive(dim=dim, batch_size=batch_size, negatives=negatives, eval_every=eval_every)
         self.dim, self.loss, self.epochs, self.batch_size = dim, loss, epochs, batch_size
         self.optimizer, self.lr, self.reg = optimizer, lr, reg
         self.bias_reg = reg if bias_reg is None else bias_reg

@@ -24,6 +24,13 @@ def check_loss(loss: str) -> None:
         raise ValueError(f"model.loss: {loss!r} is not one of {LOSSES}")
 
 
+def check_positive(**knobs: int) -> None:
+    """``model.<name>`` must be >= 1 (sizes, counts)."""
+    for name, value in knobs.items():
+        if value < 1:
+            raise ValueError(f"model.{name}: {value} must be >= 1")
+
+
 def check_monitor(monitor: str) -> None:
     if monitor in ("auto", "rmse", "mae"):
         return
@@ -192,8 +199,7 @@ class TwoStageTransfer(FactorScorer):
                      eval_batch_size: int) -> None:
         check_loss(loss)
         check_monitor(monitor)
-        if eval_every < 1:
-            raise ValueError(f"model.eval_every: {eval_every} must be >= 1")
+        check_positive(dim=dim, batch_size=batch_size, negatives=negatives, eval_every=eval_every)
         self.dim, self.loss, self.epochs, self.batch_size = dim, loss, epochs, batch_size
         self.optimizer, self.lr, self.reg, self.init_scale, self.negatives = optimizer, lr, reg, init_scale, negatives
         self.patience, self.eval_every, self.monitor, self.eval_batch_size = patience, eval_every, monitor, eval_batch_size

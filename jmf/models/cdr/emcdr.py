@@ -26,7 +26,7 @@ from flax import nnx
 
 from jmf import losses
 from jmf.data.split import SplitData
-from jmf.models.cdr.common import BestKeeper, TwoStageTransfer, validate
+from jmf.models.cdr.common import BestKeeper, TwoStageTransfer, check_positive, validate
 from jmf.models.heads.mlp import MLPHead
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ class EMCDR(TwoStageTransfer):
             self.map_hidden = tuple(int(h) for h in map_hidden)
         except (TypeError, ValueError):
             raise ValueError(f"model.map_hidden: {map_hidden!r} is not a list of layer sizes") from None
+        check_positive(map_batch_size=map_batch_size, **{f"map_hidden[{i}]": h for i, h in enumerate(self.map_hidden)})
         self.map_epochs, self.map_lr, self.map_weight_decay = map_epochs, map_lr, map_weight_decay
         self.map_batch_size = map_batch_size
 

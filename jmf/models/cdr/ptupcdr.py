@@ -33,7 +33,7 @@ from flax import nnx
 from jmf import losses
 from jmf.data.batches import dl_sequences
 from jmf.data.split import SplitData
-from jmf.models.cdr.common import BestKeeper, TwoStageTransfer, validate
+from jmf.models.cdr.common import BestKeeper, TwoStageTransfer, check_positive, validate
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,8 @@ class PTUPCDR(TwoStageTransfer):
                  patience: int = 3, eval_every: int = 1, monitor: str = "auto", eval_batch_size: int = 512):
         self._init_common(dim, loss, epochs, batch_size, optimizer, lr, reg, init_scale, negatives, patience,
                           eval_every, monitor, eval_batch_size)
+        check_positive(meta_dim=meta_dim, max_len=max_len, meta_batch_size=meta_batch_size,
+                       items_per_user=items_per_user, meta_negatives=meta_negatives)
         if bridge_init not in ("lstsq", "identity"):
             raise ValueError(f"model.bridge_init: {bridge_init!r} is not lstsq|identity")
         self.meta_dim, self.max_len, self.meta_epochs = meta_dim, max_len, meta_epochs
