@@ -161,7 +161,8 @@ def test_meta_network_learns_history_dependent_bridges():
     maps = rng.normal(size=(2, d, d)).astype(np.float32)
     source_users = rng.normal(size=(U, d)).astype(np.float32)
     target_users = np.einsum("ud,ude->ue", source_users, maps[group])
-    source_items = rng.normal(size=(I_S, d)).astype(np.float32) + np.where(np.arange(I_S) < I_S // 2, 2.0, -2.0)[:, None]
+    offset = np.where(np.arange(I_S) < I_S // 2, 2.0, -2.0)[:, None]      # the two groups' items are apart
+    source_items = (rng.normal(size=(I_S, d)) + offset).astype(np.float32)
     history = 1 + rng.integers(0, I_S // 2, (U, L)) + (I_S // 2) * group[:, None]     # group-g items, +1 (0 = pad)
     items = rng.normal(size=(I_T, d)).astype(np.float32)
     frozen = {"source_users": jnp.asarray(source_users), "source_bias": jnp.zeros(U),

@@ -55,7 +55,8 @@ class CMF(FactorScorer):
         self.optimizer, self.lr, self.reg = optimizer, lr, reg
         self.bias_reg = reg if bias_reg is None else bias_reg
         self.source_weight, self.init_scale, self.negatives = source_weight, init_scale, negatives
-        self.patience, self.eval_every, self.monitor, self.eval_batch_size = patience, eval_every, monitor, eval_batch_size
+        self.patience, self.eval_every, self.monitor = patience, eval_every, monitor
+        self.eval_batch_size = eval_batch_size
 
     def fit(self, split: SplitData, seed: int = 0) -> dict[str, float]:
         require_dl_side(split, "cmf")

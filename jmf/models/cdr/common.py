@@ -202,7 +202,8 @@ class TwoStageTransfer(FactorScorer):
         check_positive(dim=dim, batch_size=batch_size, negatives=negatives, eval_every=eval_every)
         self.dim, self.loss, self.epochs, self.batch_size = dim, loss, epochs, batch_size
         self.optimizer, self.lr, self.reg, self.init_scale, self.negatives = optimizer, lr, reg, init_scale, negatives
-        self.patience, self.eval_every, self.monitor, self.eval_batch_size = patience, eval_every, monitor, eval_batch_size
+        self.patience, self.eval_every, self.monitor = patience, eval_every, monitor
+        self.eval_batch_size = eval_batch_size
 
     def _fit_sides(self, split: SplitData, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Check the split, train both sides' MF; returns (overlapping users, cold users)."""

@@ -65,7 +65,7 @@ class MetaBridge(nnx.Module):
 
     def __call__(self, source_factor: jax.Array, source_bias: jax.Array, history: jax.Array,
                  mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``P_s,u [B, d]``, ``b_s,u [B]``, history ``[B, L, d]``, mask ``[B, L]`` -> (``P̂_u [B, d]``, ``b̂_u [B]``)."""
+        """``P_s,u [B, d]``, ``b_s,u [B]``, O2 items ``[B, L, d]`` + mask ``[B, L]`` -> ``P̂_u [B, d]``, ``b̂_u [B]``."""
         c = self.characteristic(history, mask)
         p_hat = jnp.einsum("bd,bde->be", source_factor, self.bridge(c))
         b_hat = self.bias_out(jnp.concatenate([c, source_bias[:, None]], -1))[:, 0]
@@ -177,8 +177,9 @@ class PTUPCDR(TwoStageTransfer):
         self.graphdef, self.params, self.rest = nnx.split(net, nnx.Param, ...)
         tx = optax.adamw(self.meta_lr, weight_decay=self.meta_weight_decay)
         opt_state = tx.init(self.params)
-        epoch_fn = self._meta_epoch = jax.jit(make_meta_epoch(self.graphdef, tx, self.kind, tgt["mean"], split.train.shape[1],
-                                           self.meta_negatives), donate_argnums=(0, 1))
+        epoch_fn = self._meta_epoch = jax.jit(
+            make_meta_epoch(self.graphdef, tx, self.kind, tgt["mean"], split.train.shape[1], self.meta_negatives),
+            donate_argnums=(0, 1))
 
         csr = split.train.tocsr()
         n_pairs = int(np.diff(csr.indptr)[overlap].sum())
