@@ -20,8 +20,10 @@ log = logging.getLogger("jmf")
 def main(cfg: DictConfig) -> float:
     """Run one experiment in Hydra's run directory; return the optimised validation metric.
 
-    In a multirun a failing job writes ``failure.json`` and returns NaN (Optuna records a
-    failed trial) instead of ending the sweep; a single run raises.
+    A failing job writes ``failure.json``.  A single run then raises; in a basic multirun the
+    job returns NaN so the sweep goes on; under the Optuna sweeper it raises, which the sweeper
+    records as a failed trial (``max_failure_rate: 1.0`` in ``conf/hparams_search``) -- a NaN
+    return would crash hydra-optuna-sweeper 1.3.0 with optuna 2.10 instead.
     """
     from jmf.run import run
     from jmf.train.observe import record_failure
@@ -35,6 +37,8 @@ def main(cfg: DictConfig) -> float:
             raise
         path = record_failure(hydra_cfg.runtime.output_dir, err, list(hydra_cfg.overrides.task))
         log.exception("job %s failed (recorded in %s); the sweep goes on", hydra_cfg.job.num, path)
+        if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
+            raise
         return math.nan
     return float(metrics.get(cfg.trainer.optimized_metric, math.nan))
 

@@ -64,6 +64,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | Path, keep: int = 2, async_save: bool = True):
+        logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save/restore step at INFO
         self.directory = Path(directory).absolute()
         self._managers = {}
         for name, n in (("latest", max(1, keep)), ("best", 1)):

@@ -59,9 +59,7 @@ class MetricLogger:
             _truncate_jsonl(path, resume_step)
         self._file = open(path, "a")
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.directory / "tb"), purge_step=resume_step,
+            self._tb = _summary_writer()(str(self.directory / "tb"), purge_step=resume_step,
                                      flush_secs=10)
 
     def log(self, step: int, metrics: dict[str, float], **tags) -> None:
@@ -84,6 +82,26 @@ class MetricLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _summary_writer():
+    """``tensorboardX.SummaryWriter``, imported without torch.
+
+    tensorboardX tries ``import torch`` at import time only to accept torch tensors; with torch
+    installed (the ``lm`` extra) that costs ~6 s per run here.  We log Python floats, so the
+    import is blocked while tensorboardX loads (unless torch is already loaded) and then unblocked.
+    """
+    import sys
+
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
 
 
 def _jsonable(value):

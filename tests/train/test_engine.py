@@ -126,3 +126,29 @@ def test_sampling_is_keyed_by_seed_phase_epoch():
     a, b = Engine(None, seed=3), Engine(RunContext(devices=1, checkpoint=False), seed=3)
     assert (a.epoch_rng(1, 5).permutation(10) == b.epoch_rng(1, 5).permutation(10)).all()
     assert not (a.epoch_rng(1, 5).permutation(50) == a.epoch_rng(1, 6).permutation(50)).all()
+
+
+def test_row_sharded_table_pads_and_trains():
+    """A [U, d] table sharded by rows over 4 devices (trainer.shard_tables), gathered and scattered in a step."""
+    from jax.sharding import PartitionSpec as P
+
+    from jmf.train import parallel
+
+    engine = Engine(RunContext(shard_tables=True, checkpoint=False, progress=False))
+    rows = parallel.padded_rows(10, engine.mesh)
+    assert rows == 12
+    state = {"table": jnp.zeros((rows, 3)), "bias": jnp.zeros(3)}
+    sharding = engine.state_shardings(state, lambda path, leaf: path[0].key == "table")
+    assert sharding["table"].spec == P("data", None) and sharding["bias"].spec == P()
+    state = jax.device_put(state, sharding)
+
+    def step(s, batch):
+        rows = s["table"][batch["ids"]]                                   # gather from the sharded table
+        loss = jnp.mean((rows.sum(-1) - batch["y"]) ** 2)
+        return {"table": s["table"].at[batch["ids"]].add(0.1), "bias": s["bias"]}, {"loss": loss}
+
+    jitted = engine.jit_step(step, sharding)
+    for _ in range(3):
+        state, _ = jitted(state, engine.put_batch({"ids": jnp.array([0, 9, 9, 5], jnp.int32), "y": jnp.ones(4)}))
+    assert state["table"].sharding.spec == P("data", None) and engine.traces["step"] == 1
+    np.testing.assert_allclose(np.asarray(state["table"])[[0, 5, 9, 1], 0], [0.3, 0.3, 0.6, 0.0], atol=1e-6)

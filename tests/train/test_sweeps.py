@@ -1,0 +1,92 @@
+"""Sweeps: every launcher and search-space config composes; an Optuna sweep and a basic sweep run,
+a failing trial is recorded without ending the sweep, and ``jmf-report`` aggregates a sweep."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from jmf.config import CONF_DIR, register_configs
+
+TINY = ["data.n_users=200", "data.n_items=100", "data.n_categories=4", "data.interactions_per_user=10"]
+LAUNCHERS = sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml"))
+SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
+
+
+def _compose(*overrides: str):
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_config_composes(name):
+    cfg = _compose(f"hydra/launcher={name}")
+    target = cfg.hydra.launcher._target_
+    assert target.startswith("hydra_plugins.hydra_"), target
+    assert {"local": "joblib", "slurm": "SlurmLauncher", "slurm_local": "LocalLauncher"}[name] in target
+
+
+@pytest.mark.parametrize("name", SEARCHES)
+def test_search_space_composes(name):
+    cfg = _compose(f"hparams_search={name}")
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+    assert cfg.hydra.sweeper.params and cfg.hydra.sweeper.max_failure_rate == 1.0
+    model = name.removesuffix("_optuna")
+    assert cfg.model._target_ == OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml")._target_
+    assert cfg.trainer.optimized_metric.startswith("valid/")       # selection on validation only
+    for key in cfg.hydra.sweeper.params:                           # every searched key exists
+        assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", key
+
+
+def _jmf(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XLA_FLAGS": ""}
+    return subprocess.run([sys.executable, "-m", "jmf", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_optuna_sweep_with_a_failing_trial(tmp_path):
+    """5 TPE trials over svd's rank in {0, 2, 4} (seeded); dim=0 fails: recorded, and the sweep goes on."""
+    res = _jmf("-m", "hparams_search=svd_optuna", f"hydra.sweep.dir={tmp_path}/sweep", *TINY,
+               "hydra.sweeper.n_trials=5", "model.dim=choice(0,2,4)", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    done, failures = list(sweep.rglob("metrics.json")), list(sweep.rglob("failure.json"))
+    assert done and failures  # (a repeated rank reuses its job folder: sweep.subdir is the overrides)
+    assert "model.dim" in json.loads(failures[0].read_text())["message"]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_params"]["model.dim"] in (2, 4) and 0 < best["best_value"] <= 1
+
+
+def test_basic_sweep_over_seeds_and_report(tmp_path):
+    """pop and svd over 3 seeds, one failing config; jmf-report writes tables, CSV, paired tests, plots."""
+    res = _jmf("-m", f"hydra.sweep.dir={tmp_path}/sweep", "model=svd", "model.dim=0,4,8", "seed=0,1,2", *TINY,
+               cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(list((tmp_path / "sweep").rglob("failure.json"))) == 3      # dim=0, every seed
+    from jmf.report import main
+
+    main([str(tmp_path / "sweep")])
+    md = (tmp_path / "sweep" / "report.md").read_text()
+    assert "model.dim=4" in md and "model.dim=8" in md and " ± " in md
+    assert "Failed jobs" in md and "Best config per model" in md
+    assert (tmp_path / "sweep" / "plot_model.dim.png").stat().st_size > 1000
+    rows = (tmp_path / "sweep" / "report.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + the two working configs
+
+
+@pytest.mark.slow  # ~20 s each: a real local launch through joblib and through submitit's local mode
+@pytest.mark.parametrize("launcher", ["local", "slurm_local"])
+def test_launcher_runs_jobs(tmp_path, launcher):
+    res = _jmf("-m", f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path}/sweep", "model=pop", "seed=0,1",
+               *TINY, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len(list((tmp_path / "sweep").rglob("metrics.json"))) == 2
