@@ -192,6 +192,23 @@ def test_tokens_truncate_from_the_oldest(text_split, minilm):
     assert behaviour_tokens(split, seqs, tok, TextTemplate(), max_tokens=20) is short
 
 
+def test_frozen_encoder_caches_the_pooled_text(text_split, tiny_folder):
+    """``finetune=frozen`` hands the steps a pooled table equal to running the frozen BERT on the tokens."""
+    split, seqs = text_split
+    enc = LMEncoder(10, 2, 5, path=str(tiny_folder), finetune="frozen", max_tokens=24, rngs=nnx.Rngs(0))
+    assert enc.input_keys == ("pooled",)
+    cached = enc.user_inputs(split, seqs, batch_size=2)["pooled"]
+    table = behaviour_tokens(split, seqs, load_tokenizer(tiny_folder), TextTemplate(), 24)
+    live = enc(jnp.asarray(seqs.items), jnp.asarray(seqs.categories), jnp.asarray(seqs.mask),
+               tokens=jnp.asarray(table.tokens), token_pos=jnp.asarray(table.token_pos))
+    assert cached.shape == (3, 16)
+    np.testing.assert_allclose(cached, np.asarray(live), atol=1e-5)
+    # hiding a behaviour through the item mask hides its tokens (the live path of lora/full)
+    hidden = enc(jnp.asarray(seqs.items), jnp.asarray(seqs.categories), jnp.asarray(seqs.mask).at[0, 0].set(False),
+                 tokens=jnp.asarray(table.tokens), token_pos=jnp.asarray(table.token_pos))
+    assert not np.allclose(hidden[0], live[0]) and np.allclose(hidden[1:], live[1:], atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- LoRA
 def test_lora_with_zero_b_equals_the_base_model(tiny_folder):
     tok = load_tokenizer(tiny_folder)
@@ -250,7 +267,7 @@ def test_encoder_learning_rate_applies_to_the_encoder_only():
 
 
 # ----------------------------------------------------------------------------- end to end
-@pytest.mark.parametrize("finetune", ["lora", "full"])
+@pytest.mark.parametrize("finetune", ["lora", pytest.param("full", marks=pytest.mark.slow)])
 def test_jmf_with_lm_encoder_end_to_end(tiny_folder, finetune):
     """``model=jmf model/encoder=lm`` composed by Hydra, fitted on tiny synthetic cold start (a tiny BERT
     folder keeps it quick): pretrained weights stay put under LoRA and move under full fine-tuning."""

