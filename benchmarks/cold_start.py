@@ -1,0 +1,138 @@
+"""Cross-category / cross-domain benchmark: every model x seeds on each task, through the Hydra configs.
+
+    python benchmarks/cold_start.py --tasks synthetic                 # planted structure + oracle (~15 min)
+    python benchmarks/cold_start.py --tasks ciao-0.2 ciao-0.5 ciao-0.8
+    python benchmarks/cold_start.py --tasks amazon-cloth amazon-sport amazon-phone amazon-elec amazon-phone-bitgcf
+    python benchmarks/cold_start.py --tasks cdrib-sport cdrib-cloth
+    python benchmarks/cold_start.py --tasks ciao-0.2 --models pop mf jmf-cnn --seeds 0   # a quick slice
+
+Each (task, model, seed) composes ``conf/train.yaml`` with the task's experiment file and the
+model's overrides -- exactly what ``jmf-train experiment=<task> <model overrides> seed=<s>``
+runs -- and calls :func:`jmf.run.run`; its ``metrics.json`` goes to
+``benchmarks/runs/<task>/<model>/seed<s>/``.  Epochs are selected on each split's validation
+fold only (cold-start validation users, or a slice carved from training for the DisenCDR
+pairs); test metrics are read once per run.  Tables (mean ± std over seeds) go to
+``benchmarks/results/cold_start_<tasks>.{md,csv,json}``; rows are models, columns metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from common import ROOT, data_dir, markdown_table, mean_std, write_results
+
+# task -> (experiment overrides, metrics reported)
+RANK = ["test/ndcg@10", "test/recall@20"]
+RATE = ["test/rmse", "test/mae"]
+SAMPLED = ["test/hr@10", "test/ndcg@10"]
+CDRIB = ["test/mrr", "test/ndcg@5", "test/ndcg@10", "test/hr@1", "test/hr@5", "test/hr@10"]
+TASKS: dict[str, tuple[list[str], list[str]]] = {
+    "synthetic": (["experiment=synthetic_cold_start"], RANK),
+    "synthetic-no-shared": (["experiment=synthetic_no_shared"], RANK),
+    **{f"ciao-{b}": ([f"experiment=ciao_cold_start", f"split.beta={b}"], RATE + RANK) for b in ("0.2", "0.5", "0.8")},
+    "amazon-cloth": (["experiment=amazon_sport_cloth", "partition.cf_categories=[cloth]"], SAMPLED),
+    "amazon-sport": (["experiment=amazon_sport_cloth", "partition.cf_categories=[sport]"], SAMPLED),
+    "amazon-cloth-full": (["experiment=amazon_sport_cloth", "partition.cf_categories=[cloth]", "eval=full"], RANK),
+    "amazon-sport-full": (["experiment=amazon_sport_cloth", "partition.cf_categories=[sport]", "eval=full"], RANK),
+    "amazon-phone": (["experiment=amazon_phone_electronic", "partition.cf_categories=[phone]"], SAMPLED),
+    "amazon-elec": (["experiment=amazon_phone_electronic", "partition.cf_categories=[electronic]"], SAMPLED),
+    "amazon-phone-bitgcf": (["experiment=amazon_phone_electronic_bitgcf"], SAMPLED),
+    "cdrib-sport": (["experiment=cdrib_sport_cloth"], CDRIB),
+    "cdrib-cloth": (["experiment=cdrib_cloth_sport"], CDRIB),
+}
+# model name -> overrides
+MODELS: dict[str, list[str]] = {
+    "pop": ["model=pop"],
+    "mf (target-only)": ["model=mf"],
+    "cmf": ["model=cmf"],
+    "emcdr": ["model=emcdr"],
+    "ptupcdr": ["model=ptupcdr"],
+    "jmf-cnn": ["model=jmf", "model/encoder=cnn"],
+    "jmf-transformer": ["model=jmf", "model/encoder=transformer"],
+    "oracle": ["model=oracle"],
+}
+ALIASES = {"mf": "mf (target-only)"}
+
+
+def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path) -> dict[str, float]:
+    from hydra import compose, initialize_config_dir
+
+    from jmf.config import CONF_DIR, register_configs
+    from jmf.run import run
+
+    register_configs()
+    overrides = [*TASKS[task][0], *MODELS[model], f"seed={seed}", *extra]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    out = out_root / task / model.split(" ")[0] / f"seed{seed}"
+    start = time.perf_counter()
+    metrics = run(cfg, out)
+    metrics["bench/seconds"] = time.perf_counter() - start
+    (out / "overrides.json").write_text(json.dumps(overrides))
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["synthetic"], choices=sorted(TASKS))
+    parser.add_argument("--models", nargs="+", default=None,
+                        help=f"default: all but oracle (oracle added on synthetic tasks); known {sorted(MODELS)}")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every run")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runs"))
+    parser.add_argument("--name", default=None, help="result file stem (default: cold_start_<tasks>)")
+    args = parser.parse_args()
+    data_dir()  # fail early when the real datasets are missing
+
+    rows, raw = [], []
+    for task in args.tasks:
+        models = [ALIASES.get(m, m) for m in args.models] if args.models else [
+            m for m in MODELS if m != "oracle" or task.startswith("synthetic")]
+        metric_names = TASKS[task][1]
+        for model in models:
+            runs = []
+            for seed in args.seeds:
+                try:
+                    metrics = run_one(task, model, seed, args.override, Path(args.out))
+                except Exception as err:  # recorded, the table says so; the benchmark goes on
+                    traceback.print_exc()
+                    raw.append({"task": task, "model": model, "seed": seed, "error": f"{type(err).__name__}: {err}"})
+                    continue
+                runs.append(metrics)
+                raw.append({"task": task, "model": model, "seed": seed,
+                            **{k: metrics.get(k, math.nan) for k in metric_names},
+                            "seconds": metrics["bench/seconds"]})
+                print(f"[{task}] {model} seed {seed}: " + ", ".join(
+                    f"{k.split('/')[1]} {metrics.get(k, math.nan):.4f}" for k in metric_names)
+                    + f" ({metrics['bench/seconds']:.0f}s)", flush=True)
+            row = {"task": task, "model": model, "seeds": len(runs)}
+            for k in metric_names:
+                values = [r[k] for r in runs if k in r]
+                if values:
+                    mean, std = mean_std(values)
+                    row[k.split("/")[1]] = f"{mean:.4f} ± {std:.4f}"
+            if runs:
+                row["s/run"] = f"{mean_std([r['bench/seconds'] for r in runs])[0]:.0f}"
+            rows.append(row)
+    sections = []
+    for task in args.tasks:
+        task_rows = [r for r in rows if r["task"] == task]
+        if task_rows:
+            cols = ["model", "seeds", *(k.split("/")[1] for k in TASKS[task][1]), "s/run"]
+            sections.append(f"### {task} (`{' '.join(TASKS[task][0])}`)\n\n" + markdown_table(task_rows, cols))
+    failed = [r for r in raw if "error" in r]
+    if failed:
+        sections.append("Failed runs:\n\n" + "\n".join(f"* {r['task']} {r['model']} seed {r['seed']}: {r['error']}"
+                                                     for r in failed))
+    name = args.name or "cold_start_" + "_".join(args.tasks)
+    write_results(name, "\n\n".join(sections), raw, {"table": rows})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
