@@ -24,8 +24,9 @@ the files (``tests/data/test_amazon_cdr.py``):
 In jmf this is ``data=amazon_cdr split=predefined partition.cf_categories=[<domain>]
 eval=sampled``: the sampler's pool is the CF-side items with a training interaction, it
 rejects the user's training items and the positive and draws without replacement within a
-pair (the only difference; with 12k-40k items per domain it is immaterial), and ties favour
-the positive.  One run evaluates one domain; the other domain's test rows are held out, not
+pair (immaterial with 12k-40k items per domain), and ties count *against* the positive
+(pessimistic, so tied scores such as popularity's integer counts are not flattered; DisenCDR's
+argsort favours the positive, which only matters for models with tied scores).  One run evaluates one domain; the other domain's test rows are held out, not
 used as training data (see ``split=predefined``).
 
 ``test_file="test_original.txt"`` keeps all held-out items, including those never seen
