@@ -26,7 +26,7 @@ from jmf.models.jmf import JMFNet, LossWeights, encoder_inputs
 from jmf.optim import build_optimizer, part_optimizer
 from jmf.train import parallel
 from jmf.train.engine import Engine, EpochPlan, Phase, RunContext
-from jmf.train.step import init_state, make_train_step
+from jmf.train.step import TrainState, init_state, make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,19 @@ class JMF:
         ``ctx`` (from ``jmf.run``) adds checkpoints/resume, logs and the device choice; without it
         the fit runs in memory on every device.
         """
+        start = time.perf_counter()
+        engine, state, phases = self.setup(split, seed, ctx)
+        result = engine.fit(phases, state)
+        self.state = result.best_state if result.best_state is not None else result.state
+        joint = result.phases["joint"]
+        return {"train/epochs": float(len(joint.history)), "train/steps": float(result.global_step),
+                "train/fit_seconds": time.perf_counter() - start,
+                f"train/best_valid_{self.monitor_name}": abs(joint.best) if joint.best is not None else float("nan")}
+
+    def setup(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None
+              ) -> tuple[Engine, TrainState, list[Phase]]:
+        """Everything before the loop: the engine, the placed initial state, and the two phases
+        (``pretrain``: ``L_DL`` only; ``joint``: validated).  ``fit`` runs them; benchmarks time their steps."""
         if len(split.dl_items) == 0:
             raise ValueError("model=jmf needs a DL side: set partition.k or partition.cf_categories")
         train = split.train.tocoo()
@@ -157,15 +170,10 @@ class JMF:
             self.state = state
             return self._validate(split)
 
-        start = time.perf_counter()
         zero = LossWeights(cf=0.0, dl=1.0, map=0.0, transfer=0.0, interest=0.0)
-        result = engine.fit([phase(0, "pretrain", self.pretrain_epochs, zero),
-                             phase(1, "joint", self.epochs, self.weights, validate)], state)
-        self.state = result.best_state if result.best_state is not None else result.state
-        joint = result.phases["joint"]
-        return {"train/epochs": float(len(joint.history)), "train/steps": float(result.global_step),
-                "train/fit_seconds": time.perf_counter() - start,
-                f"train/best_valid_{self.monitor_name}": abs(joint.best) if joint.best is not None else float("nan")}
+        self.state = state
+        return engine, state, [phase(0, "pretrain", self.pretrain_epochs, zero),
+                               phase(1, "joint", self.epochs, self.weights, validate)]
 
     def _plan(self, engine: Engine, csr, dl_users: np.ndarray, rng: np.random.Generator) -> EpochPlan:
         """One epoch of user-centric batches: ``B`` users x ``m`` of their CF-side items.

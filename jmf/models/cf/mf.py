@@ -85,6 +85,17 @@ class MatrixFactorization:
         ``ctx`` (from ``jmf.run``) adds per-epoch checkpoints/resume and logs, and shards each
         batch over the ``data`` mesh axis; without it the fit runs in memory on one device.
         """
+        start = time.perf_counter()
+        engine, state, phases = self.setup(split, seed, ctx)
+        result = engine.fit(phases, state)
+        self.params = result.state["params"]
+        losses = result.phases["train"].losses
+        return {"train/loss": losses[-1] if losses else float("nan"), "train/epochs": float(len(losses)),
+                "train/fit_seconds": time.perf_counter() - start}
+
+    def setup(self, split: SplitData, seed: int = 0,
+              ctx: RunContext | None = None) -> tuple[Engine, dict, list[Phase]]:
+        """The engine, the placed initial state ``{params, opt_state}`` and the one ``train`` phase."""
         train = split.train.tocoo()
         self.loss = self._requested_loss = getattr(self, "_requested_loss", self.loss)
         if self.loss == "auto":
@@ -137,12 +148,8 @@ class MatrixFactorization:
             return EpochPlan(1, lambda i: {"rows": engine.put_batch(batches, axis=1),
                                            "key": parallel.put_replicated(key, engine.mesh)}, examples_per_step=n)
 
-        start = time.perf_counter()
-        result = engine.fit([Phase("train", self.epochs, plan, jitted)], state)
-        self.params = result.state["params"]
-        losses = result.phases["train"].losses
-        return {"train/loss": losses[-1] if losses else float("nan"), "train/epochs": float(len(losses)),
-                "train/fit_seconds": time.perf_counter() - start}
+        self.params = state["params"]
+        return engine, state, [Phase("train", self.epochs, plan, jitted)]
 
     def _make_epoch_fn(self, tx, n_items: int, user_counts: jax.Array):
         loss_name, reg, bias_reg, mu = self.loss, self.reg, self.bias_reg, self.global_mean
