@@ -146,7 +146,7 @@ class JMF:
         table_rows = set(rows.values())
         sharding = engine.state_shardings(
             state, lambda path, leaf: path[0].name in ("tables", "table_opt") and leaf.shape[0] in table_rows)
-        state = jax.device_put(state, sharding)
+        state = engine.put_state(state, sharding)
         seqs = dl_sequences(split, self.max_len)
         self.seq = parallel.put_replicated(
             {"items": seqs.items, "categories": seqs.categories, "mask": seqs.mask,

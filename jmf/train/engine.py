@@ -5,7 +5,7 @@ it validates) and hands the loop to :class:`Engine`::
 
     engine = Engine(ctx, name="jmf")                  # ctx: RunContext from jmf.run (or None)
     sharding = engine.state_shardings(state)           # P() everywhere (or row-sharded tables)
-    state = jax.device_put(state, sharding)
+    state = engine.put_state(state, sharding)
     step = engine.jit_step(train_step, sharding)       # jit, donate, pinned out_shardings, traced once
     result = engine.fit([
         Phase("pretrain", epochs=1, plan=lambda epoch: EpochPlan(n, batch_at), step=step),
@@ -179,6 +179,10 @@ class Engine:
     def state_shardings(self, state, row_sharded: Callable[[tuple, jax.Array], bool] | None = None):
         """Shardings for ``state``: replicated, or row-sharded where ``row_sharded`` and ``ctx.shard_tables``."""
         return parallel.state_shardings(state, self.mesh, row_sharded if self.ctx.shard_tables else None)
+
+    def put_state(self, state, sharding):
+        """Place the initial state with ``sharding`` (from :meth:`state_shardings`), on every process."""
+        return parallel.put_global(state, sharding)
 
     def put_batch(self, batch: dict, axis: int = 0) -> dict:
         return parallel.put_batch(batch, self.mesh, axis)

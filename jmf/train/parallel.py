@@ -103,7 +103,26 @@ def put_batch(batch: dict, mesh: Mesh, axis: int = 0) -> dict:
 
 
 def put_replicated(tree, mesh: Mesh):
-    return jax.device_put(tree, replicated(mesh))
+    """Every leaf of ``tree`` replicated over the mesh (every process passes the same values)."""
+    return put_global(tree, jax.tree.map(lambda _: replicated(mesh), tree))
+
+
+def put_global(tree, shardings):
+    """Place ``tree`` (host or single-device values, the same on every process) with ``shardings``.
+
+    One process: ``jax.device_put``.  Several: each process builds its addressable shards from its
+    own copy (``make_array_from_callback``), as ``device_put`` only reaches addressable devices.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+
+    def put(leaf, sharding):
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = put(jax.random.key_data(leaf), sharding)
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.tree.map(put, tree, shardings)
 
 
 def state_shardings(state, mesh: Mesh, row_sharded: Callable[[tuple, jax.Array], bool] | None = None):

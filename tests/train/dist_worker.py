@@ -27,7 +27,7 @@ def fit_toy():
         return w - 0.1 * g, {"loss": loss}
 
     sharding = engine.state_shardings(jnp.zeros(4))
-    w = jax.device_put(jnp.zeros(4), sharding)
+    w = engine.put_state(jnp.zeros(4), sharding)
     jitted = engine.jit_step(step, sharding)
 
     def plan(epoch):

@@ -60,3 +60,28 @@ def test_cluster_detection_and_config_errors():
         initialize(DistributedConfig(coordinator_address="127.0.0.1:1"), env={})
     with pytest.raises(ValueError, match="enabled"):
         initialize(DistributedConfig(enabled="yes"), env={})
+
+
+@pytest.mark.slow  # ~90 s here: cross-process CPU collectives (gloo) on every step
+def test_two_process_cli_run_matches_one_process(tmp_path):
+    """``jmf-train`` as a 2-process job (2 CPU devices each) gives the 1-process metrics."""
+    tiny = ["model=jmf", "model/encoder=bag", "data.n_users=240", "data.n_items=120", "data.n_categories=4",
+            "data.interactions_per_user=12", "partition.k=2", "model.dim=8", "model.batch_size=16",
+            "model.items_per_user=4", "model.epochs=2", "model.pretrain_epochs=1", "model.patience=0",
+            "model.max_len=8", "model.negatives=8", "eval.ks=[10]"]
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    dist = [f"trainer.distributed.coordinator_address=127.0.0.1:{port}", "trainer.distributed.num_processes=2"]
+    procs = [subprocess.Popen([sys.executable, "-m", "jmf", f"hydra.run.dir={tmp_path}/d", *tiny, *dist,
+                               f"trainer.distributed.process_id={pid}"], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    errs = [p.communicate(timeout=400)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(e[-2000:] for e in errs)
+    one = subprocess.run([sys.executable, "-m", "jmf", f"hydra.run.dir={tmp_path}/one", *tiny],
+                         env={**os.environ, "XLA_FLAGS": ""}, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=400)
+    assert one.returncode == 0, one.stderr[-2000:]
+    a = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    for key in b:
+        np.testing.assert_allclose(a[key], b[key], rtol=2e-3, atol=2e-3, err_msg=key)

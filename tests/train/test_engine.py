@@ -1,6 +1,7 @@
 """The engine on a toy least-squares problem over 4 forced CPU devices: traces, steps in flight,
 checkpoints, exact resume, NaN stops, and the errors a bad checkpoint gives."""
 
+import contextlib
 import json
 
 import jax
@@ -29,7 +30,7 @@ def _step(state, batch):
     return {"w": state["w"] - 0.1 * g + noise, "rng": state["rng"], "step": state["step"] + 1}, {"loss": loss}
 
 
-def _fit(ctx=None, epochs=3, stop_after=None, step=_step, validate=True, patience=0):
+def _fit(ctx=None, epochs=3, stop_after=None, step=_step, validate=True, patience=0, guard=False):
     """Fit the toy; ``stop_after=k`` raises after k steps (an interrupted run)."""
     x, y = _data()
     engine = Engine(ctx, name="toy", seed=0)
@@ -53,8 +54,9 @@ def _fit(ctx=None, epochs=3, stop_after=None, step=_step, validate=True, patienc
     def val(s):
         return -float(jnp.sum((s["w"] - jnp.arange(1, D + 1)) ** 2))
 
-    result = engine.fit([Phase("train", epochs, plan, counted, validate=val if validate else None,
-                               patience=patience)], state)
+    with jax.transfer_guard("disallow") if guard else contextlib.nullcontext():
+        result = engine.fit([Phase("train", epochs, plan, counted, validate=val if validate else None,
+                                   patience=patience)], state)
     return engine, result
 
 
@@ -152,3 +154,9 @@ def test_row_sharded_table_pads_and_trains():
         state, _ = jitted(state, engine.put_batch({"ids": jnp.array([0, 9, 9, 5], jnp.int32), "y": jnp.ones(4)}))
     assert state["table"].sharding.spec == P("data", None) and engine.traces["step"] == 1
     np.testing.assert_allclose(np.asarray(state["table"])[[0, 5, 9, 1], 0], [0.3, 0.3, 0.6, 0.0], atol=1e-6)
+
+
+def test_loop_makes_no_implicit_transfers():
+    """Batches are placed with explicit device_put and metrics read with device_get (STYLE R10)."""
+    _, result = _fit(epochs=2, validate=False, guard=True)
+    assert result.global_step == 2 * N // B

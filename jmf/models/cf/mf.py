@@ -119,7 +119,7 @@ class MatrixFactorization:
                         split.train.shape, n_dev)
         sharding = engine.state_shardings(
             state, lambda path, leaf: leaf.shape[0] in split.train.shape and leaf.shape[0] % n_dev == 0)
-        state = jax.device_put(state, sharding)
+        state = engine.put_state(state, sharding)
         user_counts = jnp.asarray(np.bincount(train.row, minlength=split.train.shape[0]).astype(np.float32))
         epoch_fn = self._make_epoch_fn(tx, split.train.shape[1], user_counts)
 
