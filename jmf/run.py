@@ -29,7 +29,7 @@ from jmf.data.preprocess import PreprocessConfig, preprocess
 from jmf.data.split import SplitData, make_split, partition_categories
 from jmf.evaluate.protocols import EvalConfig, evaluate_split
 from jmf.train.engine import RunContext
-from jmf.train.observe import array_fingerprint, file_fingerprint, write_run_info
+from jmf.train.observe import ScoreProgress, array_fingerprint, file_fingerprint, progress, status, write_run_info
 
 log = logging.getLogger("jmf")
 
@@ -91,8 +91,9 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     fingerprint: dict = {}
-    data = load_data(cfg.data, seed, fingerprint)
-    split = build_split(data, cfg.partition, cfg.split, seed)
+    with status(f"preparing {cfg.data.get('name', 'data')} ...", trainer.progress):
+        data = load_data(cfg.data, seed, fingerprint)
+        split = build_split(data, cfg.partition, cfg.split, seed)
     fingerprint["split"] = split.counts()
     log.info("split %s: %s", cfg.split.method, split.counts())
     write_run_info(out, seeds=seeds, data=fingerprint, config=OmegaConf.to_container(cfg, resolve=True))
@@ -109,8 +110,9 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
         key = key if "/" in key else f"train/{key}"
         (timing if key.endswith("seconds") else metrics)[key] = float(value)  # wall clock is not deterministic
     for fold in ("valid", "test"):
-        for name, value in evaluate_split(model, split, fold, eval_cfg).items():
-            metrics[f"{fold}/{name}"] = value
+        with progress(None, f"evaluating {fold}", enabled=trainer.progress) as advance:
+            for name, value in evaluate_split(ScoreProgress(model, advance), split, fold, eval_cfg).items():
+                metrics[f"{fold}/{name}"] = value
     import jax
 
     if jax.process_index() == 0:

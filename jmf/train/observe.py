@@ -119,10 +119,11 @@ def _truncate_jsonl(path: Path, step: int) -> None:
 
 
 @contextlib.contextmanager
-def progress(total: int, description: str, examples_per_step: int = 1, enabled: bool = True) -> Iterator:
+def progress(total: int | None, description: str, examples_per_step: int = 1, enabled: bool = True) -> Iterator:
     """A rich progress bar (steps, examples/s, ETA); yields ``advance(n_steps=1)``.
 
-    Draws only when stdout is a terminal and ``enabled``; otherwise ``advance`` is a no-op.
+    ``total=None`` draws an open-ended bar (rate, no ETA).  Draws only when stderr is a terminal
+    and ``enabled``; otherwise ``advance`` is a no-op.
     """
     from rich.console import Console
 
@@ -145,6 +146,34 @@ def progress(total: int, description: str, examples_per_step: int = 1, enabled: 
             bar.update(task, advance=n, rate=f"{rate:,.0f}")
 
         yield advance
+
+
+class ScoreProgress:
+    """Wrap a model so that each ``score(users)`` call advances a progress bar by ``len(users)``."""
+
+    def __init__(self, model, advance):
+        self._model, self._advance = model, advance
+
+    def score(self, users):
+        out = self._model.score(users)
+        self._advance(len(users))
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+@contextlib.contextmanager
+def status(message: str, enabled: bool = True) -> Iterator:
+    """A spinner with ``message`` for a step with no countable progress (data loading), on a terminal."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield
+        return
+    with console.status(message):
+        yield
 
 
 # ---------------------------------------------------------------------- run record
