@@ -228,14 +228,19 @@ class JMF:
         return vec @ t["Q"][:n].T + t["item_bias"][:n, 0][None, :] + bias[:, None]
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        out = []
+        if len(users) == 0:
+            return np.zeros(0, np.float32)
+        # the encoder runs once per distinct user (not once per rating), in fixed-size padded batches
+        uniq, inverse = np.unique(np.asarray(users), return_inverse=True)
+        B = self.eval_batch_size
+        padded = np.zeros(-(-len(uniq) // B) * B, np.int32)
+        padded[:len(uniq)] = uniq
+        parts = [self.user_vectors(jnp.asarray(padded[s:s + B])) for s in range(0, len(padded), B)]
+        vec = np.concatenate([np.asarray(p[0]) for p in parts])[inverse]
+        bias = np.concatenate([np.asarray(p[1]) for p in parts])[inverse]
         t = self.state.tables
-        for start in range(0, len(users), 65536):
-            u = jnp.asarray(users[start:start + 65536])
-            i = jnp.asarray(items[start:start + 65536])
-            vec, bias, _ = self.user_vectors(u)
-            out.append(np.asarray(self.mean + bias + t["item_bias"][i, 0] + (vec * t["Q"][i]).sum(-1)))
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        q, b_i = np.asarray(t["Q"])[items], np.asarray(t["item_bias"])[items, 0]
+        return (self.mean + bias + b_i + (vec * q).sum(-1)).astype(np.float32)
 
     def interest(self, users: jax.Array) -> jax.Array:
         """``[B, K]`` interest distribution ``softmax(I_u)`` over the CF-side categories."""

@@ -204,7 +204,7 @@ def test_frozen_encoder_caches_the_pooled_text(text_split, tiny_folder):
     assert cached.shape == (3, 16)
     np.testing.assert_allclose(cached, np.asarray(live), atol=1e-5)
     # hiding a behaviour through the item mask hides its tokens (the live path of lora/full)
-    hidden = enc(jnp.asarray(seqs.items), jnp.asarray(seqs.categories), jnp.asarray(seqs.mask).at[0, 0].set(False),
+    hidden = enc(jnp.asarray(seqs.items), jnp.asarray(seqs.categories), jnp.asarray(seqs.mask).at[0, 2].set(False),
                  tokens=jnp.asarray(table.tokens), token_pos=jnp.asarray(table.token_pos))
     assert not np.allclose(hidden[0], live[0]) and np.allclose(hidden[1:], live[1:], atol=1e-6)
 
