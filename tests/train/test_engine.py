@@ -160,3 +160,18 @@ def test_loop_makes_no_implicit_transfers():
     """Batches are placed with explicit device_put and metrics read with device_get (STYLE R10)."""
     _, result = _fit(epochs=2, validate=False, guard=True)
     assert result.global_step == 2 * N // B
+
+
+def test_1_and_4_devices_agree():
+    """The same fit on a 1-device and a 4-device mesh: equal to float tolerance (all-reduce order differs)."""
+    _, one = _fit(RunContext(devices=1, checkpoint=False, progress=False), epochs=2)
+    _, four = _fit(RunContext(devices=4, checkpoint=False, progress=False), epochs=2)
+    np.testing.assert_allclose(np.asarray(four.state["w"]), np.asarray(one.state["w"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(four.phases["train"].losses, one.phases["train"].losses, rtol=1e-5)
+
+
+def test_same_seed_same_result():
+    _, a = _fit(epochs=2)
+    _, b = _fit(epochs=2)
+    np.testing.assert_array_equal(np.asarray(a.state["w"]), np.asarray(b.state["w"]))
+    assert a.phases["train"].losses == b.phases["train"].losses

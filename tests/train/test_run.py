@@ -66,7 +66,9 @@ def test_reference_run_records_itself(reference):
 
 
 def test_killed_run_resumes_to_identical_metrics(reference, tmp_path):
-    """kill -9 after the first checkpoint, rerun the same command: metrics.json is identical."""
+    """kill -9 after the first mid-epoch checkpoint, rerun the same command: metrics.json is identical.
+
+    This is also CI's determinism check: two processes, same config and seed, identical metrics."""
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(_cmd(run_dir), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -85,6 +87,7 @@ def test_killed_run_resumes_to_identical_metrics(reference, tmp_path):
     assert _metrics(run_dir) == _metrics(reference)
 
 
+@pytest.mark.slow  # the engine's test_corrupt_or_incompatible_checkpoint_is_a_clear_error runs in CI
 def test_incompatible_checkpoint_is_an_error_not_a_fresh_start(reference, tmp_path):
     import shutil
 
@@ -97,6 +100,7 @@ def test_incompatible_checkpoint_is_an_error_not_a_fresh_start(reference, tmp_pa
     assert not (run_dir / "metrics.json").exists()
 
 
+@pytest.mark.slow  # CI: the resume test compares two processes of one config and seed exactly
 def test_same_seed_same_metrics(reference, tmp_path):
     _run(tmp_path / "again")
     assert _metrics(tmp_path / "again") == _metrics(reference)
