@@ -127,8 +127,17 @@ def summarise(jobs: list[Job], metric: str) -> dict:
     return {"groups": groups, "best": best, "overall": overall, "tests": tests, "test_metric": test_metric}
 
 
+def _natural(key: tuple[str, str]) -> tuple:
+    """Sort ``model.dim=8`` before ``model.dim=16``."""
+    import re
+
+    return tuple((0, float(t), "") if re.fullmatch(r"-?\d+(\.\d*)?(e-?\d+)?", t) else (1, 0.0, t)
+                 for t in re.split(r"([=\s,])", " ".join(key)))
+
+
 def swept_params(jobs: list[Job]) -> list[str]:
-    keys = sorted({k for j in jobs for k in j.overrides if k != "seed"})
+    """Overrides with more than one value, except ``seed`` and ``model`` (plots have a line per model)."""
+    keys = sorted({k for j in jobs for k in j.overrides if k not in ("seed", "model")})
     return [k for k in keys if len({j.overrides.get(k) for j in jobs}) > 1]
 
 
@@ -148,7 +157,7 @@ def write_report(sweep_dir: str | Path, metric: str | None = None, out: str | Pa
           f"({'lower' if lower_is_better(metric) else 'higher'} is better), validation only; test metrics "
           "are read for the chosen configs.", "", "## Configs (mean ± std over seeds)", "",
           f"| model | config | seeds | {metric} |", "| --- | --- | ---: | ---: |"]
-    for (model, config), members in sorted(s["groups"].items()):
+    for (model, config), members in sorted(s["groups"].items(), key=lambda kv: _natural(kv[0])):
         md.append(f"| {model} | `{config}` | {len(members)} | {_fmt([j.metrics[metric] for j in members])} |")
     shown = [n for n in names if n.startswith("test/")][:8]
     md += ["", "## Best config per model (chosen on validation)", "",
@@ -197,7 +206,7 @@ def _write_csv(path: Path, s: dict, names: list[str]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "config", "seeds", "best_for_model"] + [f"{n}_{x}" for n in names for x in ("mean", "std")])
-        for key, members in sorted(s["groups"].items()):
+        for key, members in sorted(s["groups"].items(), key=lambda kv: _natural(kv[0])):
             row = [key[0], key[1], len(members), s["best"].get(key[0]) == key]
             for n in names:
                 vals = [j.metrics[n] for j in members if n in j.metrics]
