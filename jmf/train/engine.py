@@ -29,6 +29,10 @@ it validates) and hands the loop to :class:`Engine`::
   :class:`~jmf.train.checkpoint.CheckpointError` rather than starting again.
 * A model that runs a whole epoch in one call (a ``lax.scan``) uses one-step epochs.
 
+To put a model on the engine: give it ``fit(split, seed=0, ctx: RunContext | None = None)``
+(``jmf.run`` passes ``ctx`` when ``fit`` takes one; ``ctx=None`` trains in memory), build
+``Engine(ctx, name=<model>, seed=seed)``, place batches with ``engine.put_batch`` (sharded over
+``data``, each process its own rows) and draw them from ``engine.epoch_rng(phase, epoch)``.
 Other model families (CDR baselines, ...) use the same API; nothing here knows about JMF.
 """
 
