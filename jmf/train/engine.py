@@ -33,6 +33,8 @@ To put a model on the engine: give it ``fit(split, seed=0, ctx: RunContext | Non
 (``jmf.run`` passes ``ctx`` when ``fit`` takes one; ``ctx=None`` trains in memory), build
 ``Engine(ctx, name=<model>, seed=seed)``, place batches with ``engine.put_batch`` (sharded over
 ``data``, each process its own rows) and draw them from ``engine.epoch_rng(phase, epoch)``.
+A model that fits sub-models (EMCDR's two MFs) gives each its own folder,
+``dataclasses.replace(ctx, out_dir=ctx.out_dir / "source")``: one folder holds one run's checkpoints.
 Other model families (CDR baselines, ...) use the same API; nothing here knows about JMF.
 """
 
