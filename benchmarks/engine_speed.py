@@ -121,7 +121,8 @@ def main() -> None:
     parser.add_argument("--per-user", type=float, default=30.0)
     parser.add_argument("--devices", default="1,2,4")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--steps", type=int, default=40, help="timed steps (MF: scan length)")
+    parser.add_argument("--steps", type=int, default=40, help="timed JMF steps")
+    parser.add_argument("--mf-steps", type=int, default=200, help="MF: batches in the timed scan")
     parser.add_argument("--batch", type=int, default=1024, help="global batch (JMF: users; MF: interactions)")
     parser.add_argument("--cache", default="/tmp/jmf_bench")
     parser.add_argument("--child", nargs=4, metavar=("SPLIT", "MODEL", "DEVICES", "OUT"), help=argparse.SUPPRESS)
@@ -140,7 +141,8 @@ def main() -> None:
             out = Path(args.cache) / f"row_{model_name}_{devices}.json"
             out.unlink(missing_ok=True)
             env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-            cmd = [sys.executable, __file__, "--steps", str(args.steps), "--batch", str(args.batch),
+            steps = args.mf_steps if model_name == "mf" else args.steps
+            cmd = [sys.executable, __file__, "--steps", str(steps), "--batch", str(args.batch),
                    "--child", str(split_path), model_name, str(devices), str(out)]
             res = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if res.returncode != 0:
