@@ -107,11 +107,14 @@ def cold_start(args) -> None:
     from jmf.evaluate.protocols import EvalConfig, evaluate_split
 
     runs: list[dict] = []
-    previous = RESULTS / "lm_cold_start.json"
-    if args.resume and previous.exists():  # keep finished (dataset, model, seed) runs of the same protocol
-        saved = json.loads(previous.read_text())
-        if (saved.get("max_tokens"), saved.get("ciao_users")) == (args.max_tokens, args.ciao_users):
-            runs = saved["runs"]
+    for name in ([args.out] if args.resume else []) + args.merge_from:
+        previous = RESULTS / f"{name}.json"  # keep finished (dataset, model, seed) runs of the same protocol
+        if previous.exists():
+            saved = json.loads(previous.read_text())
+            if (saved.get("max_tokens"), saved.get("ciao_users")) == (args.max_tokens, args.ciao_users):
+                done = {(r["dataset"], r["model"], r["seed"]) for r in runs}
+                runs += [r for r in saved["runs"] if (r["dataset"], r["model"], r["seed"]) not in done]
+    extra = {"max_tokens": args.max_tokens, "ciao_users": args.ciao_users}
     for dataset in args.datasets:
         splits = {}
         for name in args.models:
@@ -132,8 +135,10 @@ def cold_start(args) -> None:
                 runs.append(run)
                 rows = _table(runs)
                 # written after every run, so a cut-short benchmark still leaves its table
-                write_results("lm_cold_start", markdown_table(rows), rows,
-                              {"runs": runs, "max_tokens": args.max_tokens, "ciao_users": args.ciao_users})
+                write_results(args.out, markdown_table(rows), rows, {"runs": runs, **extra})
+    if runs:
+        rows = _table(runs)
+        write_results(args.out, markdown_table(rows), rows, {"runs": runs, **extra})
 
 
 def throughput(args) -> None:
@@ -198,7 +203,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--ciao-users", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--resume", action="store_true", help="keep finished runs of results/lm_cold_start.json")
+    parser.add_argument("--resume", action="store_true", help="keep finished runs of results/<out>.json")
+    parser.add_argument("--out", default="lm_cold_start", help="results name (benchmarks/results/<out>.*)")
+    parser.add_argument("--merge-from", nargs="*", default=[], help="more results names whose runs are kept")
     args = parser.parse_args()
     os.environ["JMF_DATA_DIR"] = str(data_dir())  # the configs read ${oc.env:JMF_DATA_DIR}
     if args.only in (None, "throughput"):

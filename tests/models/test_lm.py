@@ -199,13 +199,15 @@ def test_frozen_encoder_caches_the_pooled_text(text_split, tiny_folder):
     assert enc.input_keys == ("pooled",)
     cached = enc.user_inputs(split, seqs, batch_size=2)["pooled"]
     table = behaviour_tokens(split, seqs, load_tokenizer(tiny_folder), TextTemplate(), 24)
-    live = enc(jnp.asarray(seqs.items), jnp.asarray(seqs.categories), jnp.asarray(seqs.mask),
-               tokens=jnp.asarray(table.tokens), token_pos=jnp.asarray(table.token_pos))
+    graphdef, state = nnx.split(enc)
+    run = jax.jit(lambda state, mask: nnx.merge(graphdef, state)(
+        jnp.asarray(seqs.items), jnp.asarray(seqs.categories), mask, tokens=jnp.asarray(table.tokens),
+        token_pos=jnp.asarray(table.token_pos)))
+    live = run(state, jnp.asarray(seqs.mask))
     assert cached.shape == (3, 16)
     np.testing.assert_allclose(cached, np.asarray(live), atol=1e-5)
     # hiding a behaviour through the item mask hides its tokens (the live path of lora/full)
-    hidden = enc(jnp.asarray(seqs.items), jnp.asarray(seqs.categories), jnp.asarray(seqs.mask).at[0, 2].set(False),
-                 tokens=jnp.asarray(table.tokens), token_pos=jnp.asarray(table.token_pos))
+    hidden = run(state, jnp.asarray(seqs.mask).at[0, 2].set(False))
     assert not np.allclose(hidden[0], live[0]) and np.allclose(hidden[1:], live[1:], atol=1e-6)
 
 
