@@ -84,4 +84,5 @@ def test_two_process_cli_run_matches_one_process(tmp_path):
     a = json.loads((tmp_path / "d" / "metrics.json").read_text())
     b = json.loads((tmp_path / "one" / "metrics.json").read_text())
     for key in b:
-        np.testing.assert_allclose(a[key], b[key], rtol=2e-3, atol=2e-3, err_msg=key)
+        if not key.endswith("seconds"):  # wall clock
+            np.testing.assert_allclose(a[key], b[key], rtol=2e-3, atol=2e-3, err_msg=key)
