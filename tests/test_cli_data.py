@@ -21,10 +21,12 @@ def jmf_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 # dataset -> (overrides, expected split counts)
 JOBS = {
     "ciao": (["data=ciao", "partition.k=2", "split=cold_start"], {}),
-    "amazon_cdr": (["data=amazon_cdr", "split=predefined", "partition.cf_categories=[cloth]", "eval=sampled"],
+    # split.valid_ratio=0: no validation slice carved from training, so the raw fold counts show
+    "amazon_cdr": (["data=amazon_cdr", "split=predefined", "split.valid_ratio=0", "partition.cf_categories=[cloth]",
+                    "eval=sampled"],
                    {"rows/train": 87_829, "rows/test": 7540, "rows/dl": 92_612}),
     "amazon_cdr_bitgcf": (["data=amazon_cdr", "data.pair=phone_electronic", "data.test_file=test_original.txt",
-                          "split=predefined", "partition.cf_categories=[phone]", "eval=sampled",
+                          "split=predefined", "split.valid_ratio=0", "partition.cf_categories=[phone]", "eval=sampled",
                           f"eval.candidates={DATA}/amazon-cdr-negatives/cell_electronic/test_neg.txt"],
                          {"rows/train": 50_407, "rows/test": 3325, "rows/dl": 115_554}),
     "cdrib": (["data=cdrib", "split=predefined", "partition.cf_categories=[sport]", "eval=sampled"],
