@@ -125,3 +125,24 @@ def test_indexed_ranking_equals_mask_form():
     assert set(want) == set(got)
     for name in want:
         np.testing.assert_allclose(np.asarray(got[name]), np.asarray(want[name]), rtol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("n,k,group", [(5000, 20, None), (20001, 20, None), (4099, 10, 16), (300, 20, None)])
+def test_two_stage_top_k_equals_lax_top_k(n, k, group):
+    """The grouped top-k returns exactly ``lax.top_k``'s indices, ties (lower index first) and ``-inf`` included."""
+    import jax
+
+    rng = np.random.default_rng(n)
+    cases = [rng.normal(size=(6, n)),                              # distinct scores
+             rng.integers(0, 4, size=(6, n)).astype(float)]        # heavy ties (popularity-like counts)
+    tied = cases[1].copy()
+    tied[:, ::3] = -np.inf                                         # masked training items
+    cases.append(tied)
+    few = np.full((6, n), -np.inf)
+    few[:, n - 7:n - 2] = 1.0                                      # fewer finite scores than k
+    cases.append(few)
+    for scores in cases:
+        scores = jnp.asarray(scores, jnp.float32)
+        want = np.asarray(jax.lax.top_k(scores, k)[1])
+        got = np.asarray(jax.jit(lambda s: M.top_k_indices(s, k, group))(scores))
+        np.testing.assert_array_equal(got, want)
