@@ -1,10 +1,14 @@
 """Correctness controls of cross-category transfer on synthetic data (issue 3).
 
-* With planted shared structure, the joint model moves cold-start users well above
-  popularity towards the planted oracle (the generator's own Bayes-optimal ranker).  It
-  closes about 30% of the popularity -> oracle gap here (0.31 -> 0.46 of 0.83 NDCG@10 at
-  1200 users); issue 3 asks for 90% of the oracle, which this model does not reach: the
-  test guards the part that holds, ``benchmarks/cold_start.py --tasks synthetic`` reports it.
+Both run the experiment files' data (``experiments/synthetic_cold_start.yaml`` and
+``synthetic_no_shared.yaml``: 10 000 users x 300 items, 4 categories, O1 = the 2 largest,
+30% of the two-sided users cold on O1), seed 0, with the joint model at the settings
+``benchmarks/cold_start.py`` uses there (a bag encoder here, for CI time).
+
+* With planted shared structure (every planted taste shared across categories), the joint
+  model's cold-start NDCG@10 is within 10% of the planted oracle (the generator's own
+  ranker, which knows every user's true factors) and far above popularity, which is what
+  target-only MF can offer a user with no O1 history.
 * With *no* shared structure (``shared_dim=0``: O2 says nothing about O1 beyond
   popularity), transfer must not help: a gain there would mean a leak of held-out O1
   information into training or evaluation.
@@ -13,7 +17,9 @@
 from functools import partial
 
 import pytest
+from omegaconf import OmegaConf
 
+from jmf.config import EXPERIMENTS_DIR
 from jmf.data.split import make_split, partition_categories
 from jmf.data.synthetic import synthetic
 from jmf.evaluate.protocols import EvalConfig, evaluate_split
@@ -24,12 +30,20 @@ from jmf.models.joint import JMF
 from jmf.models.oracle import PlantedOracle
 
 EVAL = EvalConfig(ks=(10,))
-SIZES = dict(n_users=1000, n_items=300, n_categories=4, interactions_per_user=40.0, seed=0)
 
 
-def _cold(**kw):
-    data = synthetic(**{**SIZES, **kw})
-    return make_split(data, partition_categories(data, k=2), "cold_start", beta=0.3, seed=0)
+def _data_config(experiment: str) -> dict:
+    cfg = OmegaConf.load(EXPERIMENTS_DIR / "synthetic_cold_start.yaml")
+    if experiment != "synthetic_cold_start":
+        cfg = OmegaConf.merge(cfg, OmegaConf.load(EXPERIMENTS_DIR / f"{experiment}.yaml"))
+    return {**OmegaConf.to_container(cfg.data), "seed": 0}, cfg
+
+
+def _cold(experiment: str):
+    data_cfg, cfg = _data_config(experiment)
+    data = synthetic(**data_cfg)
+    split = make_split(data, partition_categories(data, k=cfg.partition.k), "cold_start", beta=cfg.split.beta, seed=0)
+    return split, data_cfg
 
 
 def _ndcg(model, split, seed=0):
@@ -38,21 +52,27 @@ def _ndcg(model, split, seed=0):
 
 
 def _jmf():
-    return JMF(partial(BagEncoder, embed_dim=32, out_dim=32), partial(LinearHead), dim=16, epochs=5, patience=0,
-               batch_size=128)
+    # benchmarks/cold_start.py TASK_MODEL_OVERRIDES["synthetic", "jmf"], with a bag encoder
+    return JMF(partial(BagEncoder, embed_dim=32, out_dim=32), partial(LinearHead), dim=16, lr=0.01, batch_size=128,
+               weights={"map": 0.0}, epochs=20, patience=3)
 
 
-def test_transfer_moves_cold_users_towards_the_planted_oracle():
-    kw = dict(shared_weight=1.0, shared_dim=3, specific_dim=0, temperature=0.25)
-    split = _cold(**kw)
-    pop, jmf = _ndcg(Popularity(), split), _ndcg(_jmf(), split)
-    oracle = _ndcg(PlantedOracle({**SIZES, **kw, "candidates": 16, "popularity_exponent": 1.0}), split)
-    assert oracle > jmf > pop, (oracle, jmf, pop)
-    assert (jmf - pop) / (oracle - pop) > 0.2, (oracle, jmf, pop)
+@pytest.fixture(scope="module")
+def shared():
+    split, data_cfg = _cold("synthetic_cold_start")
+    return split, data_cfg, _ndcg(Popularity(), split)
+
+
+def test_transfer_reaches_90_percent_of_the_planted_oracle(shared):
+    split, data_cfg, pop = shared
+    jmf = _ndcg(_jmf(), split)
+    oracle = _ndcg(PlantedOracle(data_cfg), split)
+    assert jmf >= 0.9 * oracle, (jmf, oracle, pop)
+    assert jmf > pop + 0.3, (jmf, pop)
 
 
 def test_no_shared_structure_no_transfer():
-    split = _cold(shared_dim=0)
+    split, _ = _cold("synthetic_no_shared")
     pop, jmf = _ndcg(Popularity(), split), _ndcg(_jmf(), split)
     assert jmf < 1.05 * pop + 0.01, (jmf, pop)
 
