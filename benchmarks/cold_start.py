@@ -78,7 +78,9 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path) 
     register_configs()
     tuned = [o for (t, m), extra_o in TASK_MODEL_OVERRIDES.items() if task.startswith(t) and model.startswith(m)
              for o in extra_o]
-    overrides = [*TASKS[task][0], *MODELS[model], *tuned, f"seed={seed}", *extra]
+    # trainer.resume=false: a benchmark run always starts fresh (an old run directory of a changed
+    # experiment would otherwise stop it with a "different config" checkpoint error)
+    overrides = [*TASKS[task][0], *MODELS[model], *tuned, f"seed={seed}", "trainer.resume=false", *extra]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     out = out_root / task / model.split(" ")[0] / f"seed{seed}"

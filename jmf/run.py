@@ -29,7 +29,7 @@ from jmf.data.preprocess import PreprocessConfig, preprocess
 from jmf.data.split import SplitData, make_split, partition_categories
 from jmf.evaluate.protocols import EvalConfig, evaluate_split
 from jmf.train.engine import RunContext
-from jmf.train.observe import ScoreProgress, array_fingerprint, file_fingerprint, progress, status, write_run_info
+from jmf.train.observe import array_fingerprint, file_fingerprint, progress, status, write_run_info
 
 log = logging.getLogger("jmf")
 
@@ -111,7 +111,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
         (timing if key.endswith("seconds") else metrics)[key] = float(value)
     for fold in ("valid", "test"):
         with progress(None, f"evaluating {fold}", enabled=trainer.progress) as advance:
-            for name, value in evaluate_split(ScoreProgress(model, advance), split, fold, eval_cfg).items():
+            for name, value in evaluate_split(model, split, fold, eval_cfg, progress=advance).items():
                 metrics[f"{fold}/{name}"] = value
     import jax
 

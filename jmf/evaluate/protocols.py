@@ -69,6 +69,11 @@ def _full_batch(scores: jax.Array, rel_idx: jax.Array, excl_idx: jax.Array, weig
 _full_batch_jit = jax.jit(_full_batch, static_argnames="ks")
 
 
+def _set_total(progress, total: int) -> None:
+    if progress is not None and hasattr(progress, "set_total"):
+        progress.set_total(total)
+
+
 def _user_batches(users: np.ndarray, batch_size: int):
     for start in range(0, len(users), batch_size):
         chunk = users[start:start + batch_size]
@@ -80,8 +85,12 @@ def _user_batches(users: np.ndarray, batch_size: int):
 
 
 def evaluate_full(score_fn: ScoreFn, exclude: sp.csr_matrix, truth: sp.csr_matrix, users: np.ndarray | None = None,
-                  ks: tuple[int, ...] = (10, 20), batch_size: int = 512) -> dict[str, float]:
-    """Full-ranking metrics averaged over ``users`` (default: every user with a held-out item)."""
+                  ks: tuple[int, ...] = (10, 20), batch_size: int = 512, progress=None) -> dict[str, float]:
+    """Full-ranking metrics averaged over ``users`` (default: every user with a held-out item).
+
+    ``progress``: optional ``advance(n)`` called per batch with its user count (and
+    ``progress.set_total(n_users)`` once, when it has that attribute), e.g. a progress bar's.
+    """
     if users is None:
         users = np.flatnonzero(np.diff(truth.indptr) > 0)
     users = users[np.diff(truth.indptr)[users] > 0]
@@ -90,6 +99,7 @@ def evaluate_full(score_fn: ScoreFn, exclude: sp.csr_matrix, truth: sp.csr_matri
     # a [B, I] score block of at most ~32 MB stays cache/memory friendly on a CPU (B=64 at 10^5 items)
     cap = 1 << max(4, int(SCORE_BLOCK_ELEMENTS // max(exclude.shape[1], 1)).bit_length() - 1)
     batch_size = min(batch_size, cap, 1 << int(len(users) - 1).bit_length())
+    _set_total(progress, len(users))
     sums: dict[str, float] = {}
     for chunk, padded, weight in _user_batches(users, batch_size):
         rel = _padded_indices(truth, padded)
@@ -99,6 +109,8 @@ def evaluate_full(score_fn: ScoreFn, exclude: sp.csr_matrix, truth: sp.csr_matri
         out = _full_batch_jit(scores, jnp.asarray(rel), jnp.asarray(excl), jnp.asarray(weight), tuple(ks))
         for k, v in out.items():  # summed on the device: no sync per batch, host prep overlaps compute
             sums[k] = sums[k] + v if k in sums else v
+        if progress is not None:
+            progress(len(chunk))
     return {k: float(v) / len(users) for k, v in sums.items()}
 
 
@@ -132,10 +144,14 @@ def sample_negatives(exclude: sp.csr_matrix, users: np.ndarray, positives: np.nd
 
 
 def evaluate_sampled(score_fn: ScoreFn, users: np.ndarray, positives: np.ndarray, negatives: np.ndarray,
-                     ks: tuple[int, ...] = (10, 20), batch_size: int = 512) -> dict[str, float]:
-    """Each (user, positive) ranked among its row of ``negatives`` ``[P, N]``; averaged over pairs."""
+                     ks: tuple[int, ...] = (10, 20), batch_size: int = 512, progress=None) -> dict[str, float]:
+    """Each (user, positive) ranked among its row of ``negatives`` ``[P, N]``; averaged over pairs.
+
+    ``progress``: as in :func:`evaluate_full`, counting pairs.
+    """
     if len(users) == 0:
         return {}
+    _set_total(progress, len(users))
     batch_size = min(batch_size, 1 << int(len(users) - 1).bit_length())
     sums: dict[str, float] = {}
 
@@ -157,6 +173,8 @@ def evaluate_sampled(score_fn: ScoreFn, users: np.ndarray, positives: np.ndarray
         out = batch_metrics(score_fn(jnp.asarray(u)), jnp.asarray(pos), jnp.asarray(neg), jnp.asarray(weight))
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v)
+        if progress is not None:
+            progress(len(sel))
     return {k: v / len(users) for k, v in sums.items()}
 
 
@@ -181,11 +199,11 @@ def evaluation_users(split, fold: str) -> tuple[np.ndarray, sp.csr_matrix]:
     return users, truth
 
 
-def evaluate_split(model, split, fold: str, cfg: EvalConfig) -> dict[str, float]:
+def evaluate_split(model, split, fold: str, cfg: EvalConfig, progress=None) -> dict[str, float]:
     """Evaluate ``model`` (a :class:`~jmf.models.protocols.Scorer`) on ``split``'s ``fold``.
 
     Items a user interacted with in training are never ranked; on ``test`` the user's
-    validation items are excluded too.
+    validation items are excluded too.  ``progress``: see :func:`evaluate_full`.
     """
     users, truth = evaluation_users(split, fold)
     if len(users) == 0:
@@ -194,7 +212,7 @@ def evaluate_split(model, split, fold: str, cfg: EvalConfig) -> dict[str, float]
     out: dict[str, float] = {}
     ks = tuple(cfg.ks)
     if cfg.protocol == "full":
-        out.update(evaluate_full(model.score, exclude, truth, users, ks, cfg.batch_size))
+        out.update(evaluate_full(model.score, exclude, truth, users, ks, cfg.batch_size, progress))
     elif cfg.protocol == "sampled":
         if cfg.candidates and fold == "test":
             from jmf.data.candidates import load_candidates
@@ -206,7 +224,7 @@ def evaluate_split(model, split, fold: str, cfg: EvalConfig) -> dict[str, float]
             pool = np.flatnonzero(np.diff(split.train.tocsc().indptr) > 0).astype(np.int32)
             negatives = sample_negatives(exclude, pair_users, positives, cfg.negatives, pool,
                                          cfg.sampling_seed + (0 if fold == "valid" else 1))
-        out.update(evaluate_sampled(model.score, pair_users, positives, negatives, ks, cfg.batch_size))
+        out.update(evaluate_sampled(model.score, pair_users, positives, negatives, ks, cfg.batch_size, progress))
     else:
         raise ValueError(f"eval.protocol: {cfg.protocol!r} is not full|sampled")
     if cfg.ratings and not split.implicit:

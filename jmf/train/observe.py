@@ -122,14 +122,19 @@ def _truncate_jsonl(path: Path, step: int) -> None:
 def progress(total: int | None, description: str, examples_per_step: int = 1, enabled: bool = True) -> Iterator:
     """A rich progress bar (steps, examples/s, ETA); yields ``advance(n_steps=1)``.
 
-    ``total=None`` draws an open-ended bar (rate, no ETA).  Draws only when stderr is a terminal
-    and ``enabled``; otherwise ``advance`` is a no-op.
+    ``total=None`` draws an open-ended bar until ``advance.set_total(n)`` says how long the loop
+    is (the evaluators call it once they know their user count), then the ETA shows.  Draws only
+    when stderr is a terminal and ``enabled``; otherwise ``advance`` is a no-op.
     """
     from rich.console import Console
 
     console = Console(stderr=True)
     if not enabled or not console.is_terminal:
-        yield lambda n=1: None
+        def noop(n: int = 1) -> None:
+            return None
+
+        noop.set_total = lambda n: None
+        yield noop
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -145,22 +150,8 @@ def progress(total: int | None, description: str, examples_per_step: int = 1, en
             rate = done[0] * examples_per_step / max(time.perf_counter() - start, 1e-9)
             bar.update(task, advance=n, rate=f"{rate:,.0f}")
 
+        advance.set_total = lambda n: bar.update(task, total=n)
         yield advance
-
-
-class ScoreProgress:
-    """Wrap a model so that each ``score(users)`` call advances a progress bar by ``len(users)``."""
-
-    def __init__(self, model, advance):
-        self._model, self._advance = model, advance
-
-    def score(self, users):
-        out = self._model.score(users)
-        self._advance(len(users))
-        return out
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
 
 
 @contextlib.contextmanager

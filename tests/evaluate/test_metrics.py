@@ -70,7 +70,15 @@ def test_evaluate_full_batches_and_padding_agree_with_numpy():
     test = (test - test.multiply(train > 0)).tocsr()
     test.eliminate_zeros()
     table = jnp.asarray(scores)
-    got = evaluate_full(lambda u: table[u], train, test, ks=(5,), batch_size=8)
+    seen = {"total": [], "batches": []}
+
+    def advance(n):
+        seen["batches"].append(n)
+
+    advance.set_total = seen["total"].append
+    got = evaluate_full(lambda u: table[u], train, test, ks=(5,), batch_size=8, progress=advance)
+    n_eval = int((np.diff(test.indptr) > 0).sum())
+    assert seen["total"] == [n_eval] and sum(seen["batches"]) == n_eval   # the progress bar's ETA counts real users
     # reference: a straightforward NumPy loop
     recalls, ndcgs = [], []
     for u in range(n_users):
