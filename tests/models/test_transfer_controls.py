@@ -54,7 +54,7 @@ def _ndcg(model, split, seed=0):
 def _jmf():
     # benchmarks/cold_start.py TASK_MODEL_OVERRIDES["synthetic", "jmf"], with a bag encoder
     return JMF(partial(BagEncoder, embed_dim=32, out_dim=32), partial(LinearHead), dim=16, lr=0.01, batch_size=128,
-               weights={"map": 0.0}, epochs=20, patience=3)
+               weights={"map": 0.0}, epochs=20, patience=0)
 
 
 @pytest.fixture(scope="module")
