@@ -27,11 +27,11 @@ c. Evaluation.  ``evaluate_full`` (jitted, batched, ``top_k`` on device) vs a pe
    loop (``P[u] @ Q.T``, training items masked, ``argpartition`` top-20, recall/NDCG@20) on
    the iALS factors of part a and the same users; users/s of each, and the metrics compared.
 Isolation.  Each matrix is measured in its own fresh Python process (the script re-runs itself
-with ``--datasets <name>``), as benchmark harnesses such as ``pyperf`` do.  Measured here: in
-one process, jmf's synthetic epoch took 0.73-0.75 s right after the Ciao runs and 0.56 s when
-run alone, while ``implicit``'s stayed at 0.58-0.63 s either way; the cause (some state left
-by the first matrix's XLA executables or allocations) is not pinned down, so each matrix gets
-a clean process and the ratio is of like with like.
+with ``--datasets <name>``), as benchmark harnesses such as ``pyperf`` do, so no state of one
+matrix's run (XLA executables, allocations) can touch the next.  Run-to-run spread on this shared
+2-core VM is larger than that effect anyway: jmf's synthetic iALS epoch moved between 0.56 and
+0.87 s across runs of the same command (and within one process, a minute apart), ``implicit``'s
+between 0.57 and 0.85 s; the README quotes the spread with the ratio.
 """
 
 from __future__ import annotations
@@ -264,20 +264,15 @@ def main() -> None:
     if len(args.datasets) > 1:  # one fresh process per matrix (see the module docstring, "Isolation")
         for name in args.datasets:
             with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                argv = [a for a in sys.argv[1:]]
-                if "--datasets" in argv:
-                    i = argv.index("--datasets")
-                    j = i + 1
-                    while j < len(argv) and not argv[j].startswith("--"):
-                        j += 1
-                    del argv[i:j]
-                subprocess.run([sys.executable, __file__, *argv, "--datasets", name, "--rows-out", out.name],
+                # a repeated --datasets overrides the first (argparse keeps the last)
+                subprocess.run([sys.executable, __file__, *sys.argv[1:], "--datasets", name, "--rows-out", out.name],
                                check=True)
                 child = json.loads(Path(out.name).read_text())
             ials_rows += child["ials"]
             svd_rows += child["svd"]
             eval_rows += child["eval"]
-    for name in (args.datasets if len(args.datasets) == 1 else []):
+    else:
+        name = args.datasets[0]
         start = time.perf_counter()
         train, test = load_matrix(name)
         print(f"[{name}] {train.shape} train nnz {train.nnz} test nnz {test.nnz} "

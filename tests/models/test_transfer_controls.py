@@ -17,7 +17,7 @@ Both run the experiment files' data (``experiments/synthetic_cold_start.yaml`` a
 from functools import partial
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from jmf.config import EXPERIMENTS_DIR
 from jmf.data.split import make_split, partition_categories
@@ -32,7 +32,7 @@ from jmf.models.oracle import PlantedOracle
 EVAL = EvalConfig(ks=(10,))
 
 
-def _data_config(experiment: str) -> dict:
+def _data_config(experiment: str) -> tuple[dict, DictConfig]:
     cfg = OmegaConf.load(EXPERIMENTS_DIR / "synthetic_cold_start.yaml")
     if experiment != "synthetic_cold_start":
         cfg = OmegaConf.merge(cfg, OmegaConf.load(EXPERIMENTS_DIR / f"{experiment}.yaml"))
