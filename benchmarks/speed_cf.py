@@ -28,10 +28,10 @@ c. Evaluation.  ``evaluate_full`` (jitted, batched, ``top_k`` on device) vs a pe
    the iALS factors of part a and the same users; users/s of each, and the metrics compared.
 Isolation.  Each matrix is measured in its own fresh Python process (the script re-runs itself
 with ``--datasets <name>``), as benchmark harnesses such as ``pyperf`` do, so no state of one
-matrix's run (XLA executables, allocations) can touch the next.  Run-to-run spread on this shared
-2-core VM is larger than that effect anyway: jmf's synthetic iALS epoch moved between 0.56 and
-0.87 s across runs of the same command (and within one process, a minute apart), ``implicit``'s
-between 0.57 and 0.85 s; the README quotes the spread with the ratio.
+matrix's run (XLA executables, allocations) can touch the next.  The run-to-run spread on this
+shared 2-core VM is large: jmf's median synthetic iALS epoch moved between 0.56 and 0.82 s across
+runs of this script on 2026-11-23, ``implicit``'s between 0.57 and 0.85 s; the README quotes the
+spread with the ratio.
 """
 
 from __future__ import annotations
