@@ -62,10 +62,12 @@ def test_baseline_transfers_to_cold_start_users(cold_split, pop_ndcg, name):
         own = np.asarray(model.target["P"])
         np.testing.assert_array_equal(table[warm], own[warm])
         assert not np.allclose(table[cold], own[cold])
-    if name == "emcdr":  # each jitted epoch compiled once (no weak-type or sharding drift between calls)
-        assert model.mapping._epoch._cache_size() == 1
-    if name == "ptupcdr":
-        assert model._meta_epoch._cache_size() == 1
+    # every stage ran on the engine and traced its jitted pass once (no weak-type or sharding drift)
+    engines = {"cmf": lambda: [(model.engine, "tables")],
+               "emcdr": lambda: [(model.tables_engine, "tables"), (model.mapping.engine, "emcdr-mapping")],
+               "ptupcdr": lambda: [(model.tables_engine, "tables"), (model.meta_engine, "meta")]}[name]
+    for engine, stage in engines():
+        assert engine.traces[stage] == 1, (stage, dict(engine.traces))
     scores = np.asarray(model.score(jnp.asarray(cold[:4])))
     assert scores.shape == (4, cold_split.train.shape[1]) and np.isfinite(scores).all()
 
@@ -84,16 +86,19 @@ def test_baseline_predicts_ratings_for_cold_users(name):
     assert out["rmse"] < mean_rmse and out["mae"] > 0
 
 
-def test_table_epoch_compiles_once_per_setting():
-    """Fits that differ only in seed, epochs or init share the compiled epoch (R8: one trace per shape)."""
+def test_table_epochs_trace_once_and_are_seeded():
+    """Each fit traces its epoch once however many epochs run; a seed fixes the result."""
     data = synthetic(n_users=150, n_items=80, n_categories=3, seed=3)
     split = make_split(data, partition_categories(data, k=1), "cold_start", beta=0.3, seed=0)
-    before = tables._epoch._cache_size()
-    for seed, epochs, scale in [(0, 2, 0.1), (1, 3, 0.05)]:
+    fits = {}
+    for seed, epochs, scale in [(0, 2, 0.1), (1, 3, 0.05), (1, 3, 0.05)]:
         cfg = tables.TableConfig(dim=4, kind="bpr", epochs=epochs, batch_size=64, init_scale=scale)
         out = tables.fit_tables(split, cfg, shared_users=False, seed=seed, model="test")
         assert np.isfinite(out.loss) and out.side("source")["P"].shape == (150, 4)
-    assert tables._epoch._cache_size() == before + 1
+        assert out.engine.traces["tables"] == 1
+        fits.setdefault(seed, []).append(np.asarray(out.params["P"]))
+    np.testing.assert_array_equal(fits[1][0], fits[1][1])
+    assert not np.allclose(fits[0][0], fits[1][0])
 
 
 def test_linear_mapping_matches_least_squares():

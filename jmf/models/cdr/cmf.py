@@ -6,6 +6,7 @@ are shared.  The loss is ``L_O1 + source_weight · L_O2`` (+ L2 on the touched r
 ratings, BPR or sampled softmax on implicit data, with negatives drawn from the positive's own
 side (:mod:`jmf.models.cdr.tables`).  A user without O1 training rows gets ``P_u`` from O2
 alone, which is how CMF scores cold-start users.  The epoch kept is the best on the valid fold.
+Training runs on the engine (:func:`jmf.models.cdr.common.train_passes`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import time
 import jax.numpy as jnp
 
 from jmf.data.split import SplitData
-from jmf.models.cdr.common import (BestKeeper, FactorScorer, check_loss, check_monitor, check_positive,
+from jmf.models.cdr.common import (FactorScorer, check_loss, check_monitor, check_positive, has_valid,
                                    require_dl_side, resolve_loss, resolve_monitor, validate)
 from jmf.models.cdr.tables import TableConfig, fit_tables
+from jmf.train.engine import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ class CMF(FactorScorer):
         self.patience, self.eval_every, self.monitor = patience, eval_every, monitor
         self.eval_batch_size = eval_batch_size
 
-    def fit(self, split: SplitData, seed: int = 0) -> dict[str, float]:
+    def fit(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None) -> dict[str, float]:
+        """Train on the engine (``ctx`` from ``jmf.run``: checkpoints and resume in the run directory)."""
         require_dl_side(split, "cmf")
         start = time.perf_counter()
         self.kind = resolve_loss(self.loss, split)
@@ -66,21 +69,20 @@ class CMF(FactorScorer):
         cfg = TableConfig(dim=self.dim, kind=self.kind, epochs=self.epochs, batch_size=self.batch_size,
                           optimizer=self.optimizer, lr=self.lr, reg=self.reg, bias_reg=self.bias_reg,
                           source_weight=self.source_weight, init_scale=self.init_scale, negatives=self.negatives)
-        keeper = BestKeeper(monitor, self.patience)
         n_target = split.train.shape[1]
         mean = float(split.train.data.mean()) if self.kind == "mse" else 0.0
 
-        def after_epoch(epoch: int, params: dict, loss: float) -> bool:
-            if (epoch + 1) % self.eval_every and epoch + 1 < self.epochs:
-                return False
+        def check(params: dict) -> float:
             self._publish(params, n_target, mean)
-            value = validate(self, split, monitor, self.eval_batch_size)
-            log.info("cmf epoch %d: loss %.4f  valid/%s %s", epoch, loss, monitor, value)
-            return keeper.update(value, params)
+            return validate(self, split, monitor, self.eval_batch_size)
 
-        tables = fit_tables(split, cfg, shared_users=True, seed=seed, model="cmf", after_epoch=after_epoch)
-        self._publish(keeper.state if keeper.state is not None else tables.params, n_target, mean)
-        return {"train/loss": tables.loss, "train/fit_seconds": time.perf_counter() - start, **keeper.stats()}
+        tables = fit_tables(split, cfg, shared_users=True, seed=seed, model="cmf", ctx=ctx,
+                            validate=check if has_valid(split) else None, monitor=monitor, patience=self.patience,
+                            eval_every=self.eval_every)
+        self.engine = tables.engine
+        self._publish(tables.params, n_target, mean)
+        return {"train/loss": tables.loss, "train/fit_seconds": time.perf_counter() - start,
+                "train/validations": float(len(tables.history)), f"train/best_valid_{monitor}": tables.best_value}
 
     def _publish(self, params: dict, n_target: int, mean: float) -> None:
         """Expose the CF-side slice of the tables (``P, Q [·, d+1]``, bias last) to :class:`FactorScorer`."""

@@ -1,18 +1,31 @@
-"""What the cross-domain baselines share: side checks, per-side MF, validation-based selection,
-and scoring from a composed user table (own ``P_u`` for warm users, transferred for cold ones)."""
+"""What the cross-domain baselines share: side checks, per-side MF, validation-based selection on
+the training engine, and scoring from a composed user table (own ``P_u`` for warm users,
+transferred for cold ones).
+
+Every training stage of CMF, EMCDR and PTUPCDR runs on :class:`~jmf.train.engine.Engine`
+through :func:`train_passes`: one engine step is one pass over the stage's data (a
+``lax.scan`` in one ``jax.jit`` call, the batch axis sharded over the ``data`` mesh axis), an
+engine epoch is ``eval_every`` passes followed by a validation, and the engine brings
+checkpoints, exact resume, early stopping on the best validated state, NaN checks, metric
+logs and the bound on steps in flight.  A model with several stages gives each its own
+folder under the run directory (``tables/``, ``mapping/``, ``meta/``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jmf.data.split import SplitData
-from jmf.models.cdr.tables import TableConfig, fit_tables
+from jmf.train.engine import Engine, EpochPlan, Phase, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -89,33 +102,71 @@ def validate(model, split: SplitData, monitor: str, batch_size: int = 512) -> fl
     return out[monitor]
 
 
-class BestKeeper:
-    """Validation-based selection: keeps a host copy of the best state and counts bad rounds.
+def has_valid(split: SplitData) -> bool:
+    """True when the split has a valid fold to select on."""
+    from jmf.evaluate.protocols import evaluation_users
 
-    Args:
-      monitor: the metric; ``rmse``/``mae`` are minimised, ranking metrics maximised.
-      patience: rounds without improvement before :meth:`update` says stop (0 = never).
+    return len(evaluation_users(split, "valid")[0]) > 0
+
+
+def stage_engine(ctx: RunContext | None, name: str, seed: int, folder: str | None = None) -> Engine:
+    """The engine of one training stage.
+
+    ``ctx`` (from ``jmf.run``): checkpoints, logs and the mesh of the run, in ``ctx.out_dir/folder``
+    when ``folder`` is given (one folder holds one stage's checkpoints).  Without ``ctx`` the
+    stage trains in memory on one device: like MF's, these small-batch row-sparse scans are
+    communication-bound when sharded over forced CPU devices.
     """
+    if ctx is None:
+        ctx = RunContext(devices=1, checkpoint=False, progress=False)
+    elif folder is not None and ctx.out_dir is not None:
+        ctx = dataclasses.replace(ctx, out_dir=ctx.out_dir / folder)
+    return Engine(ctx, name=name, seed=seed)
 
-    def __init__(self, monitor: str, patience: int):
-        self.monitor, self.patience = monitor, patience
-        self.sign = -1.0 if monitor in ("rmse", "mae") else 1.0
-        self.best, self.best_value, self.state, self.bad, self.history = -math.inf, math.nan, None, 0, []
 
-    def update(self, value: float | None, state) -> bool:
-        """Record ``value`` for ``state`` (a pytree); returns True when training should stop."""
-        if value is None:  # no validation data: keep the latest state
-            self.state = jax.device_get(state)
-            return False
-        self.history.append(float(value))
-        if self.sign * value > self.best:
-            self.best, self.best_value, self.state, self.bad = self.sign * value, float(value), jax.device_get(state), 0
-            return False
-        self.bad += 1
-        return bool(self.patience) and self.bad >= self.patience
+@dataclass
+class StageResult:
+    """What :func:`train_passes` returns: the state kept (best validated, else last) and the book."""
+
+    state: Any
+    loss: float                   # mean loss of the last pass run
+    history: list                 # validation values, one per engine epoch
+    best_value: float             # the best validation value (nan without validation)
+    monitor: str
 
     def stats(self) -> dict[str, float]:
         return {"train/validations": float(len(self.history)), f"train/best_valid_{self.monitor}": self.best_value}
+
+
+def train_passes(engine: Engine, stage: str, state, sharding, step: Callable, batch_of: Callable[[int, Any], dict],
+                 *, passes: int, eval_every: int = 1, validate: Callable[[Any], float] | None = None,
+                 monitor: str = "valid", patience: int = 0, examples_per_pass: int = 1) -> StageResult:
+    """Run ``passes`` passes of ``step`` on ``engine``, validating every ``eval_every`` passes and after the last.
+
+    Args:
+      stage: phase name (logs, metric names, the epoch RNG key).
+      state: the placed initial state; sharding: its shardings (:meth:`Engine.state_shardings`).
+      step: ``(state, batch) -> (state, {"loss": scalar})``, one whole pass (jitted here, traced once).
+      batch_of: ``(pass index, numpy Generator keyed by (sampling seed, stage, pass)) -> device batch``.
+      validate: ``state -> metric``; ``None`` keeps the last state.
+      monitor: the validated metric (``rmse``/``mae`` are minimised, the rest maximised).
+      patience: validations without improvement before the stage stops (0: run every pass).
+    """
+    jitted = engine.jit_step(step, sharding, name=stage)
+
+    def plan(epoch: int) -> EpochPlan:
+        first = epoch * eval_every
+        n = min(eval_every, passes - first)
+        return EpochPlan(n, lambda i: batch_of(first + i, engine.epoch_rng(stage, first + i)), examples_per_pass)
+
+    phase = Phase(stage, -(-passes // eval_every) if passes > 0 else 0, plan, jitted, validate=validate,
+                  mode="min" if monitor in ("rmse", "mae") else "max", patience=patience, metric=monitor)
+    result = engine.fit([phase], state)
+    summary = result.phases[stage]
+    kept = result.best_state if result.best_state is not None else result.state
+    best = summary.history[summary.best_epoch] if validate is not None and summary.best_epoch >= 0 else math.nan
+    return StageResult(kept, summary.losses[-1] if summary.losses else math.nan, summary.history, float(best),
+                       monitor)
 
 
 def transfer_table(own: np.ndarray, own_bias: np.ndarray, users: np.ndarray,
@@ -205,8 +256,10 @@ class TwoStageTransfer(FactorScorer):
         self.patience, self.eval_every, self.monitor = patience, eval_every, monitor
         self.eval_batch_size = eval_batch_size
 
-    def _fit_sides(self, split: SplitData, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Check the split, train both sides' MF; returns (overlapping users, cold users)."""
+    def _fit_sides(self, split: SplitData, seed: int, ctx: RunContext | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Check the split, train both sides' MF (in ``ctx``'s ``tables/``); returns (overlapping, cold users)."""
+        from jmf.models.cdr.tables import TableConfig, fit_tables
+
         require_dl_side(split, self.name)
         self.kind = resolve_loss(self.loss, split)
         self.monitor_name = resolve_monitor(self.monitor, self.kind)
@@ -214,8 +267,9 @@ class TwoStageTransfer(FactorScorer):
         cfg = TableConfig(dim=self.dim, kind=self.kind, epochs=self.epochs, batch_size=self.batch_size,
                           optimizer=self.optimizer, lr=self.lr, reg=self.reg, bias_reg=self.reg,
                           init_scale=self.init_scale, negatives=self.negatives)
-        tables = fit_tables(split, cfg, shared_users=False, seed=seed, model=self.name)
+        tables = fit_tables(split, cfg, shared_users=False, seed=seed, model=self.name, ctx=ctx, folder="tables")
         self.target, self.source = tables.side("target"), tables.side("source")
+        self.tables_engine = tables.engine
         log.info("%s: per-side MF loss %.4f; %d overlapping users", self.name, tables.loss, len(overlap))
         return overlap, cold_users(split)
 

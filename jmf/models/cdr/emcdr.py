@@ -5,7 +5,8 @@
 2. **Mapping**: an MLP ``f`` (linear with ``map_hidden: []``) fitted on the overlapping users
    (O1 training rows and O2 rows) by minibatch Adam on ``‖f(P_s,u) − P_t,u‖²``.  On ratings the
    user bias rides along (``f([P_s,u, b_s,u]) ≈ [P_t,u, b_t,u]``) so a cold user's rating scale
-   transfers too.  The mapping epoch kept is the best on the valid fold.
+   transfers too.  The mapping epoch kept is the best on the valid fold.  Both stages run on the
+   training engine, in the run directory's ``tables/`` and ``mapping/``.
 3. **Inference**: warm users keep ``P_t,u``; cold-start users (O2 rows, no O1 training rows) get
    ``P̂_u = f(P_s,u)``; ``s_ui = P̂_u·Q_i + b_i``.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections.abc import Sequence
 
@@ -26,8 +26,11 @@ from flax import nnx
 
 from jmf import losses
 from jmf.data.split import SplitData
-from jmf.models.cdr.common import BestKeeper, TwoStageTransfer, check_positive, validate
+from jmf.models.cdr.common import StageResult, TwoStageTransfer, check_positive, has_valid, stage_engine, \
+    train_passes, validate
 from jmf.models.heads.mlp import MLPHead
+from jmf.train import parallel
+from jmf.train.engine import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ class FactorMapping:
 
     Args:
       d_in, d_out: factor sizes; hidden: hidden layer sizes.
-      lr, weight_decay: AdamW knobs; batch_size: rows per step.
+      lr, weight_decay: AdamW knobs; batch_size: rows per step (sharded over the ``data`` axis).
     """
 
     def __init__(self, d_in: int, d_out: int, hidden: Sequence[int] = (), lr: float = 1e-3,
@@ -46,24 +49,50 @@ class FactorMapping:
         net = MLPHead(d_in, d_out, hidden=tuple(hidden), rngs=nnx.Rngs(seed))
         self.graphdef, self.params, self.rest = nnx.split(net, nnx.Param, ...)
         self.tx = optax.adamw(lr, weight_decay=weight_decay)
-        self.opt_state = self.tx.init(self.params)
-        self.batch_size, self.seed, self.epochs_done = batch_size, seed, 0
-        self._epoch = jax.jit(functools.partial(_mapping_epoch, self.graphdef, self.tx, batch_size),
-                              donate_argnums=(0, 1))
+        self.batch_size, self.seed = batch_size, seed
+        self.engine = None
         self._apply = jax.jit(functools.partial(_apply, self.graphdef))
 
-    def fit_epoch(self, source: jax.Array, target: jax.Array) -> float:
-        """One pass over ``source [N, d_in]`` -> ``target [N, d_out]`` in shuffled minibatches; the mean loss."""
-        key = jax.random.fold_in(jax.random.key(self.seed), self.epochs_done)
-        self.params, self.opt_state, loss = self._epoch(self.params, self.opt_state, self.rest, source, target, key)
-        self.epochs_done += 1
-        return float(loss)
+    def fit(self, source: jax.Array, target: jax.Array, epochs: int, *, ctx: RunContext | None = None,
+            folder: str | None = None, name: str = "mapping", validate=None, monitor: str = "valid",
+            patience: int = 0, eval_every: int = 1) -> StageResult:
+        """``epochs`` shuffled passes over ``source [N, d_in]`` -> ``target [N, d_out]`` on the engine.
 
-    def fit(self, source: jax.Array, target: jax.Array, epochs: int) -> float:
-        loss = math.nan
-        for _ in range(epochs):
-            loss = self.fit_epoch(source, target)
-        return loss
+        ``validate()`` (no argument: it reads ``self.params``) runs every ``eval_every`` epochs;
+        the best validated parameters are kept.  ``ctx``/``folder``: see :func:`stage_engine`.
+        """
+        engine = self.engine = stage_engine(ctx, name, self.seed, folder)
+        parallel.check_batch_size(self.batch_size, engine.mesh, "model.map_batch_size")
+        state = {"params": self.params, "opt_state": self.tx.init(self.params)}
+        sharding = engine.state_shardings(state)
+        state = engine.put_state(state, sharding)
+        data = parallel.put_replicated({"source": jnp.asarray(source), "target": jnp.asarray(target)}, engine.mesh)
+        n, B = int(source.shape[0]), self.batch_size
+        n_batches = -(-n // B)
+        graphdef, tx, rest = self.graphdef, self.tx, self.rest
+
+        def step(state, batch):
+            params, opt_state, loss = _mapping_epoch(graphdef, tx, state["params"], state["opt_state"], rest,
+                                                     batch["data"]["source"], batch["data"]["target"],
+                                                     batch["ids"], batch["weight"])
+            return {"params": params, "opt_state": opt_state}, {"loss": loss}
+
+        def batch_of(epoch: int, rng: np.random.Generator) -> dict:
+            perm = rng.permutation(n)
+            pad = n_batches * B - n  # the ragged last batch: padded rows of weight 0
+            ids = np.concatenate([perm, np.zeros(pad, np.int64)]).astype(np.int32).reshape(n_batches, B)
+            weight = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)]).reshape(n_batches, B)
+            return {"data": data, **engine.put_batch({"ids": ids, "weight": weight}, axis=1)}
+
+        def check(state) -> float:
+            self.params = state["params"]
+            return validate()
+
+        result = train_passes(engine, name, state, sharding, step, batch_of, passes=epochs, eval_every=eval_every,
+                              validate=None if validate is None else check, monitor=monitor, patience=patience,
+                              examples_per_pass=n)
+        self.params = result.state["params"]
+        return result
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``[B, d_in]`` -> ``[B, d_out]``."""
@@ -74,15 +103,8 @@ def _apply(graphdef, params, rest, x):
     return nnx.merge(graphdef, params, rest)(x)
 
 
-def _mapping_epoch(graphdef, tx, batch_size, params, opt_state, rest, source, target, key):
-    """Shuffle ``N`` rows into ``ceil(N/B)`` batches (the last one padded with weight 0) and scan."""
-    n = source.shape[0]
-    B = min(batch_size, n)
-    n_batches = -(-n // B)
-    perm = jax.random.permutation(key, n)
-    slots = jnp.arange(n_batches * B)
-    ids = perm[slots % n].reshape(n_batches, B)                            # [S, B]
-    weight = (slots < n).astype(jnp.float32).reshape(n_batches, B)         # [S, B]
+def _mapping_epoch(graphdef, tx, params, opt_state, rest, source, target, ids, weight):
+    """One pass: scan the ``[S, B]`` row ids (padding rows have weight 0); the mean loss."""
 
     def step(carry, xs):
         params, opt_state = carry
@@ -134,31 +156,26 @@ class EMCDR(TwoStageTransfer):
         self.map_epochs, self.map_lr, self.map_weight_decay = map_epochs, map_lr, map_weight_decay
         self.map_batch_size = map_batch_size
 
-    def fit(self, split: SplitData, seed: int = 0) -> dict[str, float]:
+    def fit(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None) -> dict[str, float]:
+        """Both stages on the engine (``ctx`` from ``jmf.run``: checkpoints and resume per stage)."""
         start = time.perf_counter()
-        overlap, cold = self._fit_sides(split, seed)
+        overlap, cold = self._fit_sides(split, seed, ctx)
         src, tgt = self.source, self.target
         with_bias = self.kind == "mse"  # b_u cancels out of ranking losses: nothing to transfer
         x = jnp.concatenate([src["P"], src["user_bias"][:, None]], 1) if with_bias else src["P"]   # [U, d(+1)]
         y = jnp.concatenate([tgt["P"], tgt["user_bias"][:, None]], 1) if with_bias else tgt["P"]   # [U, d(+1)]
         self.mapping = FactorMapping(x.shape[1], y.shape[1], self.map_hidden, self.map_lr, self.map_weight_decay,
                                      self.map_batch_size, seed)
-        x_fit, y_fit = x[overlap], y[overlap]
-        keeper = BestKeeper(self.monitor_name, self.patience)
-        loss = math.nan
-        for epoch in range(self.map_epochs):
-            loss = self.mapping.fit_epoch(x_fit, y_fit)
-            if (epoch + 1) % self.eval_every and epoch + 1 < self.map_epochs:
-                continue
+
+        def check() -> float:
             self._publish_mapped(x, cold)
-            value = validate(self, split, self.monitor_name, self.eval_batch_size)
-            log.info("emcdr map epoch %d: factor mse %.4f  valid/%s %s", epoch, loss, self.monitor_name, value)
-            if keeper.update(value, self.mapping.params):
-                break
-        if keeper.state is not None:
-            self.mapping.params = jax.device_put(keeper.state)
+            return validate(self, split, self.monitor_name, self.eval_batch_size)
+
+        result = self.mapping.fit(x[overlap], y[overlap], self.map_epochs, ctx=ctx, folder="mapping",
+                                  name="emcdr-mapping", validate=check if has_valid(split) else None,
+                                  monitor=self.monitor_name, patience=self.patience, eval_every=self.eval_every)
         self._publish_mapped(x, cold)
-        return {"train/map_loss": loss, "train/fit_seconds": time.perf_counter() - start, **keeper.stats()}
+        return {"train/map_loss": result.loss, "train/fit_seconds": time.perf_counter() - start, **result.stats()}
 
     def _publish_mapped(self, x: jax.Array, cold: np.ndarray) -> None:
         m = self.mapping

@@ -15,13 +15,14 @@
    starts at zero and ``b₄`` at the least-squares map ``P_s → P_t`` of the overlapping users
    (``bridge_init: lstsq``) or the identity, so training starts from a shared linear bridge.
 5. **Inference**: warm users keep ``P_t,u``; cold-start users get ``P̂_u``.
+
+Both stages run on the training engine, in the run directory's ``tables/`` and ``meta/``.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 
 import jax
@@ -33,7 +34,9 @@ from flax import nnx
 from jmf import losses
 from jmf.data.batches import dl_sequences
 from jmf.data.split import SplitData
-from jmf.models.cdr.common import BestKeeper, TwoStageTransfer, check_positive, validate
+from jmf.models.cdr.common import TwoStageTransfer, check_positive, has_valid, stage_engine, train_passes, validate
+from jmf.train import parallel
+from jmf.train.engine import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -163,50 +166,59 @@ class PTUPCDR(TwoStageTransfer):
         self.meta_lr, self.meta_weight_decay, self.meta_negatives = meta_lr, meta_weight_decay, meta_negatives
         self.bridge_init = bridge_init
 
-    def fit(self, split: SplitData, seed: int = 0) -> dict[str, float]:
+    def fit(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None) -> dict[str, float]:
+        """Both stages on the engine (``ctx`` from ``jmf.run``: checkpoints and resume per stage)."""
         start = time.perf_counter()
-        overlap, cold = self._fit_sides(split, seed)
+        overlap, cold = self._fit_sides(split, seed, ctx)
         src, tgt = self.source, self.target
-        self.frozen = {"source_users": src["P"], "source_bias": src["user_bias"], "source_items": src["Q"],
-                       "history": jnp.asarray(dl_sequences(split, self.max_len).items),
-                       "items": tgt["Q"], "item_bias": tgt["item_bias"]}
+        engine = self.meta_engine = stage_engine(ctx, "ptupcdr-meta", seed, "meta")
+        parallel.check_batch_size(self.meta_batch_size, engine.mesh, "model.meta_batch_size")
+        self.frozen = parallel.put_replicated(
+            {"source_users": src["P"], "source_bias": src["user_bias"], "source_items": src["Q"],
+             "history": jnp.asarray(dl_sequences(split, self.max_len).items),
+             "items": tgt["Q"], "item_bias": tgt["item_bias"]}, engine.mesh)
 
         net = MetaBridge(self.dim, self.meta_dim, rngs=nnx.Rngs(seed))
         net.meta_out.bias[...] = jnp.asarray(self._initial_bridge(overlap).reshape(-1))
         net.bias_out.bias[...] = jnp.full((1,), np.asarray(tgt["user_bias"])[overlap].mean(), jnp.float32)
         self.graphdef, self.params, self.rest = nnx.split(net, nnx.Param, ...)
         tx = optax.adamw(self.meta_lr, weight_decay=self.meta_weight_decay)
-        opt_state = tx.init(self.params)
-        epoch_fn = self._meta_epoch = jax.jit(
-            make_meta_epoch(self.graphdef, tx, self.kind, tgt["mean"], split.train.shape[1], self.meta_negatives),
-            donate_argnums=(0, 1))
+        state = {"params": self.params, "opt_state": tx.init(self.params)}
+        sharding = engine.state_shardings(state)
+        state = engine.put_state(state, sharding)
+        epoch_fn = make_meta_epoch(self.graphdef, tx, self.kind, tgt["mean"], split.train.shape[1],
+                                   self.meta_negatives)
+        rest = self.rest
+
+        def step(state, batch):
+            params, opt_state, loss = epoch_fn(state["params"], state["opt_state"], rest, batch["frozen"],
+                                               batch["rows"], batch["key"])
+            return {"params": params, "opt_state": opt_state}, {"loss": loss}
 
         csr = split.train.tocsr()
         n_pairs = int(np.diff(csr.indptr)[overlap].sum())
         n_steps = max(1, -(-n_pairs // (self.meta_batch_size * self.items_per_user)))
         log.info("ptupcdr: meta network on %d overlapping users (%d steps/epoch); %d cold users",
                  len(overlap), n_steps, len(cold))
-        rng = np.random.default_rng(seed)
-        keeper = BestKeeper(self.monitor_name, self.patience)
-        loss = math.nan
-        for epoch in range(self.meta_epochs):
-            batches = jax.device_put(self._batches(csr, overlap, n_steps, rng))
-            key = jax.random.fold_in(jax.random.key(seed), epoch)
-            self.params, opt_state, loss = epoch_fn(self.params, opt_state, self.rest, self.frozen, batches, key)
-            loss = float(loss)
-            if not math.isfinite(loss):
-                raise FloatingPointError("model=ptupcdr: the training loss became non-finite; lower model.meta_lr")
-            if (epoch + 1) % self.eval_every and epoch + 1 < self.meta_epochs:
-                continue
+        base_key = jax.random.key(engine.sampling_seed)
+
+        def batch_of(epoch: int, rng: np.random.Generator) -> dict:
+            return {"rows": engine.put_batch(self._batches(csr, overlap, n_steps, rng), axis=1),
+                    "frozen": self.frozen,
+                    "key": parallel.put_replicated(jax.random.fold_in(base_key, epoch), engine.mesh)}
+
+        def check(state) -> float:
+            self.params = state["params"]
             self._publish_mapped(cold)
-            value = validate(self, split, self.monitor_name, self.eval_batch_size)
-            log.info("ptupcdr epoch %d: loss %.4f  valid/%s %s", epoch, loss, self.monitor_name, value)
-            if keeper.update(value, self.params):
-                break
-        if keeper.state is not None:
-            self.params = jax.device_put(keeper.state)
+            return validate(self, split, self.monitor_name, self.eval_batch_size)
+
+        result = train_passes(engine, "meta", state, sharding, step, batch_of, passes=self.meta_epochs,
+                              eval_every=self.eval_every, validate=check if has_valid(split) else None,
+                              monitor=self.monitor_name, patience=self.patience,
+                              examples_per_pass=n_steps * self.meta_batch_size * self.items_per_user)
+        self.params = result.state["params"]
         self._publish_mapped(cold)
-        return {"train/meta_loss": loss, "train/fit_seconds": time.perf_counter() - start, **keeper.stats()}
+        return {"train/meta_loss": result.loss, "train/fit_seconds": time.perf_counter() - start, **result.stats()}
 
     def _initial_bridge(self, overlap: np.ndarray) -> np.ndarray:
         """``[d, d]`` starting bridge: the least-squares map ``P_s A ≈ P_t`` on ``overlap``, or ``I``."""

@@ -14,17 +14,18 @@ updates per step instead of four, with the same element-wise optimiser arithmeti
 
 Ranking negatives are uniform over the positive's own side.  As in ``mf.py``, an epoch is one
 ``lax.scan`` in one ``jax.jit`` call and each step updates only the rows it touches
-(:func:`jmf.optim.sparse_rows_update`).  The tables stay on one device: they are small next
-to what a step costs to all-reduce, and this runs unchanged on any number of devices.
+(:func:`jmf.optim.sparse_rows_update`).  The epochs run on the training engine
+(:func:`jmf.models.cdr.common.train_passes`: checkpoints, exact resume, validation-based
+selection); each epoch's ``[S, B]`` batches are sharded over the ``data`` mesh axis along ``B``
+and the tables are replicated (``trainer.shard_tables`` row-shards them when their row
+counts divide over the devices).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import jax
@@ -34,6 +35,8 @@ import numpy as np
 from jmf import losses
 from jmf.data.split import SplitData
 from jmf.optim import build_optimizer, sparse_rows_update
+from jmf.train import parallel
+from jmf.train.engine import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,9 @@ class SideTables:
     n_target: int
     shared_users: bool
     loss: float
+    history: list = field(default_factory=list)      # validation values (with ``validate``)
+    best_value: float = float("nan")
+    engine: object = None                            # the stage's Engine (traces, mesh)
 
     def side(self, name: str) -> dict[str, jax.Array]:
         """``P [U, d]``, ``user_bias [U]``, ``Q [I, d]``, ``item_bias [I]`` and ``mean`` of ``target`` or ``source``."""
@@ -97,13 +103,20 @@ class SideTables:
 
 
 def fit_tables(split: SplitData, cfg: TableConfig, *, shared_users: bool, seed: int, model: str,
-               after_epoch: Callable[[int, dict, float], bool] | None = None) -> SideTables:
-    """Train the tables of both sides on ``split.train`` (O1) and ``split.dl`` (O2).
+               ctx: RunContext | None = None, folder: str | None = None,
+               validate: Callable[[dict], float] | None = None, monitor: str = "valid", patience: int = 0,
+               eval_every: int = 1) -> SideTables:
+    """Train the tables of both sides on ``split.train`` (O1) and ``split.dl`` (O2), on the engine.
 
     Args:
-      model: the model's config name, for error messages.
-      after_epoch: ``after_epoch(epoch, params, loss) -> stop`` (validation; ``params`` is live, copy to keep).
+      model: the model's config name (engine name, error messages).
+      ctx, folder: the run context and the stage's folder in it (:func:`~jmf.models.cdr.common.stage_engine`).
+      validate: ``params -> metric`` every ``eval_every`` epochs and after the last; the best
+        validated tables are returned (``params`` is live: copy what you keep).
+      monitor, patience: the validated metric's name and early stopping (0: run every epoch).
     """
+    from jmf.models.cdr.common import stage_engine, train_passes
+
     target, source = split.train.tocoo(), split.dl.tocoo()
     n_users, n_target = split.train.shape
     n_source = split.dl.shape[1]
@@ -116,6 +129,8 @@ def fit_tables(split: SplitData, cfg: TableConfig, *, shared_users: bool, seed: 
     side = np.concatenate([np.zeros(target.nnz, np.int32), np.ones(source.nnz, np.int32)])
     scale = np.where(side == 1, cfg.source_weight, 1.0).astype(np.float32)
 
+    engine = stage_engine(ctx, f"{model}-tables", seed, folder)
+    parallel.check_batch_size(cfg.batch_size, engine.mesh, "model.batch_size")
     n_rows = n_users if shared_users else 2 * n_users
     key_u, key_i = jax.random.split(jax.random.key(seed))
     bias = jnp.zeros((1,))  # factors ~ N(0, init_scale^2), biases 0
@@ -124,13 +139,25 @@ def fit_tables(split: SplitData, cfg: TableConfig, *, shared_users: bool, seed: 
               "Q": jnp.concatenate([cfg.init_scale * jax.random.normal(key_i, (n_target + n_source, cfg.dim)),
                                     jnp.broadcast_to(bias, (n_target + n_source, 1))], 1)}
     tx = build_optimizer(cfg.optimizer, cfg.lr)
-    opt_state = {k: tx.init(v) for k, v in params.items()}
+    state = {"params": params, "opt_state": {k: tx.init(v) for k, v in params.items()}}
+    table_rows = {n_rows, n_target + n_source}
+    n_dev = engine.n_devices
+    sharding = engine.state_shardings(state, lambda path, leaf: leaf.shape[0] in table_rows
+                                      and leaf.shape[0] % n_dev == 0)
+    state = engine.put_state(state, sharding)
     knobs = _StepKnobs(cfg.kind, cfg.optimizer, float(cfg.lr), float(cfg.reg), float(cfg.bias_reg), cfg.negatives)
+    device_means = parallel.put_replicated(jnp.asarray(means), engine.mesh)
+    base_key = jax.random.key(engine.sampling_seed)
+
+    def step(state, batch):
+        params, opt_state, loss = _epoch_body(state["params"], state["opt_state"], batch["rows"], batch["key"],
+                                              batch["means"], knobs=knobs, n_target=n_target, n_source=n_source)
+        return {"params": params, "opt_state": opt_state}, {"loss": loss}
+
     n = len(rows)
     n_batches = -(-n // cfg.batch_size)
-    rng = np.random.default_rng(seed)
-    loss = math.nan
-    for epoch in range(cfg.epochs):
+
+    def batch_of(epoch: int, rng: np.random.Generator) -> dict:
         perm = rng.permutation(n)
         pad = n_batches * cfg.batch_size - n  # the ragged last batch: padded rows of weight 0
         idx = np.concatenate([perm, np.zeros(pad, np.int64)])
@@ -139,16 +166,16 @@ def fit_tables(split: SplitData, cfg: TableConfig, *, shared_users: bool, seed: 
         batches = {"users": rows[idx].reshape(shape), "items": cols[idx].reshape(shape),    # [S, B] each
                    "values": vals[idx].reshape(shape), "side": side[idx].reshape(shape),
                    "weight": weight.reshape(shape)}
-        key = jax.random.fold_in(jax.random.key(seed), epoch)
-        params, opt_state, loss = _epoch(params, opt_state, jax.device_put(batches), key, jnp.asarray(means),
-                                         knobs=knobs, n_target=n_target, n_source=n_source)
-        loss = float(loss)
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"model={model}: the training loss became non-finite; lower model.lr")
-        log.debug("%s tables epoch %d: loss %.4f", model, epoch, loss)
-        if after_epoch is not None and after_epoch(epoch, params, loss):
-            break
-    return SideTables(params, means, n_users, n_target, shared_users, loss)
+        return {"rows": engine.put_batch(batches, axis=1), "means": device_means,
+                "key": parallel.put_replicated(jax.random.fold_in(base_key, epoch), engine.mesh)}
+
+    check = None if validate is None else (lambda s: validate(s["params"]))
+    result = train_passes(engine, "tables", state, sharding, step, batch_of, passes=cfg.epochs,
+                          eval_every=eval_every, validate=check, monitor=monitor, patience=patience,
+                          examples_per_pass=n)
+    log.debug("%s tables: loss %.4f", model, result.loss)
+    return SideTables(result.state["params"], means, n_users, n_target, shared_users, result.loss,
+                      result.history, result.best_value, engine)
 
 
 def _example_loss(rows: dict, batch: dict, means: jax.Array, cfg: _StepKnobs) -> jax.Array:
@@ -173,13 +200,11 @@ def _example_loss(rows: dict, batch: dict, means: jax.Array, cfg: _StepKnobs) ->
     return main + losses.weighted_mean(penalty, w)
 
 
-@functools.partial(jax.jit, static_argnames=("knobs", "n_target", "n_source"), donate_argnums=(0, 1))
-def _epoch(params: dict, opt_state: dict, batches: dict, key: jax.Array, means: jax.Array, *, knobs: _StepKnobs,
-           n_target: int, n_source: int):
+def _epoch_body(params: dict, opt_state: dict, batches: dict, key: jax.Array, means: jax.Array, *, knobs: _StepKnobs,
+                n_target: int, n_source: int):
     """One epoch: ``lax.scan`` over ``batches [S, B]``; returns ``(params, opt_state, mean loss)``.
 
-    Module-level and keyed on the step knobs and sizes, so fits with equal settings and shapes
-    share one compilation.
+    Traced inside the engine's jitted step (one trace per fit and shape).
     """
     cfg = knobs
     tx = build_optimizer(cfg.optimizer, cfg.lr)
