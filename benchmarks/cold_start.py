@@ -107,6 +107,7 @@ def main() -> None:
     data_dir()  # fail early when the real datasets are missing
 
     rows, raw = [], []
+    name = args.name or "cold_start_" + "_".join(args.tasks)
     for task in args.tasks:
         models = [ALIASES.get(m, m) for m in args.models] if args.models else [
             m for m in MODELS if m != "oracle" or task.startswith("synthetic")]
@@ -136,8 +137,12 @@ def main() -> None:
             if runs:
                 row["s/run"] = f"{mean_std([r['bench/seconds'] for r in runs])[0]:.0f}"
             rows.append(row)
+            _write(name, args.tasks, rows, raw)   # after every model, so a cut-short benchmark keeps its rows
+
+
+def _write(name: str, tasks: list[str], rows: list[dict], raw: list[dict]) -> None:
     sections = []
-    for task in args.tasks:
+    for task in tasks:
         task_rows = [r for r in rows if r["task"] == task]
         if task_rows:
             cols = ["model", "seeds", *(k.split("/")[1] for k in TASKS[task][1]), "s/run"]
@@ -146,7 +151,6 @@ def main() -> None:
     if failed:
         sections.append("Failed runs:\n\n" + "\n".join(f"* {r['task']} {r['model']} seed {r['seed']}: {r['error']}"
                                                      for r in failed))
-    name = args.name or "cold_start_" + "_".join(args.tasks)
     write_results(name, "\n\n".join(sections), raw, {"table": rows})
 
 
