@@ -18,7 +18,11 @@ a. iALS.  ``jmf.models.cf.ials.ImplicitALS`` and ``implicit.cpu.als.AlternatingL
    ``(YᵀY + λI + Σ (c-1) y yᵀ) x = Σ c y`` with warm-started CG.  Per-epoch seconds are the
    median over epochs 2..N (jmf's first epoch includes XLA compilation, reported apart).
    Threads: ``implicit`` runs ``num_threads=2`` OpenMP threads with BLAS limited to one
-   thread (its own advice); XLA uses its default intra-op pool, one thread per core (2).
+   thread (its own advice).  jmf runs its iALS the way ``jmf/models/cf/ials.py`` advises on a
+   CPU: one XLA CPU device per core, each walking its share of the chunks on its own thread
+   (``--ials-xla-flags``, default ``--xla_force_host_platform_device_count=<cores>
+   --xla_cpu_multi_thread_eigen=false``); both use the same 2 cores.  This part runs in its
+   own process with those flags; SVD and evaluation run in another with XLA's defaults.
    Recall@20 of both is computed by the same ``evaluate_full`` on ``X[u] @ Yᵀ``.
 b. SVD.  ``randomized_svd(rank=64)`` vs ``scipy.sparse.linalg.svds(k=64)`` (ARPACK) on the same
    float32 training CSR; median of 3 timed runs after a warm-up; relative error of the top-64
@@ -26,12 +30,11 @@ b. SVD.  ``randomized_svd(rank=64)`` vs ``scipy.sparse.linalg.svds(k=64)`` (ARPA
 c. Evaluation.  ``evaluate_full`` (jitted, batched, ``top_k`` on device) vs a per-user NumPy
    loop (``P[u] @ Q.T``, training items masked, ``argpartition`` top-20, recall/NDCG@20) on
    the iALS factors of part a and the same users; users/s of each, and the metrics compared.
-Isolation.  Each matrix is measured in its own fresh Python process (the script re-runs itself
-with ``--datasets <name>``), as benchmark harnesses such as ``pyperf`` do, so no state of one
-matrix's run (XLA executables, allocations) can touch the next.  The run-to-run spread on this
-shared 2-core VM is large: jmf's median synthetic iALS epoch moved between 0.56 and 0.82 s across
-runs of this script on 2026-11-23, ``implicit``'s between 0.57 and 0.85 s; the README quotes the
-spread with the ratio.
+Isolation.  Each matrix is measured in fresh Python processes (the script re-runs itself with
+``--datasets <name>``: one process for iALS, one for SVD and evaluation, which reads the iALS
+factors from a file), as benchmark harnesses such as ``pyperf`` do, so no state of one run
+(XLA executables, allocations, thread pools) can touch the next.  Epoch times still move with
+the load on a shared VM; compare ratios from one run, and repeat the run (``--out`` keeps each).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -115,7 +119,7 @@ class _JmfALS:
         self.sides = self.model.prepare(train)
         jax.block_until_ready(self.sides)
         self.setup_s = time.perf_counter() - start
-        self.X, self.Y = jnp.array(X0), jnp.array(Y0)  # copies: the half-epochs donate their input
+        self.X, self.Y = self.model.replicate(X0, Y0)  # copies: the half-epochs donate their input
 
     def epoch(self) -> float:
         start = time.perf_counter()
@@ -172,7 +176,7 @@ def bench_ials(name: str, train, test, args, rows: list, factors: dict) -> None:
     jmf, imp = out["jmf"], out["implicit"]
     rows.append({
         "data": name, "users x items": f"{train.shape[0]}x{train.shape[1]}", "train nnz": train.nnz,
-        "jmf s/epoch": jmf["epoch"], "implicit s/epoch": imp["epoch"], "ratio jmf/implicit": jmf["epoch"] / imp["epoch"],
+        "jmf devices": peers["jmf"].model.mesh.size, "jmf s/epoch": jmf["epoch"], "implicit s/epoch": imp["epoch"], "ratio jmf/implicit": jmf["epoch"] / imp["epoch"],
         "jmf compile s": jmf["first"] - jmf["epoch"], "jmf fit s": jmf["total"], "implicit fit s": imp["total"],
         "jmf recall@20": jmf["metrics"]["recall@20"], "implicit recall@20": imp["metrics"]["recall@20"],
         "recall rel. diff": jmf["metrics"]["recall@20"] / imp["metrics"]["recall@20"] - 1.0,
@@ -255,22 +259,31 @@ def main() -> None:
     parser.add_argument("--svd-iters", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--numpy-users", type=int, default=0, help="time the NumPy loop on the first N users only")
-    parser.add_argument("--rows-out", help=argparse.SUPPRESS)  # internal: a child process writes its rows here
+    parser.add_argument("--ials-xla-flags", default=f"--xla_force_host_platform_device_count={os.cpu_count()} "
+                        "--xla_cpu_multi_thread_eigen=false", help="XLA_FLAGS of the iALS process ('' = XLA's defaults)")
+    parser.add_argument("--out", default="speed_cf", help="results name (benchmarks/results/<out>.*)")
+    parser.add_argument("--rows-out", help=argparse.SUPPRESS)     # internal: a child process writes its rows here
+    parser.add_argument("--factors-file", help=argparse.SUPPRESS)  # internal: iALS factors, from one child to the next
     args = parser.parse_args()
-    if "eval" in args.parts and "ials" not in args.parts:
-        parser.error("--parts eval needs ials (it ranks with the iALS factors)")
 
     ials_rows, svd_rows, eval_rows, factors = [], [], [], {}
-    if len(args.datasets) > 1:  # one fresh process per matrix (see the module docstring, "Isolation")
+    if not args.rows_out:  # the parent: fresh processes per matrix and stage (module docstring, "Isolation")
         for name in args.datasets:
-            with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                # a repeated --datasets overrides the first (argparse keeps the last)
-                subprocess.run([sys.executable, __file__, *sys.argv[1:], "--datasets", name, "--rows-out", out.name],
-                               check=True)
-                child = json.loads(Path(out.name).read_text())
-            ials_rows += child["ials"]
-            svd_rows += child["svd"]
-            eval_rows += child["eval"]
+            with tempfile.TemporaryDirectory() as tmp:
+                stages = [(["ials"], {"XLA_FLAGS": args.ials_xla_flags})] if "ials" in args.parts else []
+                rest = [p for p in args.parts if p != "ials"]
+                if rest:
+                    stages.append((rest, {}))
+                for i, (parts, env) in enumerate(stages):
+                    out = Path(tmp) / f"rows{i}.json"
+                    # a repeated option overrides the first (argparse keeps the last)
+                    subprocess.run([sys.executable, __file__, *sys.argv[1:], "--datasets", name, "--parts", *parts,
+                                    "--rows-out", str(out), "--factors-file", str(Path(tmp) / "factors.npz")],
+                                   check=True, env={**os.environ, **env})
+                    child = json.loads(out.read_text())
+                    ials_rows += child["ials"]
+                    svd_rows += child["svd"]
+                    eval_rows += child["eval"]
     else:
         name = args.datasets[0]
         start = time.perf_counter()
@@ -279,18 +292,24 @@ def main() -> None:
               f"({time.perf_counter() - start:.1f}s)", flush=True)
         if "ials" in args.parts:
             bench_ials(name, train, test, args, ials_rows, factors)
+            np.savez(args.factors_file, *factors[name])
         if "svd" in args.parts:
             bench_svd(name, train, args, svd_rows)
         if "eval" in args.parts:
+            if name not in factors:
+                if not Path(args.factors_file).exists():
+                    parser.error("--parts eval needs ials (it ranks with the iALS factors)")
+                saved = np.load(args.factors_file)
+                factors[name] = (saved["arr_0"], saved["arr_1"])
             bench_eval(name, train, test, factors[name], args, eval_rows)
-
-    if args.rows_out:
         Path(args.rows_out).write_text(json.dumps({"ials": ials_rows, "svd": svd_rows, "eval": eval_rows}))
         return
-    text = [f"## CF speed vs peers ({jax.devices()[0].platform}, {len(jax.devices())} device(s))"]
+
+    text = ["## CF speed vs peers (CPU)"]
     if ials_rows:
         text += ["", f"### a. iALS, d={args.dim}, λ={args.reg}, α={args.alpha}, {args.cg_steps} CG steps, "
                  f"{args.epochs} epochs, same init (goal: ratio ≤ 1.0, recall within ±2%)", "",
+                 f"jmf: `XLA_FLAGS={args.ials_xla_flags!r}`; implicit: {args.threads} OpenMP threads.", "",
                  markdown_table(ials_rows)]
     if svd_rows:
         text += ["", f"### b. truncated SVD, rank {args.rank} (goal: ratio ≤ 1.0, small σ error)", "",
@@ -298,7 +317,7 @@ def main() -> None:
     if eval_rows:
         text += ["", "### c. full-ranking evaluation, recall/NDCG@20 (goal: speed-up ≥ 3)", "",
                  markdown_table(eval_rows, digits=6)]
-    write_results("speed_cf", "\n".join(text), ials_rows + svd_rows + eval_rows,
+    write_results(args.out, "\n".join(text), ials_rows + svd_rows + eval_rows,
                   {"args": vars(args), "ials": ials_rows, "svd": svd_rows, "eval": eval_rows})
 
 

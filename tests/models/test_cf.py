@@ -46,7 +46,7 @@ def test_ials_beats_popularity_by_a_wide_margin(implicit_split):
     s = implicit_split
     pop = Popularity()
     pop.fit(s)
-    als = ImplicitALS(dim=32, reg=0.1, alpha=10.0, epochs=10)
+    als = ImplicitALS(dim=32, reg=0.1, alpha=10.0, epochs=10, devices=1)
     als.fit(s)
     pop_ndcg = evaluate_full(pop.score, s.train, s.test, ks=(10,))["ndcg@10"]
     als_ndcg = evaluate_full(als.score, s.train, s.test, ks=(10,))["ndcg@10"]
@@ -58,7 +58,7 @@ def test_ials_cg_converges_to_exact_solution():
     rng = np.random.default_rng(0)
     mat = sp.random(30, 20, density=0.3, random_state=3, format="csr", dtype=np.float32)
     mat.data[:] = rng.integers(1, 4, mat.nnz)
-    model = ImplicitALS(dim=4, reg=0.5, alpha=2.0, cg_steps=40)
+    model = ImplicitALS(dim=4, reg=0.5, alpha=2.0, cg_steps=40, devices=1)
     user_side, item_side = model.prepare(mat)
     X, Y = model.init_factors(30, 20, seed=0)
     Yn = np.asarray(Y, np.float64)
@@ -75,7 +75,7 @@ def test_ials_cg_converges_to_exact_solution():
         np.testing.assert_allclose(X1[u], np.linalg.solve(A, Yn.T @ (c * p)), rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.parametrize("model", [Popularity(), TruncatedSVD(dim=16), ImplicitALS(dim=16, epochs=3),
+@pytest.mark.parametrize("model", [Popularity(), TruncatedSVD(dim=16), ImplicitALS(dim=16, epochs=3, devices=1),
                                    MatrixFactorization(dim=16, epochs=2, loss="bpr", optimizer="adam", lr=0.01)])
 def test_cf_contract(model, implicit_split):
     """Every CF model: fit, then finite [B, I_T] scores and [N] predictions."""
@@ -102,3 +102,23 @@ def test_mf_learns_ratings_better_than_item_means(data_dir):
     mf_rmse = evaluate_ratings(mf.predict, s.test)["rmse"]
     assert mf_rmse < evaluate_ratings(pop.predict, s.test)["rmse"] - 0.02
     assert mf_rmse < 0.96
+
+
+def test_ials_on_4_devices_equals_1_device():
+    """The chunks split over 4 devices (shard_map) give the 1-device factors exactly (rows are independent)."""
+    import jax
+
+    mat = sp.random(300, 120, density=0.08, random_state=5, format="csr", dtype=np.float32)
+    mat.data[:] = 1.0
+    factors = {}
+    for n in (1, 4):
+        model = ImplicitALS(dim=8, devices=n, chunk_bytes=1 << 12)   # small chunks: several per bucket
+        sides = model.prepare(mat)
+        X, Y = model.init_factors(*mat.shape, seed=0)
+        X, Y = model.epoch(X, Y, *sides)
+        assert model.mesh.size == n == len(X.sharding.device_set)
+        factors[n] = np.asarray(X), np.asarray(Y)
+    np.testing.assert_array_equal(factors[4][0], factors[1][0])
+    np.testing.assert_array_equal(factors[4][1], factors[1][1])
+    with pytest.raises(ValueError, match="model.devices"):
+        ImplicitALS(devices=len(jax.local_devices()) + 1).mesh

@@ -18,6 +18,20 @@ than the same buckets without chunks (``[nnz, d]`` gathered factors stream throu
 eight times per half-epoch).  One half-epoch is one ``jax.jit`` call per side; it compiles
 once per matrix (one while loop per bucket, about a second each).  (A whole Cholesky
 epoch in one jit hung in the CPU LAPACK call on this machine; CG has no such call.)
+
+Devices.  Each bucket's chunks are split over a 1-D mesh of the local devices
+(``jax.shard_map``; ``X`` and ``Y`` replicated), and every device walks its own chunks.  The
+rows are independent, so the result does not depend on the device count.  On a CPU the chunk
+ops are small (a few hundred microseconds), and what they cost is largely the synchronisation
+of XLA's intra-op thread pool; one CPU device per core, each running its chunks on its own
+thread, removes it::
+
+    XLA_FLAGS="--xla_force_host_platform_device_count=$(nproc) --xla_cpu_multi_thread_eigen=false" \
+        jmf-train model=ials
+
+(``benchmarks/speed_cf.py`` runs iALS this way; ``--ials-xla-flags ''`` runs it on XLA's
+default single device for comparison.)  Models with large matmuls (JMF) want the opposite
+setting, so this is a per-run choice, not a package default.
 """
 
 from __future__ import annotations
@@ -30,6 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jmf.data.split import SplitData
 
@@ -42,8 +58,12 @@ class _Bucket(NamedTuple):
     conf: jax.Array   # [n_chunks, C, L] float32 confidence c_ui = α r_ui; 0 pads
 
 
-def _bucketize(csr: sp.csr_matrix, alpha: float, dim: int, min_width: int, chunk_bytes: int) -> tuple[_Bucket, ...]:
-    """CSR ``[n, m]`` -> buckets covering every row (empty rows too: their CG shrinks them, as in ``implicit``)."""
+def _bucketize(csr: sp.csr_matrix, alpha: float, dim: int, min_width: int, chunk_bytes: int,
+               n_shards: int = 1) -> tuple[_Bucket, ...]:
+    """CSR ``[n, m]`` -> buckets covering every row (empty rows too: their CG shrinks them, as in ``implicit``).
+
+    Each bucket's chunk count is padded to a multiple of ``n_shards`` (padding rows: id ``n``, dropped).
+    """
     n_rows = csr.shape[0]
     lengths = np.diff(csr.indptr)
     # padded widths on a half-octave grid (2^k and 1.5·2^k): at most 33% padding, 17% on average
@@ -55,6 +75,7 @@ def _bucketize(csr: sp.csr_matrix, alpha: float, dim: int, min_width: int, chunk
         rows = np.flatnonzero(width == L).astype(np.int32)
         C = int(min(len(rows), max(1, chunk_bytes // (L * dim * 4))))
         n_chunks = -(-len(rows) // C)
+        n_chunks = -(-n_chunks // n_shards) * n_shards
         n_slots = lengths[rows]
         cols = np.zeros((n_chunks * C, L), np.int32)
         conf = np.zeros((n_chunks * C, L), np.float32)
@@ -98,17 +119,31 @@ def _cg_chunk(X, Y, YtY, cg_steps: int, chunk):
     return x
 
 
-def _cg_half_epoch(X, Y, *buckets: _Bucket, reg: float, cg_steps: int):
-    """Update every row of ``X`` ``[n, d]`` given ``Y`` ``[m, d]`` and the rows' buckets (see :func:`_bucketize`)."""
+def _cg_half_epoch(X, Y, *buckets: _Bucket, reg: float, cg_steps: int, mesh: Mesh | None = None):
+    """Update every row of ``X`` ``[n, d]`` given ``Y`` ``[m, d]`` and the rows' buckets (see :func:`_bucketize`).
+
+    With ``mesh`` (1-D), each bucket's chunk axis is split over its devices (chunk counts must
+    divide: ``_bucketize(..., n_shards)``); ``X`` and ``Y`` are replicated.
+    """
     YtY = Y.T @ Y + reg * jnp.eye(Y.shape[1], dtype=Y.dtype)
     out = X
+
+    def walk(X, Y, YtY, rows, cols, conf):
+        return jax.lax.map(partial(_cg_chunk, X, Y, YtY, cg_steps), (rows, cols, conf))   # [chunks, C, d]
+
+    if mesh is not None:
+        axis = mesh.axis_names[0]
+        walk = jax.shard_map(walk, mesh=mesh, in_specs=(P(), P(), P(), P(axis), P(axis), P(axis)),
+                             out_specs=P(axis), check_vma=False)
     for bucket in buckets:
-        x = jax.lax.map(partial(_cg_chunk, X, Y, YtY, cg_steps), tuple(bucket))   # [n_chunks, C, d]
+        x = walk(X, Y, YtY, *bucket)
         out = out.at[bucket.rows.reshape(-1)].set(x.reshape(-1, X.shape[1]), mode="drop")
+    if mesh is not None:  # keep the factors replicated: the next half-epoch compiles for the same layout
+        out = jax.lax.with_sharding_constraint(out, NamedSharding(mesh, P()))
     return out
 
 
-_cg_jit = jax.jit(_cg_half_epoch, static_argnames=("reg", "cg_steps"), donate_argnums=0)
+_cg_jit = jax.jit(_cg_half_epoch, static_argnames=("reg", "cg_steps", "mesh"), donate_argnums=0)
 
 
 class ImplicitALS:
@@ -123,12 +158,26 @@ class ImplicitALS:
       init_scale: std of the initial factors.
       min_width: narrowest bucket (rows shorter than this are padded to it).
       chunk_bytes: target size of one chunk's gathered factors ``[C, L, d]`` float32.
+      devices: local devices the chunks are split over (0: all; see the module docstring).
     """
 
     def __init__(self, dim: int = 64, reg: float = 0.01, alpha: float = 1.0, epochs: int = 15, cg_steps: int = 3,
-                 init_scale: float = 0.01, min_width: int = 2, chunk_bytes: int = 1 << 18):
+                 init_scale: float = 0.01, min_width: int = 2, chunk_bytes: int = 1 << 18, devices: int = 0):
         self.dim, self.reg, self.alpha, self.epochs, self.cg_steps = dim, reg, alpha, epochs, cg_steps
         self.init_scale, self.min_width, self.chunk_bytes = init_scale, min_width, chunk_bytes
+        if devices < 0:
+            raise ValueError(f"model.devices: {devices} must be >= 0 (0 = every local device)")
+        self.devices = devices
+
+    @property
+    def mesh(self) -> Mesh:
+        """The 1-D ``chunks`` mesh over ``devices`` local devices (built once)."""
+        if getattr(self, "_mesh", None) is None:
+            local = jax.local_devices()
+            if self.devices > len(local):
+                raise ValueError(f"model.devices: {self.devices} > the {len(local)} local devices")
+            self._mesh = Mesh(np.array(local[:self.devices or len(local)]), ("chunks",))
+        return self._mesh
 
     def prepare(self, matrix: sp.csr_matrix) -> tuple[tuple[_Bucket, ...], tuple[_Bucket, ...]]:
         """Device buckets of the rows of ``matrix`` ``[U, I]`` (user side) and of its transpose (item side)."""
@@ -137,16 +186,23 @@ class ImplicitALS:
         if (csr.data <= 0).any():
             raise ValueError("model=ials: training values must be positive (confidence = alpha * value)")
         sides = (csr, csr.T.tocsr())
-        return tuple(_bucketize(m, self.alpha, self.dim, self.min_width, self.chunk_bytes) for m in sides)
+        mesh = self.mesh
+        split = NamedSharding(mesh, P("chunks"))
+        return tuple(tuple(jax.device_put(b, split) for b in _bucketize(
+            m, self.alpha, self.dim, self.min_width, self.chunk_bytes, mesh.size)) for m in sides)
 
     def init_factors(self, n_users: int, n_items: int, seed: int):
         key_u, key_i = jax.random.split(jax.random.key(seed))
-        return (self.init_scale * jax.random.normal(key_u, (n_users, self.dim)),
-                self.init_scale * jax.random.normal(key_i, (n_items, self.dim)))
+        return self.replicate(self.init_scale * jax.random.normal(key_u, (n_users, self.dim)),
+                              self.init_scale * jax.random.normal(key_i, (n_items, self.dim)))
+
+    def replicate(self, *arrays):
+        """``arrays`` placed on every device of :attr:`mesh` (the factors' layout)."""
+        return tuple(jax.device_put(jnp.asarray(a), NamedSharding(self.mesh, P())) for a in arrays)
 
     def epoch(self, X, Y, user_side, item_side):
-        X = _cg_jit(X, Y, *user_side, reg=self.reg, cg_steps=self.cg_steps)
-        Y = _cg_jit(Y, X, *item_side, reg=self.reg, cg_steps=self.cg_steps)
+        X = _cg_jit(X, Y, *user_side, reg=self.reg, cg_steps=self.cg_steps, mesh=self.mesh)
+        Y = _cg_jit(Y, X, *item_side, reg=self.reg, cg_steps=self.cg_steps, mesh=self.mesh)
         return X, Y
 
     def fit(self, split: SplitData, seed: int = 0) -> dict[str, float]:
