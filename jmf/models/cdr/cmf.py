@@ -81,8 +81,7 @@ class CMF(FactorScorer):
                             eval_every=self.eval_every)
         self.engine = tables.engine
         self._publish(tables.params, n_target, mean)
-        return {"train/loss": tables.loss, "train/fit_seconds": time.perf_counter() - start,
-                "train/validations": float(len(tables.history)), f"train/best_valid_{monitor}": tables.best_value}
+        return {"train/loss": tables.loss, "train/fit_seconds": time.perf_counter() - start, **tables.stage.stats()}
 
     def _publish(self, params: dict, n_target: int, mean: float) -> None:
         """Expose the CF-side slice of the tables (``P, Q [·, d+1]``, bias last) to :class:`FactorScorer`."""

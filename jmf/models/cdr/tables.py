@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,10 @@ from jmf import losses
 from jmf.data.split import SplitData
 from jmf.optim import build_optimizer, sparse_rows_update
 from jmf.train import parallel
-from jmf.train.engine import RunContext
+from jmf.train.engine import Engine, RunContext
+
+if TYPE_CHECKING:
+    from jmf.models.cdr.common import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +70,6 @@ class TableConfig:
     negatives: int = 4
 
 
-class _StepKnobs(NamedTuple):
-    """What the compiled epoch depends on (besides shapes): fits that agree here share a compilation."""
-
-    kind: str
-    optimizer: str
-    lr: float
-    reg: float
-    bias_reg: float
-    negatives: int
-
-
 @dataclass
 class SideTables:
     """Trained tables: ``P [U or 2U, d+1]`` and ``Q [I_T+I_S, d+1]``; the last column is the bias."""
@@ -87,10 +79,13 @@ class SideTables:
     n_users: int
     n_target: int
     shared_users: bool
-    loss: float
-    history: list = field(default_factory=list)      # validation values (with ``validate``)
-    best_value: float = float("nan")
-    engine: object = None                            # the stage's Engine (traces, mesh)
+    stage: StageResult     # the engine stage: last loss, validation history, best value
+    engine: Engine         # the stage's engine (traces, mesh)
+
+    @property
+    def loss(self) -> float:
+        """Mean training loss of the last epoch run."""
+        return self.stage.loss
 
     def side(self, name: str) -> dict[str, jax.Array]:
         """``P [U, d]``, ``user_bias [U]``, ``Q [I, d]``, ``item_bias [I]`` and ``mean`` of ``target`` or ``source``."""
@@ -145,13 +140,12 @@ def fit_tables(split: SplitData, cfg: TableConfig, *, shared_users: bool, seed: 
     sharding = engine.state_shardings(state, lambda path, leaf: leaf.shape[0] in table_rows
                                       and leaf.shape[0] % n_dev == 0)
     state = engine.put_state(state, sharding)
-    knobs = _StepKnobs(cfg.kind, cfg.optimizer, float(cfg.lr), float(cfg.reg), float(cfg.bias_reg), cfg.negatives)
     device_means = parallel.put_replicated(jnp.asarray(means), engine.mesh)
     base_key = jax.random.key(engine.sampling_seed)
 
     def step(state, batch):
         params, opt_state, loss = _epoch_body(state["params"], state["opt_state"], batch["rows"], batch["key"],
-                                              batch["means"], knobs=knobs, n_target=n_target, n_source=n_source)
+                                              batch["means"], cfg=cfg, n_target=n_target, n_source=n_source)
         return {"params": params, "opt_state": opt_state}, {"loss": loss}
 
     n = len(rows)
@@ -174,11 +168,10 @@ def fit_tables(split: SplitData, cfg: TableConfig, *, shared_users: bool, seed: 
                           eval_every=eval_every, validate=check, monitor=monitor, patience=patience,
                           examples_per_pass=n)
     log.debug("%s tables: loss %.4f", model, result.loss)
-    return SideTables(result.state["params"], means, n_users, n_target, shared_users, result.loss,
-                      result.history, result.best_value, engine)
+    return SideTables(result.state["params"], means, n_users, n_target, shared_users, result, engine)
 
 
-def _example_loss(rows: dict, batch: dict, means: jax.Array, cfg: _StepKnobs) -> jax.Array:
+def _example_loss(rows: dict, batch: dict, means: jax.Array, cfg: TableConfig) -> jax.Array:
     """The loss as a function of the gathered rows only (so gradients are row-sized).
 
     ``rows``: ``P, Q [B, d+1]`` (last column: bias) and, for ranking losses, ``Qneg [B*N, d+1]``.
@@ -200,13 +193,12 @@ def _example_loss(rows: dict, batch: dict, means: jax.Array, cfg: _StepKnobs) ->
     return main + losses.weighted_mean(penalty, w)
 
 
-def _epoch_body(params: dict, opt_state: dict, batches: dict, key: jax.Array, means: jax.Array, *, knobs: _StepKnobs,
+def _epoch_body(params: dict, opt_state: dict, batches: dict, key: jax.Array, means: jax.Array, *, cfg: TableConfig,
                 n_target: int, n_source: int):
     """One epoch: ``lax.scan`` over ``batches [S, B]``; returns ``(params, opt_state, mean loss)``.
 
     Traced inside the engine's jitted step (one trace per fit and shape).
     """
-    cfg = knobs
     tx = build_optimizer(cfg.optimizer, cfg.lr)
     n_neg = cfg.negatives
 

@@ -37,7 +37,7 @@ setting, so this is a per-run choice, not a package default.
 from __future__ import annotations
 
 import time
-from functools import partial
+from functools import cached_property, partial
 from typing import NamedTuple
 
 import jax
@@ -169,15 +169,13 @@ class ImplicitALS:
             raise ValueError(f"model.devices: {devices} must be >= 0 (0 = every local device)")
         self.devices = devices
 
-    @property
+    @cached_property
     def mesh(self) -> Mesh:
-        """The 1-D ``chunks`` mesh over ``devices`` local devices (built once)."""
-        if getattr(self, "_mesh", None) is None:
-            local = jax.local_devices()
-            if self.devices > len(local):
-                raise ValueError(f"model.devices: {self.devices} > the {len(local)} local devices")
-            self._mesh = Mesh(np.array(local[:self.devices or len(local)]), ("chunks",))
-        return self._mesh
+        """The 1-D ``chunks`` mesh over ``devices`` local devices."""
+        local = jax.local_devices()
+        if self.devices > len(local):
+            raise ValueError(f"model.devices: {self.devices} > the {len(local)} local devices")
+        return Mesh(np.array(local[:self.devices or len(local)]), ("chunks",))
 
     def prepare(self, matrix: sp.csr_matrix) -> tuple[tuple[_Bucket, ...], tuple[_Bucket, ...]]:
         """Device buckets of the rows of ``matrix`` ``[U, I]`` (user side) and of its transpose (item side)."""
