@@ -22,8 +22,8 @@ epoch in one jit hung in the CPU LAPACK call on this machine; CG has no such cal
 Devices.  Each bucket's chunks are split over a 1-D mesh of the local devices
 (``jax.shard_map``; ``X`` and ``Y`` replicated), and every device walks its own chunks.  The
 rows are independent, so the result does not depend on the device count.  On a CPU the chunk
-ops are small (a few hundred microseconds), and what they cost is largely the synchronisation
-of XLA's intra-op thread pool; one CPU device per core, each running its chunks on its own
+ops are small, and what they cost is largely the synchronisation of XLA's intra-op thread
+pool; one CPU device per core, each running its chunks on its own
 thread, removes it::
 
     XLA_FLAGS="--xla_force_host_platform_device_count=$(nproc) --xla_cpu_multi_thread_eigen=false" \
