@@ -63,6 +63,8 @@ class EvalSchema:
     sampling_seed: int = 0
     batch_size: int = 512
     ratings: bool = True
+    test_sampling_seeds: list[int] = field(default_factory=list)
+    test_full: bool = False
 
 
 @dataclass
@@ -123,6 +125,11 @@ def register_configs() -> None:
 def to_dataclass(cls, node: DictConfig | dict | None, key: str):
     """Build dataclass ``cls`` from ``node``; unknown keys and wrong types raise naming ``key.<field>``."""
     node = OmegaConf.create({}) if node is None else node
+    if isinstance(node, DictConfig):  # resolve interpolations (${oc.env:...}, ${data.root}) in the full config
+        try:
+            node = OmegaConf.to_container(node, resolve=True)
+        except Exception as err:
+            raise ValueError(f"config '{key}': {err}") from None
     try:
         merged = OmegaConf.merge(OmegaConf.structured(cls), node)
     except Exception as err:  # omegaconf's errors carry the field name; add the group

@@ -27,7 +27,7 @@ from jmf.config import EvalSchema, PartitionConfig, SplitConfig, TrainerConfig, 
 from jmf.data.interactions import Interactions
 from jmf.data.preprocess import PreprocessConfig, preprocess
 from jmf.data.split import SplitData, make_split, partition_categories
-from jmf.evaluate.protocols import EvalConfig, evaluate_split
+from jmf.evaluate.protocols import EvalConfig, evaluate_split, evaluate_test_extras
 from jmf.train.engine import RunContext
 from jmf.train.observe import array_fingerprint, file_fingerprint, progress, status, write_run_info
 
@@ -79,7 +79,8 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     trainer = to_dataclass(TrainerConfig, cfg.get("trainer"), "trainer")
     eval_cfg = EvalConfig(**{**vars(to_dataclass(EvalSchema, cfg.get("eval"), "eval")),
-                             "ks": tuple(cfg.eval.ks)})
+                             "ks": tuple(cfg.eval.ks),
+                             "test_sampling_seeds": tuple(cfg.eval.get("test_sampling_seeds") or ())})
     check_target(cfg.model, "model")
     distributed.initialize(distributed.DistributedConfig(**trainer.distributed)
                            if isinstance(trainer.distributed, dict) else trainer.distributed)
@@ -113,6 +114,10 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
         with progress(None, f"evaluating {fold}", enabled=trainer.progress) as advance:
             for name, value in evaluate_split(model, split, fold, eval_cfg, progress=advance).items():
                 metrics[f"{fold}/{name}"] = value
+    if eval_cfg.test_sampling_seeds or eval_cfg.test_full:
+        with progress(None, "evaluating test (extra protocols)", enabled=trainer.progress) as advance:
+            for name, value in evaluate_test_extras(model, split, eval_cfg, progress=advance).items():
+                metrics[f"test/{name}"] = value
     import jax
 
     # wall-clock keys (``*/seconds``) are part of metrics.json's contract (issue 2) and its only

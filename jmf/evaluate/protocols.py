@@ -8,6 +8,7 @@ in fixed-size padded batches so the scoring function compiles once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +38,10 @@ class EvalConfig:
       sampling_seed: seed of the negative sampler (independent of the training seed).
       batch_size: users per device batch.
       ratings: also compute RMSE/MAE when the data is explicit.
+      test_sampling_seeds: more negative-sampler seeds for the test fold of ``sampled``
+        (:func:`evaluate_test_extras`: ``s<seed>/<metric>`` beside the main ``sampling_seed``).
+      test_full: also rank every CF-side item on the test fold of ``sampled`` (``full/<metric>``;
+        sampled metrics flatter models and can reorder them, Krichene & Rendle 2020).
     """
 
     protocol: str = "full"
@@ -46,6 +51,8 @@ class EvalConfig:
     sampling_seed: int = 0
     batch_size: int = 512
     ratings: bool = True
+    test_sampling_seeds: tuple[int, ...] = ()
+    test_full: bool = False
 
 
 def _padded_indices(mat: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
@@ -229,4 +236,24 @@ def evaluate_split(model, split, fold: str, cfg: EvalConfig, progress=None) -> d
         raise ValueError(f"eval.protocol: {cfg.protocol!r} is not full|sampled")
     if cfg.ratings and not split.implicit:
         out.update(evaluate_ratings(model.predict, truth, users))
+    return out
+
+
+def evaluate_test_extras(model, split, cfg: EvalConfig, progress=None) -> dict[str, float]:
+    """The test fold again under the extra protocols of ``cfg`` (the model is scored, not refitted).
+
+    ``s<seed>/<metric>`` for each of ``test_sampling_seeds`` (sampled protocol with drawn negatives;
+    a fixed candidate file has no seed), ``full/<metric>`` when ``test_full`` and the main protocol
+    is ``sampled``.  Rating errors are not repeated.
+    """
+    out: dict[str, float] = {}
+    base = dataclasses.replace(cfg, ratings=False, test_sampling_seeds=(), test_full=False)
+    if cfg.protocol == "sampled" and not cfg.candidates:
+        for seed in cfg.test_sampling_seeds:
+            part = evaluate_split(model, split, "test", dataclasses.replace(base, sampling_seed=int(seed)), progress)
+            out.update({f"s{seed}/{k}": v for k, v in part.items()})
+    if cfg.test_full and cfg.protocol != "full":
+        part = evaluate_split(model, split, "test", dataclasses.replace(base, protocol="full", candidates=None),
+                              progress)
+        out.update({f"full/{k}": v for k, v in part.items()})
     return out
