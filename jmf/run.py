@@ -35,7 +35,7 @@ log = logging.getLogger("jmf")
 
 DATA_META_KEYS = ("preprocess", "name")
 # trainer knobs that change how a run executes, not what it computes: a checkpoint stays valid across them
-EXECUTION_KEYS = ("optimized_metric", "top_n", "log_level", "devices", "max_inflight", "checkpoint",
+EXECUTION_KEYS = ("optimized_metric", "top_n", "interest", "log_level", "devices", "max_inflight", "checkpoint",
                   "checkpoint_every", "keep_checkpoints", "resume", "progress", "tensorboard", "log_every",
                   "nan_check", "distributed")
 
@@ -129,6 +129,8 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
         _print_table(metrics, timing, f"{cfg.data.get('name', 'data')} · {type(model).__name__} · seed {seed}")
     if trainer.top_n > 0 and jax.process_index() == 0:
         _write_top_n(model, split, trainer.top_n, out / "topn.json")
+    if trainer.interest and jax.process_index() == 0:
+        _write_interest(model, split, out / "interest.csv")
     return metrics
 
 
@@ -159,15 +161,40 @@ def _print_table(metrics: dict[str, float], timing: dict[str, float], title: str
                     ", ".join(f"{k.split('/')[1]} {v:.0f}" for k, v in metrics.items() if k.startswith("rows/")))
 
 
+def _output_users(split: SplitData) -> np.ndarray:
+    """The users whose lists a run writes: the cold test users and every user with test rows (at most 10^5)."""
+    users = np.concatenate([split.cold_test_users, np.flatnonzero(np.diff(split.test.indptr) > 0)])
+    return np.unique(users)[:100_000]
+
+
+def _write_interest(model, split: SplitData, path: Path) -> None:
+    """``interest.csv``: a row per output user, ``user`` then one column per CF-side category (``I_u``)."""
+    import jax.numpy as jnp
+    import pandas as pd
+
+    if not hasattr(model, "interest"):
+        raise ValueError(f"trainer.interest: {type(model).__name__} has no interest vector (use model=jmf)")
+    users = _output_users(split)
+    names = [str(split.data.category_names[c]) for c in split.partition.cf_categories]
+    parts = []
+    for start in range(0, len(users), 1024):
+        chunk = np.zeros(1024, np.int32)   # fixed-size batches: one compilation
+        n = len(users[start:start + 1024])
+        chunk[:n] = users[start:start + n]
+        parts.append(np.asarray(model.interest(jnp.asarray(chunk)))[:n])
+    frame = pd.DataFrame(np.concatenate(parts) if parts else np.zeros((0, len(names))), columns=names)
+    frame.insert(0, "user", [str(split.data.user_ids[u]) for u in users])
+    frame.to_csv(path, index=False, float_format="%.6g")
+
+
 def _write_top_n(model, split: SplitData, n: int, path: Path) -> None:
     import jax.numpy as jnp
 
-    users = np.concatenate([split.cold_test_users, np.flatnonzero(np.diff(split.test.indptr) > 0)])
-    users = np.unique(users)[:100_000]
+    users = _output_users(split)
     result = {}
     for start in range(0, len(users), 1024):
         chunk = users[start:start + 1024]
-        scores = np.asarray(model.score(jnp.asarray(chunk, jnp.int32)))
+        scores = np.array(model.score(jnp.asarray(chunk, jnp.int32)))  # a writable copy
         train = split.train[chunk].toarray() > 0
         scores[train] = -np.inf
         top = np.argsort(-scores, axis=1)[:, :n]

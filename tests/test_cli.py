@@ -64,3 +64,56 @@ def test_bad_config_fails_at_startup_naming_the_key(tmp_path, override, message)
     assert res.returncode != 0
     assert message in res.stderr + res.stdout
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+EXTERNAL_HEAD = '''
+import os
+from pathlib import Path
+
+import jax.numpy as jnp
+from flax import nnx
+
+
+class GatedHead(nnx.Module):
+    """P̂_u = scale * tanh(W h_u) * sigmoid(V h_u): a mapping head written outside the jmf package."""
+
+    def __init__(self, d_in, d_out, scale=1.0, *, rngs):
+        self.w = nnx.Linear(d_in, d_out, rngs=rngs)
+        self.v = nnx.Linear(d_in, d_out, rngs=rngs)
+        self.scale = scale
+        Path(os.environ["GATED_HEAD_MARKER"]).write_text(f"{d_in} {d_out} {scale}")
+
+    def __call__(self, h):
+        return self.scale * jnp.tanh(self.w(h)) * nnx.sigmoid(self.v(h))
+'''
+
+
+def test_external_head_through_target_writes_interest_and_top_n(tmp_path):
+    """A new head is one module plus one config file under ``model/head``: here both live outside the
+    package (the module on PYTHONPATH, the config on ``hydra.searchpath``)."""
+    (tmp_path / "my_heads.py").write_text(EXTERNAL_HEAD)
+    head_dir = tmp_path / "conf" / "model" / "head"
+    head_dir.mkdir(parents=True)
+    (head_dir / "gated.yaml").write_text("_target_: my_heads.GatedHead\n_partial_: true\nscale: 2.0\n")
+    marker = tmp_path / "marker.txt"
+    env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "GATED_HEAD_MARKER": str(marker)}
+    run = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "jmf", f"hydra.run.dir={run}", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+         "model=jmf", "model/head=gated", "model.dim=8", "partition.k=4", "split=cold_start", *SMALL,
+         "trainer.top_n=5", "trainer.interest=true"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert marker.read_text().split() == ["64", "8", "2.0"]       # built with h_u's and P̂_u's sizes
+    assert "my_heads.GatedHead" in (run / "config.yaml").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 < metrics["test/ndcg@10"] <= 1.0
+    # per-user interest vectors over the 4 CF-side categories, and top-5 lists
+    import pandas as pd
+
+    interest = pd.read_csv(run / "interest.csv", dtype={"user": str})
+    assert interest.shape[1] == 1 + 4 and len(interest) > 0
+    assert abs(interest.iloc[:, 1:].sum(1) - 1.0).max() < 1e-4
+    top = json.loads((run / "topn.json").read_text())
+    assert set(interest["user"]) <= set(top) and all(len(v) == 5 for v in top.values())
