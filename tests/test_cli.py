@@ -114,6 +114,6 @@ def test_external_head_through_target_writes_interest_and_top_n(tmp_path):
 
     interest = pd.read_csv(run / "interest.csv", dtype={"user": str})
     assert interest.shape[1] == 1 + 4 and len(interest) > 0
-    assert abs(interest.iloc[:, 1:].sum(1) - 1.0).max() < 1e-4
+    assert abs(interest.iloc[:, 1:].sum(axis=1) - 1.0).max() < 1e-4
     top = json.loads((run / "topn.json").read_text())
     assert set(interest["user"]) <= set(top) and all(len(v) == 5 for v in top.values())
