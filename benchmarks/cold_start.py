@@ -122,7 +122,7 @@ def main() -> None:
     data_dir()  # fail early when the real datasets are missing
 
     name = args.name or "cold_start_" + "_".join(args.tasks)
-    raw = _load_runs(([(name, False)] if args.resume else []) + [(m, True) for m in args.merge_from], args.tasks)
+    raw = _load_runs(([(name, False)] if args.resume else []) + [(m, True) for m in args.merge_from])
     done = {(r["task"], r["model"], r["seed"]) for r in raw if "error" not in r}
     for task in args.tasks:
         models = [ALIASES.get(m, m) for m in args.models] if args.models else [
@@ -150,9 +150,9 @@ def main() -> None:
     _write(name, args.tasks, raw)
 
 
-def _load_runs(stems: list[tuple[str, bool]], tasks: list[str]) -> list[dict]:
-    """The per-run rows of earlier result files ``(stem, must_exist)`` of ``tasks`` (later files win
-    for the same task, model and seed)."""
+def _load_runs(stems: list[tuple[str, bool]]) -> list[dict]:
+    """The per-run rows of earlier result files ``(stem, must_exist)``, every task kept (later files
+    win for the same task, model and seed)."""
     runs: dict[tuple, dict] = {}
     for stem, must_exist in stems:
         path = RESULTS / f"{stem}.json"
@@ -161,8 +161,7 @@ def _load_runs(stems: list[tuple[str, bool]], tasks: list[str]) -> list[dict]:
                 raise FileNotFoundError(f"--merge-from: {path} does not exist")
             continue
         for r in json.loads(path.read_text())["rows"]:
-            if r["task"] in tasks:
-                runs[(r["task"], r["model"], r["seed"])] = r
+            runs[(r["task"], r["model"], r["seed"])] = r
     return list(runs.values())
 
 
@@ -186,8 +185,10 @@ def _table_rows(task: str, raw: list[dict]) -> list[dict]:
 
 
 def _write(name: str, tasks: list[str], raw: list[dict]) -> None:
+    """Tables of ``tasks`` and of every other task with runs in ``raw`` (kept from earlier runs)."""
+    present = set(tasks) | {r["task"] for r in raw}
     sections, rows = [], []
-    for task in tasks:
+    for task in [t for t in TASKS if t in present]:
         task_rows = _table_rows(task, raw)
         rows += task_rows
         if task_rows:
