@@ -147,7 +147,6 @@ def main() -> None:
                     f"{k.split('/', 1)[1]} {metrics.get(k, math.nan):.4f}" for k in metric_names)
                     + f" ({metrics['bench/seconds']:.0f}s)", flush=True)
             _write(name, args.tasks, raw)   # after every model, so a cut-short benchmark keeps its rows
-    _write(name, args.tasks, raw)
 
 
 def _load_runs(stems: list[tuple[str, bool]]) -> list[dict]:

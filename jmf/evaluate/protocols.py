@@ -239,18 +239,24 @@ def evaluate_split(model, split, fold: str, cfg: EvalConfig, progress=None) -> d
     return out
 
 
-def evaluate_test_extras(model, split, cfg: EvalConfig, progress=None) -> dict[str, float]:
+def evaluate_test_extras(model, split, cfg: EvalConfig, progress=None,
+                         main: dict[str, float] | None = None) -> dict[str, float]:
     """The test fold again under the extra protocols of ``cfg`` (the model is scored, not refitted).
 
     ``s<seed>/<metric>`` for each of ``test_sampling_seeds`` (sampled protocol with drawn negatives;
     a fixed candidate file has no seed), ``full/<metric>`` when ``test_full`` and the main protocol
-    is ``sampled``.  Rating errors are not repeated.
+    is ``sampled``.  Rating errors are not repeated.  ``main``: the test metrics of ``cfg`` itself,
+    reused for the seed equal to ``cfg.sampling_seed`` instead of evaluating it again.
     """
     out: dict[str, float] = {}
     base = dataclasses.replace(cfg, ratings=False, test_sampling_seeds=(), test_full=False)
     if cfg.protocol == "sampled" and not cfg.candidates:
         for seed in cfg.test_sampling_seeds:
-            part = evaluate_split(model, split, "test", dataclasses.replace(base, sampling_seed=int(seed)), progress)
+            if main is not None and int(seed) == cfg.sampling_seed:
+                part = {k: v for k, v in main.items() if k not in ("rmse", "mae")}
+            else:
+                part = evaluate_split(model, split, "test", dataclasses.replace(base, sampling_seed=int(seed)),
+                                      progress)
             out.update({f"s{seed}/{k}": v for k, v in part.items()})
     if cfg.test_full and cfg.protocol != "full":
         part = evaluate_split(model, split, "test", dataclasses.replace(base, protocol="full", candidates=None),

@@ -160,12 +160,12 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
     # item bias r (the popularity logit), for P_u and for P̂_u; score() ranks by it when ρ > 0.
     if kind == "mse":
         r_i, r_neg = rows["rank_bias"][:, 0], rows["rank_bias_neg"][:, 0]
-        not_pos_logit = jnp.where(not_pos, 0.0, -1e9)
+        no_bias = jnp.zeros((B,))
 
         def rank_term(p_, w):
-            pos = (expand(p_) * q).sum(-1) + r_i
-            neg = expand(p_ @ q_neg.T + r_neg[None, :]) + not_pos_logit
-            return losses.sampled_softmax(pos, neg, w)
+            pos = cf_scores(expand(p_), q, r_i, 0.0)
+            neg = expand(cf_scores_shared(p_, q_neg, r_neg, no_bias))
+            return losses.sampled_softmax(pos, jnp.where(not_pos, neg, -1e9), w)
         out["rank"] = rank_term(p, weight) + rank_term(mapped.p_hat, pair_dl)
     else:
         out["rank"] = jnp.zeros(())

@@ -110,25 +110,26 @@ class JMF:
             P = 0.1 * np.asarray(jax.random.normal(key_u, (n_users, self.dim)))
             Q = 0.1 * np.asarray(jax.random.normal(key_i, (n_items, self.dim)))
         P, Q = _pad_rows(np.asarray(P, np.float32), n_user_rows), _pad_rows(np.asarray(Q, np.float32), n_item_rows)
-        item_bias = _pad_rows(self._item_bias_prior(split)[:, None], n_item_rows)
-        rank_bias = _pad_rows(_log_popularity(split.train)[:, None], n_item_rows)
+        log_pop = _log_popularity(split.train)
+        item_bias = _pad_rows(self._item_bias_prior(split, log_pop)[:, None], n_item_rows)
+        rank_bias = _pad_rows(log_pop[:, None], n_item_rows)
         tables = {"P": jnp.asarray(P), "Q": jnp.asarray(Q),
                   "user_bias": jnp.zeros((n_user_rows, 1)), "item_bias": jnp.asarray(item_bias),
                   "rank_bias": jnp.asarray(rank_bias)}
         return net, tables
 
-    def _item_bias_prior(self, split: SplitData) -> np.ndarray:
-        """``[I_T]`` float32 initial item biases (see ``bias_init``)."""
-        train = split.train.tocsc()
-        n_items = train.shape[1]
+    def _item_bias_prior(self, split: SplitData, log_pop: np.ndarray) -> np.ndarray:
+        """``[I_T]`` float32 initial item biases (see ``bias_init``); ``log_pop``: the implicit prior."""
         mode = self.bias_init if self.bias_init != "auto" else ("prior" if self.kind == "mse" else "zero")
-        if mode == "zero" or train.nnz == 0:
-            return np.zeros(n_items, np.float32)
-        counts = np.diff(train.indptr).astype(np.float64)
-        if self.kind == "mse":  # score = mean + b_u + b_i + P·Q: b_i = the damped mean deviation
-            sums = np.asarray(train.sum(0)).ravel() - counts * self.mean
-            return (sums / (counts + self.bias_damping)).astype(np.float32)
-        return _log_popularity(split.train)
+        if mode == "zero" or split.train.nnz == 0:
+            return np.zeros(split.train.shape[1], np.float32)
+        if self.kind == "mse":  # score = mean + b_u + b_i + P·Q: mean + b_i = model=pop's damped item mean
+            from jmf.models.cf.popularity import Popularity
+
+            pop = Popularity(damping=self.bias_damping)
+            pop.fit(split)
+            return (pop.item_mean - pop.global_mean).astype(np.float32)
+        return log_pop
 
     def fit(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None) -> dict[str, float]:
         """SVD init -> ``pretrain_epochs`` of ``L_DL`` -> joint epochs with early stopping, on the engine.
