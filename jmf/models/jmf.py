@@ -51,14 +51,22 @@ class JMFNet(nnx.Module):
         self.interest = nnx.Linear(dim, n_cf_categories, rngs=rngs)        # I_u = W3 P̂_u + b3
         self.dl_items = nnx.Embed(n_dl_items + 1, d_h, embedding_init=nnx.initializers.normal(0.05), rngs=rngs)
         self.dl_categories = nnx.Linear(d_h, n_dl_categories + 1, rngs=rngs)
+        # b̂_u's O2 rating offset: a · (the user's damped mean O2 residual), a started by the model
+        self.offset_scale = nnx.Param(jnp.zeros(()))
         self.literal = bool(getattr(self.head, "literal", False))
         if self.literal:                                                    # C_u = σ(W4 I_u + b4)
             self.literal_out = nnx.Linear(n_cf_categories, n_cf_items, rngs=rngs)
 
-    def map(self, items: jax.Array, categories: jax.Array, mask: jax.Array, **inputs: jax.Array) -> Mapped:
+    def map(self, items: jax.Array, categories: jax.Array, mask: jax.Array, offset: jax.Array | None = None,
+            **inputs: jax.Array) -> Mapped:
+        """``offset [B]``: the user's O2 rating offset (:func:`jmf.models.joint.o2_user_offsets`; 0 on
+        implicit data), added to ``b̂_u`` with the learned scale ``a``."""
         h = self.encoder(items, categories, mask, **inputs)
         p_hat = self.head(h)
-        return Mapped(h, p_hat, self.bias(h)[:, 0], self.interest(p_hat))
+        bias_hat = self.bias(h)[:, 0]
+        if offset is not None:
+            bias_hat = bias_hat + self.offset_scale[...] * offset
+        return Mapped(h, p_hat, bias_hat, self.interest(p_hat))
 
     def literal_logits(self, interest: jax.Array) -> jax.Array:
         """``[B, K]`` -> ``[B, I_T]`` logits of ``C_u``."""
@@ -114,7 +122,8 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
         ``item_bias [B*m, 1]``, ``rank_bias [B*m, 1]``, and of the ``N`` negatives shared by the
         batch ``Qneg [N, d]``, ``item_bias_neg [N, 1]``, ``rank_bias_neg [N, 1]``.
       batch: ``users [B]``, ``items, values, weight [B, m]``, ``neg_items [N]``, ``dl_users [B2]``.
-      seq: device-resident per-user arrays: ``items/categories/mask [U, L]``, ``interest [U, K]``.
+      seq: device-resident per-user arrays: ``items/categories/mask [U, L]``, ``offset [U]``,
+        ``interest [U, K]``.
       kind: CF loss (``mse``/``bpr``/``softmax``); mean: global rating mean ``μ`` (0 for ranking).
     """
     users = batch["users"]
@@ -142,7 +151,7 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
                         + losses.weighted_mean((q ** 2).sum(-1) + b_i ** 2, weight))
 
     # P̂_u from the user's O2 sequence; only users with O2 history carry weight
-    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users],
+    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users], seq["offset"][users],
                      **encoder_inputs(net, seq, users))
     has_dl = seq["mask"][users].any(1).astype(jnp.float32) * weight.reshape(B, m).max(1)   # [B]
     out["map"] = losses.weighted_mean(((mapped.p_hat - jax.lax.stop_gradient(p)) ** 2).sum(-1), has_dl)

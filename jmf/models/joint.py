@@ -58,7 +58,12 @@ class JMF:
         ``prior`` starts the item biases at the popularity baseline: on ratings each item's mean
         deviation shrunk by ``bias_damping`` pseudo-ratings (the ``model=pop`` predictor), on implicit
         data the centred ``log(1 + count)``; ``zero`` starts them at 0.
-      bias_damping: the shrinkage of the rating prior (``model=pop``'s ``damping``).
+      bias_damping: the shrinkage of the rating prior (``model=pop``'s ``damping``) and of the O2 offsets.
+      user_offset: on ratings, ``b̂_u`` (the user bias predicted from O2) adds ``a·o_u``: ``o_u`` is the
+        user's mean O2 residual (each O2 rating minus its item's damped mean), shrunk by
+        ``bias_damping`` pseudo-ratings (:func:`o2_user_offsets`), so a user who rates high in the
+        other categories is predicted to rate high here; ``a`` is learned, started at the
+        least-squares fit of the warm users' O1 residuals (against ``μ + b_i``) on ``o_u``.
       blend: weight of ``P_u`` against ``P̂_u`` for warm users at inference.
       patience: epochs without validation improvement before stopping (0 = never stop early).
       monitor: validation metric for early stopping (``auto``: rmse on ratings, ndcg@10 else).
@@ -71,7 +76,7 @@ class JMF:
                  items_per_user: int = 8,
                  optimizer: str = "adam", lr: float = 1e-3, table_optimizer: str = "adagrad", table_lr: float = 0.05,
                  reg: float = 1e-4, negatives: int = 32, max_len: int = 50, init: str = "svd", blend: float = 0.5,
-                 bias_init: str = "auto", bias_damping: float = 5.0, patience: int = 3, monitor: str = "auto", max_inflight: int = 0, eval_batch_size: int = 512):
+                 bias_init: str = "auto", bias_damping: float = 5.0, user_offset: bool = True, patience: int = 3, monitor: str = "auto", max_inflight: int = 0, eval_batch_size: int = 512):
         if init not in ("svd", "normal"):
             raise ValueError(f"model.init: {init!r} is not svd|normal")
         if bias_init not in ("auto", "prior", "zero"):
@@ -88,7 +93,7 @@ class JMF:
         self.optimizer, self.lr, self.table_optimizer, self.table_lr = optimizer, lr, table_optimizer, table_lr
         self.reg, self.negatives, self.max_len, self.init = reg, negatives, max_len, init
         self.blend, self.patience, self.monitor, self.max_inflight = blend, patience, monitor, max_inflight
-        self.bias_init, self.bias_damping = bias_init, bias_damping
+        self.bias_init, self.bias_damping, self.user_offset = bias_init, bias_damping, bool(user_offset)
         self.eval_batch_size = eval_batch_size
 
     # ------------------------------------------------------------------ set-up
@@ -111,7 +116,11 @@ class JMF:
             Q = 0.1 * np.asarray(jax.random.normal(key_i, (n_items, self.dim)))
         P, Q = _pad_rows(np.asarray(P, np.float32), n_user_rows), _pad_rows(np.asarray(Q, np.float32), n_item_rows)
         log_pop = _log_popularity(split.train)
-        item_bias = _pad_rows(self._item_bias_prior(split, log_pop)[:, None], n_item_rows)
+        prior = self._item_bias_prior(split, log_pop)
+        self.offsets = (o2_user_offsets(split, self.bias_damping) if self.user_offset and self.kind == "mse"
+                        else np.zeros(split.n_users, np.float32))
+        net.offset_scale[...] = jnp.float32(_offset_scale(split.train, self.offsets, self.mean + prior))
+        item_bias = _pad_rows(prior[:, None], n_item_rows)
         rank_bias = _pad_rows(log_pop[:, None], n_item_rows)
         tables = {"P": jnp.asarray(P), "Q": jnp.asarray(Q),
                   "user_bias": jnp.zeros((n_user_rows, 1)), "item_bias": jnp.asarray(item_bias),
@@ -179,7 +188,7 @@ class JMF:
         seqs = dl_sequences(split, self.max_len)
         self.seq = parallel.put_replicated(
             {"items": seqs.items, "categories": seqs.categories, "mask": seqs.mask,
-             "values": centred_values(seqs, split.implicit),
+             "values": centred_values(seqs, split.implicit), "offset": self.offsets,
              **(net.encoder.user_inputs(split, seqs) if hasattr(net.encoder, "user_inputs") else {}),
              "interest": cf_category_distribution(split)}, engine.mesh)
         self.has_cf = jnp.asarray(np.diff(split.train.indptr) > 0)
@@ -293,6 +302,28 @@ def centred_values(seqs, implicit: bool) -> np.ndarray:
     return np.where(seqs.mask, seqs.values - mean, 0.0).astype(np.float32)
 
 
+def o2_user_offsets(split: SplitData, damping: float) -> np.ndarray:
+    """``[U]`` float32: each user's O2 rating offset ``o_u = Σ_j (r_uj - m_j) / (n_u + damping)`` over
+    the user's O2 ratings, ``m_j`` the O2 item mean shrunk towards the O2 mean by ``damping``
+    pseudo-ratings (``model=pop``'s predictor on O2); 0 for users without O2 ratings and on implicit data."""
+    dl = split.dl.tocoo()
+    if split.implicit or dl.nnz == 0:
+        return np.zeros(split.n_users, np.float32)
+    n_items = split.dl.shape[1]
+    counts = np.bincount(dl.col, minlength=n_items)
+    item_mean = (np.bincount(dl.col, dl.data, minlength=n_items) + damping * dl.data.mean()) / (counts + damping)
+    residual = np.bincount(dl.row, dl.data - item_mean[dl.col], minlength=split.n_users)
+    return (residual / (np.bincount(dl.row, minlength=split.n_users) + damping)).astype(np.float32)
+
+
+def _offset_scale(train, offsets: np.ndarray, prior: np.ndarray) -> float:
+    """Least-squares ``a`` in ``r_ui - prior_i ≈ a·o_u`` over the O1 training ratings (0 without signal)."""
+    coo = train.tocoo()
+    x = offsets[coo.row].astype(np.float64)
+    xx = float((x * x).sum())
+    return float((x * (coo.data - prior[coo.col])).sum() / xx) if xx > 0 else 0.0
+
+
 def _log_popularity(train) -> np.ndarray:
     """``[I]`` float32 centred ``log(1 + #training interactions)`` of each item."""
     log_pop = np.log1p(np.diff(train.tocsc().indptr).astype(np.float64))
@@ -306,7 +337,7 @@ def _pad_rows(table: np.ndarray, n_rows: int) -> np.ndarray:
 @functools.partial(jax.jit, static_argnums=0)
 def _user_vectors(graphdef, params, rest, tables, seq, has_cf, users, blend):
     net = nnx.merge(graphdef, params, rest)
-    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users],
+    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users], seq["offset"][users],
                      **encoder_inputs(net, seq, users))
     warm = has_cf[users][:, None]
     has_dl = seq["mask"][users].any(1)[:, None]
