@@ -69,7 +69,7 @@ def load_split(dataset: str, seed: int, ciao_users: int):
     return build_split(data, cfg.partition, cfg.split, seed)
 
 
-def build_model(dataset: str, name: str, max_tokens: int):
+def build_model(dataset: str, name: str, max_tokens: int, extra: tuple[str, ...] = ()):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -84,7 +84,7 @@ def build_model(dataset: str, name: str, max_tokens: int):
     overrides = list(MODELS[name])
     if name.startswith("LM"):
         overrides.append(f"model.encoder.max_tokens={max_tokens}")
-    return instantiate(compose(EXPERIMENTS[dataset], overrides).model, _convert_="all")
+    return instantiate(compose(EXPERIMENTS[dataset], [*overrides, *extra]).model, _convert_="all")
 
 
 def _table(runs: list[dict]) -> list[dict]:
@@ -124,7 +124,7 @@ def cold_start(args) -> None:
                 if seed not in splits:
                     splits[seed] = load_split(dataset, seed, args.ciao_users)
                 split = splits[seed]
-                model = build_model(dataset, name, args.max_tokens)
+                model = build_model(dataset, name, args.max_tokens, tuple(args.override))
                 start = time.perf_counter()
                 model.fit(split, seed=seed)
                 seconds = time.perf_counter() - start
@@ -206,6 +206,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep finished runs of results/<out>.json")
     parser.add_argument("--out", default="lm_cold_start", help="results name (benchmarks/results/<out>.*)")
     parser.add_argument("--merge-from", nargs="*", default=[], help="more results names whose runs are kept")
+    parser.add_argument("--override", nargs="*", default=[],
+                        help="extra Hydra overrides of the JMF models (e.g. model.user_offset=false)")
     args = parser.parse_args()
     os.environ["JMF_DATA_DIR"] = str(data_dir())  # the configs read ${oc.env:JMF_DATA_DIR}
     if args.only in (None, "throughput"):

@@ -65,6 +65,10 @@ class JMF:
         other categories is predicted to rate high here; ``a`` is learned, started at the
         least-squares fit of the warm users' O1 residuals (against ``μ + b_i``) on ``o_u``.
       blend: weight of ``P_u`` against ``P̂_u`` for warm users at inference.
+      interest_score: weight ``λ`` of the interest vector in ``score`` (the ranking metrics):
+        ``s_ui += λ·(log softmax(I_u)[c_i] − log p̄(c_i))``, ``c_i`` the item's CF-side category and ``p̄``
+        the warm users' mean training category mix, i.e. ``p(i|u) ∝ p(i|u)·p(c_i|u)/p(c_i)`` with
+        ``p(c|u)`` the ``L_interest``-trained ``I_u`` (0: off; a constant when ``K = 1``).
       patience: epochs without validation improvement before stopping (0 = never stop early).
       monitor: validation metric for early stopping (``auto``: rmse on ratings, ndcg@10 else).
       max_inflight: steps dispatched before blocking on one (0: ``trainer.max_inflight``; bounds XLA's CPU
@@ -76,7 +80,7 @@ class JMF:
                  items_per_user: int = 8,
                  optimizer: str = "adam", lr: float = 1e-3, table_optimizer: str = "adagrad", table_lr: float = 0.05,
                  reg: float = 1e-4, negatives: int = 32, max_len: int = 50, init: str = "svd", blend: float = 0.5,
-                 bias_init: str = "auto", bias_damping: float = 5.0, user_offset: bool = True, patience: int = 3, monitor: str = "auto", max_inflight: int = 0, eval_batch_size: int = 512):
+                 bias_init: str = "auto", bias_damping: float = 5.0, user_offset: bool = True, interest_score: float = 0.0, patience: int = 3, monitor: str = "auto", max_inflight: int = 0, eval_batch_size: int = 512):
         if init not in ("svd", "normal"):
             raise ValueError(f"model.init: {init!r} is not svd|normal")
         if bias_init not in ("auto", "prior", "zero"):
@@ -94,6 +98,7 @@ class JMF:
         self.reg, self.negatives, self.max_len, self.init = reg, negatives, max_len, init
         self.blend, self.patience, self.monitor, self.max_inflight = blend, patience, monitor, max_inflight
         self.bias_init, self.bias_damping, self.user_offset = bias_init, bias_damping, bool(user_offset)
+        self.interest_score = float(interest_score)
         self.eval_batch_size = eval_batch_size
 
     # ------------------------------------------------------------------ set-up
@@ -186,11 +191,13 @@ class JMF:
             state, lambda path, leaf: path[0].name in ("tables", "table_opt") and leaf.shape[0] in table_rows)
         state = engine.put_state(state, sharding)
         seqs = dl_sequences(split, self.max_len)
+        interest = cf_category_distribution(split)
+        self.item_category, self.category_log_prior = _category_prior(split, interest)
         self.seq = parallel.put_replicated(
             {"items": seqs.items, "categories": seqs.categories, "mask": seqs.mask,
              "values": centred_values(seqs, split.implicit), "offset": self.offsets,
              **(net.encoder.user_inputs(split, seqs) if hasattr(net.encoder, "user_inputs") else {}),
-             "interest": cf_category_distribution(split)}, engine.mesh)
+             "interest": interest}, engine.mesh)
         self.has_cf = jnp.asarray(np.diff(split.train.indptr) > 0)
         step_fn = make_train_step(self.graphdef, tx, table_tx, self.kind, self.mean, self.reg, self.negatives,
                                   n_items=n_items)
@@ -265,8 +272,13 @@ class JMF:
             return _literal_scores(self.graphdef, self.state.params, self.state.rest, interest)
         n = self.n_items  # row-sharded tables carry padding rows past the last item
         if self.ranks_by_rank_bias:  # ratings with L_rank: rank by which items the user would rate
-            return vec @ t["Q"][:n].T + t["rank_bias"][:n, 0][None, :]
-        return vec @ t["Q"][:n].T + t["item_bias"][:n, 0][None, :] + bias[:, None]
+            scores = vec @ t["Q"][:n].T + t["rank_bias"][:n, 0][None, :]
+        else:
+            scores = vec @ t["Q"][:n].T + t["item_bias"][:n, 0][None, :] + bias[:, None]
+        if self.interest_score:
+            log_mix = jax.nn.log_softmax(interest, axis=-1) - self.category_log_prior[None, :]   # [B, K]
+            scores = scores + self.interest_score * log_mix[:, self.item_category]
+        return scores
 
     @property
     def ranks_by_rank_bias(self) -> bool:
@@ -322,6 +334,16 @@ def _offset_scale(train, offsets: np.ndarray, prior: np.ndarray) -> float:
     x = offsets[coo.row].astype(np.float64)
     xx = float((x * x).sum())
     return float((x * (coo.data - prior[coo.col])).sum() / xx) if xx > 0 else 0.0
+
+
+def _category_prior(split: SplitData, interest: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """``([I_T] int32 CF-side category index of each item, [K] log mean training mix of the warm users)``."""
+    pos = np.full(split.data.n_categories, -1, np.int64)
+    pos[split.partition.cf_categories] = np.arange(len(split.partition.cf_categories))
+    item_category = pos[split.data.item_category[split.cf_items]].astype(np.int32)
+    warm = interest.sum(1) > 0
+    mix = interest[warm].mean(0) if warm.any() else np.full(interest.shape[1], 1.0 / max(interest.shape[1], 1))
+    return jnp.asarray(item_category), jnp.asarray(np.log(np.maximum(mix, 1e-6)), jnp.float32)
 
 
 def _log_popularity(train) -> np.ndarray:
