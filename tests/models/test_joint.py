@@ -153,3 +153,32 @@ def test_jmf_user_offset_transfers_a_shared_rating_bias():
     # seen: pop 1.45, with the offset 0.92, without 1.07 (the encoder reads the centred O2 ratings and
     # learns part of the bias itself)
     assert rmse[True] < 0.7 * rmse["pop"] and rmse[True] < 0.92 * rmse[False], rmse
+
+
+def test_interest_score_reweights_ranking_by_the_interest_vector(rating_split):
+    """``interest_score=λ`` adds ``λ·(log softmax(I_u)[c_i] − log p̄(c_i))`` to every score, ``p̄`` the
+    warm users' mean O1 category mix, computed here from the raw rows; ``predict`` is unchanged."""
+    users = np.asarray(rating_split.cold_test_users[:16])
+    models = {}
+    for lam in (0.0, 2.0):
+        models[lam] = JMF(partial(BagEncoder), partial(LinearHead), dim=8, weights={"rank": 1.0}, interest_score=lam)
+        models[lam].setup(rating_split, seed=0)
+    base, reweighted = (np.asarray(models[lam].score(users)) for lam in (0.0, 2.0))
+
+    data, split = rating_split.data, rating_split
+    cats = list(split.partition.cf_categories)
+    item_cat = np.array([cats.index(c) for c in data.item_category[split.cf_items]])
+    mixes = []
+    for u in range(split.n_users):
+        items = split.train.indices[split.train.indptr[u]:split.train.indptr[u + 1]]
+        if len(items):
+            mixes.append(np.bincount(item_cat[items], minlength=len(cats)) / len(items))
+    prior = np.mean(mixes, axis=0)
+    logits = np.asarray(models[0.0].user_vectors(users)[2], np.float64)
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    want = base + 2.0 * (log_p - np.log(prior))[:, item_cat]
+    np.testing.assert_allclose(reweighted, want, rtol=1e-4, atol=1e-4)
+    assert np.abs(reweighted - base).max() > 1e-3
+    rows = rating_split.test.tocoo()
+    np.testing.assert_array_equal(models[0.0].predict(rows.row[:50], rows.col[:50]),
+                                  models[2.0].predict(rows.row[:50], rows.col[:50]))
