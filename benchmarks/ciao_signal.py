@@ -80,14 +80,14 @@ def _category_fit(X: np.ndarray, Y: np.ndarray, steps: int = 3000, lr: float = 0
 
 def predictors(data, split) -> dict[str, _Fixed]:
     from jmf.models.cf.popularity import Popularity
-    from jmf.models.joint import _offset_scale, o2_user_offsets
+    from jmf.models.joint import fit_offset_scale, o2_user_offsets
 
     pop = Popularity(damping=5.0)
     pop.fit(split)
     counts = np.asarray(pop.item_counts)
     log_pop = np.log1p(counts)
     offsets = o2_user_offsets(split, 5.0)
-    a = _offset_scale(split.train, offsets, pop.item_mean)
+    a = fit_offset_scale(split.train, offsets, pop.item_mean)
     out = {"pop": pop,
            "pop + O2 offset": _Fixed(lambda u: np.broadcast_to(counts, (len(u), len(counts))),
                                      lambda u, i: pop.item_mean[i] + a * offsets[u])}

@@ -57,14 +57,20 @@ def dl_sequences(split: SplitData, max_len: int) -> Sequences:
     return Sequences(items, cats, values, items > 0)
 
 
+def cf_item_categories(split: SplitData) -> np.ndarray:
+    """``[I_T]`` int32: each CF-side item's category as an index ``0..K-1`` into
+    ``split.partition.cf_categories`` (the columns of :func:`cf_category_distribution`)."""
+    pos = np.full(split.data.n_categories, -1, np.int64)
+    pos[split.partition.cf_categories] = np.arange(len(split.partition.cf_categories))
+    return pos[split.data.item_category[split.cf_items]].astype(np.int32)
+
+
 def cf_category_distribution(split: SplitData) -> np.ndarray:
     """``[U, K]`` float32: each user's CF-side training interactions as a distribution over the
     K CF-side categories (rows of users with none are zero) — the target of ``I_u``."""
     data = split.data
-    pos = np.full(data.n_categories, -1, np.int64)
-    pos[split.partition.cf_categories] = np.arange(len(split.partition.cf_categories))
     coo = split.train.tocoo()
-    cat = pos[data.item_category[split.cf_items[coo.col]]]
+    cat = cf_item_categories(split)[coo.col]
     out = np.zeros((data.n_users, len(split.partition.cf_categories)), np.float32)
     np.add.at(out, (coo.row, cat), 1.0)
     total = out.sum(1, keepdims=True)

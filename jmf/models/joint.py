@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jmf.data.batches import cf_category_distribution, dl_sequences
+from jmf.data.batches import cf_category_distribution, cf_item_categories, dl_sequences
 from jmf.data.split import SplitData
 from jmf.models.jmf import JMFNet, LossWeights, encoder_inputs
 from jmf.optim import build_optimizer, part_optimizer
@@ -124,7 +124,7 @@ class JMF:
         prior = self._item_bias_prior(split, log_pop)
         self.offsets = (o2_user_offsets(split, self.bias_damping) if self.user_offset and self.kind == "mse"
                         else np.zeros(split.n_users, np.float32))
-        net.offset_scale[...] = jnp.float32(_offset_scale(split.train, self.offsets, self.mean + prior))
+        net.offset_scale[...] = jnp.float32(fit_offset_scale(split.train, self.offsets, self.mean + prior))
         item_bias = _pad_rows(prior[:, None], n_item_rows)
         rank_bias = _pad_rows(log_pop[:, None], n_item_rows)
         tables = {"P": jnp.asarray(P), "Q": jnp.asarray(Q),
@@ -328,8 +328,9 @@ def o2_user_offsets(split: SplitData, damping: float) -> np.ndarray:
     return (residual / (np.bincount(dl.row, minlength=split.n_users) + damping)).astype(np.float32)
 
 
-def _offset_scale(train, offsets: np.ndarray, prior: np.ndarray) -> float:
-    """Least-squares ``a`` in ``r_ui - prior_i ≈ a·o_u`` over the O1 training ratings (0 without signal)."""
+def fit_offset_scale(train, offsets: np.ndarray, prior: np.ndarray) -> float:
+    """The least-squares ``a`` in ``r_ui - prior_i ≈ a·o_u`` over the O1 training ratings ``train``
+    (``prior [I_T]``: the rating each item starts at; ``offsets [U]``); 0 without signal."""
     coo = train.tocoo()
     x = offsets[coo.row].astype(np.float64)
     xx = float((x * x).sum())
@@ -338,9 +339,7 @@ def _offset_scale(train, offsets: np.ndarray, prior: np.ndarray) -> float:
 
 def _category_prior(split: SplitData, interest: np.ndarray) -> tuple[jax.Array, jax.Array]:
     """``([I_T] int32 CF-side category index of each item, [K] log mean training mix of the warm users)``."""
-    pos = np.full(split.data.n_categories, -1, np.int64)
-    pos[split.partition.cf_categories] = np.arange(len(split.partition.cf_categories))
-    item_category = pos[split.data.item_category[split.cf_items]].astype(np.int32)
+    item_category = cf_item_categories(split)
     warm = interest.sum(1) > 0
     mix = interest[warm].mean(0) if warm.any() else np.full(interest.shape[1], 1.0 / max(interest.shape[1], 1))
     return jnp.asarray(item_category), jnp.asarray(np.log(np.maximum(mix, 1e-6)), jnp.float32)
