@@ -79,6 +79,7 @@ def _category_fit(X: np.ndarray, Y: np.ndarray, steps: int = 3000, lr: float = 0
 
 
 def predictors(data, split) -> dict[str, _Fixed]:
+    from jmf.data.batches import cf_category_distribution, cf_item_categories
     from jmf.models.cf.popularity import Popularity
     from jmf.models.joint import fit_offset_scale, o2_user_offsets
 
@@ -102,15 +103,13 @@ def predictors(data, split) -> dict[str, _Fixed]:
         return s / (s.max(1, keepdims=True) + 1e-9) + 1e-3 * log_pop[None, :]
     out["co-occurrence"] = _Fixed(co_score)
 
-    cf_cat = data.item_category[split.cf_items]
-    cats, cf_idx = np.unique(cf_cat, return_inverse=True)
+    cf_idx = cf_item_categories(split)                                           # [I_T] -> 0..K-1
     _, dl_idx = np.unique(data.item_category[split.dl_items], return_inverse=True)
-    to_cf_cat = _onehot(cf_idx, len(cats))
     feats = np.asarray((X @ _onehot(dl_idx, dl_idx.max() + 1)).todense())
     feats = np.hstack([feats / np.maximum(feats.sum(1, keepdims=True), 1), np.ones((len(feats), 1))])
-    mix = np.asarray((Y @ to_cf_cat).todense())
+    mix = cf_category_distribution(split)                                        # [U, K], rows sum to 1 or 0
     warm = mix.sum(1) > 0
-    target = mix[warm] / mix[warm].sum(1, keepdims=True)
+    target = mix[warm]
     marginal = target.mean(0)
     W = _category_fit(feats[warm], target)
 
@@ -123,7 +122,7 @@ def predictors(data, split) -> dict[str, _Fixed]:
         z = feats[u] @ W
         p = np.exp(z - z.max(1, keepdims=True))
         return p / p.sum(1, keepdims=True)
-    test_mix = np.asarray(((split.test > 0).astype(np.float32) @ to_cf_cat).todense()) + 0.1
+    test_mix = np.asarray(((split.test > 0).astype(np.float32) @ _onehot(cf_idx, mix.shape[1])).todense()) + 0.1
     out["category, from O2"] = category(predicted)
     out["category oracle (test labels)"] = category(lambda u: test_mix[u] / test_mix[u].sum(1, keepdims=True))
     return out
@@ -142,10 +141,9 @@ def main() -> None:
         for seed in args.seeds:
             start = time.perf_counter()
             data, split, cfg = _split(beta, seed)
-            ecfg = EvalConfig(ks=tuple(cfg.eval.ks))
             for name, model in predictors(data, split).items():
                 ratings = name in ("pop", "pop + O2 offset")
-                metrics = evaluate_split(model, split, "test", EvalConfig(ks=ecfg.ks, ratings=ratings))
+                metrics = evaluate_split(model, split, "test", EvalConfig(ks=tuple(cfg.eval.ks), ratings=ratings))
                 raw.append({"beta": beta, "model": name, "seed": seed, **{k: metrics.get(k) for k in METRICS}})
                 print(f"[ciao-{beta}] {name} seed {seed}: " + ", ".join(
                     f"{k} {metrics[k]:.4f}" for k in METRICS if k in metrics), flush=True)

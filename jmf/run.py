@@ -110,15 +110,15 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
     for key, value in (fit_info or {}).items():
         key = key if "/" in key else f"train/{key}"
         (timing if key.endswith("seconds") else metrics)[key] = float(value)
-    test: dict[str, float] = {}
+    results: dict[str, dict[str, float]] = {}
     for fold in ("valid", "test"):
         with progress(None, f"evaluating {fold}", enabled=trainer.progress) as advance:
-            result = evaluate_split(model, split, fold, eval_cfg, progress=advance)
-        metrics.update({f"{fold}/{name}": value for name, value in result.items()})
-        test = result
+            results[fold] = evaluate_split(model, split, fold, eval_cfg, progress=advance)
+        metrics.update({f"{fold}/{name}": value for name, value in results[fold].items()})
     if eval_cfg.test_sampling_seeds or eval_cfg.test_full:
         with progress(None, "evaluating test (extra protocols)", enabled=trainer.progress) as advance:
-            for name, value in evaluate_test_extras(model, split, eval_cfg, progress=advance, main=test).items():
+            for name, value in evaluate_test_extras(model, split, eval_cfg, progress=advance,
+                                                    main=results["test"]).items():
                 metrics[f"test/{name}"] = value
     import jax
 
