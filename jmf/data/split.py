@@ -142,6 +142,9 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
             log.info("predefined: %d DL-side valid/test rows of %s are held out, not used as O2",
                      int((~cf_row & ~dl_row).sum()), data.name)
         fold[~cf_row] = TRAIN
+        if not 0 <= valid_ratio <= 1:
+            raise ValueError(f"split.valid_ratio: {valid_ratio} must be in [0, 1] with split=predefined "
+                             "(the fraction of users that lend one training row to validation)")
         if valid_ratio > 0 and not (cf_row & (fold == VALID)).any():
             _carve_valid(data, np.flatnonzero(cf_row & (fold == TRAIN)), fold, rng, valid_ratio)
     elif method == "ratio":

@@ -61,6 +61,13 @@ def test_predefined_split_holds_out_the_other_domains_test_rows(data_dir):
     assert n_valid == round(0.1 * eligible) and np.diff(carved.valid.indptr).max() == 1
     assert carved.train.nnz + n_valid == 87_829 and carved.test.nnz == 7540
     assert (carved.train.multiply(carved.valid)).nnz == 0
+    # valid_ratio=1 (the Amazon experiments): every eligible user, and only those, lends one row
+    loo = make_split(data, partition, "predefined", valid_ratio=1.0, seed=0)
+    lent = np.diff(loo.valid.indptr)
+    assert loo.valid.nnz == eligible and set(np.flatnonzero(lent)) == set(np.flatnonzero(np.diff(split.train.indptr) >= 2))
+    assert loo.train.nnz + loo.valid.nnz == 87_829 and (np.diff(loo.train.indptr)[lent > 0] >= 1).all()
+    with pytest.raises(ValueError, match="split.valid_ratio"):
+        make_split(data, partition, "predefined", valid_ratio=1.5)
 
 
 def _pair_folder(root, folder, train="0\t1\t1\n1\t2\t1\n", test="0\t2\t1\n"):
