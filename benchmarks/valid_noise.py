@@ -1,6 +1,6 @@
 """Can the validation slice tell epochs apart?  Validation noise of the Amazon tasks, read on validation only.
 
-    python benchmarks/valid_noise.py                                   # phone, elec, Bi-TGCF; ratios 0.1 and 1.0
+    python benchmarks/valid_noise.py                                   # the 5 Amazon tasks; ratios 0.1 and 1.0
     python benchmarks/valid_noise.py --tasks amazon-cloth --ratios 0.1 --seeds 0
 
 The Amazon folds (DisenCDR's) ship no validation rows, so ``split=predefined`` carves one training
@@ -31,7 +31,7 @@ import numpy as np
 
 from common import markdown_table, write_results
 
-TASKS = ["amazon-phone-bitgcf", "amazon-phone", "amazon-elec"]
+TASKS = ["amazon-phone-bitgcf", "amazon-phone", "amazon-elec", "amazon-cloth", "amazon-sport"]
 
 
 def per_user_ndcg(score_fn, split, k: int = 10, batch: int = 256) -> np.ndarray:
