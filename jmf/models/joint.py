@@ -69,8 +69,14 @@ class JMF:
         ``s_ui += λ·(log softmax(I_u)[c_i] − log p̄(c_i))``, ``c_i`` the item's CF-side category and ``p̄``
         the warm users' mean training category mix, i.e. ``p(i|u) ∝ p(i|u)·p(c_i|u)/p(c_i)`` with
         ``p(c|u)`` the ``L_interest``-trained ``I_u`` (0: off; a constant when ``K = 1``).
+      rank_factors: whether ``P̂_u·Q_i`` (``P_u`` blended in for warm users) enters ``score``; ``false``
+        ranks by the item biases (``r_i`` with ``L_rank``) plus the interest term alone -- the
+        category-level transfer without the item-level one (``predict`` is unchanged).
       patience: epochs without validation improvement before stopping (0 = never stop early).
       monitor: validation metric for early stopping (``auto``: rmse on ratings, ndcg@10 else).
+      rank_monitor: ``null`` or a ranking metric (e.g. ``ndcg@10``) for a model that both rates and
+        ranks: each epoch also validates it, and ``score`` uses the state of the epoch where it was
+        best, while ``predict`` keeps ``monitor``'s (early stopping follows ``monitor``).
       max_inflight: steps dispatched before blocking on one (0: ``trainer.max_inflight``; bounds XLA's CPU
         all-reduce rendezvous, see :mod:`jmf.train.parallel`).
     """
@@ -80,7 +86,9 @@ class JMF:
                  items_per_user: int = 8,
                  optimizer: str = "adam", lr: float = 1e-3, table_optimizer: str = "adagrad", table_lr: float = 0.05,
                  reg: float = 1e-4, negatives: int = 32, max_len: int = 50, init: str = "svd", blend: float = 0.5,
-                 bias_init: str = "auto", bias_damping: float = 5.0, user_offset: bool = True, interest_score: float = 0.0, patience: int = 3, monitor: str = "auto", max_inflight: int = 0, eval_batch_size: int = 512):
+                 bias_init: str = "auto", bias_damping: float = 5.0, user_offset: bool = True, interest_score: float = 0.0, rank_factors: bool = True,
+                 patience: int = 3, monitor: str = "auto", rank_monitor: str | None = None, max_inflight: int = 0,
+                 eval_batch_size: int = 512):
         if init not in ("svd", "normal"):
             raise ValueError(f"model.init: {init!r} is not svd|normal")
         if bias_init not in ("auto", "prior", "zero"):
@@ -98,7 +106,12 @@ class JMF:
         self.reg, self.negatives, self.max_len, self.init = reg, negatives, max_len, init
         self.blend, self.patience, self.monitor, self.max_inflight = blend, patience, monitor, max_inflight
         self.bias_init, self.bias_damping, self.user_offset = bias_init, bias_damping, bool(user_offset)
-        self.interest_score = float(interest_score)
+        self.interest_score, self.rank_factors = float(interest_score), bool(rank_factors)
+        if rank_monitor is not None and not str(rank_monitor).startswith(("ndcg@", "recall@", "hr@", "mrr@",
+                                                                           "precision@")):
+            raise ValueError(f"model.rank_monitor: {rank_monitor!r} is not a ranking metric such as ndcg@10")
+        self.rank_monitor = rank_monitor
+        self.rank_state, self.rank_history, self._rank_best = None, [], None
         self.eval_batch_size = eval_batch_size
 
     # ------------------------------------------------------------------ set-up
@@ -156,9 +169,20 @@ class JMF:
         result = engine.fit(phases, state)
         self.state = result.best_state if result.best_state is not None else result.state
         joint = result.phases["joint"]
-        return {"train/epochs": float(len(joint.history)), "train/steps": float(result.global_step),
+        info = {"train/epochs": float(len(joint.history)), "train/steps": float(result.global_step),
                 "train/fit_seconds": time.perf_counter() - start,
                 f"train/best_valid_{self.monitor_name}": abs(joint.best) if joint.best is not None else float("nan")}
+        if self.rank_monitor is not None:
+            if result.resumed_from is not None and self._rank_best is not None:
+                log.warning("model.rank_monitor: the run resumed; the ranking state is the best of the epochs "
+                            "run since the resume (the earlier epochs' states are not checkpointed)")
+            if self._rank_best is None:   # nothing validated since a resume: rank with predict's state
+                log.warning("model.rank_monitor: no epoch validated in this fit; score uses monitor's state")
+            self.rank_state = self._rank_best[1] if self._rank_best is not None else None
+            self._rank_best = None
+            if self.rank_history:
+                info[f"train/best_valid_{self.rank_monitor}"] = max(self.rank_history)
+        return info
 
     def setup(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None
               ) -> tuple[Engine, TrainState, list[Phase]]:
@@ -212,8 +236,16 @@ class JMF:
                          mode="min" if self.monitor_name in ("rmse", "mae") else "max", patience=self.patience,
                          metric=self.monitor_name)
 
+        self.rank_state, self.rank_history, self._rank_best = None, [], None
+
         def validate(state) -> float:
             self.state = state
+            if self.rank_monitor is not None:   # the ranking state, kept apart from predict's
+                value = self._validate(split, self.rank_monitor)
+                self.rank_history.append(value)
+                if self._rank_best is None or value > self._rank_best[0]:
+                    self._rank_best = (value, jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x,
+                                                           state))
             return self._validate(split)
 
         zero = LossWeights(cf=0.0, dl=1.0, map=0.0, transfer=0.0, interest=0.0)
@@ -247,34 +279,44 @@ class JMF:
                                      "dl_users": dl_draw[sl]})
         return EpochPlan(n_steps, batch, examples_per_step=B * m)
 
-    def _validate(self, split: SplitData) -> float:
+    def _validate(self, split: SplitData, metric: str | None = None) -> float:
+        """Validation ``metric`` (default: ``monitor``'s) of the current state."""
         from jmf.evaluate.protocols import EvalConfig, evaluate_split
 
-        ks = (10,) if self.monitor_name.startswith(("rmse", "mae")) else (int(self.monitor_name.split("@")[1]),)
-        cfg = EvalConfig(ks=ks, batch_size=self.eval_batch_size, ratings=self.kind == "mse")
+        name = metric or self.monitor_name
+        key = "model.rank_monitor" if metric else "model.monitor"
+        ks = (10,) if name.startswith(("rmse", "mae")) else (int(name.split("@")[1]),)
+        cfg = EvalConfig(ks=ks, batch_size=self.eval_batch_size,
+                         ratings=self.kind == "mse" and name.startswith(("rmse", "mae")))
         out = evaluate_split(self, split, "valid", cfg)
-        if self.monitor_name not in out:
-            raise ValueError(f"model.monitor: {self.monitor_name!r} not among validation metrics {sorted(out)}")
-        return out[self.monitor_name]
+        if name not in out:
+            raise ValueError(f"{key}: {name!r} not among validation metrics {sorted(out)}")
+        return out[name]
 
     # ------------------------------------------------------------------ inference
-    def user_vectors(self, users: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """``[B]`` users -> (user factors ``[B, d]``, user bias ``[B]``, interest logits ``[B, K]``)."""
-        return _user_vectors(self.graphdef, self.state.params, self.state.rest, self.state.tables, self.seq,
+    def user_vectors(self, users: jax.Array, state: TrainState | None = None
+                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``[B]`` users -> (user factors ``[B, d]``, user bias ``[B]``, interest logits ``[B, K]``) of
+        ``state`` (default: the fitted state ``predict`` uses)."""
+        state = self.state if state is None else state
+        return _user_vectors(self.graphdef, state.params, state.rest, state.tables, self.seq,
                              self.has_cf, users, self.blend)
 
     def score(self, users: jax.Array) -> jax.Array:
-        vec, bias, interest = self.user_vectors(users)
-        t = self.state.tables
+        """``[B, I_T]`` ranking scores, from ``rank_state`` when ``rank_monitor`` chose one."""
+        state = self.state if self.rank_state is None else self.rank_state
+        vec, bias, interest = self.user_vectors(users, state)
+        t = state.tables
         if getattr(self, "_literal", None) is None:
-            self._literal = nnx.merge(self.graphdef, self.state.params, self.state.rest).literal
+            self._literal = nnx.merge(self.graphdef, state.params, state.rest).literal
         if self._literal:
-            return _literal_scores(self.graphdef, self.state.params, self.state.rest, interest)
+            return _literal_scores(self.graphdef, state.params, state.rest, interest)
         n = self.n_items  # row-sharded tables carry padding rows past the last item
+        factors = vec @ t["Q"][:n].T if self.rank_factors else jnp.zeros((vec.shape[0], n), vec.dtype)
         if self.ranks_by_rank_bias:  # ratings with L_rank: rank by which items the user would rate
-            scores = vec @ t["Q"][:n].T + t["rank_bias"][:n, 0][None, :]
+            scores = factors + t["rank_bias"][:n, 0][None, :]
         else:
-            scores = vec @ t["Q"][:n].T + t["item_bias"][:n, 0][None, :] + bias[:, None]
+            scores = factors + t["item_bias"][:n, 0][None, :] + bias[:, None]
         if self.interest_score:
             log_mix = jax.nn.log_softmax(interest, axis=-1) - self.category_log_prior[None, :]   # [B, K]
             scores = scores + self.interest_score * log_mix[:, self.item_category]
@@ -301,8 +343,9 @@ class JMF:
         return (self.mean + bias + b_i + (vec * q).sum(-1)).astype(np.float32)
 
     def interest(self, users: jax.Array) -> jax.Array:
-        """``[B, K]`` interest distribution ``softmax(I_u)`` over the CF-side categories."""
-        return jax.nn.softmax(self.user_vectors(users)[2], axis=-1)
+        """``[B, K]`` interest distribution ``softmax(I_u)`` over the CF-side categories (of the state
+        ``score`` ranks with)."""
+        return jax.nn.softmax(self.user_vectors(users, self.rank_state)[2], axis=-1)
 
 
 def centred_values(seqs, implicit: bool) -> np.ndarray:

@@ -182,3 +182,36 @@ def test_interest_score_reweights_ranking_by_the_interest_vector(rating_split):
     rows = rating_split.test.tocoo()
     np.testing.assert_array_equal(models[0.0].predict(rows.row[:50], rows.col[:50]),
                                   models[2.0].predict(rows.row[:50], rows.col[:50]))
+
+
+def test_rank_factors_false_ranks_by_the_biases_and_the_interest_term(rating_split):
+    """``rank_factors=false`` leaves ``P̂_u·Q_i`` out of ``score``: with ``λ = 0`` every user gets the
+    rank-bias row ``r``; ``predict`` is unchanged."""
+    users = np.asarray(rating_split.cold_test_users[:8])
+    with_q = JMF(partial(BagEncoder), partial(LinearHead), dim=8, weights={"rank": 1.0})
+    without = JMF(partial(BagEncoder), partial(LinearHead), dim=8, weights={"rank": 1.0}, rank_factors=False)
+    for model in (with_q, without):
+        model.setup(rating_split, seed=0)
+    r = np.asarray(without.state.tables["rank_bias"])[:without.n_items, 0]
+    np.testing.assert_allclose(np.asarray(without.score(users)), np.broadcast_to(r, (len(users), len(r))), atol=1e-6)
+    assert np.abs(np.asarray(with_q.score(users)) - r).max() > 1e-3
+    rows = rating_split.test.tocoo()
+    np.testing.assert_array_equal(with_q.predict(rows.row[:50], rows.col[:50]),
+                                  without.predict(rows.row[:50], rows.col[:50]))
+
+
+def test_rank_monitor_ranks_with_its_own_best_epoch(rating_split):
+    """``rank_monitor=ndcg@10``: ``score`` uses the state of the epoch with the best validation NDCG@10
+    and ``predict`` the one with the best validation RMSE (early stopping's), each re-measured here."""
+    model = JMF(partial(BagEncoder), partial(LinearHead), dim=16, epochs=5, patience=0, batch_size=128, lr=0.01,
+                weights={"rank": 1.0}, rank_monitor="ndcg@10")
+    info = model.fit(rating_split, seed=0)
+    assert len(model.rank_history) == 5 and model.rank_state is not None
+    assert len(set(np.round(model.rank_history, 6))) > 1, model.rank_history   # the epochs differ
+    ranked = evaluate_split(model, rating_split, "valid", EvalConfig(ks=(10,), ratings=False))["ndcg@10"]
+    assert ranked == pytest.approx(max(model.rank_history), abs=1e-6)
+    assert info["train/best_valid_ndcg@10"] == pytest.approx(max(model.rank_history))
+    rated = evaluate_split(model, rating_split, "valid", EvalConfig(ks=(10,)))["rmse"]
+    assert rated == pytest.approx(info["train/best_valid_rmse"], abs=1e-5)
+    with pytest.raises(ValueError, match="model.rank_monitor"):
+        JMF(partial(BagEncoder), partial(LinearHead), rank_monitor="rmse")
