@@ -73,11 +73,15 @@ ALIASES = {"mf": "mf (target-only)"}
 # probe's test users): a hand choice, not a validation search.  interest_score=1 (ranking reweighted by
 # the interest vector's p(c|u)/p(c), the plain factorisation weight) was added after
 # benchmarks/ciao_signal.py showed a category mix predicted from O2 lifts popularity a little.
+# rank_monitor=ndcg@10 (score ranks with the epoch best on validation NDCG@10, predict keeps the
+# validation-RMSE epoch) was added after benchmarks/ciao_rank_parts.py showed the RMSE-selected epoch is
+# the first, before the ranking parts train; chosen over rank_factors=false (with or without
+# weights.map=0) on ciao-0.5 seeds 0-1 read on validation only (README, Ciao section).
 TASK_MODEL_OVERRIDES: dict[tuple[str, str], list[str]] = {
     ("synthetic", "jmf"): ["model.dim=16", "model.lr=0.01", "model.batch_size=128", "model.weights.map=0.0",
                           "model.patience=0"],
     ("ciao", "jmf"): ["model.weights.rank=1.0", "model.batch_size=64", "model.lr=0.003", "model.patience=4",
-                     "model.epochs=15", "model.interest_score=1.0"],
+                     "model.epochs=15", "model.interest_score=1.0", "model.rank_monitor=ndcg@10"],
 }
 
 
