@@ -146,8 +146,10 @@ def main() -> None:
                     traceback.print_exc()
                     raw.append({"task": task, "model": model, "seed": seed, "error": f"{type(err).__name__}: {err}"})
                     continue
+                # the validation fold's metrics too (where the run has them), for choices made on validation
+                valid = {v: metrics[v] for v in ("valid/" + k.split("/")[-1] for k in metric_names) if v in metrics}
                 raw.append({"task": task, "model": model, "seed": seed,
-                            **{k: metrics.get(k, math.nan) for k in metric_names},
+                            **{k: metrics.get(k, math.nan) for k in metric_names}, **valid,
                             "seconds": metrics["bench/seconds"], "overrides": " ".join(args.override)})
                 print(f"[{task}] {model} seed {seed}: " + ", ".join(
                     f"{k.split('/', 1)[1]} {metrics.get(k, math.nan):.4f}" for k in metric_names)
