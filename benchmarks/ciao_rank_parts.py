@@ -89,8 +89,10 @@ def main() -> None:
     model = instantiate(cfg.model, _convert_="all")
     monitored = type(model)._validate
 
-    def validate(split_):   # the run's own validation, plus each part of the ranking score
-        value = monitored(model, split_)
+    def validate(split_, metric=None):   # the run's own validation, plus each part of the ranking score
+        value = monitored(model, split_, metric)
+        if metric is not None:   # model.rank_monitor's extra pass: the parts are recorded once per epoch
+            return value
         row = {"epoch": len(rows) - 1, "valid rmse": evaluate_ratings(model.predict, truth, users)["rmse"]}
         for part, (with_factors, lam) in PARTS.items():
             m = ranking(part_scorer(model, with_factors, lam))
