@@ -26,27 +26,10 @@ import argparse
 import re
 import time
 
-import jax
-
 from common import markdown_table, write_results
 
+# part -> (model.rank_factors, model.interest_score): JMF.score itself, with those two knobs set
 PARTS = {"r": (False, 0.0), "r+I": (False, 1.0), "r+PQ": (True, 0.0), "r+PQ+I": (True, 1.0)}
-
-
-def part_scorer(model, with_factors: bool, lam: float):
-    """``users -> [B, I_T]`` ranking scores of a fitted :class:`~jmf.models.joint.JMF` from the chosen parts."""
-    tables, n = model.state.tables, model.n_items
-
-    def score(users):
-        vec, _, interest = model.user_vectors(users)
-        s = tables["rank_bias"][:n, 0][None, :]
-        if with_factors:
-            s = s + vec @ tables["Q"][:n].T
-        if lam:
-            mix = jax.nn.log_softmax(interest, -1) - model.category_log_prior[None, :]
-            s = s + lam * mix[:, model.item_category]
-        return s
-    return score
 
 
 def main() -> None:
@@ -61,14 +44,14 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from cold_start import TASK_MODEL_OVERRIDES, TASKS
+    from cold_start import TASKS, tuned_overrides
     from jmf.config import CONF_DIR, register_configs
     from jmf.evaluate.protocols import evaluate_full, evaluate_ratings, evaluation_users
     from jmf.run import build_split, load_data
 
     register_configs()
     task = f"ciao-{args.beta}"
-    tuned = [o for (t, m), extra in TASK_MODEL_OVERRIDES.items() if task.startswith(t) and m == "jmf" for o in extra]
+    tuned = tuned_overrides(task, "jmf-cnn")   # the JMF overrides, whichever encoder
     common = [*TASKS[task][0], f"seed={args.seed}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[*common, "model=jmf", f"model/encoder={args.encoder}", *tuned,
@@ -89,16 +72,17 @@ def main() -> None:
     model = instantiate(cfg.model, _convert_="all")
     monitored = type(model)._validate
 
-    def validate(split_, metric=None):   # the run's own validation, plus each part of the ranking score
-        value = monitored(model, split_, metric)
-        if metric is not None:   # model.rank_monitor's extra pass: the parts are recorded once per epoch
-            return value
+    def validate(split_, rank_metric=None):   # the run's own validation, plus each part of the ranking score
+        out = monitored(model, split_, rank_metric)
         row = {"epoch": len(rows) - 1, "valid rmse": evaluate_ratings(model.predict, truth, users)["rmse"]}
-        for part, (with_factors, lam) in PARTS.items():
-            m = ranking(part_scorer(model, with_factors, lam))
+        knobs = model.rank_factors, model.interest_score
+        for part, (factors, lam) in PARTS.items():
+            model.rank_factors, model.interest_score = factors, lam
+            m = ranking(model.score)
             row[f"{part} ndcg@10"], row[f"{part} recall@20"] = m["ndcg@10"], m["recall@20"]
+        model.rank_factors, model.interest_score = knobs
         rows.append(row)
-        return value
+        return out
 
     model._validate = validate
     start = time.perf_counter()

@@ -85,6 +85,12 @@ TASK_MODEL_OVERRIDES: dict[tuple[str, str], list[str]] = {
 }
 
 
+def tuned_overrides(task: str, model: str) -> list[str]:
+    """The ``TASK_MODEL_OVERRIDES`` of ``task`` and ``model`` (a ``MODELS`` name), in table order."""
+    return [o for (t, m), extra in TASK_MODEL_OVERRIDES.items() if task.startswith(t) and model.startswith(m)
+            for o in extra]
+
+
 def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path) -> dict[str, float]:
     from hydra import compose, initialize_config_dir
 
@@ -92,8 +98,7 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path) 
     from jmf.run import run
 
     register_configs()
-    tuned = [o for (t, m), extra_o in TASK_MODEL_OVERRIDES.items() if task.startswith(t) and model.startswith(m)
-             for o in extra_o]
+    tuned = tuned_overrides(task, model)
     # trainer.resume=false: a benchmark run always starts fresh (an old run directory of a changed
     # experiment would otherwise stop it with a "different config" checkpoint error)
     overrides = [*TASKS[task][0], *MODELS[model], *tuned, f"seed={seed}", "trainer.resume=false", *extra]

@@ -57,13 +57,12 @@ def one(task: str, ratio: float, seed: int) -> dict:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from cold_start import MODELS, TASK_MODEL_OVERRIDES, TASKS as BENCH_TASKS
+    from cold_start import MODELS, TASKS as BENCH_TASKS, tuned_overrides
     from jmf.config import CONF_DIR, register_configs
     from jmf.run import build_split, load_data
 
     register_configs()
-    tuned = [o for (t, m), extra in TASK_MODEL_OVERRIDES.items() if task.startswith(t) and "jmf-cnn".startswith(m)
-             for o in extra]
+    tuned = tuned_overrides(task, "jmf-cnn")
     common = [*BENCH_TASKS[task][0], f"split.valid_ratio={ratio}", f"seed={seed}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[*common, *MODELS["jmf-cnn"], *tuned])
@@ -78,13 +77,12 @@ def one(task: str, ratio: float, seed: int) -> dict:
     model = instantiate(cfg.model, _convert_="all")
     curves: list[np.ndarray] = []
 
-    monitored = type(model)._validate
+    if model.rank_monitor is not None or model.monitor not in ("auto", "ndcg@10"):
+        raise ValueError(f"{task}: valid_noise.py follows a JMF selected on validation NDCG@10 alone")
 
-    def validate(split_, metric=None):   # the model's own validation, keeping each user's value
-        if metric is not None:           # model.rank_monitor's pass (not set on these tasks)
-            return monitored(model, split_, metric)
+    def validate(split_, rank_metric=None):   # the model's own validation, keeping each user's value
         curves.append(per_user_ndcg(model.score, split_))
-        return float(curves[-1].mean())
+        return {"ndcg@10": float(curves[-1].mean())}
 
     model._validate = validate
     start = time.perf_counter()

@@ -25,7 +25,7 @@ from jmf.data.split import SplitData
 from jmf.models.jmf import JMFNet, LossWeights, encoder_inputs
 from jmf.optim import build_optimizer, part_optimizer
 from jmf.train import parallel
-from jmf.train.engine import Engine, EpochPlan, Phase, RunContext
+from jmf.train.engine import Engine, EpochPlan, Phase, RunContext, copy_state
 from jmf.train.step import TrainState, init_state, make_train_step
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class JMF:
                                                                            "precision@")):
             raise ValueError(f"model.rank_monitor: {rank_monitor!r} is not a ranking metric such as ndcg@10")
         self.rank_monitor = rank_monitor
-        self.rank_state, self.rank_history, self._rank_best = None, [], None
+        self.rank_state, self.rank_history, self._rank_best = None, [], None   # _rank_best: a state
         self.eval_batch_size = eval_batch_size
 
     # ------------------------------------------------------------------ set-up
@@ -178,8 +178,7 @@ class JMF:
                             "run since the resume (the earlier epochs' states are not checkpointed)")
             if self._rank_best is None:   # nothing validated since a resume: rank with predict's state
                 log.warning("model.rank_monitor: no epoch validated in this fit; score uses monitor's state")
-            self.rank_state = self._rank_best[1] if self._rank_best is not None else None
-            self._rank_best = None
+            self.rank_state, self._rank_best = self._rank_best, None
             if self.rank_history:
                 info[f"train/best_valid_{self.rank_monitor}"] = max(self.rank_history)
         return info
@@ -240,13 +239,13 @@ class JMF:
 
         def validate(state) -> float:
             self.state = state
-            if self.rank_monitor is not None:   # the ranking state, kept apart from predict's
-                value = self._validate(split, self.rank_monitor)
-                self.rank_history.append(value)
-                if self._rank_best is None or value > self._rank_best[0]:
-                    self._rank_best = (value, jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x,
-                                                           state))
-            return self._validate(split)
+            if self.rank_monitor is None:
+                return self._validate(split)[self.monitor_name]
+            out = self._validate(split, self.rank_monitor)   # one pass gives both metrics
+            if not self.rank_history or out[self.rank_monitor] > max(self.rank_history):
+                self._rank_best = copy_state(state)          # the ranking state, kept apart from predict's
+            self.rank_history.append(out[self.rank_monitor])
+            return out[self.monitor_name]
 
         zero = LossWeights(cf=0.0, dl=1.0, map=0.0, transfer=0.0, interest=0.0)
         self.state = state
@@ -279,19 +278,20 @@ class JMF:
                                      "dl_users": dl_draw[sl]})
         return EpochPlan(n_steps, batch, examples_per_step=B * m)
 
-    def _validate(self, split: SplitData, metric: str | None = None) -> float:
-        """Validation ``metric`` (default: ``monitor``'s) of the current state."""
+    def _validate(self, split: SplitData, rank_metric: str | None = None) -> dict[str, float]:
+        """The validation metrics of the current state, in one evaluation: ``monitor``'s, and
+        ``rank_metric`` (``model.rank_monitor``'s) when given."""
         from jmf.evaluate.protocols import EvalConfig, evaluate_split
 
-        name = metric or self.monitor_name
-        key = "model.rank_monitor" if metric else "model.monitor"
-        ks = (10,) if name.startswith(("rmse", "mae")) else (int(name.split("@")[1]),)
+        wanted = {"model.monitor": self.monitor_name, **({"model.rank_monitor": rank_metric} if rank_metric else {})}
+        ks = tuple(sorted({int(n.split("@")[1]) for n in wanted.values() if "@" in n} or {10}))
         cfg = EvalConfig(ks=ks, batch_size=self.eval_batch_size,
-                         ratings=self.kind == "mse" and name.startswith(("rmse", "mae")))
+                         ratings=self.kind == "mse" and self.monitor_name in ("rmse", "mae"))
         out = evaluate_split(self, split, "valid", cfg)
-        if name not in out:
-            raise ValueError(f"{key}: {name!r} not among validation metrics {sorted(out)}")
-        return out[name]
+        for key, name in wanted.items():
+            if name not in out:
+                raise ValueError(f"{key}: {name!r} not among validation metrics {sorted(out)}")
+        return out
 
     # ------------------------------------------------------------------ inference
     def user_vectors(self, users: jax.Array, state: TrainState | None = None

@@ -99,6 +99,11 @@ class EpochPlan:
     examples_per_step: int = 1
 
 
+
+def copy_state(state):
+    """A copy of ``state``'s arrays that outlives the next (buffer-donating) step."""
+    return jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, state)
+
 @dataclass
 class Phase:
     """A stretch of training with one step function.
@@ -320,7 +325,7 @@ class Engine:
                 if ck is not None:
                     ck.save(prog.global_step, state, self._meta(prog), series="best")
                 else:
-                    best_state = jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, state)
+                    best_state = copy_state(state)
             if ck is not None:
                 ck.save(prog.global_step, state, self._meta(prog))
         return state, best_state
