@@ -120,7 +120,8 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
     Args:
       rows: gathered CF-table rows: ``P [B, d]``, ``user_bias [B, 1]``, ``Q [B*m, d]``,
         ``item_bias [B*m, 1]``, ``rank_bias [B*m, 1]``, and of the ``N`` negatives shared by the
-        batch ``Qneg [N, d]``, ``item_bias_neg [N, 1]``, ``rank_bias_neg [N, 1]``.
+        batch ``Qneg [N, d]``, ``item_bias_neg [N, 1]``, ``rank_bias_neg [N, 1]``; optionally
+        ``rank_Q [B*m, d]`` and ``rank_Qneg [N, d]`` (``L_rank``'s own item factors).
       batch: ``users [B]``, ``items, values, weight [B, m]``, ``neg_items [N]``, ``dl_users [B2]``.
       seq: device-resident per-user arrays: ``items/categories/mask [U, L]``, ``offset [U]``,
         ``interest [U, K]``.
@@ -165,15 +166,18 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
     else:
         out["transfer"] = cf_terms(mapped.p_hat, mapped.bias_hat, pair_dl)
     # L_rank (ratings only): an MSE fit sees only rated items, so it cannot rank the unrated ones.
-    # The same factors also learn *which* items a user rates, s_ui = p_u·Q_i + r_i with a separate
-    # item bias r (the popularity logit), for P_u and for P̂_u; score() ranks by it when ρ > 0.
+    # The same user factors also learn *which* items a user rates, s_ui = p_u·Q_i + r_i with a separate
+    # item bias r (the popularity logit), for P_u and for P̂_u; score() ranks by it when ρ > 0.  With a
+    # ``rank_Q`` table (model.rank_item_factors=own) the items get their own factors here, so the
+    # rating fit's Q and the ranking's need not agree.
     if kind == "mse":
         r_i, r_neg = rows["rank_bias"][:, 0], rows["rank_bias_neg"][:, 0]
+        q_r, q_r_neg = (rows["rank_Q"], rows["rank_Qneg"]) if "rank_Q" in rows else (q, q_neg)
         no_bias = jnp.zeros((B,))
 
         def rank_term(p_, w):
-            pos = cf_scores(expand(p_), q, r_i, 0.0)
-            neg = expand(cf_scores_shared(p_, q_neg, r_neg, no_bias))
+            pos = cf_scores(expand(p_), q_r, r_i, 0.0)
+            neg = expand(cf_scores_shared(p_, q_r_neg, r_neg, no_bias))
             return losses.sampled_softmax(pos, jnp.where(not_pos, neg, -1e9), w)
         out["rank"] = rank_term(p, weight) + rank_term(mapped.p_hat, pair_dl)
     else:

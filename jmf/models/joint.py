@@ -69,6 +69,9 @@ class JMF:
         ``s_ui += λ·(log softmax(I_u)[c_i] − log p̄(c_i))``, ``c_i`` the item's CF-side category and ``p̄``
         the warm users' mean training category mix, i.e. ``p(i|u) ∝ p(i|u)·p(c_i|u)/p(c_i)`` with
         ``p(c|u)`` the ``L_interest``-trained ``I_u`` (0: off; a constant when ``K = 1``).
+      rank_item_factors: ``shared`` (``L_rank`` and ``score`` use the rating fit's ``Q``) or ``own``
+        (ratings with ``weights.rank > 0``: a separate table ``Q^r``, started as a copy of ``Q``, so
+        ranking is ``p_u·Q^r_i + r_i`` and only ``predict`` uses ``Q``).
       rank_factors: whether ``P̂_u·Q_i`` (``P_u`` blended in for warm users) enters ``score``; ``false``
         ranks by the item biases (``r_i`` with ``L_rank``) plus the interest term alone -- the
         category-level transfer without the item-level one (``predict`` is unchanged).
@@ -87,6 +90,7 @@ class JMF:
                  optimizer: str = "adam", lr: float = 1e-3, table_optimizer: str = "adagrad", table_lr: float = 0.05,
                  reg: float = 1e-4, negatives: int = 32, max_len: int = 50, init: str = "svd", blend: float = 0.5,
                  bias_init: str = "auto", bias_damping: float = 5.0, user_offset: bool = True, interest_score: float = 0.0, rank_factors: bool = True,
+                 rank_item_factors: str = "shared",
                  patience: int = 3, monitor: str = "auto", rank_monitor: str | None = None, max_inflight: int = 0,
                  eval_batch_size: int = 512):
         if init not in ("svd", "normal"):
@@ -107,6 +111,9 @@ class JMF:
         self.blend, self.patience, self.monitor, self.max_inflight = blend, patience, monitor, max_inflight
         self.bias_init, self.bias_damping, self.user_offset = bias_init, bias_damping, bool(user_offset)
         self.interest_score, self.rank_factors = float(interest_score), bool(rank_factors)
+        if rank_item_factors not in ("shared", "own"):
+            raise ValueError(f"model.rank_item_factors: {rank_item_factors!r} is not shared|own")
+        self.rank_item_factors = rank_item_factors
         if rank_monitor is not None and not str(rank_monitor).startswith(("ndcg@", "recall@", "hr@", "mrr@",
                                                                            "precision@")):
             raise ValueError(f"model.rank_monitor: {rank_monitor!r} is not a ranking metric such as ndcg@10")
@@ -143,6 +150,8 @@ class JMF:
         tables = {"P": jnp.asarray(P), "Q": jnp.asarray(Q),
                   "user_bias": jnp.zeros((n_user_rows, 1)), "item_bias": jnp.asarray(item_bias),
                   "rank_bias": jnp.asarray(rank_bias)}
+        if self.rank_item_factors == "own" and self.ranks_by_rank_bias:
+            tables["rank_Q"] = jnp.asarray(Q)   # L_rank's item factors, started where Q starts
         return net, tables
 
     def _item_bias_prior(self, split: SplitData, log_pop: np.ndarray) -> np.ndarray:
@@ -193,6 +202,9 @@ class JMF:
         self.kind = self.loss if self.loss != "auto" else ("softmax" if split.implicit else "mse")
         self.mean = float(train.data.mean()) if self.kind == "mse" else 0.0
         self.monitor_name = self.monitor if self.monitor != "auto" else ("rmse" if self.kind == "mse" else "ndcg@10")
+        if self.rank_item_factors == "own" and not self.ranks_by_rank_bias:
+            raise ValueError("model.rank_item_factors=own: L_rank's item factors need ratings (loss mse) and "
+                             f"model.weights.rank > 0 (here loss {self.kind}, weights.rank {self.weights.rank})")
         if self.max_inflight and (ctx is None or not ctx.max_inflight):
             ctx = dataclasses.replace(ctx or RunContext(checkpoint=False, progress=False),
                                       max_inflight=self.max_inflight)
@@ -312,7 +324,8 @@ class JMF:
         if self._literal:
             return _literal_scores(self.graphdef, state.params, state.rest, interest)
         n = self.n_items  # row-sharded tables carry padding rows past the last item
-        factors = vec @ t["Q"][:n].T if self.rank_factors else jnp.zeros((vec.shape[0], n), vec.dtype)
+        item_factors = t["rank_Q"] if "rank_Q" in t else t["Q"]
+        factors = vec @ item_factors[:n].T if self.rank_factors else jnp.zeros((vec.shape[0], n), vec.dtype)
         if self.ranks_by_rank_bias:  # ratings with L_rank: rank by which items the user would rate
             scores = factors + t["rank_bias"][:n, 0][None, :]
         else:

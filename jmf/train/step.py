@@ -16,7 +16,8 @@ from flax import nnx
 from jmf.models.jmf import LossWeights, joint_losses
 from jmf.optim import sparse_rows_update
 
-TABLES = ("P", "Q", "user_bias", "item_bias", "rank_bias")
+TABLES = ("P", "Q", "user_bias", "item_bias", "rank_bias")   # always present; "rank_Q" is optional
+ITEM_TABLES = ("Q", "item_bias", "rank_bias", "rank_Q")       # rows indexed by item (own rows and negatives)
 
 
 class TrainState(NamedTuple):
@@ -26,7 +27,8 @@ class TrainState(NamedTuple):
     params: nnx.State        # dense NNX parameters (encoder, head, ...)
     rest: nnx.State          # non-parameter NNX state (RNG counters)
     opt_state: optax.OptState
-    tables: dict             # P [U, d], Q [I_T, d], user_bias [U, 1], item_bias, rank_bias [I_T, 1]
+    tables: dict             # P [U, d], Q [I_T, d], user_bias [U, 1], item_bias, rank_bias [I_T, 1],
+                             # and rank_Q [I_T, d] (L_rank's own item factors) when the model has it
     table_opt: dict          # row-sparse optimiser state per table
     rng: jax.Array           # base key; step keys are fold_in(rng, step)
 
@@ -57,10 +59,10 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         neg_items = jax.random.randint(key_neg, (n_negatives,), 0, n_items)   # shared by the batch
         batch = {**batch, "neg_items": neg_items}
         t = state.tables
-        rows = {"P": t["P"][users], "user_bias": t["user_bias"][users], "Q": t["Q"][items],
-                "item_bias": t["item_bias"][items], "Qneg": t["Q"][neg_items],
-                "item_bias_neg": t["item_bias"][neg_items], "rank_bias": t["rank_bias"][items],
-                "rank_bias_neg": t["rank_bias"][neg_items]}
+        rows = {"P": t["P"][users], "user_bias": t["user_bias"][users]}
+        for name in ITEM_TABLES:
+            if name in t:   # rank_Q -> rank_Q, rank_Qneg; Q -> Q, Qneg; item_bias -> item_bias_neg
+                rows[name], rows[_neg_name(name)] = t[name][items], t[name][neg_items]
 
         def loss_fn(params, rows):
             net = nnx.merge(graphdef, params, state.rest)
@@ -75,16 +77,19 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         updates, opt_state = tx.update(g_params, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         both = jnp.concatenate([items, neg_items])
-        ids = {"P": users, "user_bias": users, "Q": both, "item_bias": both, "rank_bias": both}
-        grads = {"P": g_rows["P"], "user_bias": g_rows["user_bias"],
-                 "Q": jnp.concatenate([g_rows["Q"], g_rows["Qneg"]]),
-                 "item_bias": jnp.concatenate([g_rows["item_bias"], g_rows["item_bias_neg"]]),
-                 "rank_bias": jnp.concatenate([g_rows["rank_bias"], g_rows["rank_bias_neg"]])}
         tables, table_opt = {}, {}
-        for name in TABLES:
-            tables[name], table_opt[name] = sparse_rows_update(table_tx, t[name], state.table_opt[name],
-                                                               ids[name], grads[name])
+        for name in t:
+            if name in ITEM_TABLES:
+                ids, grads = both, jnp.concatenate([g_rows[name], g_rows[_neg_name(name)]])
+            else:
+                ids, grads = users, g_rows[name]
+            tables[name], table_opt[name] = sparse_rows_update(table_tx, t[name], state.table_opt[name], ids, grads)
         new_state = TrainState(state.step + 1, params, rest, opt_state, tables, table_opt, state.rng)
         return new_state, {"loss": total, **parts}
 
     return train_step
+
+
+def _neg_name(name: str) -> str:
+    """The row key of a table's negatives: ``Q -> Qneg``, ``rank_Q -> rank_Qneg``, ``item_bias -> item_bias_neg``."""
+    return f"{name}neg" if name.endswith("Q") else f"{name}_neg"

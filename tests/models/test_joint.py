@@ -215,3 +215,28 @@ def test_rank_monitor_ranks_with_its_own_best_epoch(rating_split):
     assert rated == pytest.approx(info["train/best_valid_rmse"], abs=1e-5)
     with pytest.raises(ValueError, match="model.rank_monitor"):
         JMF(partial(BagEncoder), partial(LinearHead), rank_monitor="rmse")
+
+
+def test_rank_item_factors_own_gives_l_rank_its_own_item_table(rating_split):
+    """``rank_item_factors=own``: ``L_rank`` trains a separate ``Q^r`` (started as ``Q``), ``score`` is
+    ``vec·Q^r + r`` re-computed here from the tables, and ``predict`` stays ``μ + b_u + b_i + vec·Q``."""
+    model = JMF(partial(BagEncoder), partial(LinearHead), dim=8, epochs=2, patience=0, weights={"rank": 1.0},
+                rank_item_factors="own")
+    _, state, _ = model.setup(rating_split, seed=0)
+    np.testing.assert_array_equal(np.asarray(state.tables["rank_Q"]), np.asarray(state.tables["Q"]))
+    model.fit(rating_split, seed=0)
+    t = {k: np.asarray(v)[:model.n_items] for k, v in model.state.tables.items() if k != "P" and k != "user_bias"}
+    assert np.abs(t["rank_Q"] - t["Q"]).max() > 1e-3                   # trained apart from Q
+    users = np.asarray(rating_split.cold_test_users[:8])
+    vec, bias, _ = (np.asarray(x) for x in model.user_vectors(users))
+    np.testing.assert_allclose(np.asarray(model.score(users)), vec @ t["rank_Q"].T + t["rank_bias"][:, 0],
+                               rtol=1e-4, atol=1e-4)
+    rows = rating_split.test.tocoo()
+    u, i = rows.row[:50], rows.col[:50]
+    vec_u, bias_u, _ = (np.asarray(x) for x in model.user_vectors(u))
+    np.testing.assert_allclose(model.predict(u, i), model.mean + bias_u + t["item_bias"][i, 0]
+                               + (vec_u * t["Q"][i]).sum(-1), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="model.rank_item_factors"):
+        JMF(partial(BagEncoder), partial(LinearHead), rank_item_factors="rank")
+    with pytest.raises(ValueError, match="model.rank_item_factors=own.*weights.rank"):
+        JMF(partial(BagEncoder), partial(LinearHead), rank_item_factors="own").setup(rating_split, seed=0)
