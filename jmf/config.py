@@ -65,6 +65,7 @@ class EvalSchema:
     ratings: bool = True
     test_sampling_seeds: list[int] = field(default_factory=list)
     test_full: bool = False
+    valid_protocol: str = "full"    # full | test: models validate (select epochs) with the test's protocol
 
 
 @dataclass

@@ -99,6 +99,12 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
     log.info("split %s: %s", cfg.split.method, split.counts())
     write_run_info(out, seeds=seeds, data=fingerprint, config=OmegaConf.to_container(cfg, resolve=True))
     model = instantiate(cfg.model, _convert_="all")
+    try:
+        model.eval_config = eval_cfg   # the protocol models validate with (eval.valid_protocol)
+    except AttributeError as err:    # a model class that takes no new attributes (slots, frozen)
+        if eval_cfg.valid_protocol != "full":
+            raise ValueError(f"eval.valid_protocol={eval_cfg.valid_protocol}: {type(model).__name__} "
+                             f"does not take an eval_config attribute") from err
     start = time.perf_counter()
     if "ctx" in inspect.signature(model.fit).parameters:
         fit_info = model.fit(split, seed=seeds["init"], ctx=_context(cfg, trainer, out, seeds))

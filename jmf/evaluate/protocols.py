@@ -42,6 +42,9 @@ class EvalConfig:
         (:func:`evaluate_test_extras`: ``s<seed>/<metric>`` beside the main ``sampling_seed``).
       test_full: also rank every CF-side item on the test fold of ``sampled`` (``full/<metric>``;
         sampled metrics flatter models and can reorder them, Krichene & Rendle 2020).
+      valid_protocol: how models validate while they fit (epoch selection, early stopping):
+        ``full`` (rank every CF-side item) or ``test`` (the test fold's main ``protocol``: with
+        ``sampled``, ``negatives`` drawn negatives per held-out item, since ``candidates`` is test only).
     """
 
     protocol: str = "full"
@@ -53,6 +56,25 @@ class EvalConfig:
     ratings: bool = True
     test_sampling_seeds: tuple[int, ...] = ()
     test_full: bool = False
+    valid_protocol: str = "full"
+
+    def __post_init__(self):
+        if self.valid_protocol not in ("full", "test"):
+            raise ValueError(f"eval.valid_protocol: {self.valid_protocol!r} is not full|test")
+
+    def for_validation(self, ks: tuple[int, ...], batch_size: int, ratings: bool) -> "EvalConfig":
+        """The config a model validates with: ``ks``, ``batch_size`` and ``ratings`` are the model's,
+        the ranking protocol follows ``valid_protocol``."""
+        same = self.valid_protocol == "test"
+        return EvalConfig(protocol=self.protocol if same else "full", ks=ks, negatives=self.negatives,
+                          sampling_seed=self.sampling_seed, batch_size=batch_size, ratings=ratings)
+
+
+def validation_config(model, ks: tuple[int, ...], batch_size: int, ratings: bool) -> EvalConfig:
+    """The validation config of ``model``: from the run's ``eval`` group when ``jmf.run`` gave the
+    model one (its ``eval_config`` attribute), else the full protocol."""
+    base = getattr(model, "eval_config", None) or EvalConfig()
+    return base.for_validation(ks, batch_size, ratings)
 
 
 def _padded_indices(mat: sp.csr_matrix, users: np.ndarray) -> np.ndarray:

@@ -293,12 +293,12 @@ class JMF:
     def _validate(self, split: SplitData, rank_metric: str | None = None) -> dict[str, float]:
         """The validation metrics of the current state, in one evaluation: ``monitor``'s, and
         ``rank_metric`` (``model.rank_monitor``'s) when given."""
-        from jmf.evaluate.protocols import EvalConfig, evaluate_split
+        from jmf.evaluate.protocols import evaluate_split, validation_config
 
         wanted = {"model.monitor": self.monitor_name, **({"model.rank_monitor": rank_metric} if rank_metric else {})}
         ks = tuple(sorted({int(n.split("@")[1]) for n in wanted.values() if "@" in n} or {10}))
-        cfg = EvalConfig(ks=ks, batch_size=self.eval_batch_size,
-                         ratings=self.kind == "mse" and self.monitor_name in ("rmse", "mae"))
+        cfg = validation_config(self, ks, self.eval_batch_size,
+                                ratings=self.kind == "mse" and self.monitor_name in ("rmse", "mae"))
         out = evaluate_split(self, split, "valid", cfg)
         for key, name in wanted.items():
             if name not in out:

@@ -90,11 +90,11 @@ def cold_users(split: SplitData) -> np.ndarray:
 
 def validate(model, split: SplitData, monitor: str, batch_size: int = 512) -> float | None:
     """``monitor`` on the valid fold (cold valid users in a cold-start split); None without valid data."""
-    from jmf.evaluate.protocols import EvalConfig, evaluate_split
+    from jmf.evaluate.protocols import evaluate_split, validation_config
 
     rating = monitor in ("rmse", "mae")
     ks = (10,) if rating else (int(monitor.split("@")[1]),)
-    out = evaluate_split(model, split, "valid", EvalConfig(ks=ks, batch_size=batch_size, ratings=rating))
+    out = evaluate_split(model, split, "valid", validation_config(model, ks, batch_size, rating))
     if not out:
         return None
     if monitor not in out:
