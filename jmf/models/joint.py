@@ -18,6 +18,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse as sp
 from flax import nnx
 
 from jmf.data.batches import cf_category_distribution, cf_item_categories, dl_sequences
@@ -54,6 +55,9 @@ class JMF:
       negatives: uniform negatives per positive (ranking losses; also the literal head).
       max_len: O2 sequence length ``L``.
       init: ``svd`` or ``normal`` initialisation of ``P, Q``.
+      embed_init: ``random``, or ``cooc``: the encoder's O2 item embeddings start as the leading
+        factors of the warm users' O2 -> O1 item co-occurrence (:func:`cooccurrence_factors`), so
+        an O2 item starts out saying which O1 items go with it.
       bias_init: ``auto`` (``prior`` on ratings, ``zero`` on implicit data), ``prior`` or ``zero``.
         ``prior`` starts the item biases at the popularity baseline: on ratings each item's mean
         deviation shrunk by ``bias_damping`` pseudo-ratings (the ``model=pop`` predictor), on implicit
@@ -90,7 +94,7 @@ class JMF:
                  optimizer: str = "adam", lr: float = 1e-3, table_optimizer: str = "adagrad", table_lr: float = 0.05,
                  reg: float = 1e-4, negatives: int = 32, max_len: int = 50, init: str = "svd", blend: float = 0.5,
                  bias_init: str = "auto", bias_damping: float = 5.0, user_offset: bool = True, interest_score: float = 0.0, rank_factors: bool = True,
-                 rank_item_factors: str = "shared",
+                 rank_item_factors: str = "shared", embed_init: str = "random",
                  patience: int = 3, monitor: str = "auto", rank_monitor: str | None = None, max_inflight: int = 0,
                  eval_batch_size: int = 512):
         if init not in ("svd", "normal"):
@@ -114,6 +118,9 @@ class JMF:
         if rank_item_factors not in ("shared", "own"):
             raise ValueError(f"model.rank_item_factors: {rank_item_factors!r} is not shared|own")
         self.rank_item_factors = rank_item_factors
+        if embed_init not in ("random", "cooc"):
+            raise ValueError(f"model.embed_init: {embed_init!r} is not random|cooc")
+        self.embed_init = embed_init
         if rank_monitor is not None and not str(rank_monitor).startswith(("ndcg@", "recall@", "hr@", "mrr@",
                                                                            "precision@")):
             raise ValueError(f"model.rank_monitor: {rank_monitor!r} is not a ranking metric such as ndcg@10")
@@ -128,6 +135,8 @@ class JMF:
         encoder = self.encoder_fn(n_items=n_dl_items, n_categories=n_dl_cats, max_len=self.max_len, rngs=rngs)
         net = JMFNet(encoder, self.head_fn, self.dim, len(split.partition.cf_categories), split.train.shape[1],
                      n_dl_items, n_dl_cats, rngs=rngs)
+        if self.embed_init == "cooc":
+            _cooccurrence_init(encoder, split, seed)
         n_users, n_items = split.train.shape
         if self.init == "svd":
             from jmf.models.cf.svd import TruncatedSVD
@@ -399,6 +408,45 @@ def _category_prior(split: SplitData, interest: np.ndarray) -> tuple[jax.Array, 
     warm = interest.sum(1) > 0
     mix = interest[warm].mean(0) if warm.any() else np.full(interest.shape[1], 1.0 / max(interest.shape[1], 1))
     return jnp.asarray(item_category), jnp.asarray(np.log(np.maximum(mix, 1e-6)), jnp.float32)
+
+
+def cooccurrence_factors(split: SplitData, rank: int, seed: int = 0) -> np.ndarray:
+    """``[I_S, rank]`` O2-item factors ``U·√s`` of the O2 -> O1 co-occurrence ``C = X̃ᵀ Y``.
+
+    ``X̃`` is the users' binary O2 rows, each scaled by ``1/|O2(u)|``, and ``Y`` their binary O1
+    *training* rows, so only users with CF-side training history count (cold users' O1 rows are
+    held out) and ``X̃_u C`` is ``benchmarks/ciao_signal.py``'s item co-occurrence score of ``u``.
+    An O2 item's factor says which O1 items its holders hold; O2 items no such user holds get 0.
+    """
+    from jmf.models.cf.svd import randomized_svd
+
+    X = (split.dl > 0).astype(np.float32).tocsr()
+    Y = (split.train > 0).astype(np.float32).tocsr()
+    counts = np.maximum(np.asarray(X.sum(1)).ravel(), 1.0)
+    co = (X.T @ sp.diags(1.0 / counts) @ Y).tocsr()                       # [I_S, I_T]
+    rank = min(rank, *co.shape)
+    if co.nnz == 0:
+        raise ValueError("model.embed_init=cooc: no user holds both O2 and O1 training items")
+    u, s, _ = randomized_svd(co, rank, seed=seed)
+    return (u * np.sqrt(s)[None, :]).astype(np.float32)
+
+
+def _cooccurrence_init(encoder, split: SplitData, seed: int) -> None:
+    """``model.embed_init=cooc``: the encoder's O2 item embeddings start as :func:`cooccurrence_factors`,
+    rescaled to the random start's spread; items without co-occurrence keep their random rows."""
+    table = getattr(getattr(encoder, "embed", None), "items", None)
+    if not isinstance(table, nnx.Embed):
+        raise ValueError(f"model.embed_init=cooc: {type(encoder).__name__} has no O2 item embedding "
+                         "(encoder.embed.items, as the cnn/transformer/gru encoders' BehaviorEmbedding)")
+    start = np.asarray(table.embedding[...])                              # [I_S + 1, e], row 0 = pad
+    factors = cooccurrence_factors(split, start.shape[1], seed)
+    width = factors.shape[1]
+    held = np.abs(factors).sum(1) > 0
+    scale = start[1:, :width].std() / max(float(factors[held].std()), 1e-12)
+    rows = start[1:].copy()
+    rows[held] = 0.0
+    rows[held, :width] = scale * factors[held]
+    table.embedding[...] = jnp.asarray(np.concatenate([start[:1], rows]))
 
 
 def _log_popularity(train) -> np.ndarray:

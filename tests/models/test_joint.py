@@ -240,3 +240,45 @@ def test_rank_item_factors_own_gives_l_rank_its_own_item_table(rating_split):
         JMF(partial(BagEncoder), partial(LinearHead), rank_item_factors="rank")
     with pytest.raises(ValueError, match="model.rank_item_factors=own.*weights.rank"):
         JMF(partial(BagEncoder), partial(LinearHead), rank_item_factors="own").setup(rating_split, seed=0)
+
+
+def test_embed_init_cooc_starts_o2_embeddings_at_the_cooccurrence_factors(cold_split):
+    """``embed_init=cooc``: ``F = U√s`` of ``C = X̃ᵀY`` (built here by a loop over users) has
+    ``F Fᵀ`` equal to the rank-r part of ``C``'s left Gram from a dense SVD, and the encoder's
+    O2 item rows start at a multiple of ``F`` (the pad row and unheld items keep the random start)."""
+    from flax import nnx
+
+    from jmf.models.joint import _cooccurrence_init, cooccurrence_factors
+
+    split, rank = cold_split, 6
+    X, Y = (split.dl > 0).toarray(), (split.train > 0).toarray()
+    C = np.zeros((X.shape[1], Y.shape[1]))
+    for u in range(X.shape[0]):
+        if X[u].any():
+            C += np.outer(X[u] / X[u].sum(), Y[u])
+    U, s, _ = np.linalg.svd(C, full_matrices=False)
+    F = cooccurrence_factors(split, rank, seed=0)
+    np.testing.assert_allclose(F @ F.T, (U[:, :rank] * s[:rank]) @ U[:, :rank].T, atol=1e-3 * s[0])
+
+    encoder = CNNEncoder(n_items=X.shape[1], n_categories=3, max_len=10, embed_dim=16, out_dim=16,
+                         rngs=nnx.Rngs(0))
+    start = np.asarray(encoder.embed.items.embedding[...]).copy()
+    _cooccurrence_init(encoder, split, seed=0)
+    rows = np.asarray(encoder.embed.items.embedding[...])
+    F16 = cooccurrence_factors(split, 16, seed=0)
+    held = np.abs(F16).sum(1) > 0
+    assert held.any()
+    np.testing.assert_array_equal(rows[0], start[0])
+    np.testing.assert_array_equal(rows[1:][~held], start[1:][~held])
+    scale = rows[1:][held] / F16[held]
+    np.testing.assert_allclose(scale, np.median(scale), rtol=1e-4)
+    assert abs(rows[1:][held].std() / start[1:].std() - 1.0) < 1e-3      # the random start's spread
+
+    model = JMF(partial(BagEncoder), partial(LinearHead), dim=8, embed_init="cooc")
+    _, state, _ = model.setup(split, seed=0)
+    embedded = np.asarray(state.params["encoder"]["embed"]["items"]["embedding"][...])
+    F_e = cooccurrence_factors(split, embedded.shape[1], seed=0)[held]
+    ratio = embedded[1:][held] / F_e
+    np.testing.assert_allclose(ratio, np.median(ratio), rtol=1e-3)
+    with pytest.raises(ValueError, match="model.embed_init"):
+        JMF(partial(BagEncoder), partial(LinearHead), embed_init="svd")
