@@ -13,6 +13,8 @@ every predictor here is a fixed formula of the training data, with nothing learn
   computed here by its own code.  Ranks as ``pop``.
 * ``co-occurrence``: ``s_ui = Σ_{j ∈ O2(u)} #{warm v: j ∈ O2(v), i ∈ O1(v)} / |O2(u)|`` (O2 -> O1
   item co-occurrence over the warm users, a cross-category user-kNN), popularity breaking ties.
+* ``co-occurrence, rank 64``: the same with ``co`` replaced by its rank-64 truncated SVD ``U s Vᵀ``
+  (64 = JMF's ``model.dim``): a linear map of the O2 bag through a 64-dim user vector can express it.
 * ``category, from O2``: popularity re-weighted by the user's O1 category mix predicted from their O2
   category mix (softmax regression fit on the warm users), ``log(1+n_i) + log p̂_u(c_i)/p(c_i)``.
 * ``category oracle``: the same with the user's *test* O1 category mix (reads test labels: an upper
@@ -102,6 +104,17 @@ def predictors(data, split) -> dict[str, _Fixed]:
         s = np.asarray((rows[u] @ co).todense())
         return s / (s.max(1, keepdims=True) + 1e-9) + 1e-3 * log_pop[None, :]
     out["co-occurrence"] = _Fixed(co_score)
+
+    # its rank-64 truncation (64 = JMF's dim): what a d=64 linear map from the O2 bag can express
+    from jmf.models.cf.svd import randomized_svd
+
+    u_, s_, vt_ = randomized_svd(co, 64, seed=0)
+    left, right = rows @ (u_ * s_[None, :]), vt_
+
+    def co_low_rank(u):
+        s = np.asarray(left[u]) @ right
+        return s / (np.abs(s).max(1, keepdims=True) + 1e-9) + 1e-3 * log_pop[None, :]
+    out["co-occurrence, rank 64"] = _Fixed(co_low_rank)
 
     cf_idx = cf_item_categories(split)                                           # [I_T] -> 0..K-1
     _, dl_idx = np.unique(data.item_category[split.dl_items], return_inverse=True)

@@ -128,12 +128,14 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="keep the finished (task, model, seed) runs of results/<name>.json and run the rest")
     parser.add_argument("--merge-from", nargs="*", default=[],
-                        help="more result stems whose finished runs are kept (e.g. a slice run in another process)")
+                        help="more result stems whose finished runs of --tasks are kept, replacing --resume's "
+                             "(e.g. a slice run in another process)")
     args = parser.parse_args()
     data_dir()  # fail early when the real datasets are missing
 
     name = args.name or "cold_start_" + "_".join(args.tasks)
-    raw = _load_runs(([(name, False)] if args.resume else []) + [(m, True) for m in args.merge_from])
+    raw = _load_runs(([(name, False)] if args.resume else []) + [(m, True) for m in args.merge_from],
+                     merged_tasks=set(args.tasks))
     done = {(r["task"], r["model"], r["seed"]) for r in raw if "error" not in r}
     for task in args.tasks:
         models = [ALIASES.get(m, m) for m in args.models] if args.models else [
@@ -162,9 +164,10 @@ def main() -> None:
             _write(name, args.tasks, raw)   # after every model, so a cut-short benchmark keeps its rows
 
 
-def _load_runs(stems: list[tuple[str, bool]]) -> list[dict]:
-    """The per-run rows of earlier result files ``(stem, must_exist)``, every task kept (later files
-    win for the same task, model and seed)."""
+def _load_runs(stems: list[tuple[str, bool]], merged_tasks: set[str] | None = None) -> list[dict]:
+    """The per-run rows of earlier result files ``(stem, must_exist)`` (later files win for the same
+    task, model and seed).  A file that must exist is a ``--merge-from`` one: only its rows of
+    ``merged_tasks`` are taken; the ``--resume`` file keeps every task."""
     runs: dict[tuple, dict] = {}
     for stem, must_exist in stems:
         path = RESULTS / f"{stem}.json"
@@ -173,6 +176,8 @@ def _load_runs(stems: list[tuple[str, bool]]) -> list[dict]:
                 raise FileNotFoundError(f"--merge-from: {path} does not exist")
             continue
         for r in json.loads(path.read_text())["rows"]:
+            if must_exist and merged_tasks is not None and r["task"] not in merged_tasks:
+                continue
             runs[(r["task"], r["model"], r["seed"])] = r
     return list(runs.values())
 
