@@ -413,9 +413,10 @@ def _category_prior(split: SplitData, interest: np.ndarray) -> tuple[jax.Array, 
 def cooccurrence_factors(split: SplitData, rank: int, seed: int = 0) -> np.ndarray:
     """``[I_S, rank]`` O2-item factors ``U·√s`` of the O2 -> O1 co-occurrence ``C = X̃ᵀ Y``.
 
-    ``X̃`` is the users' binary O2 rows, each scaled by ``1/|O2(u)|``, and ``Y`` their binary O1
-    *training* rows, so only users with CF-side training history count (cold users' O1 rows are
-    held out) and ``X̃_u C`` is ``benchmarks/ciao_signal.py``'s item co-occurrence score of ``u``.
+    ``X̃`` is the users' binary O2 rows, each scaled by ``1/|O2(u)|`` (so a warm user with a long O2
+    history does not outweigh the others), and ``Y`` their binary O1 *training* rows, so only users
+    with CF-side training history count (cold users' O1 rows are held out).  ``C`` is
+    ``benchmarks/ciao_signal.py``'s co-occurrence ``XᵀY`` with each warm user weighted by ``1/|O2(v)|``.
     An O2 item's factor says which O1 items its holders hold; O2 items no such user holds get 0.
     """
     from jmf.models.cf.svd import randomized_svd

@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 from omegaconf import OmegaConf
 
 from jmf.config import EvalSchema, to_dataclass
@@ -42,8 +43,6 @@ def test_eval_group_resolves_interpolations_in_the_whole_config(monkeypatch):
 def test_valid_protocol_test_validates_with_the_tests_sampled_protocol():
     """``eval.valid_protocol=test``: the validation config a model gets (``validation_config``) is the
     test's sampled protocol with its negatives and sampler seed; ``full`` (the default) ranks every item."""
-    import pytest
-
     from jmf.evaluate.protocols import validation_config
 
     data = synthetic(n_users=300, n_items=200, n_categories=4, seed=0)
