@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,6 +76,16 @@ class JMF:
       rank_item_factors: ``shared`` (``L_rank`` and ``score`` use the rating fit's ``Q``) or ``own``
         (ratings with ``weights.rank > 0``: a separate table ``Q^r``, started as a copy of ``Q``, so
         ranking is ``p_u·Q^r_i + r_i`` and only ``predict`` uses ``Q``).
+      neighbour_score: weight ``λ_nb`` of the cross-category item-neighbourhood term in ``score`` (the
+        neighbourhood half of a hybrid "factorisation meets the neighbourhood" model, Koren 2008):
+        ``s_ui += λ_nb·log(ε + n_ui / max_k n_uk)``, ``n_ui = Σ_{j ∈ O2(u)} K_ji / |O2(u)|`` with ``K`` the
+        O2 -> O1 item kernel of the warm users' *training* rows (:func:`neighbour_kernel`), ``ε = 1e-3``.
+        It carries item-level co-occurrence that a ``dim``-rank map smooths away.  A list of weights is
+        a choice made on validation: the epochs are validated with the first, then every weight is
+        scored on the validation fold by the ranking metric (``rank_monitor``, or ``monitor`` when it
+        ranks) and the best is kept (``train/neighbour_score``).  0 (default): off.
+      neighbour_kernel: ``count`` (``K_ji`` = warm users holding O2 item ``j`` and O1 item ``i``) or
+        ``conditional`` (that count over the warm holders of ``j``: ``p(i|j)``).
       rank_factors: whether ``P̂_u·Q_i`` (``P_u`` blended in for warm users) enters ``score``; ``false``
         ranks by the item biases (``r_i`` with ``L_rank``) plus the interest term alone -- the
         category-level transfer without the item-level one (``predict`` is unchanged).
@@ -95,6 +105,7 @@ class JMF:
                  reg: float = 1e-4, negatives: int = 32, max_len: int = 50, init: str = "svd", blend: float = 0.5,
                  bias_init: str = "auto", bias_damping: float = 5.0, user_offset: bool = True, interest_score: float = 0.0, rank_factors: bool = True,
                  rank_item_factors: str = "shared", embed_init: str = "random",
+                 neighbour_score: float | list[float] = 0.0, neighbour_kernel: str = "count",
                  patience: int = 3, monitor: str = "auto", rank_monitor: str | None = None, max_inflight: int = 0,
                  eval_batch_size: int = 512):
         if init not in ("svd", "normal"):
@@ -121,6 +132,18 @@ class JMF:
         if embed_init not in ("random", "cooc"):
             raise ValueError(f"model.embed_init: {embed_init!r} is not random|cooc")
         self.embed_init = embed_init
+        weights_nb = (list(neighbour_score) if isinstance(neighbour_score, Sequence) and not isinstance(neighbour_score, str)
+                      else [neighbour_score])
+        try:
+            self.neighbour_choices = [float(w) for w in weights_nb]
+        except (TypeError, ValueError):
+            raise ValueError(f"model.neighbour_score: {neighbour_score!r} is not a number or a list of numbers") from None
+        if not self.neighbour_choices or any(not np.isfinite(w) or w < 0 for w in self.neighbour_choices):
+            raise ValueError(f"model.neighbour_score: {neighbour_score!r} needs finite weights >= 0")
+        self.neighbour_score = self.neighbour_choices[0]   # the weight score uses (the chosen one after fit)
+        if neighbour_kernel not in ("count", "conditional"):
+            raise ValueError(f"model.neighbour_kernel: {neighbour_kernel!r} is not count|conditional")
+        self.neighbour_kernel = neighbour_kernel
         if rank_monitor is not None and not str(rank_monitor).startswith(("ndcg@", "recall@", "hr@", "mrr@",
                                                                            "precision@")):
             raise ValueError(f"model.rank_monitor: {rank_monitor!r} is not a ranking metric such as ndcg@10")
@@ -199,7 +222,27 @@ class JMF:
             self.rank_state, self._rank_best = self._rank_best, None
             if self.rank_history:
                 info[f"train/best_valid_{self.rank_monitor}"] = max(self.rank_history)
+        if len(self.neighbour_choices) > 1:
+            info.update(self._select_neighbour_score(split))
         return info
+
+    def _select_neighbour_score(self, split: SplitData) -> dict[str, float]:
+        """Score every ``neighbour_score`` choice on the validation fold (the fitted states fixed) by the
+        ranking metric; keep the best (the first on ties).  Returns the ``train/`` entries to log."""
+        from jmf.evaluate.protocols import evaluate_split, validation_config
+
+        metric = self._neighbour_metric
+        cfg = validation_config(self, (int(metric.split("@")[1]),), self.eval_batch_size, ratings=False)
+        values = []
+        for weight in self.neighbour_choices:
+            self.neighbour_score = weight
+            values.append(evaluate_split(self, split, "valid", cfg)[metric])
+        best = int(np.argmax(values))
+        self.neighbour_score = self.neighbour_choices[best]
+        log.info("model.neighbour_score: validation %s %s -> %g", metric,
+                 ", ".join(f"{w:g}: {v:.4f}" for w, v in zip(self.neighbour_choices, values)), self.neighbour_score)
+        return {"train/neighbour_score": self.neighbour_score,
+                **{f"train/valid_{metric}@neighbour_score={w:g}": v for w, v in zip(self.neighbour_choices, values)}}
 
     def setup(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None
               ) -> tuple[Engine, TrainState, list[Phase]]:
@@ -243,6 +286,14 @@ class JMF:
              **(net.encoder.user_inputs(split, seqs) if hasattr(net.encoder, "user_inputs") else {}),
              "interest": interest}, engine.mesh)
         self.has_cf = jnp.asarray(np.diff(split.train.indptr) > 0)
+        self.neighbour_score = self.neighbour_choices[0]
+        self._neighbours = neighbour_inputs(split, self.neighbour_kernel) if any(self.neighbour_choices) else None
+        if len(self.neighbour_choices) > 1:
+            self._neighbour_metric = self.rank_monitor or self.monitor_name
+            if "@" not in self._neighbour_metric:
+                raise ValueError(f"model.neighbour_score: a list of weights is chosen on a validation ranking metric, "
+                                 f"but model.monitor is {self.monitor_name} and model.rank_monitor is unset "
+                                 "(set model.rank_monitor=ndcg@10)")
         step_fn = make_train_step(self.graphdef, tx, table_tx, self.kind, self.mean, self.reg, self.negatives,
                                   n_items=n_items)
         jitted = engine.jit_step(step_fn, sharding)
@@ -331,7 +382,7 @@ class JMF:
         if getattr(self, "_literal", None) is None:
             self._literal = nnx.merge(self.graphdef, state.params, state.rest).literal
         if self._literal:
-            return _literal_scores(self.graphdef, state.params, state.rest, interest)
+            return self._add_neighbours(_literal_scores(self.graphdef, state.params, state.rest, interest), users)
         n = self.n_items  # row-sharded tables carry padding rows past the last item
         item_factors = t["rank_Q"] if "rank_Q" in t else t["Q"]
         factors = vec @ item_factors[:n].T if self.rank_factors else jnp.zeros((vec.shape[0], n), vec.dtype)
@@ -342,7 +393,14 @@ class JMF:
         if self.interest_score:
             log_mix = jax.nn.log_softmax(interest, axis=-1) - self.category_log_prior[None, :]   # [B, K]
             scores = scores + self.interest_score * log_mix[:, self.item_category]
-        return scores
+        return self._add_neighbours(scores, users)
+
+    def _add_neighbours(self, scores: jax.Array, users: jax.Array) -> jax.Array:
+        """``scores + λ_nb·log(ε + n_u / max n_u)`` (``neighbour_score``); ``scores`` unchanged at ``λ_nb = 0``."""
+        if not self.neighbour_score:
+            return scores
+        rows, kernel = self._neighbours
+        return scores + self.neighbour_score * jnp.asarray(neighbour_term(rows, kernel, np.asarray(users)))
 
     @property
     def ranks_by_rank_bias(self) -> bool:
@@ -410,6 +468,40 @@ def _category_prior(split: SplitData, interest: np.ndarray) -> tuple[jax.Array, 
     return jnp.asarray(item_category), jnp.asarray(np.log(np.maximum(mix, 1e-6)), jnp.float32)
 
 
+def cross_cooccurrence(split: SplitData, per_user: bool = False) -> sp.csr_matrix:
+    """``[I_S, I_T]`` float32 O2 -> O1 item co-occurrence ``C = XᵀY`` of the users' binary O2 rows ``X``
+    and binary O1 *training* rows ``Y`` (cold users' O1 rows are held out, so they add nothing).
+    ``per_user``: each user's O2 row is scaled by ``1/|O2(u)|`` (a long history does not outweigh others)."""
+    X = (split.dl > 0).astype(np.float32).tocsr()
+    Y = (split.train > 0).astype(np.float32).tocsr()
+    if per_user:
+        X = sp.diags(1.0 / np.maximum(np.asarray(X.sum(1)).ravel(), 1.0)).astype(np.float32) @ X
+    return (X.T @ Y).tocsr().astype(np.float32)
+
+
+def neighbour_inputs(split: SplitData, kernel: str = "count") -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """``model.neighbour_score``'s inputs: ``([U, I_S]`` users' O2 rows scaled by ``1/|O2(u)|``,
+    ``[I_S, I_T]`` kernel ``K``).  ``count``: ``K = XᵀY`` (:func:`cross_cooccurrence`); ``conditional``:
+    each row ``j`` of it divided by the number of warm users (O1 training history) holding ``j``."""
+    X = (split.dl > 0).astype(np.float32).tocsr()
+    rows = (sp.diags(1.0 / np.maximum(np.asarray(X.sum(1)).ravel(), 1.0)).astype(np.float32) @ X).tocsr()
+    K = cross_cooccurrence(split)
+    if kernel == "conditional":
+        warm = np.diff(split.train.tocsr().indptr) > 0
+        holders = np.asarray(X[warm].sum(0)).ravel()
+        K = (sp.diags(1.0 / np.maximum(holders, 1.0)).astype(np.float32) @ K).tocsr()
+    elif kernel != "count":
+        raise ValueError(f"model.neighbour_kernel: {kernel!r} is not count|conditional")
+    return rows, K
+
+
+def neighbour_term(rows: sp.csr_matrix, kernel: sp.csr_matrix, users: np.ndarray, eps: float = 1e-3) -> np.ndarray:
+    """``[B, I_T]`` float32 ``log(ε + n_u / max_i n_ui)``, ``n_u = rows[u] @ kernel`` (a user without O2
+    history, or whose O2 items no warm user holds, gets the constant ``log ε``)."""
+    n = np.asarray((rows[users] @ kernel).todense(), np.float32)
+    return np.log(eps + n / (n.max(1, keepdims=True) + 1e-9)).astype(np.float32)
+
+
 def cooccurrence_factors(split: SplitData, rank: int, seed: int = 0) -> np.ndarray:
     """``[I_S, rank]`` O2-item factors ``U·√s`` of the O2 -> O1 co-occurrence ``C = X̃ᵀ Y``.
 
@@ -421,10 +513,7 @@ def cooccurrence_factors(split: SplitData, rank: int, seed: int = 0) -> np.ndarr
     """
     from jmf.models.cf.svd import randomized_svd
 
-    X = (split.dl > 0).astype(np.float32).tocsr()
-    Y = (split.train > 0).astype(np.float32).tocsr()
-    counts = np.maximum(np.asarray(X.sum(1)).ravel(), 1.0)
-    co = (X.T @ sp.diags(1.0 / counts) @ Y).tocsr()                       # [I_S, I_T]
+    co = cross_cooccurrence(split, per_user=True)                        # [I_S, I_T]
     rank = min(rank, *co.shape)
     if co.nnz == 0:
         raise ValueError("model.embed_init=cooc: no user holds both O2 and O1 training items")

@@ -282,3 +282,65 @@ def test_embed_init_cooc_starts_o2_embeddings_at_the_cooccurrence_factors(cold_s
     np.testing.assert_allclose(ratio, np.median(ratio), rtol=1e-3)
     with pytest.raises(ValueError, match="model.embed_init"):
         JMF(partial(BagEncoder), partial(LinearHead), embed_init="svd")
+
+
+def _loop_kernel(split, kernel):
+    """``K[j, i]``: warm users holding O2 item ``j`` and O1 training item ``i`` (``conditional``: over the
+    warm holders of ``j``), by a loop over users."""
+    X, Y = (split.dl > 0).toarray(), (split.train > 0).toarray()
+    K = np.zeros((X.shape[1], Y.shape[1]))
+    holders = np.zeros(X.shape[1])
+    for u in range(X.shape[0]):
+        if Y[u].any():
+            K[np.ix_(X[u], Y[u])] += 1.0
+            holders += X[u]
+    return K / np.maximum(holders, 1)[:, None] if kernel == "conditional" else K
+
+
+@pytest.mark.parametrize("kernel", ["count", "conditional"])
+def test_neighbour_score_adds_the_cross_category_item_neighbourhood_term(cold_split, kernel):
+    """``neighbour_score=λ``: ``score`` adds ``λ·log(1e-3 + n_u/max n_u)``, ``n_u`` the mean kernel row
+    of the user's O2 items, the kernel re-built here by a loop; ``predict``-free implicit data, λ=0 is
+    the plain score."""
+    split = cold_split
+    users = np.asarray(split.cold_test_users[:12])
+    models = {}
+    for lam in (0.0, 1.5):
+        models[lam] = JMF(partial(BagEncoder), partial(LinearHead), dim=8, neighbour_score=lam,
+                          neighbour_kernel=kernel)
+        models[lam].setup(split, seed=0)
+    base, with_nb = (np.asarray(models[lam].score(users)) for lam in (0.0, 1.5))
+    K = _loop_kernel(split, kernel)
+    X = (split.dl > 0).toarray()
+    n = np.stack([K[X[u]].mean(0) for u in users])
+    want = base + 1.5 * np.log(1e-3 + n / n.max(1, keepdims=True))
+    np.testing.assert_allclose(with_nb, want, rtol=1e-4, atol=1e-4)
+    assert np.abs(with_nb - base).max() > 1.0
+
+
+def test_neighbour_score_list_is_chosen_on_validation(cold_split):
+    """A list of weights: each is scored on the validation fold after the fit and the best is kept
+    (re-measured here); a list needs a ranking metric to choose on; bad values are config errors."""
+    from jmf.evaluate.protocols import evaluate_split
+
+    choices = [0.0, 0.5, 4.0]
+    model = JMF(partial(BagEncoder), partial(LinearHead), dim=16, epochs=2, patience=0, batch_size=128,
+                neighbour_score=choices)
+    info = model.fit(cold_split, seed=0)
+    valid = {w: info[f"train/valid_ndcg@10@neighbour_score={w:g}"] for w in choices}
+    assert info["train/neighbour_score"] == model.neighbour_score == max(valid, key=valid.get)
+    for w in choices:
+        model.neighbour_score = w
+        assert evaluate_split(model, cold_split, "valid", EVAL)["ndcg@10"] == pytest.approx(valid[w], abs=1e-6)
+    assert len(set(np.round(list(valid.values()), 6))) > 1, valid
+    for bad in (-1.0, "a", []):
+        with pytest.raises(ValueError, match="model.neighbour_score"):
+            JMF(partial(BagEncoder), partial(LinearHead), neighbour_score=bad)
+    with pytest.raises(ValueError, match="model.neighbour_kernel"):
+        JMF(partial(BagEncoder), partial(LinearHead), neighbour_kernel="cosine")
+
+
+def test_neighbour_score_list_on_ratings_needs_rank_monitor(rating_split):
+    model = JMF(partial(BagEncoder), partial(LinearHead), dim=8, weights={"rank": 1.0}, neighbour_score=[0.0, 1.0])
+    with pytest.raises(ValueError, match="model.neighbour_score.*rank_monitor"):
+        model.setup(rating_split, seed=0)
