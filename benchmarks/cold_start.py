@@ -77,11 +77,16 @@ ALIASES = {"mf": "mf (target-only)"}
 # validation-RMSE epoch) was added after benchmarks/ciao_rank_parts.py showed the RMSE-selected epoch is
 # the first, before the ranking parts train; chosen over rank_factors=false (with or without
 # weights.map=0) on ciao-0.5 seeds 0-1 read on validation only (README, Ciao section).
+# Synthetic and Ciao: JMF's ranking adds the cross-category item-neighbourhood term (model.neighbour_score,
+# count kernel: benchmarks/ciao_signal.py's co-occurrence), its weight chosen per run on the validation
+# fold's NDCG@10 among NEIGHBOUR_WEIGHTS after the fit (the epochs are still selected with weight 0).
+# Added after ciao_signal.py showed item co-occurrence carries O2 -> O1 signal a low-rank map loses.
+NEIGHBOUR_WEIGHTS = "model.neighbour_score=[0.0,0.5,1.0,2.0,4.0,8.0]"
 TASK_MODEL_OVERRIDES: dict[tuple[str, str], list[str]] = {
     ("synthetic", "jmf"): ["model.dim=16", "model.lr=0.01", "model.batch_size=128", "model.weights.map=0.0",
-                          "model.patience=0"],
+                          "model.patience=0", NEIGHBOUR_WEIGHTS],
     ("ciao", "jmf"): ["model.weights.rank=1.0", "model.batch_size=64", "model.lr=0.003", "model.patience=4",
-                     "model.epochs=15", "model.interest_score=1.0", "model.rank_monitor=ndcg@10"],
+                     "model.epochs=15", "model.interest_score=1.0", "model.rank_monitor=ndcg@10", NEIGHBOUR_WEIGHTS],
 }
 
 
@@ -155,6 +160,8 @@ def main() -> None:
                     continue
                 # the validation fold's metrics too (where the run has them), for choices made on validation
                 valid = {v: metrics[v] for v in ("valid/" + k.split("/")[-1] for k in metric_names) if v in metrics}
+                # and the choices a run made on validation (e.g. JMF's model.neighbour_score)
+                valid.update({k: metrics[k] for k in ("train/neighbour_score",) if k in metrics})
                 raw.append({"task": task, "model": model, "seed": seed,
                             **{k: metrics.get(k, math.nan) for k in metric_names}, **valid,
                             "seconds": metrics["bench/seconds"], "overrides": " ".join(args.override)})
