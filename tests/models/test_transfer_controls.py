@@ -11,7 +11,8 @@ Both run the experiment files' data (``experiments/synthetic_cold_start.yaml`` a
   target-only MF can offer a user with no O1 history.
 * With *no* shared structure (``shared_dim=0``: O2 says nothing about O1 beyond
   popularity), transfer must not help: a gain there would mean a leak of held-out O1
-  information into training or evaluation.
+  information into training or evaluation.  That holds for the item-neighbourhood term
+  too (``model.neighbour_score``), at its validation choice and forced on at weight 1.
 """
 
 from functools import partial
@@ -51,10 +52,13 @@ def _ndcg(model, split, seed=0):
     return evaluate_split(model, split, "test", EVAL)["ndcg@10"]
 
 
+NEIGHBOUR_WEIGHTS = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]   # benchmarks/cold_start.py's NEIGHBOUR_WEIGHTS
+
+
 def _jmf():
     # benchmarks/cold_start.py TASK_MODEL_OVERRIDES["synthetic", "jmf"], with a bag encoder
     return JMF(partial(BagEncoder, embed_dim=32, out_dim=32), partial(LinearHead), dim=16, lr=0.01, batch_size=128,
-               weights={"map": 0.0}, epochs=20, patience=0)
+               weights={"map": 0.0}, epochs=20, patience=0, neighbour_score=NEIGHBOUR_WEIGHTS)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +77,12 @@ def test_transfer_reaches_90_percent_of_the_planted_oracle(shared):
 
 def test_no_shared_structure_no_transfer():
     split, _ = _cold("synthetic_no_shared")
-    pop, jmf = _ndcg(Popularity(), split), _ndcg(_jmf(), split)
-    assert jmf < 1.05 * pop + 0.01, (jmf, pop)
+    model = _jmf()
+    pop, jmf = _ndcg(Popularity(), split), _ndcg(model, split)
+    assert jmf < 1.05 * pop + 0.01, (jmf, pop, model.neighbour_score)
+    model.neighbour_score = 1.0   # the neighbourhood term forced on: co-occurrence must not leak either
+    forced = evaluate_split(model, split, "test", EVAL)["ndcg@10"]
+    assert forced < 1.05 * pop + 0.01, (forced, pop)
 
 
 def test_oracle_needs_synthetic_data():
