@@ -4,7 +4,8 @@ Schedule (DESIGN 2.4): SVD initialises ``P`` and ``Q`` (closed form) -> ``pretra
 ``L_DL`` alone on O2 -> ``epochs`` of the joint objective, with early stopping on a
 validation metric (the best epoch's parameters are kept).  Cold-start users (no CF-side
 history) are scored from O2 alone: ``s_ui = P̂_u·Q_i + b_i``; warm users use
-``blend·P_u + (1-blend)·P̂_u``.
+``blend·P_u + (1-blend)·P̂_u``.  Ranking can add the interest vector (``interest_score``) and a
+cross-category item-neighbourhood term (``neighbour_score``, :func:`neighbour_term`).
 """
 
 from __future__ import annotations
