@@ -83,7 +83,7 @@ def _category_fit(X: np.ndarray, Y: np.ndarray, steps: int = 3000, lr: float = 0
 def predictors(data, split) -> dict[str, _Fixed]:
     from jmf.data.batches import cf_category_distribution, cf_item_categories
     from jmf.models.cf.popularity import Popularity
-    from jmf.models.joint import fit_offset_scale, o2_user_offsets
+    from jmf.models.joint import fit_offset_scale, neighbour_inputs, o2_rows, o2_user_offsets
 
     pop = Popularity(damping=5.0)
     pop.fit(split)
@@ -95,10 +95,8 @@ def predictors(data, split) -> dict[str, _Fixed]:
            "pop + O2 offset": _Fixed(lambda u: np.broadcast_to(counts, (len(u), len(counts))),
                                      lambda u, i: pop.item_mean[i] + a * offsets[u])}
 
-    X = (split.dl > 0).astype(np.float32).tocsr()
-    Y = (split.train > 0).astype(np.float32).tocsr()
-    co = (X.T @ Y).tocsr()                                                      # [I_S, I_T]
-    rows = sp.diags(1.0 / np.maximum(np.asarray(X.sum(1)).ravel(), 1)) @ X
+    X = o2_rows(split)
+    rows, co = neighbour_inputs(split)     # [U, I_S] rows / |O2(u)|, [I_S, I_T] XᵀY: model.neighbour_score's n_u
 
     def co_score(u):
         s = np.asarray((rows[u] @ co).todense())

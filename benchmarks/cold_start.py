@@ -160,8 +160,8 @@ def main() -> None:
                     continue
                 # the validation fold's metrics too (where the run has them), for choices made on validation
                 valid = {v: metrics[v] for v in ("valid/" + k.split("/")[-1] for k in metric_names) if v in metrics}
-                # and the choices a run made on validation (e.g. JMF's model.neighbour_score)
-                valid.update({k: metrics[k] for k in ("train/neighbour_score",) if k in metrics})
+                if "train/neighbour_score" in metrics:   # JMF's weight chosen on validation
+                    valid["train/neighbour_score"] = metrics["train/neighbour_score"]
                 raw.append({"task": task, "model": model, "seed": seed,
                             **{k: metrics.get(k, math.nan) for k in metric_names}, **valid,
                             "seconds": metrics["bench/seconds"], "overrides": " ".join(args.override)})

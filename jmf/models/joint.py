@@ -469,25 +469,31 @@ def _category_prior(split: SplitData, interest: np.ndarray) -> tuple[jax.Array, 
     return jnp.asarray(item_category), jnp.asarray(np.log(np.maximum(mix, 1e-6)), jnp.float32)
 
 
-def cross_cooccurrence(split: SplitData, per_user: bool = False) -> sp.csr_matrix:
-    """``[I_S, I_T]`` float32 O2 -> O1 item co-occurrence ``C = XᵀY`` of the users' binary O2 rows ``X``
-    and binary O1 *training* rows ``Y`` (cold users' O1 rows are held out, so they add nothing).
-    ``per_user``: each user's O2 row is scaled by ``1/|O2(u)|`` (a long history does not outweigh others)."""
+def o2_rows(split: SplitData, per_user: bool = False) -> sp.csr_matrix:
+    """``[U, I_S]`` float32 binary O2 rows; ``per_user``: each scaled by ``1/|O2(u)|``."""
     X = (split.dl > 0).astype(np.float32).tocsr()
-    Y = (split.train > 0).astype(np.float32).tocsr()
     if per_user:
-        X = sp.diags(1.0 / np.maximum(np.asarray(X.sum(1)).ravel(), 1.0)).astype(np.float32) @ X
-    return (X.T @ Y).tocsr().astype(np.float32)
+        X = (sp.diags(1.0 / np.maximum(np.asarray(X.sum(1)).ravel(), 1.0)).astype(np.float32) @ X).tocsr()
+    return X
+
+
+def cross_cooccurrence(split: SplitData, per_user: bool = False) -> sp.csr_matrix:
+    """``[I_S, I_T]`` float32 O2 -> O1 item co-occurrence ``C = XᵀY`` of the users' O2 rows ``X``
+    (:func:`o2_rows`) and binary O1 *training* rows ``Y`` (cold users' O1 rows are held out, so they
+    add nothing).  ``per_user``: each user's O2 row is scaled by ``1/|O2(u)|`` (a long history does not
+    outweigh others)."""
+    Y = (split.train > 0).astype(np.float32).tocsr()
+    return (o2_rows(split, per_user).T @ Y).tocsr().astype(np.float32)
 
 
 def neighbour_inputs(split: SplitData, kernel: str = "count") -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """``model.neighbour_score``'s inputs: ``([U, I_S]`` users' O2 rows scaled by ``1/|O2(u)|``,
     ``[I_S, I_T]`` kernel ``K``).  ``count``: ``K = XᵀY`` (:func:`cross_cooccurrence`); ``conditional``:
     each row ``j`` of it divided by the number of warm users (O1 training history) holding ``j``."""
-    X = (split.dl > 0).astype(np.float32).tocsr()
-    rows = (sp.diags(1.0 / np.maximum(np.asarray(X.sum(1)).ravel(), 1.0)).astype(np.float32) @ X).tocsr()
+    rows = o2_rows(split, per_user=True)
     K = cross_cooccurrence(split)
     if kernel == "conditional":
+        X = o2_rows(split)
         warm = np.diff(split.train.tocsr().indptr) > 0
         holders = np.asarray(X[warm].sum(0)).ravel()
         K = (sp.diags(1.0 / np.maximum(holders, 1.0)).astype(np.float32) @ K).tocsr()
