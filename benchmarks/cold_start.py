@@ -6,12 +6,13 @@
     python benchmarks/cold_start.py --tasks cdrib-sport cdrib-cloth
     python benchmarks/cold_start.py --tasks ciao-0.2 --models pop mf jmf-cnn --seeds 0   # a quick slice
 
-Each (task, model, seed) composes ``conf/train.yaml`` with the task's experiment file and the
-model's overrides -- exactly what ``jmf-train experiment=<task> <model overrides> seed=<s>``
-runs -- and calls :func:`jmf.run.run`; its ``metrics.json`` goes to
-``benchmarks/runs/<task>/<model>/seed<s>/``.  Epochs are selected on each split's validation
-fold only (cold-start validation users, or a slice carved from training for the DisenCDR
-pairs); test metrics are read once per run.  Tables (mean ± std over seeds) go to
+Each (task, model, seed) runs ``jmf-train experiment=<experiment>/<row> <task overrides> seed=<s>``: the
+task's experiment file (``experiments/<experiment>.yaml``) with the model's row
+(``experiments/<experiment>/<row>.yaml`` where the table reports tuned settings, else the model at its conf
+defaults), so every number here is reproduced by that command alone; the script holds no settings of its
+own.  ``metrics.json`` goes to ``benchmarks/runs/<task>/<model>/seed<s>/``.  Epochs are selected on each
+split's validation fold only (cold-start validation users, or a slice carved from training for the
+DisenCDR pairs); test metrics are read once per run.  Tables (mean ± std over seeds) go to
 ``benchmarks/results/cold_start_<tasks>.{md,csv,json}``; rows are models, columns metrics.
 """
 
@@ -34,66 +35,37 @@ SAMPLED = ["test/sampled/hr@10", "test/sampled/ndcg@10", "test/full/ndcg@10", "t
 FIXED = ["test/hr@10", "test/ndcg@10", "test/full/ndcg@10", "test/full/recall@20"]
 SAMPLERS = (0, 1, 2)  # the Amazon experiments' eval.test_sampling_seeds: test/sampled/<m> is their mean
 CDRIB = ["test/mrr", "test/ndcg@5", "test/ndcg@10", "test/hr@1", "test/hr@5", "test/hr@10"]
-TASKS: dict[str, tuple[list[str], list[str]]] = {
-    "synthetic": (["experiment=synthetic_cold_start"], RANK),
-    "synthetic-no-shared": (["experiment=synthetic_no_shared"], RANK),
-    **{f"ciao-{b}": ([f"experiment=ciao_cold_start", f"split.beta={b}"], RATE + RANK) for b in ("0.2", "0.5", "0.8")},
-    "amazon-cloth": (["experiment=amazon_sport_cloth", "partition.cf_categories=[cloth]"], SAMPLED),
-    "amazon-sport": (["experiment=amazon_sport_cloth", "partition.cf_categories=[sport]"], SAMPLED),
-    "amazon-phone": (["experiment=amazon_phone_electronic", "partition.cf_categories=[phone]"], SAMPLED),
-    "amazon-elec": (["experiment=amazon_phone_electronic", "partition.cf_categories=[electronic]"], SAMPLED),
-    "amazon-phone-bitgcf": (["experiment=amazon_phone_electronic_bitgcf"], FIXED),
-    "cdrib-sport": (["experiment=cdrib_sport_cloth"], CDRIB),
-    "cdrib-cloth": (["experiment=cdrib_cloth_sport"], CDRIB),
+# task -> (experiment, the task's own overrides, metrics reported)
+TASKS: dict[str, tuple[str, list[str], list[str]]] = {
+    "synthetic": ("synthetic_cold_start", [], RANK),
+    "synthetic-no-shared": ("synthetic_no_shared", [], RANK),
+    **{f"ciao-{b}": ("ciao_cold_start", [f"split.beta={b}"], RATE + RANK) for b in ("0.2", "0.5", "0.8")},
+    "amazon-cloth": ("amazon_sport_cloth", ["partition.cf_categories=[cloth]"], SAMPLED),
+    "amazon-sport": ("amazon_sport_cloth", ["partition.cf_categories=[sport]"], SAMPLED),
+    "amazon-phone": ("amazon_phone_electronic", ["partition.cf_categories=[phone]"], SAMPLED),
+    "amazon-elec": ("amazon_phone_electronic", ["partition.cf_categories=[electronic]"], SAMPLED),
+    "amazon-phone-bitgcf": ("amazon_phone_electronic_bitgcf", [], FIXED),
+    "cdrib-sport": ("cdrib_sport_cloth", [], CDRIB),
+    "cdrib-cloth": ("cdrib_cloth_sport", [], CDRIB),
 }
-# model name -> overrides
-MODELS: dict[str, list[str]] = {
-    "pop": ["model=pop"],
-    "mf (target-only)": ["model=mf"],
-    "cmf": ["model=cmf"],
-    "emcdr": ["model=emcdr"],
-    "ptupcdr": ["model=ptupcdr"],
-    "jmf-cnn": ["model=jmf", "model/encoder=cnn"],
-    "jmf-transformer": ["model=jmf", "model/encoder=transformer"],
-    "oracle": ["model=oracle"],
+# model name (table row) -> experiment row (experiments/<experiment>/<row>.yaml, or conf/model/<row>.yaml)
+MODELS: dict[str, str] = {
+    "pop": "pop",
+    "mf (target-only)": "mf",
+    "cmf": "cmf",
+    "emcdr": "emcdr",
+    "ptupcdr": "ptupcdr",
+    "jmf-cnn": "jmf_cnn",
+    "jmf-transformer": "jmf_transformer",
+    "oracle": "oracle",
 }
 ALIASES = {"mf": "mf (target-only)"}
-# (task prefix, model prefix) -> overrides added after the model's: the settings a table reports
-# beyond the conf defaults.  Synthetic: a small, dense problem (rank-3 planted taste, 300 items)
-# where the defaults (d=64, lr 1e-3, batch 256) take too few steps.  dim 16, lr 0.01, batch 128,
-# no L_map term (it pulls P̂ towards the noisier warm P) and all 20 epochs (patience 0; the best
-# validation epoch is still the one kept -- validation NDCG@10 is noisy enough that patience 3
-# stopped at epoch 4) were picked by hand from probe runs on seed-0 data (1000-10 000 users),
-# read on that probe's test users: a hand choice, not a validation search.
-# tests/models/test_transfer_controls.py uses the same settings.
-# Ciao: ratings, so JMF adds L_rank (weights.rank=1: an MSE fit alone ranks the cold users' O1 items
-# near zero, see tests/models/test_joint.py), and takes more, smaller steps than the defaults (Ciao's
-# O1 has ~20-70k training ratings: batch 256 x 8 items is ~20 steps an epoch).  batch 64, lr 3e-3,
-# patience 4, 15 epochs were picked by hand from two probe runs on ciao-0.5 seed 0 (read on that
-# probe's test users): a hand choice, not a validation search.  interest_score=1 (ranking reweighted by
-# the interest vector's p(c|u)/p(c), the plain factorisation weight) was added after
-# benchmarks/ciao_signal.py showed a category mix predicted from O2 lifts popularity a little.
-# rank_monitor=ndcg@10 (score ranks with the epoch best on validation NDCG@10, predict keeps the
-# validation-RMSE epoch) was added after benchmarks/ciao_rank_parts.py showed the RMSE-selected epoch is
-# the first, before the ranking parts train; chosen over rank_factors=false (with or without
-# weights.map=0) on ciao-0.5 seeds 0-1 read on validation only (README, Ciao section).
-# Synthetic and Ciao: JMF's ranking adds the cross-category item-neighbourhood term (model.neighbour_score,
-# count kernel: benchmarks/ciao_signal.py's co-occurrence), its weight chosen per run on the validation
-# fold's NDCG@10 among NEIGHBOUR_WEIGHTS after the fit (the epochs are still selected with weight 0).
-# Added after ciao_signal.py showed item co-occurrence carries O2 -> O1 signal a low-rank map loses.
-NEIGHBOUR_WEIGHTS = "model.neighbour_score=[0.0,0.5,1.0,2.0,4.0,8.0]"
-TASK_MODEL_OVERRIDES: dict[tuple[str, str], list[str]] = {
-    ("synthetic", "jmf"): ["model.dim=16", "model.lr=0.01", "model.batch_size=128", "model.weights.map=0.0",
-                          "model.patience=0", NEIGHBOUR_WEIGHTS],
-    ("ciao", "jmf"): ["model.weights.rank=1.0", "model.batch_size=64", "model.lr=0.003", "model.patience=4",
-                     "model.epochs=15", "model.interest_score=1.0", "model.rank_monitor=ndcg@10", NEIGHBOUR_WEIGHTS],
-}
 
 
-def tuned_overrides(task: str, model: str) -> list[str]:
-    """The ``TASK_MODEL_OVERRIDES`` of ``task`` and ``model`` (a ``MODELS`` name), in table order."""
-    return [o for (t, m), extra in TASK_MODEL_OVERRIDES.items() if task.startswith(t) and model.startswith(m)
-            for o in extra]
+def overrides_of(task: str, model: str, seed: int) -> list[str]:
+    """The ``jmf-train`` overrides of one table cell: ``experiment=<experiment>/<row> <task overrides> seed=<s>``."""
+    experiment, task_overrides, _ = TASKS[task]
+    return [f"experiment={experiment}/{MODELS[model]}", *task_overrides, f"seed={seed}"]
 
 
 def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path) -> dict[str, float]:
@@ -103,10 +75,9 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path) 
     from jmf.run import run
 
     register_configs()
-    tuned = tuned_overrides(task, model)
     # trainer.resume=false: a benchmark run always starts fresh (an old run directory of a changed
     # experiment would otherwise stop it with a "different config" checkpoint error)
-    overrides = [*TASKS[task][0], *MODELS[model], *tuned, f"seed={seed}", "trainer.resume=false", *extra]
+    overrides = [*overrides_of(task, model, seed), "trainer.resume=false", *extra]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     out = out_root / task / model.split(" ")[0] / f"seed{seed}"
@@ -145,7 +116,7 @@ def main() -> None:
     for task in args.tasks:
         models = [ALIASES.get(m, m) for m in args.models] if args.models else [
             m for m in MODELS if m != "oracle" or task.startswith("synthetic")]
-        metric_names = TASKS[task][1]
+        metric_names = TASKS[task][2]
         for model in models:
             for seed in args.seeds:
                 if (task, model, seed) in done:
@@ -191,7 +162,7 @@ def _load_runs(stems: list[tuple[str, bool]], merged_tasks: set[str] | None = No
 
 def _table_rows(task: str, raw: list[dict]) -> list[dict]:
     """Mean ± std over seeds per model, in ``MODELS`` order."""
-    metric_names = TASKS[task][1]
+    metric_names = TASKS[task][2]
     rows = []
     for model in MODELS:
         runs = [r for r in raw if r["task"] == task and r["model"] == model and "error" not in r]
@@ -216,8 +187,9 @@ def _write(name: str, tasks: list[str], raw: list[dict]) -> None:
         task_rows = _table_rows(task, raw)
         rows += task_rows
         if task_rows:
-            cols = ["model", "seeds", *(k.split("/", 1)[1] for k in TASKS[task][1]), "s/run"]
-            sections.append(f"### {task} (`{' '.join(TASKS[task][0])}`)\n\n" + markdown_table(task_rows, cols))
+            cols = ["model", "seeds", *(k.split("/", 1)[1] for k in TASKS[task][2]), "s/run"]
+            command = " ".join(["experiment=" + TASKS[task][0] + "/<row>", *TASKS[task][1]])
+            sections.append(f"### {task} (`{command}`)\n\n" + markdown_table(task_rows, cols))
     failed = [r for r in raw if "error" in r]
     if failed:
         sections.append("Failed runs:\n\n" + "\n".join(f"* {r['task']} {r['model']} seed {r['seed']}: {r['error']}"

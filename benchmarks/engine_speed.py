@@ -53,7 +53,8 @@ def child(split_path: str, model_name: str, devices: int, steps: int, batch: int
 
     import jax
 
-    from jmf.train.engine import RunContext
+    from jmf.models.joint.start import NormalFactors
+    from jmf.models.protocols import RunContext
 
     with open(split_path, "rb") as f:
         split = pickle.load(f)
@@ -63,7 +64,7 @@ def child(split_path: str, model_name: str, devices: int, steps: int, batch: int
         from jmf.models.cf.mf import MatrixFactorization
 
         model = MatrixFactorization(dim=64, loss="bpr", batch_size=batch, optimizer="adagrad", lr=0.05)
-        engine, state, phases = model.setup(split, 0, ctx)
+        engine, state, phases = model.setup(split, ctx)
         full = phases[0].plan(0).batch(0)
         n_batches = min(steps, full["rows"]["users"].shape[0])
         batch_in = {"rows": jax.tree.map(lambda x: x[:n_batches], full["rows"]), "key": full["key"]}
@@ -88,8 +89,8 @@ def child(split_path: str, model_name: str, devices: int, steps: int, batch: int
                    else partial(TransformerEncoder, embed_dim=64, out_dim=64))
         m_items = 8
         model = JMF(encoder, partial(LinearHead), dim=64, batch_size=batch, items_per_user=m_items, max_len=50,
-                    init="normal", negatives=64)
-        engine, state, phases = model.setup(split, 0, ctx)
+                    init=NormalFactors(), negatives=64)
+        engine, state, phases = model.setup(split, ctx)
         plan = phases[1].plan(0)
         setup_s = time.perf_counter() - t0
         t = time.perf_counter()

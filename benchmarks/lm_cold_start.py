@@ -105,6 +105,7 @@ def _table(runs: list[dict]) -> list[dict]:
 
 def cold_start(args) -> None:
     from jmf.evaluate.protocols import EvalConfig, evaluate_split
+    from jmf.models.protocols import RunContext
 
     runs: list[dict] = []
     for name in ([args.out] if args.resume else []) + args.merge_from:
@@ -126,7 +127,7 @@ def cold_start(args) -> None:
                 split = splits[seed]
                 model = build_model(dataset, name, args.max_tokens, tuple(args.override))
                 start = time.perf_counter()
-                model.fit(split, seed=seed)
+                model.fit(split, RunContext(seed=seed))
                 seconds = time.perf_counter() - start
                 out = evaluate_split(model, split, "test", EvalConfig(ks=(10, 20), ratings=True))
                 run = {"dataset": dataset, "model": name, "seed": seed, "fit_seconds": seconds,

@@ -35,6 +35,7 @@ from jmf.data.preprocess import PreprocessConfig, preprocess
 from jmf.data.split import make_split, partition_categories
 from jmf.evaluate.protocols import evaluate_ratings
 from jmf.models.cf.mf import MatrixFactorization
+from jmf.models.protocols import RunContext
 
 # Surprise 1.1 README / docs benchmark table: MovieLens-100k, 5-fold cross-validation.
 SURPRISE = [("Surprise SVD", 0.934, 0.737), ("Surprise SVD++", 0.919, 0.721), ("Surprise BaselineOnly", 0.944, 0.748)]
@@ -60,7 +61,7 @@ def load_data():
 def fit_eval(split, hp: dict, seed: int, truth) -> tuple[dict, float]:
     model = MatrixFactorization(**hp)
     start = time.perf_counter()
-    model.fit(split, seed=seed)
+    model.fit(split, RunContext(seed=seed))
     return evaluate_ratings(model.predict, truth), time.perf_counter() - start
 
 

@@ -57,21 +57,21 @@ def one(task: str, ratio: float, seed: int) -> dict:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from cold_start import MODELS, TASKS as BENCH_TASKS, tuned_overrides
+    from cold_start import overrides_of
     from jmf.config import CONF_DIR, register_configs
+    from jmf.models.protocols import RunContext
     from jmf.run import build_split, load_data
 
     register_configs()
-    tuned = tuned_overrides(task, "jmf-cnn")
-    common = [*BENCH_TASKS[task][0], f"split.valid_ratio={ratio}", f"seed={seed}"]
+    extra = [f"split.valid_ratio={ratio}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[*common, *MODELS["jmf-cnn"], *tuned])
-        pop_cfg = compose("train", overrides=[*common, *MODELS["pop"]])
+        cfg = compose("train", overrides=[*overrides_of(task, "jmf-cnn", seed), *extra])
+        pop_cfg = compose("train", overrides=[*overrides_of(task, "pop", seed), *extra])
     data = load_data(cfg.data, seed)
     split = build_split(data, cfg.partition, cfg.split, seed)
 
     pop = instantiate(pop_cfg.model, _convert_="all")
-    pop.fit(split, seed=seed)
+    pop.fit(split, RunContext(seed=seed))
     pop_ndcg = per_user_ndcg(pop.score, split)
 
     model = instantiate(cfg.model, _convert_="all")
@@ -86,7 +86,7 @@ def one(task: str, ratio: float, seed: int) -> dict:
 
     model._validate = validate
     start = time.perf_counter()
-    model.fit(split, seed=seed)
+    model.fit(split, RunContext(seed=seed))
     means = np.array([c.mean() for c in curves])
     best = int(means.argmax())
     paired = [se(c - curves[best]) for i, c in enumerate(curves) if i != best]

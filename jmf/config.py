@@ -122,8 +122,116 @@ def register_configs() -> None:
     cs.store(group="eval", name="schema", node=EvalSchema)
     cs.store(group="trainer", name="schema", node=TrainerConfig)
     cs.store(group="optim", name="schema", node=OptimConfig)
+    for name, rows in experiment_catalogue().items():
+        cs.store(group="experiment", name=name, node=_experiment_node(name), package="_global_")
+        for row in rows:
+            cs.store(group=f"experiment/{name}", name=row, node=_experiment_node(name, row), package="_global_")
+
+
+def experiment_catalogue() -> dict[str, list[str]]:
+    """``experiments/<task>.yaml`` -> the rows ``experiment=<task>/<row>`` it offers: one per file in
+    ``experiments/<task>/`` (a model with a table's settings) and one per ``conf/model/*.yaml`` with no
+    such file (that model at its conf defaults)."""
+    models = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+    out = {}
     for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
-        cs.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
+        files = sorted(p.stem for p in (EXPERIMENTS_DIR / path.stem).glob("*.yaml"))
+        out[path.stem] = files + [m for m in models if m not in files]
+    return out
+
+
+# Experiments (STYLE R12).  ``experiments/<task>.yaml`` holds a task (data, partition, split, eval) and
+# its default row, either inline (``override /model: ...`` and ``model:`` keys) or as a reference
+# ``- <task>/<row>`` to ``experiments/<task>/<row>.yaml``; a row file holds one model's settings and may
+# start from a sibling row (``- <row>``).  ``experiment=<task>`` composes the task with its default row,
+# ``experiment=<task>/<row>`` the task with that row instead.  Plain includes (``- <other experiment>``)
+# bring the other experiment's task and, unless overridden, its default row.  The composition is done
+# here, so that a row can replace the model of its task (Hydra merges, it cannot remove keys).
+
+
+def _entries(node: DictConfig) -> list:
+    return list(node.get("defaults") or [])
+
+
+def _entry_key(entry) -> str:
+    """``{'override /model/encoder': 'cnn'}`` -> ``/model/encoder``; ``'task/row'`` -> ``task/row``."""
+    key = entry if isinstance(entry, str) else next(iter(entry))
+    return key.removeprefix("override ").strip()
+
+
+def _is_model(entry) -> bool:
+    key = _entry_key(entry)
+    return not isinstance(entry, str) and (key == "/model" or key.startswith("/model/"))
+
+
+def _load(path: Path) -> DictConfig:
+    if not path.exists():
+        raise ValueError(f"experiment: {path} does not exist (referenced from experiments/)")
+    return OmegaConf.load(path)
+
+
+def _task_part(name: str) -> tuple[list, dict]:
+    """The task of ``experiments/<name>.yaml`` (and of its includes): everything but the model."""
+    node = _load(EXPERIMENTS_DIR / f"{name}.yaml")
+    defaults, body = [], {}
+    for entry in _entries(node):
+        if isinstance(entry, str) and "/" not in entry:          # include another experiment
+            inc_defaults, inc_body = _task_part(entry)
+            defaults += inc_defaults
+            body = OmegaConf.merge(body, inc_body)
+        elif not isinstance(entry, str) and not _is_model(entry):
+            defaults.append(entry)
+    own = {k: v for k, v in node.items() if k not in ("defaults", "model")}
+    return defaults, OmegaConf.merge(body, own)
+
+
+def _model_part(name: str) -> tuple[list, dict]:
+    """The default row of ``experiments/<name>.yaml``: inline, a ``<task>/<row>`` reference, or inherited."""
+    node = _load(EXPERIMENTS_DIR / f"{name}.yaml")
+    entries = _entries(node)
+    refs = [e for e in entries if isinstance(e, str) and "/" in e]
+    inline = [e for e in entries if _is_model(e)]
+    if not refs and not inline and "model" not in node:
+        for include in (e for e in entries if isinstance(e, str)):
+            return _model_part(include)
+        return [], {}
+    defaults, body = [], {}
+    for ref in refs:
+        task, row = ref.split("/", 1)
+        ref_defaults, ref_body = _row_part(task, row)
+        defaults += ref_defaults
+        body = OmegaConf.merge(body, ref_body)
+    return defaults + inline, OmegaConf.merge(body, {"model": node.get("model", {})})
+
+
+def _row_part(task: str, row: str) -> tuple[list, dict]:
+    """``experiments/<task>/<row>.yaml`` (its sibling rows first), or ``model=<row>`` at its conf defaults."""
+    path = EXPERIMENTS_DIR / task / f"{row}.yaml"
+    if not path.exists():
+        return [{"override /model": row}], {}
+    node = _load(path)
+    defaults, body = [], {}
+    for entry in _entries(node):
+        if isinstance(entry, str):
+            sib_defaults, sib_body = _row_part(task, entry)
+            defaults += sib_defaults
+            body = OmegaConf.merge(body, sib_body)
+        else:
+            defaults.append(entry)
+    return defaults, OmegaConf.merge(body, {k: v for k, v in node.items() if k != "defaults"})
+
+
+def _experiment_node(name: str, row: str | None = None) -> DictConfig:
+    """``experiment=<name>`` (row ``None``) or ``experiment=<name>/<row>``, composed (see above)."""
+    task_defaults, task_body = _task_part(name)
+    model_defaults, model_body = _model_part(name) if row is None else _row_part(name, row)
+    defaults: dict[str, Any] = {}
+    for entry in task_defaults + model_defaults:          # a later override of a group replaces an earlier one
+        defaults.pop(_entry_key(entry), None)
+        defaults[_entry_key(entry)] = entry
+    node = OmegaConf.merge(task_body, model_body)
+    node.defaults = list(defaults.values())
+    return node
 
 
 def to_dataclass(cls, node: DictConfig | dict | None, key: str):
@@ -169,6 +277,11 @@ def check_target(node: DictConfig, key: str, skip: tuple[str, ...] = ()) -> None
         value = node[name]
         if isinstance(value, DictConfig) and "_target_" in value:
             check_target(value, f"{key}.{name}")
+            continue
+        if isinstance(value, DictConfig) and value and all(isinstance(v, DictConfig) and "_target_" in v
+                                                           for v in value.values()):
+            for sub in value:          # a keyed collection of parts (model.terms.<name>)
+                check_target(value[sub], f"{key}.{name}.{sub}")
             continue
         if name in hints and not OmegaConf.is_missing(node, name) and not _type_ok(value, hints[name]):
             raise ValueError(f"config '{key}.{name}': {value!r} is not of type {hints[name]}")

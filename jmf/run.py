@@ -12,7 +12,6 @@ same file on CPU), ``timing.json`` (wall-clock seconds, kept apart for that reas
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import logging
 import time
@@ -28,7 +27,7 @@ from jmf.data.interactions import Interactions
 from jmf.data.preprocess import PreprocessConfig, preprocess
 from jmf.data.split import SplitData, make_split, partition_categories
 from jmf.evaluate.protocols import EvalConfig, evaluate_split, evaluate_test_extras
-from jmf.train.engine import RunContext
+from jmf.models.protocols import HasInterest, Model, RunContext
 from jmf.train.observe import array_fingerprint, file_fingerprint, progress, status, write_run_info
 
 log = logging.getLogger("jmf")
@@ -99,17 +98,11 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
     log.info("split %s: %s", cfg.split.method, split.counts())
     write_run_info(out, seeds=seeds, data=fingerprint, config=OmegaConf.to_container(cfg, resolve=True))
     model = instantiate(cfg.model, _convert_="all")
-    try:
-        model.eval_config = eval_cfg   # the protocol models validate with (eval.valid_protocol)
-    except AttributeError as err:    # a model class that takes no new attributes (slots, frozen)
-        if eval_cfg.valid_protocol != "full":
-            raise ValueError(f"eval.valid_protocol={eval_cfg.valid_protocol}: {type(model).__name__} "
-                             f"does not take an eval_config attribute") from err
+    if not isinstance(model, Model):
+        raise ValueError(f"model._target_: {type(model).__name__} is not a model (fit(split, ctx), score(users), "
+                         "predict(users, items): see jmf.models.protocols)")
     start = time.perf_counter()
-    if "ctx" in inspect.signature(model.fit).parameters:
-        fit_info = model.fit(split, seed=seeds["init"], ctx=_context(cfg, trainer, out, seeds))
-    else:
-        fit_info = model.fit(split, seed=seeds["init"])
+    fit_info = model.fit(split, _context(cfg, trainer, eval_cfg, out, seeds))
     timing = {"train/seconds": time.perf_counter() - start}
 
     metrics: dict[str, float] = dict(split.counts())
@@ -142,14 +135,16 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
     return metrics
 
 
-def _context(cfg: DictConfig, trainer: TrainerConfig, out: Path, seeds: dict) -> RunContext:
-    """The engine's view of the trainer config; ``compat``: what a checkpoint must have been written with."""
+def _context(cfg: DictConfig, trainer: TrainerConfig, eval_cfg: EvalConfig, out: Path, seeds: dict) -> RunContext:
+    """What ``fit`` gets: the seeds, the run directory, the trainer's engine knobs and the ``eval`` group
+    (the validation protocol); ``compat``: what a checkpoint must have been written with."""
     knobs = {f.name: getattr(trainer, f.name) for f in dataclasses.fields(RunContext)
              if hasattr(trainer, f.name) and f.name not in ("sampling_seed", "compat")}
     resolved = OmegaConf.to_container(cfg, resolve=True)
     compat = {k: resolved.get(k) for k in ("data", "partition", "split", "model", "optim", "seed")}
     compat["trainer"] = {k: v for k, v in resolved.get("trainer", {}).items() if k not in EXECUTION_KEYS}
-    return RunContext(out_dir=out, sampling_seed=seeds["sampling"], compat=compat, **knobs)
+    return RunContext(seed=seeds["init"], out_dir=out, sampling_seed=seeds["sampling"], eval_config=eval_cfg,
+                      compat=compat, **knobs)
 
 
 def _print_table(metrics: dict[str, float], timing: dict[str, float], title: str) -> None:
@@ -180,7 +175,7 @@ def _write_interest(model, split: SplitData, path: Path) -> None:
     import jax.numpy as jnp
     import pandas as pd
 
-    if not hasattr(model, "interest"):
+    if not isinstance(model, HasInterest):
         raise ValueError(f"trainer.interest: {type(model).__name__} has no interest vector (use model=jmf)")
     users = _output_users(split)
     names = [str(split.data.category_names[c]) for c in split.partition.cf_categories]

@@ -70,11 +70,10 @@ class EvalConfig:
                           sampling_seed=self.sampling_seed, batch_size=batch_size, ratings=ratings)
 
 
-def validation_config(model, ks: tuple[int, ...], batch_size: int, ratings: bool) -> EvalConfig:
-    """The validation config of ``model``: from the run's ``eval`` group when ``jmf.run`` gave the
-    model one (its ``eval_config`` attribute), else the full protocol."""
-    base = getattr(model, "eval_config", None) or EvalConfig()
-    return base.for_validation(ks, batch_size, ratings)
+def validation_config(base: EvalConfig | None, ks: tuple[int, ...], batch_size: int, ratings: bool) -> EvalConfig:
+    """The config a model validates with: ``base`` is the run's ``eval`` group (``RunContext.eval_config``;
+    ``None`` in library use: the full protocol)."""
+    return (base or EvalConfig()).for_validation(ks, batch_size, ratings)
 
 
 def _padded_indices(mat: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
@@ -229,7 +228,7 @@ def evaluation_users(split, fold: str) -> tuple[np.ndarray, sp.csr_matrix]:
 
 
 def evaluate_split(model, split, fold: str, cfg: EvalConfig, progress=None) -> dict[str, float]:
-    """Evaluate ``model`` (a :class:`~jmf.models.protocols.Scorer`) on ``split``'s ``fold``.
+    """Evaluate ``model`` (a :class:`~jmf.models.protocols.Model`) on ``split``'s ``fold``.
 
     Items a user interacted with in training are never ranked; on ``test`` the user's
     validation items are excluded too.  ``progress``: see :func:`evaluate_full`.

@@ -32,6 +32,7 @@ import numpy as np
 
 from jmf.data import synthetic as synth
 from jmf.data.split import SplitData
+from jmf.models.protocols import RunContext
 
 
 class PlantedOracle:
@@ -51,7 +52,8 @@ class PlantedOracle:
         kw = {k: data[k] for k in params if k in data}
         self.kw = {k: kw.get(k, p.default) for k, p in params.items() if k not in ("chunk_users", "return_truth")}
 
-    def fit(self, split: SplitData, seed: int = 0) -> dict[str, float]:
+    def fit(self, split: SplitData, ctx: RunContext | None = None) -> dict[str, float]:
+        seed = ctx.seed if ctx is not None else 0
         kw = self.kw
         shared_weight = kw["shared_weight"] if kw["shared_dim"] else 0.0
         truth, popularity = synth.make_truth(kw["n_users"], kw["n_items"], kw["n_categories"], kw["shared_dim"],

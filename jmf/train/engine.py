@@ -29,12 +29,13 @@ it validates) and hands the loop to :class:`Engine`::
   :class:`~jmf.train.checkpoint.CheckpointError` rather than starting again.
 * A model that runs a whole epoch in one call (a ``lax.scan``) uses one-step epochs.
 
-To put a model on the engine: give it ``fit(split, seed=0, ctx: RunContext | None = None)``
-(``jmf.run`` passes ``ctx`` when ``fit`` takes one; ``ctx=None`` trains in memory), build
-``Engine(ctx, name=<model>, seed=seed)``, place batches with ``engine.put_batch`` (sharded over
-``data``, each process its own rows) and draw them from ``engine.epoch_rng(phase, epoch)``.
-A model that fits sub-models (EMCDR's two MFs) gives each its own folder,
-``dataclasses.replace(ctx, out_dir=ctx.out_dir / "source")``: one folder holds one run's checkpoints.
+The model side of this hand-off -- ``setup(split, ctx) -> TrainPlan`` and ``finish`` -- is the
+contract in :mod:`jmf.models.protocols` (:class:`~jmf.models.protocols.EngineModel`, with a worked
+example); :class:`RunContext`, :class:`Phase` and :class:`EpochPlan` are defined there.  Place
+batches with ``engine.put_batch`` (sharded over ``data``, each process its own rows) and draw them
+from ``engine.epoch_rng(phase, epoch)``.  A model that fits sub-models (EMCDR's two MFs) gives each
+its own folder, ``dataclasses.replace(ctx, out_dir=ctx.out_dir / "source")``: one folder holds one
+run's checkpoints.
 Other model families (CDR baselines, ...) use the same API; nothing here knows about JMF.
 """
 
@@ -54,6 +55,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jmf.models.protocols import EpochPlan, Phase, RunContext
 from jmf.train import parallel
 from jmf.train.checkpoint import Checkpointer, CheckpointError
 from jmf.train.observe import MetricLogger, progress
@@ -65,69 +67,9 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN/inf; the message names the step and the term."""
 
 
-@dataclass
-class RunContext:
-    """What ``jmf.run`` hands a model's ``fit``: where to write and the engine's knobs.
-
-    ``fit(split, seed)`` without a context trains in memory: one mesh over every device, no
-    files, no progress bar.  Fields mirror :class:`jmf.config.TrainerConfig`.
-    """
-
-    out_dir: Path | None = None
-    devices: int = 0               # size of the data axis; 0 = every device
-    max_inflight: int = 0          # 0 = parallel.default_max_inflight()
-    shard_tables: bool = False     # row-shard embedding tables over the data axis
-    checkpoint: bool = True        # needs out_dir
-    checkpoint_every: int = 0      # steps between mid-epoch checkpoints (0: epoch ends only)
-    keep_checkpoints: int = 2
-    async_checkpoints: bool = True
-    resume: bool = True
-    progress: bool = True
-    tensorboard: bool = True
-    log_every: int = 50            # steps between step-level metric points
-    nan_check: bool = True
-    sampling_seed: int | None = None   # None: the fit seed
-    compat: dict = field(default_factory=dict)  # config that a checkpoint must match to be resumed
-
-
-@dataclass
-class EpochPlan:
-    """One epoch: ``n_steps`` steps; ``batch(i)`` is the device batch of step ``i``."""
-
-    n_steps: int
-    batch: Callable[[int], Any]
-    examples_per_step: int = 1
-
-
-
 def copy_state(state):
     """A copy of ``state``'s arrays that outlives the next (buffer-donating) step."""
     return jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, state)
-
-@dataclass
-class Phase:
-    """A stretch of training with one step function.
-
-    Args:
-      name: used in logs, metric names and checkpoints.
-      epochs: maximum number of epochs.
-      plan: ``epoch -> EpochPlan``.
-      step: jitted ``(state, batch) -> (state, metrics)``.
-      validate: ``state -> float`` after each epoch (enables best checkpoints and early stopping).
-      mode: ``max`` or ``min``: which direction of ``validate`` is better.
-      patience: epochs without improvement before the phase stops (0: never early).
-      metric: name of the validated metric in logs.
-    """
-
-    name: str
-    epochs: int
-    plan: Callable[[int], EpochPlan]
-    step: Callable
-    validate: Callable[[Any], float] | None = None
-    mode: str = "max"
-    patience: int = 0
-    metric: str = "valid"
-
 
 @dataclass
 class Progress:
@@ -169,9 +111,10 @@ class FitResult:
 class Engine:
     """Runs :class:`Phase` lists for one model fit; see the module docstring."""
 
-    def __init__(self, ctx: RunContext | None = None, name: str = "model", seed: int = 0):
-        self.ctx = ctx or RunContext(checkpoint=False, progress=False)
+    def __init__(self, ctx: RunContext | None = None, name: str = "model", seed: int | None = None):
+        self.ctx = ctx or RunContext(checkpoint=False)
         self.name = name
+        seed = self.ctx.seed if seed is None else seed
         self.sampling_seed = seed if self.ctx.sampling_seed is None else self.ctx.sampling_seed
         self.mesh = parallel.make_mesh(self.ctx.devices or None)
         self.max_inflight = max(1, self.ctx.max_inflight or parallel.default_max_inflight())

@@ -20,7 +20,7 @@ from jmf.models.cdr.cmf import CMF
 from jmf.models.cdr.emcdr import EMCDR, FactorMapping
 from jmf.models.cdr.ptupcdr import PTUPCDR, MetaBridge, make_meta_epoch
 from jmf.models.cf.popularity import Popularity
-from jmf.models.protocols import CFModel
+from jmf.models.protocols import Model
 
 EVAL = EvalConfig(ks=(10,))
 MF = {"dim": 16, "epochs": 8, "batch_size": 256, "optimizer": "adam", "lr": 0.01, "reg": 0.001}
@@ -49,8 +49,8 @@ def pop_ndcg(cold_split):
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_baseline_transfers_to_cold_start_users(cold_split, pop_ndcg, name):
     model = SMALL[name]()
-    assert isinstance(model, CFModel)
-    info = model.fit(cold_split, seed=0)
+    assert isinstance(model, Model)
+    info = model.fit(cold_split)
     assert info["train/validations"] >= 1 and np.isfinite(info["train/best_valid_ndcg@10"])
     ndcg = evaluate_split(model, cold_split, "test", EVAL)["ndcg@10"]
     print(f"{name}: cold-start test ndcg@10 {ndcg:.4f} vs popularity {pop_ndcg:.4f}")
@@ -77,7 +77,7 @@ def test_baseline_predicts_ratings_for_cold_users(name):
     data = synthetic(n_users=600, n_items=300, n_categories=4, implicit=False, seed=2)
     split = make_split(data, partition_categories(data, k=2), "cold_start", beta=0.3, seed=0)
     model = SMALL[name]()
-    info = model.fit(split, seed=0)
+    info = model.fit(split)
     assert "train/best_valid_rmse" in info
     out = evaluate_split(model, split, "test", EvalConfig(ks=(10,)))
     truth = split.test[split.cold_test_users].data
@@ -149,7 +149,7 @@ def test_bridge_with_constant_meta_output_is_a_shared_linear_map():
 def test_ptupcdr_starts_from_the_least_squares_bridge(cold_split):
     """No meta epoch: cold users get ``P_s A`` with ``A = argmin ‖P_s A − P_t‖²`` over the overlapping users."""
     model = SMALL["ptupcdr"](meta_epochs=0, epochs=2)
-    model.fit(cold_split, seed=0)
+    model.fit(cold_split)
     P_s, P_t = np.asarray(model.source["P"]), np.asarray(model.target["P"])
     overlap = np.flatnonzero((np.diff(cold_split.train.indptr) > 0) & (np.diff(cold_split.dl.indptr) > 0))
     A = np.linalg.lstsq(P_s[overlap], P_t[overlap], rcond=None)[0]

@@ -13,7 +13,8 @@ from jmf.models.encoders.bag import BagEncoder
 from jmf.models.encoders.cnn import CNNEncoder
 from jmf.models.heads.linear import LinearHead
 from jmf.models.heads.sigmoid import SigmoidHead
-from jmf.models.joint import JMF
+from jmf.models.joint import JMF, InterestReweighting, ItemNeighbourhood
+from jmf.models.joint.start import ZeroBias
 
 EVAL = EvalConfig(ks=(10,))
 
@@ -32,7 +33,7 @@ def test_jmf_transfers_to_cold_start_users(cold_split):
     pop = Popularity()
     pop.fit(cold_split)
     model = JMF(partial(BagEncoder), partial(LinearHead), dim=32, epochs=8, patience=0, batch_size=128)
-    info = model.fit(cold_split, seed=0)
+    info = model.fit(cold_split)
     assert info["train/epochs"] == 8
     jmf, floor = _ndcg(model, cold_split), _ndcg(pop, cold_split)
     assert jmf > 1.15 * floor, (jmf, floor)
@@ -44,7 +45,7 @@ def test_jmf_transfers_to_cold_start_users(cold_split):
 def test_jmf_options_train_and_score(cold_split, encoder, head):
     model = JMF(partial(encoder, embed_dim=16, out_dim=16), partial(head), dim=16, epochs=1, pretrain_epochs=1,
                 batch_size=64, items_per_user=4)
-    model.fit(cold_split, seed=0)
+    model.fit(cold_split)
     assert np.isfinite(_ndcg(model, cold_split))
 
 
@@ -68,15 +69,15 @@ def test_jmf_rating_bias_prior_is_the_popularity_predictor(rating_split):
     pop = Popularity(damping=5.0)
     pop.fit(rating_split)
     model = JMF(partial(BagEncoder), partial(LinearHead), dim=8, bias_damping=5.0)
-    model.setup(rating_split, seed=0)
+    model.setup(rating_split)
     items = np.arange(rating_split.train.shape[1])
     start = model.mean + np.asarray(model.state.tables["item_bias"])[items, 0]
     np.testing.assert_allclose(start, pop.predict(np.zeros_like(items), items), rtol=1e-5, atol=1e-5)
     rank_bias = np.asarray(model.state.tables["rank_bias"])[:, 0]
     counts = np.diff(rating_split.train.tocsc().indptr)
     assert abs(rank_bias.mean()) < 1e-5 and np.all(np.diff(rank_bias[np.argsort(counts)]) >= -1e-6)
-    zero = JMF(partial(BagEncoder), partial(LinearHead), dim=8, bias_init="zero")
-    zero.setup(rating_split, seed=0)
+    zero = JMF(partial(BagEncoder), partial(LinearHead), dim=8, bias_init=ZeroBias())
+    zero.setup(rating_split)
     assert not np.asarray(zero.state.tables["item_bias"]).any()
     with pytest.raises(ValueError, match="model.bias_init"):
         JMF(partial(BagEncoder), partial(LinearHead), bias_init="pop")
@@ -90,9 +91,9 @@ def test_jmf_rank_term_ranks_cold_users_on_ratings(rating_split):
     pop.fit(rating_split)
     kw = dict(dim=16, epochs=6, patience=0, batch_size=128, lr=0.01)
     mse_only = JMF(partial(BagEncoder), partial(LinearHead), **kw)
-    mse_only.fit(rating_split, seed=0)
+    mse_only.fit(rating_split)
     ranked = JMF(partial(BagEncoder), partial(LinearHead), weights={"rank": 1.0}, **kw)
-    ranked.fit(rating_split, seed=0)
+    ranked.fit(rating_split)
     assert ranked.ranks_by_rank_bias and not mse_only.ranks_by_rank_bias
     cfg = EvalConfig(ks=(10,))
     out = {name: evaluate_split(m, rating_split, "test", cfg) for name, m in
@@ -121,14 +122,14 @@ def test_o2_user_offsets_match_a_per_user_loop(rating_split):
     assert np.abs(got).max() > 0.1
 
     model = JMF(partial(BagEncoder), partial(LinearHead), dim=8, bias_damping=damping)
-    model.setup(rating_split, seed=0)
+    model.setup(rating_split)
     train = rating_split.train.tocoo()
     prior = model.mean + np.asarray(model.state.tables["item_bias"])[train.col, 0]
     x = got[train.row]
     a, *_ = np.linalg.lstsq(x[:, None], train.data - prior, rcond=None)
     np.testing.assert_allclose(float(model.state.params["offset_scale"][...]), a[0], rtol=1e-4)
     off = JMF(partial(BagEncoder), partial(LinearHead), dim=8, user_offset=False)
-    off.setup(rating_split, seed=0)
+    off.setup(rating_split)
     assert float(off.state.params["offset_scale"][...]) == 0.0 and not np.asarray(off.seq["offset"]).any()
 
 
@@ -148,21 +149,22 @@ def test_jmf_user_offset_transfers_a_shared_rating_bias():
     rmse = {"pop": evaluate_split(pop, split, "test", cfg)["rmse"]}
     for on in (True, False):
         model = JMF(partial(BagEncoder), partial(LinearHead), user_offset=on, **kw)
-        model.fit(split, seed=0)
+        model.fit(split)
         rmse[on] = evaluate_split(model, split, "test", cfg)["rmse"]
     # seen: pop 1.45, with the offset 0.92, without 1.07 (the encoder reads the centred O2 ratings and
     # learns part of the bias itself)
     assert rmse[True] < 0.7 * rmse["pop"] and rmse[True] < 0.92 * rmse[False], rmse
 
 
-def test_interest_score_reweights_ranking_by_the_interest_vector(rating_split):
-    """``interest_score=λ`` adds ``λ·(log softmax(I_u)[c_i] − log p̄(c_i))`` to every score, ``p̄`` the
+def test_interest_term_reweights_ranking_by_the_interest_vector(rating_split):
+    """The ``interest`` score term at weight ``λ`` adds ``λ·(log softmax(I_u)[c_i] − log p̄(c_i))`` to every score, ``p̄`` the
     warm users' mean O1 category mix, computed here from the raw rows; ``predict`` is unchanged."""
     users = np.asarray(rating_split.cold_test_users[:16])
     models = {}
     for lam in (0.0, 2.0):
-        models[lam] = JMF(partial(BagEncoder), partial(LinearHead), dim=8, weights={"rank": 1.0}, interest_score=lam)
-        models[lam].setup(rating_split, seed=0)
+        models[lam] = JMF(partial(BagEncoder), partial(LinearHead), dim=8, weights={"rank": 1.0},
+                          terms=[InterestReweighting(weight=lam)])
+        models[lam].setup(rating_split)
     base, reweighted = (np.asarray(models[lam].score(users)) for lam in (0.0, 2.0))
 
     data, split = rating_split.data, rating_split
@@ -174,7 +176,7 @@ def test_interest_score_reweights_ranking_by_the_interest_vector(rating_split):
         if len(items):
             mixes.append(np.bincount(item_cat[items], minlength=len(cats)) / len(items))
     prior = np.mean(mixes, axis=0)
-    logits = np.asarray(models[0.0].user_vectors(users)[2], np.float64)
+    logits = np.asarray(models[0.0].user_vectors(users).interest, np.float64)
     log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     want = base + 2.0 * (log_p - np.log(prior))[:, item_cat]
     np.testing.assert_allclose(reweighted, want, rtol=1e-4, atol=1e-4)
@@ -184,28 +186,12 @@ def test_interest_score_reweights_ranking_by_the_interest_vector(rating_split):
                                   models[2.0].predict(rows.row[:50], rows.col[:50]))
 
 
-def test_rank_factors_false_ranks_by_the_biases_and_the_interest_term(rating_split):
-    """``rank_factors=false`` leaves ``P̂_u·Q_i`` out of ``score``: with ``λ = 0`` every user gets the
-    rank-bias row ``r``; ``predict`` is unchanged."""
-    users = np.asarray(rating_split.cold_test_users[:8])
-    with_q = JMF(partial(BagEncoder), partial(LinearHead), dim=8, weights={"rank": 1.0})
-    without = JMF(partial(BagEncoder), partial(LinearHead), dim=8, weights={"rank": 1.0}, rank_factors=False)
-    for model in (with_q, without):
-        model.setup(rating_split, seed=0)
-    r = np.asarray(without.state.tables["rank_bias"])[:without.n_items, 0]
-    np.testing.assert_allclose(np.asarray(without.score(users)), np.broadcast_to(r, (len(users), len(r))), atol=1e-6)
-    assert np.abs(np.asarray(with_q.score(users)) - r).max() > 1e-3
-    rows = rating_split.test.tocoo()
-    np.testing.assert_array_equal(with_q.predict(rows.row[:50], rows.col[:50]),
-                                  without.predict(rows.row[:50], rows.col[:50]))
-
-
 def test_rank_monitor_ranks_with_its_own_best_epoch(rating_split):
     """``rank_monitor=ndcg@10``: ``score`` uses the state of the epoch with the best validation NDCG@10
     and ``predict`` the one with the best validation RMSE (early stopping's), each re-measured here."""
     model = JMF(partial(BagEncoder), partial(LinearHead), dim=16, epochs=5, patience=0, batch_size=128, lr=0.01,
                 weights={"rank": 1.0}, rank_monitor="ndcg@10")
-    info = model.fit(rating_split, seed=0)
+    info = model.fit(rating_split)
     assert len(model.rank_history) == 5 and model.rank_state is not None
     assert len(set(np.round(model.rank_history, 6))) > 1, model.rank_history   # the epochs differ
     ranked = evaluate_split(model, rating_split, "valid", EvalConfig(ks=(10,), ratings=False))["ndcg@10"]
@@ -215,73 +201,6 @@ def test_rank_monitor_ranks_with_its_own_best_epoch(rating_split):
     assert rated == pytest.approx(info["train/best_valid_rmse"], abs=1e-5)
     with pytest.raises(ValueError, match="model.rank_monitor"):
         JMF(partial(BagEncoder), partial(LinearHead), rank_monitor="rmse")
-
-
-def test_rank_item_factors_own_gives_l_rank_its_own_item_table(rating_split):
-    """``rank_item_factors=own``: ``L_rank`` trains a separate ``Q^r`` (started as ``Q``), ``score`` is
-    ``vec·Q^r + r`` re-computed here from the tables, and ``predict`` stays ``μ + b_u + b_i + vec·Q``."""
-    model = JMF(partial(BagEncoder), partial(LinearHead), dim=8, epochs=2, patience=0, weights={"rank": 1.0},
-                rank_item_factors="own")
-    _, state, _ = model.setup(rating_split, seed=0)
-    np.testing.assert_array_equal(np.asarray(state.tables["rank_Q"]), np.asarray(state.tables["Q"]))
-    model.fit(rating_split, seed=0)
-    t = {k: np.asarray(v)[:model.n_items] for k, v in model.state.tables.items() if k != "P" and k != "user_bias"}
-    assert np.abs(t["rank_Q"] - t["Q"]).max() > 1e-3                   # trained apart from Q
-    users = np.asarray(rating_split.cold_test_users[:8])
-    vec, bias, _ = (np.asarray(x) for x in model.user_vectors(users))
-    np.testing.assert_allclose(np.asarray(model.score(users)), vec @ t["rank_Q"].T + t["rank_bias"][:, 0],
-                               rtol=1e-4, atol=1e-4)
-    rows = rating_split.test.tocoo()
-    u, i = rows.row[:50], rows.col[:50]
-    vec_u, bias_u, _ = (np.asarray(x) for x in model.user_vectors(u))
-    np.testing.assert_allclose(model.predict(u, i), model.mean + bias_u + t["item_bias"][i, 0]
-                               + (vec_u * t["Q"][i]).sum(-1), rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="model.rank_item_factors"):
-        JMF(partial(BagEncoder), partial(LinearHead), rank_item_factors="rank")
-    with pytest.raises(ValueError, match="model.rank_item_factors=own.*weights.rank"):
-        JMF(partial(BagEncoder), partial(LinearHead), rank_item_factors="own").setup(rating_split, seed=0)
-
-
-def test_embed_init_cooc_starts_o2_embeddings_at_the_cooccurrence_factors(cold_split):
-    """``embed_init=cooc``: ``F = U√s`` of ``C = X̃ᵀY`` (built here by a loop over users) has
-    ``F Fᵀ`` equal to the rank-r part of ``C``'s left Gram from a dense SVD, and the encoder's
-    O2 item rows start at a multiple of ``F`` (the pad row and unheld items keep the random start)."""
-    from flax import nnx
-
-    from jmf.models.joint import _cooccurrence_init, cooccurrence_factors
-
-    split, rank = cold_split, 6
-    X, Y = (split.dl > 0).toarray(), (split.train > 0).toarray()
-    C = np.zeros((X.shape[1], Y.shape[1]))
-    for u in range(X.shape[0]):
-        if X[u].any():
-            C += np.outer(X[u] / X[u].sum(), Y[u])
-    U, s, _ = np.linalg.svd(C, full_matrices=False)
-    F = cooccurrence_factors(split, rank, seed=0)
-    np.testing.assert_allclose(F @ F.T, (U[:, :rank] * s[:rank]) @ U[:, :rank].T, atol=1e-3 * s[0])
-
-    encoder = CNNEncoder(n_items=X.shape[1], n_categories=3, max_len=10, embed_dim=16, out_dim=16,
-                         rngs=nnx.Rngs(0))
-    start = np.asarray(encoder.embed.items.embedding[...]).copy()
-    _cooccurrence_init(encoder, split, seed=0)
-    rows = np.asarray(encoder.embed.items.embedding[...])
-    F16 = cooccurrence_factors(split, 16, seed=0)
-    held = np.abs(F16).sum(1) > 0
-    assert held.any()
-    np.testing.assert_array_equal(rows[0], start[0])
-    np.testing.assert_array_equal(rows[1:][~held], start[1:][~held])
-    scale = rows[1:][held] / F16[held]
-    np.testing.assert_allclose(scale, np.median(scale), rtol=1e-4)
-    assert abs(rows[1:][held].std() / start[1:].std() - 1.0) < 1e-3      # the random start's spread
-
-    model = JMF(partial(BagEncoder), partial(LinearHead), dim=8, embed_init="cooc")
-    _, state, _ = model.setup(split, seed=0)
-    embedded = np.asarray(state.params["encoder"]["embed"]["items"]["embedding"][...])
-    F_e = cooccurrence_factors(split, embedded.shape[1], seed=0)[held]
-    ratio = embedded[1:][held] / F_e
-    np.testing.assert_allclose(ratio, np.median(ratio), rtol=1e-3)
-    with pytest.raises(ValueError, match="model.embed_init"):
-        JMF(partial(BagEncoder), partial(LinearHead), embed_init="svd")
 
 
 def _loop_kernel(split, kernel):
@@ -298,17 +217,17 @@ def _loop_kernel(split, kernel):
 
 
 @pytest.mark.parametrize("kernel", ["count", "conditional"])
-def test_neighbour_score_adds_the_cross_category_item_neighbourhood_term(cold_split, kernel):
-    """``neighbour_score=λ``: ``score`` adds ``λ·log(1e-3 + n_u/max n_u)``, ``n_u`` the mean kernel row
+def test_neighbour_term_adds_the_cross_category_item_neighbourhood(cold_split, kernel):
+    """The ``neighbour`` score term at weight ``λ``: ``score`` adds ``λ·log(1e-3 + n_u/max n_u)``, ``n_u`` the mean kernel row
     of the user's O2 items, the kernel re-built here by a loop; ``predict``-free implicit data, λ=0 is
     the plain score."""
     split = cold_split
     users = np.asarray(split.cold_test_users[:12])
     models = {}
     for lam in (0.0, 1.5):
-        models[lam] = JMF(partial(BagEncoder), partial(LinearHead), dim=8, neighbour_score=lam,
-                          neighbour_kernel=kernel)
-        models[lam].setup(split, seed=0)
+        models[lam] = JMF(partial(BagEncoder), partial(LinearHead), dim=8,
+                          terms=[ItemNeighbourhood(weight=lam, kernel=kernel)])
+        models[lam].setup(split)
     base, with_nb = (np.asarray(models[lam].score(users)) for lam in (0.0, 1.5))
     K = _loop_kernel(split, kernel)
     X = (split.dl > 0).toarray()
@@ -318,29 +237,33 @@ def test_neighbour_score_adds_the_cross_category_item_neighbourhood_term(cold_sp
     assert np.abs(with_nb - base).max() > 1.0
 
 
-def test_neighbour_score_list_is_chosen_on_validation(cold_split):
+def test_term_weight_list_is_chosen_on_validation(cold_split):
     """A list of weights: each is scored on the validation fold after the fit and the best is kept
     (re-measured here); a list needs a ranking metric to choose on; bad values are config errors."""
     from jmf.evaluate.protocols import evaluate_split
 
     choices = [0.0, 0.5, 4.0]
     model = JMF(partial(BagEncoder), partial(LinearHead), dim=16, epochs=2, patience=0, batch_size=128,
-                neighbour_score=choices)
-    info = model.fit(cold_split, seed=0)
+                terms=[ItemNeighbourhood(weight=choices)])
+    info = model.fit(cold_split)
+    term = model.terms["neighbour"]
     valid = {w: info[f"train/valid_ndcg@10@neighbour_score={w:g}"] for w in choices}
-    assert info["train/neighbour_score"] == model.neighbour_score == max(valid, key=valid.get)
+    assert info["train/neighbour_score"] == term.weight == max(valid, key=valid.get)
     for w in choices:
-        model.neighbour_score = w
+        term.weight = w
         assert evaluate_split(model, cold_split, "valid", EVAL)["ndcg@10"] == pytest.approx(valid[w], abs=1e-6)
     assert len(set(np.round(list(valid.values()), 6))) > 1, valid
     for bad in (-1.0, "a", []):
-        with pytest.raises(ValueError, match="model.neighbour_score"):
-            JMF(partial(BagEncoder), partial(LinearHead), neighbour_score=bad)
-    with pytest.raises(ValueError, match="model.neighbour_kernel"):
-        JMF(partial(BagEncoder), partial(LinearHead), neighbour_kernel="cosine")
+        with pytest.raises(ValueError, match="model.terms.neighbour.weight"):
+            ItemNeighbourhood(weight=bad)
+    with pytest.raises(ValueError, match="model.terms.neighbour.kernel"):
+        ItemNeighbourhood(kernel="cosine")
+    with pytest.raises(ValueError, match="model.terms.x: .* is not a score term"):
+        JMF(partial(BagEncoder), partial(LinearHead), terms={"x": 3.0})
 
 
-def test_neighbour_score_list_on_ratings_needs_rank_monitor(rating_split):
-    model = JMF(partial(BagEncoder), partial(LinearHead), dim=8, weights={"rank": 1.0}, neighbour_score=[0.0, 1.0])
-    with pytest.raises(ValueError, match="model.neighbour_score.*rank_monitor"):
-        model.setup(rating_split, seed=0)
+def test_term_weight_list_on_ratings_needs_rank_monitor(rating_split):
+    model = JMF(partial(BagEncoder), partial(LinearHead), dim=8, weights={"rank": 1.0},
+                terms=[ItemNeighbourhood(weight=[0.0, 1.0])])
+    with pytest.raises(ValueError, match="model.terms.neighbour.weight.*rank_monitor"):
+        model.setup(rating_split)

@@ -289,7 +289,7 @@ def test_jmf_with_lm_encoder_end_to_end(tiny_folder, finetune):
             "model.batch_size=32", "model.items_per_user=8", "model.epochs=1", "model.pretrain_epochs=1"])
     split = build_split(load_data(cfg.data, 0), cfg.partition, cfg.split, 0)
     model = instantiate(cfg.model, _convert_="all")
-    model.fit(split, seed=0)
+    model.fit(split)
     ndcg = evaluate_split(model, split, "test", EvalConfig(ks=(10,)))["ndcg@10"]
     assert 0.0 <= ndcg <= 1.0
     assert model.seq["tokens"].shape == (split.n_users, 24)

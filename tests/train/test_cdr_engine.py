@@ -35,7 +35,7 @@ def test_crashed_fit_resumes_to_the_same_model(split, tmp_path, monkeypatch, cap
     """The run dies in its second validation (of the last stage); the same fit again resumes from the
     stage checkpoints (finished stages restore, the interrupted one continues) and ends identical."""
     reference = SMALL[name]()
-    reference.fit(split, seed=0, ctx=_ctx(tmp_path / "ref", devices=1))
+    reference.fit(split, _ctx(tmp_path / "ref", devices=1))
 
     real, calls = MODULES[name].validate, []
 
@@ -47,11 +47,11 @@ def test_crashed_fit_resumes_to_the_same_model(split, tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(MODULES[name], "validate", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
-        SMALL[name]().fit(split, seed=0, ctx=_ctx(tmp_path / "run", devices=1))
+        SMALL[name]().fit(split, _ctx(tmp_path / "run", devices=1))
     monkeypatch.setattr(MODULES[name], "validate", real)
     resumed = SMALL[name]()
     with caplog.at_level("INFO", logger="jmf"):
-        resumed.fit(split, seed=0, ctx=_ctx(tmp_path / "run", devices=1))
+        resumed.fit(split, _ctx(tmp_path / "run", devices=1))
     assert "resumed from step" in caplog.text
     np.testing.assert_array_equal(resumed.user_factors, reference.user_factors)
     np.testing.assert_array_equal(resumed.item_factors, reference.item_factors)
@@ -60,8 +60,8 @@ def test_crashed_fit_resumes_to_the_same_model(split, tmp_path, monkeypatch, cap
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_4_devices_match_1(split, name):
     one, four = SMALL[name](), SMALL[name]()
-    one.fit(split, seed=0, ctx=_ctx(devices=1))
-    four.fit(split, seed=0, ctx=_ctx(devices=4))
+    one.fit(split, _ctx(devices=1))
+    four.fit(split, _ctx(devices=4))
     engine = {"cmf": lambda m: m.engine, "emcdr": lambda m: m.mapping.engine, "ptupcdr": lambda m: m.meta_engine}
     assert engine[name](four).n_devices == 4
     np.testing.assert_allclose(four.user_factors, one.user_factors, rtol=1e-3, atol=1e-4)

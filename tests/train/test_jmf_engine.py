@@ -33,7 +33,7 @@ def _ctx(**kw):
 
 def test_one_trace_for_both_phases_on_4_devices(split):
     model = _model(epochs=1)
-    info = model.fit(split, seed=0, ctx=_ctx())
+    info = model.fit(split, _ctx())
     assert model.engine.n_devices == 4
     assert model.engine.traces["step"] == 1          # pretrain and joint phases share one compiled step
     assert 0 < model.engine.max_pending <= model.engine.max_inflight
@@ -43,8 +43,8 @@ def test_one_trace_for_both_phases_on_4_devices(split):
 @pytest.mark.slow  # ~60 s of compiling; CI compares 1 and 4 devices on the engine's toy (test_engine.py)
 def test_1_vs_4_devices(split):
     one, four = _model(epochs=1), _model(epochs=1)
-    info1 = one.fit(split, seed=0, ctx=_ctx(devices=1))
-    info4 = four.fit(split, seed=0, ctx=_ctx(devices=4))
+    info1 = one.fit(split, _ctx(devices=1))
+    info4 = four.fit(split, _ctx(devices=4))
     assert info1["train/steps"] == info4["train/steps"]
     cfg = EvalConfig(ks=(10,))
     m1, m4 = (evaluate_split(m, split, "test", cfg) for m in (one, four))
@@ -56,7 +56,7 @@ def test_1_vs_4_devices(split):
 @pytest.mark.slow  # ~30 s; CI covers row sharding on the engine's toy (test_engine.py)
 def test_row_sharded_tables_train_and_score(split):
     model = _model(epochs=1)
-    model.fit(split, seed=0, ctx=_ctx(devices=4, shard_tables=True))
+    model.fit(split, _ctx(devices=4, shard_tables=True))
     P = model.state.tables["P"]
     assert P.shape[0] % 4 == 0 and P.shape[0] >= split.train.shape[0]
     assert "data" in str(P.sharding.spec)
@@ -67,4 +67,4 @@ def test_row_sharded_tables_train_and_score(split):
 @pytest.mark.slow  # CI covers the NaN stop on the engine's toy (test_engine.py)
 def test_nan_loss_names_the_step(split):
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step \d+ \(phase pretrain"):
-        _model(lr=1e30, optimizer="sgd").fit(split, seed=0, ctx=_ctx(devices=1))
+        _model(lr=1e30, optimizer="sgd").fit(split, _ctx(devices=1))

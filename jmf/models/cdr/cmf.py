@@ -20,7 +20,7 @@ from jmf.data.split import SplitData
 from jmf.models.cdr.common import (FactorScorer, check_loss, check_monitor, check_positive, has_valid,
                                    require_dl_side, resolve_loss, resolve_monitor, validate)
 from jmf.models.cdr.tables import TableConfig, fit_tables
-from jmf.train.engine import RunContext
+from jmf.models.protocols import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,11 @@ class CMF(FactorScorer):
         self.patience, self.eval_every, self.monitor = patience, eval_every, monitor
         self.eval_batch_size = eval_batch_size
 
-    def fit(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None) -> dict[str, float]:
+    def fit(self, split: SplitData, ctx: RunContext | None = None) -> dict[str, float]:
         """Train on the engine (``ctx`` from ``jmf.run``: checkpoints and resume in the run directory)."""
         require_dl_side(split, "cmf")
+        seed = ctx.seed if ctx is not None else 0
+        self.eval_config = ctx.eval_config if ctx is not None else None
         start = time.perf_counter()
         self.kind = resolve_loss(self.loss, split)
         monitor = resolve_monitor(self.monitor, self.kind)

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jmf.data.split import SplitData
-from jmf.train.engine import Engine, EpochPlan, Phase, RunContext
+from jmf.models.protocols import EpochPlan, Phase, RunContext
+from jmf.train.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ def validate(model, split: SplitData, monitor: str, batch_size: int = 512) -> fl
 
     rating = monitor in ("rmse", "mae")
     ks = (10,) if rating else (int(monitor.split("@")[1]),)
-    out = evaluate_split(model, split, "valid", validation_config(model, ks, batch_size, rating))
+    out = evaluate_split(model, split, "valid",
+                         validation_config(getattr(model, "eval_config", None), ks, batch_size, rating))
     if not out:
         return None
     if monitor not in out:
@@ -113,13 +115,14 @@ def stage_engine(ctx: RunContext | None, name: str, seed: int, folder: str | Non
     """The engine of one training stage.
 
     ``ctx`` (from ``jmf.run``): checkpoints, logs and the mesh of the run, in ``ctx.out_dir/folder``
-    when ``folder`` is given (one folder holds one stage's checkpoints).  Without ``ctx`` the
-    stage trains in memory on one device: like MF's, these small-batch row-sparse scans are
-    communication-bound when sharded over forced CPU devices.
+    when ``folder`` is given (one folder holds one stage's checkpoints).  Without ``ctx`` the stage
+    trains in memory, and with ``ctx.devices=None`` on one device: like MF's, these small-batch
+    row-sparse scans are communication-bound when sharded over forced CPU devices.
     """
-    if ctx is None:
-        ctx = RunContext(devices=1, checkpoint=False, progress=False)
-    elif folder is not None and ctx.out_dir is not None:
+    ctx = ctx or RunContext()
+    if ctx.devices is None:
+        ctx = dataclasses.replace(ctx, devices=1)
+    if folder is not None and ctx.out_dir is not None:
         ctx = dataclasses.replace(ctx, out_dir=ctx.out_dir / folder)
     return Engine(ctx, name=name, seed=seed)
 
@@ -261,6 +264,7 @@ class TwoStageTransfer(FactorScorer):
         from jmf.models.cdr.tables import TableConfig, fit_tables
 
         require_dl_side(split, self.name)
+        self.eval_config = ctx.eval_config if ctx is not None else None
         self.kind = resolve_loss(self.loss, split)
         self.monitor_name = resolve_monitor(self.monitor, self.kind)
         overlap = overlap_users(split, self.name)

@@ -30,7 +30,7 @@ from jmf.models.cdr.common import StageResult, TwoStageTransfer, check_positive,
     train_passes, validate
 from jmf.models.heads.mlp import MLPHead
 from jmf.train import parallel
-from jmf.train.engine import RunContext
+from jmf.models.protocols import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +156,10 @@ class EMCDR(TwoStageTransfer):
         self.map_epochs, self.map_lr, self.map_weight_decay = map_epochs, map_lr, map_weight_decay
         self.map_batch_size = map_batch_size
 
-    def fit(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None) -> dict[str, float]:
+    def fit(self, split: SplitData, ctx: RunContext | None = None) -> dict[str, float]:
         """Both stages on the engine (``ctx`` from ``jmf.run``: checkpoints and resume per stage)."""
         start = time.perf_counter()
+        seed = ctx.seed if ctx is not None else 0
         overlap, cold = self._fit_sides(split, seed, ctx)
         src, tgt = self.source, self.target
         with_bias = self.kind == "mse"  # b_u cancels out of ranking losses: nothing to transfer

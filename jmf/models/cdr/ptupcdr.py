@@ -36,7 +36,7 @@ from jmf.data.batches import dl_sequences
 from jmf.data.split import SplitData
 from jmf.models.cdr.common import TwoStageTransfer, check_positive, has_valid, stage_engine, train_passes, validate
 from jmf.train import parallel
-from jmf.train.engine import RunContext
+from jmf.models.protocols import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +166,10 @@ class PTUPCDR(TwoStageTransfer):
         self.meta_lr, self.meta_weight_decay, self.meta_negatives = meta_lr, meta_weight_decay, meta_negatives
         self.bridge_init = bridge_init
 
-    def fit(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None) -> dict[str, float]:
+    def fit(self, split: SplitData, ctx: RunContext | None = None) -> dict[str, float]:
         """Both stages on the engine (``ctx`` from ``jmf.run``: checkpoints and resume per stage)."""
         start = time.perf_counter()
+        seed = ctx.seed if ctx is not None else 0
         overlap, cold = self._fit_sides(split, seed, ctx)
         src, tgt = self.source, self.target
         engine = self.meta_engine = stage_engine(ctx, "ptupcdr-meta", seed, "meta")

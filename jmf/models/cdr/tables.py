@@ -36,7 +36,8 @@ from jmf import losses
 from jmf.data.split import SplitData
 from jmf.optim import build_optimizer, sparse_rows_update
 from jmf.train import parallel
-from jmf.train.engine import Engine, RunContext
+from jmf.models.protocols import RunContext
+from jmf.train.engine import Engine
 
 if TYPE_CHECKING:
     from jmf.models.cdr.common import StageResult

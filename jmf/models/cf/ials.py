@@ -48,6 +48,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jmf.data.split import SplitData
+from jmf.models.protocols import RunContext
 
 
 class _Bucket(NamedTuple):
@@ -203,9 +204,9 @@ class ImplicitALS:
         Y = _cg_jit(Y, X, *item_side, reg=self.reg, cg_steps=self.cg_steps, mesh=self.mesh)
         return X, Y
 
-    def fit(self, split: SplitData, seed: int = 0) -> dict[str, float]:
+    def fit(self, split: SplitData, ctx: RunContext | None = None) -> dict[str, float]:
         user_side, item_side = self.prepare(split.train)
-        X, Y = self.init_factors(*split.train.shape, seed)
+        X, Y = self.init_factors(*split.train.shape, ctx.seed if ctx is not None else 0)
         start = time.perf_counter()
         for _ in range(self.epochs):
             X, Y = self.epoch(X, Y, user_side, item_side)

@@ -12,8 +12,8 @@ resumed run repeats exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
 
 import jax
 import jax.numpy as jnp
@@ -23,14 +23,15 @@ from jmf import losses
 from jmf.data.split import SplitData
 from jmf.optim import build_optimizer, sparse_rows_update
 from jmf.train import parallel
-from jmf.train.engine import Engine, EpochPlan, Phase, RunContext
+from jmf.models.protocols import EngineModel, EpochPlan, Phase, RunContext, TrainPlan
+from jmf.train.engine import Engine, FitResult
 
 log = logging.getLogger(__name__)
 
 LOSSES = ("auto", "mse", "bpr", "softmax")
 
 
-class MatrixFactorization:
+class MatrixFactorization(EngineModel):
     """Biased MF.
 
     Args:
@@ -47,6 +48,8 @@ class MatrixFactorization:
         over users, as DESIGN 2.1 writes ``L_CF``).
       use_bias: learn ``b_u``, ``b_i`` (and use the global mean ``μ`` for ratings).
     """
+
+    name = "mf"
 
     def __init__(self, dim: int = 64, loss: str = "mse", epochs: int = 20, batch_size: int = 256,
                  optimizer: str = "sgd", lr: float = 0.01, reg: float = 0.02, bias_reg: float | None = None,
@@ -72,30 +75,25 @@ class MatrixFactorization:
             from jmf.models.cf.svd import TruncatedSVD
 
             svd = TruncatedSVD(self.dim, center=True)
-            svd.fit(split, seed)
+            svd.decompose(split, seed)
             P, Q = jnp.asarray(svd.user_factors), jnp.asarray(svd.item_factors)
         else:
             P = self.init_scale * jax.random.normal(key_u, (n_users, self.dim))
             Q = self.init_scale * jax.random.normal(key_i, (n_items, self.dim))
         return {"P": P, "Q": Q, "user_bias": jnp.zeros((n_users, 1)), "item_bias": jnp.zeros((n_items, 1))}
 
-    def fit(self, split: SplitData, seed: int = 0, ctx: RunContext | None = None) -> dict[str, float]:
-        """Train on the engine: one engine step per epoch (the epoch is one ``lax.scan``).
-
-        ``ctx`` (from ``jmf.run``) adds per-epoch checkpoints/resume and logs, and shards each
-        batch over the ``data`` mesh axis; without it the fit runs in memory on one device.
-        """
-        start = time.perf_counter()
-        engine, state, phases = self.setup(split, seed, ctx)
-        result = engine.fit(phases, state)
+    def finish(self, split: SplitData, result: FitResult) -> dict[str, float]:
         self.params = result.state["params"]
         losses = result.phases["train"].losses
-        return {"train/loss": losses[-1] if losses else float("nan"), "train/epochs": float(len(losses)),
-                "train/fit_seconds": time.perf_counter() - start}
+        return {"train/loss": losses[-1] if losses else float("nan"), "train/epochs": float(len(losses))}
 
-    def setup(self, split: SplitData, seed: int = 0,
-              ctx: RunContext | None = None) -> tuple[Engine, dict, list[Phase]]:
-        """The engine, the placed initial state ``{params, opt_state}`` and the one ``train`` phase."""
+    def setup(self, split: SplitData, ctx: RunContext | None = None) -> TrainPlan:
+        """The engine, the placed initial state ``{params, opt_state}`` and the one ``train`` phase.
+
+        One engine step per epoch (the epoch is one ``lax.scan``).  ``ctx`` (from ``jmf.run``) adds
+        per-epoch checkpoints/resume and logs, and shards each batch over the ``data`` mesh axis;
+        with ``ctx.devices=None`` (library use) the fit runs on one device.
+        """
         train = split.train.tocoo()
         self.loss = self._requested_loss = getattr(self, "_requested_loss", self.loss)
         if self.loss == "auto":
@@ -105,10 +103,13 @@ class MatrixFactorization:
         if self.loss == "mse" and split.implicit:
             log.warning("model.loss=mse on implicit data fits a constant; use bpr or softmax")
         self.global_mean = float(train.data.mean()) if (self.loss == "mse" and self.use_bias) else 0.0
-        # Without a run context MF trains on one device: its small-batch, row-sparse scan is
+        # Without a device count MF trains on one device: its small-batch, row-sparse scan is
         # communication-bound when sharded over forced CPU devices (4x slower measured here).
-        ctx = ctx or RunContext(devices=1, checkpoint=False, progress=False)
-        engine = self.engine = Engine(ctx, name="mf", seed=seed)
+        ctx = ctx or RunContext()
+        if ctx.devices is None:
+            ctx = dataclasses.replace(ctx, devices=1)
+        seed = ctx.seed
+        engine = self.engine = Engine(ctx, name="mf")
         parallel.check_batch_size(self.batch_size, engine.mesh, "model.batch_size")
         params = self.init_params(split, seed)
         tx = build_optimizer(self.optimizer, self.lr)
@@ -149,7 +150,7 @@ class MatrixFactorization:
                                            "key": parallel.put_replicated(key, engine.mesh)}, examples_per_step=n)
 
         self.params = state["params"]
-        return engine, state, [Phase("train", self.epochs, plan, jitted)]
+        return TrainPlan(engine, state, [Phase("train", self.epochs, plan, jitted)])
 
     def _make_epoch_fn(self, tx, n_items: int, user_counts: jax.Array):
         loss_name, reg, bias_reg, mu = self.loss, self.reg, self.bias_reg, self.global_mean

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jmf.data.split import SplitData
+from jmf.models.protocols import RunContext
 
 
 class Popularity:
@@ -19,7 +20,7 @@ class Popularity:
     def __init__(self, damping: float = 5.0):
         self.damping = damping
 
-    def fit(self, split: SplitData, seed: int = 0) -> dict[str, float]:
+    def fit(self, split: SplitData, ctx: RunContext | None = None) -> dict[str, float]:
         train = split.train
         counts = np.asarray((train != 0).sum(0)).ravel().astype(np.float32)
         sums = np.asarray(train.sum(0)).ravel()

@@ -17,6 +17,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from jmf.data.split import SplitData
+from jmf.models.protocols import RunContext
 
 
 def randomized_svd(mat: sp.spmatrix | np.ndarray, rank: int, *, oversample: int = 10, n_iter: int = 4,
@@ -74,7 +75,11 @@ class TruncatedSVD:
     def __init__(self, dim: int = 64, center: bool = True, n_iter: int = 4, oversample: int = 10):
         self.dim, self.center, self.n_iter, self.oversample = dim, center, n_iter, oversample
 
-    def fit(self, split: SplitData, seed: int = 0) -> dict[str, float]:
+    def fit(self, split: SplitData, ctx: RunContext | None = None) -> dict[str, float]:
+        return self.decompose(split, ctx.seed if ctx is not None else 0)
+
+    def decompose(self, split: SplitData, seed: int = 0) -> dict[str, float]:
+        """The randomized SVD of ``split.train`` with ``seed``'s test matrix (also JMF's and MF's start)."""
         mat = split.train.astype(np.float32).copy()
         self.mean = float(mat.data.mean()) if (self.center and not split.implicit and mat.nnz) else 0.0
         mat.data -= self.mean

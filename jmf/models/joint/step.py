@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jmf.models.jmf import LossWeights, joint_losses
+from jmf.models.joint.losses import LossWeights, joint_losses, total_loss
 from jmf.optim import sparse_rows_update
 
-TABLES = ("P", "Q", "user_bias", "item_bias", "rank_bias")   # always present; "rank_Q" is optional
-ITEM_TABLES = ("Q", "item_bias", "rank_bias", "rank_Q")       # rows indexed by item (own rows and negatives)
+TABLES = ("P", "Q", "user_bias", "item_bias", "rank_bias")
+ITEM_TABLES = ("Q", "item_bias", "rank_bias")       # rows indexed by item (own rows and negatives)
 
 
 class TrainState(NamedTuple):
@@ -27,8 +27,7 @@ class TrainState(NamedTuple):
     params: nnx.State        # dense NNX parameters (encoder, head, ...)
     rest: nnx.State          # non-parameter NNX state (RNG counters)
     opt_state: optax.OptState
-    tables: dict             # P [U, d], Q [I_T, d], user_bias [U, 1], item_bias, rank_bias [I_T, 1],
-                             # and rank_Q [I_T, d] (L_rank's own item factors) when the model has it
+    tables: dict             # P [U, d], Q [I_T, d], user_bias [U, 1], item_bias, rank_bias [I_T, 1]
     table_opt: dict          # row-sparse optimiser state per table
     rng: jax.Array           # base key; step keys are fold_in(rng, step)
 
@@ -61,16 +60,12 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         t = state.tables
         rows = {"P": t["P"][users], "user_bias": t["user_bias"][users]}
         for name in ITEM_TABLES:
-            if name in t:   # rank_Q -> rank_Q, rank_Qneg; Q -> Q, Qneg; item_bias -> item_bias_neg
-                rows[name], rows[_neg_name(name)] = t[name][items], t[name][neg_items]
+            rows[name], rows[_neg_name(name)] = t[name][items], t[name][neg_items]   # Q -> Q, Qneg; ...
 
         def loss_fn(params, rows):
             net = nnx.merge(graphdef, params, state.rest)
             parts = joint_losses(net, rows, batch, seq, kind, mean, reg, key_dl)
-            total = (weights.cf * (parts["cf"] + parts["reg"]) + weights.dl * parts["dl"]
-                     + weights.map * parts["map"] + weights.transfer * parts["transfer"]
-                     + weights.interest * parts["interest"] + weights.rank * parts["rank"])
-            return total, (parts, nnx.state(net, nnx.Not(nnx.Param)))
+            return total_loss(parts, weights), (parts, nnx.state(net, nnx.Not(nnx.Param)))
 
         (total, (parts, rest)), (g_params, g_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
             state.params, rows)
@@ -91,5 +86,5 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 
 
 def _neg_name(name: str) -> str:
-    """The row key of a table's negatives: ``Q -> Qneg``, ``rank_Q -> rank_Qneg``, ``item_bias -> item_bias_neg``."""
+    """The row key of a table's negatives: ``Q -> Qneg``, ``item_bias -> item_bias_neg``."""
     return f"{name}neg" if name.endswith("Q") else f"{name}_neg"

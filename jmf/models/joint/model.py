@@ -1,0 +1,358 @@
+"""``model=jmf``: the core joint model -- CF tables, O2 encoder, mapping head, ``L_JMF`` -- on the engine.
+
+Schedule (DESIGN 2.4): the start-up variants set ``P, Q`` (SVD by default) and the item biases
+(:mod:`~jmf.models.joint.start`) -> ``pretrain_epochs`` of ``L_DL`` alone on O2 -> ``epochs`` of the
+joint objective (:mod:`~jmf.models.joint.losses`), with early stopping on a validation metric (the
+best epoch's parameters are kept).  Cold-start users (no CF-side history) are scored from O2 alone,
+``s_ui = P̂_u·Q_i + b_i``; warm users use ``blend·P_u + (1-blend)·P̂_u``.  Score terms
+(:mod:`~jmf.models.joint.terms`) add to the ranking after the fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jmf.data.batches import cf_category_distribution, dl_sequences
+from jmf.data.split import SplitData
+from jmf.models.joint.losses import LossWeights
+from jmf.models.joint.net import JMFNet, encoder_inputs
+from jmf.models.joint.plan import user_batches
+from jmf.models.joint.start import (AutoBias, SVDFactors, check_start, fit_offset_scale, log_popularity,
+                                    o2_user_offsets, pad_rows)
+from jmf.models.joint.step import TrainState, init_state, make_train_step
+from jmf.models.joint.terms import UserVectors
+from jmf.models.protocols import EngineModel, Phase, RunContext, TrainPlan
+from jmf.optim import build_optimizer, part_optimizer
+from jmf.train import parallel
+from jmf.train.engine import Engine, FitResult, copy_state
+
+log = logging.getLogger(__name__)
+RANKING = ("ndcg@", "recall@", "hr@", "mrr@", "precision@")
+
+
+class JMF(EngineModel):
+    """The joint model.
+
+    Args:
+      encoder: ``encoder(n_items, n_categories, max_len, rngs=...)`` (a Hydra ``_partial_``, ``model/encoder``).
+      head: ``head(d_in, d_out, rngs=...)`` (a Hydra ``_partial_``, ``model/head``).
+      dim: CF factor size ``d``.
+      loss: CF loss: ``auto`` (mse on ratings, softmax on implicit), ``mse``, ``bpr``, ``softmax``.
+      weights: loss weights ``{cf, dl (α), map (β), transfer (γ), interest (δ), rank (ρ)}``.  ``rank``
+        (ratings only) adds ``L_rank`` (:func:`~jmf.models.joint.losses.rank_term`); with ``rank > 0``,
+        ``score`` ranks by its logits ``p_u·Q_i + r_i`` and ``predict`` rates ``μ + b_u + b_i + p_u·Q_i``.
+      epochs, pretrain_epochs: joint and O2-only epochs (an epoch = as many pairs as O1 has training rows).
+      batch_size: users per global batch (divided over the devices of the ``data`` mesh axis).
+      items_per_user: CF-side items drawn per user and step (``m``): the loss is a mean over a user's
+        items, then over users (DESIGN 2.1), and the encoder runs once per user.
+      optimizer, lr: dense optax optimiser of the encoder/head; table_optimizer, table_lr: the
+        row-sparse optimiser of ``P, Q, b``.
+      reg: L2 weight on the touched CF rows.
+      negatives: uniform negatives per positive (ranking losses; also the literal head).
+      max_len: O2 sequence length ``L``.
+      init: the factor start (``model/init``: :class:`~jmf.models.joint.start.SVDFactors` by default).
+      bias_init: the item-bias start (``model/bias_init``: :class:`~jmf.models.joint.start.AutoBias`).
+      bias_damping: the shrinkage of the rating prior (``model=pop``'s ``damping``) and of the O2 offsets.
+      user_offset: on ratings, ``b̂_u`` adds ``a·o_u``, ``o_u`` the user's damped mean O2 residual
+        (:func:`~jmf.models.joint.start.o2_user_offsets`) and ``a`` learned, started at its least-squares
+        fit on the warm users' O1 ratings.
+      blend: weight of ``P_u`` against ``P̂_u`` for warm users at inference.
+      terms: score terms added to ``score`` (``model/terms``; name -> :class:`~jmf.models.joint.terms.ScoreTerm`).
+      patience: epochs without validation improvement before stopping (0 = never stop early).
+      monitor: validation metric for early stopping (``auto``: rmse on ratings, ndcg@10 else).
+      rank_monitor: ``null`` or a ranking metric (e.g. ``ndcg@10``) for a model that both rates and
+        ranks: each epoch also validates it, and ``score`` uses the state of the epoch where it was
+        best, while ``predict`` keeps ``monitor``'s (early stopping follows ``monitor``).
+      max_inflight: steps dispatched before blocking on one (0: ``trainer.max_inflight``).
+      eval_batch_size: users per validation batch.
+    """
+
+    name = "jmf"
+
+    def __init__(self, encoder: Callable, head: Callable, dim: int = 64, loss: str = "auto",
+                 weights: dict | None = None, epochs: int = 20, pretrain_epochs: int = 1, batch_size: int = 256,
+                 items_per_user: int = 8, optimizer: str = "adam", lr: float = 1e-3, table_optimizer: str = "adagrad",
+                 table_lr: float = 0.05, reg: float = 1e-4, negatives: int = 32, max_len: int = 50,
+                 init: Callable | None = None, bias_init: Callable | None = None, bias_damping: float = 5.0,
+                 user_offset: bool = True, blend: float = 0.5, terms: dict | list | None = None, patience: int = 3,
+                 monitor: str = "auto", rank_monitor: str | None = None, max_inflight: int = 0,
+                 eval_batch_size: int = 512):
+        if loss not in ("auto", "mse", "bpr", "softmax"):
+            raise ValueError(f"model.loss: {loss!r} is not auto|mse|bpr|softmax")
+        unknown = set(weights or {}) - set(LossWeights._fields)
+        if unknown:
+            raise ValueError(f"model.weights: unknown term(s) {sorted(unknown)} (known: {LossWeights._fields})")
+        if rank_monitor is not None and not str(rank_monitor).startswith(RANKING):
+            raise ValueError(f"model.rank_monitor: {rank_monitor!r} is not a ranking metric such as ndcg@10")
+        self.encoder_fn, self.head_fn = encoder, head
+        self.dim, self.loss, self.weights = dim, loss, LossWeights(**(weights or {}))
+        self.epochs, self.pretrain_epochs, self.batch_size = epochs, pretrain_epochs, batch_size
+        self.items_per_user = items_per_user
+        self.optimizer, self.lr, self.table_optimizer, self.table_lr = optimizer, lr, table_optimizer, table_lr
+        self.reg, self.negatives, self.max_len = reg, negatives, max_len
+        self.init = check_start(init, "init", SVDFactors())
+        self.bias_init = check_start(bias_init, "bias_init", AutoBias())
+        self.bias_damping, self.user_offset, self.blend = bias_damping, bool(user_offset), blend
+        self.terms = _named_terms(terms)
+        self.patience, self.monitor, self.rank_monitor = patience, monitor, rank_monitor
+        self.max_inflight, self.eval_batch_size = max_inflight, eval_batch_size
+        self.rank_state, self.rank_history, self._rank_best = None, [], None   # _rank_best: a state
+        self.eval_config = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, split: SplitData, ctx: RunContext | None = None) -> TrainPlan:
+        """The engine, the placed initial state, and the two phases (``pretrain``: ``L_DL`` only;
+        ``joint``: validated).  ``fit`` runs them; benchmarks time their steps."""
+        if len(split.dl_items) == 0:
+            raise ValueError("model=jmf needs a DL side: set partition.k or partition.cf_categories")
+        ctx = ctx or RunContext()
+        self.eval_config = ctx.eval_config
+        self.kind = self.loss if self.loss != "auto" else ("softmax" if split.implicit else "mse")
+        self.mean = float(split.train.data.mean()) if self.kind == "mse" else 0.0
+        self.monitor_name = self.monitor if self.monitor != "auto" else ("rmse" if self.kind == "mse" else "ndcg@10")
+        self._check_term_metric()
+        if self.max_inflight and not ctx.max_inflight:
+            ctx = dataclasses.replace(ctx, max_inflight=self.max_inflight)
+        engine = self.engine = Engine(ctx, name="jmf")
+        parallel.check_batch_size(self.batch_size, engine.mesh, "model.batch_size")
+        self.n_items = split.train.shape[1]
+        rows = {"users": split.train.shape[0], "items": self.n_items}
+        if engine.ctx.shard_tables:  # even shards: pad table rows (never sampled, sliced off in score)
+            rows = {k: parallel.padded_rows(v, engine.mesh) for k, v in rows.items()}
+        net, tables = self._build(split, ctx.seed, rows["users"], rows["items"])
+        tx = build_optimizer(self.optimizer, self.lr)
+        if getattr(net.encoder, "lr", None):  # a pretrained encoder's own (smaller) learning rate
+            tx = part_optimizer(tx, build_optimizer(self.optimizer, net.encoder.lr), "encoder")
+        table_tx = build_optimizer(self.table_optimizer, self.table_lr)
+        self.graphdef, state = init_state(net, tables, tx, table_tx, ctx.seed)
+        table_rows = set(rows.values())
+        sharding = engine.state_shardings(
+            state, lambda path, leaf: path[0].name in ("tables", "table_opt") and leaf.shape[0] in table_rows)
+        state = engine.put_state(state, sharding)
+        self.seq, dl_users = self._sequences(split, net, engine)
+        self.has_cf = jnp.asarray(np.diff(split.train.indptr) > 0)
+        for term in self.terms.values():
+            term.weight = term.weights[0]
+            term.prepare(split)
+        step = make_train_step(self.graphdef, tx, table_tx, self.kind, self.mean, self.reg, self.negatives,
+                               n_items=self.n_items)
+        self.rank_state, self.rank_history, self._rank_best = None, [], None
+        self.state = state
+        return TrainPlan(engine, state, self._phases(split, engine, engine.jit_step(step, sharding), dl_users))
+
+    def _build(self, split: SplitData, seed: int, n_user_rows: int, n_item_rows: int) -> tuple[JMFNet, dict]:
+        """The dense net and the CF tables ``P, Q, b_u, b_i, r`` at their start."""
+        rngs = nnx.Rngs(seed)
+        n_dl_items, n_dl_cats = len(split.dl_items), len(split.partition.dl_categories)
+        encoder = self.encoder_fn(n_items=n_dl_items, n_categories=n_dl_cats, max_len=self.max_len, rngs=rngs)
+        net = JMFNet(encoder, self.head_fn, self.dim, len(split.partition.cf_categories), split.train.shape[1],
+                     n_dl_items, n_dl_cats, rngs=rngs)
+        self.literal = net.literal
+        P, Q = self.init(split, self.dim, self.kind == "mse", seed)
+        P, Q = pad_rows(np.asarray(P, np.float32), n_user_rows), pad_rows(np.asarray(Q, np.float32), n_item_rows)
+        prior = np.asarray(self.bias_init(split, self.kind == "mse", self.bias_damping), np.float32)
+        self.offsets = (o2_user_offsets(split, self.bias_damping) if self.user_offset and self.kind == "mse"
+                        else np.zeros(split.n_users, np.float32))
+        net.offset_scale[...] = jnp.float32(fit_offset_scale(split.train, self.offsets, self.mean + prior))
+        tables = {"P": jnp.asarray(P), "Q": jnp.asarray(Q), "user_bias": jnp.zeros((n_user_rows, 1)),
+                  "item_bias": jnp.asarray(pad_rows(prior[:, None], n_item_rows)),
+                  "rank_bias": jnp.asarray(pad_rows(log_popularity(split.train)[:, None], n_item_rows))}
+        return net, tables
+
+    def _sequences(self, split: SplitData, net: JMFNet, engine: Engine) -> tuple[dict, np.ndarray]:
+        """The device-resident per-user arrays the step and inference read (replicated), and the users
+        ``L_DL`` draws from (those with at least two O2 behaviours)."""
+        seqs = dl_sequences(split, self.max_len)
+        dl_users = np.flatnonzero(seqs.mask.sum(1) >= 2).astype(np.int32)
+        return parallel.put_replicated(
+            {"items": seqs.items, "categories": seqs.categories, "mask": seqs.mask,
+             "values": centred_values(seqs, split.implicit), "offset": self.offsets,
+             **(net.encoder.user_inputs(split, seqs) if hasattr(net.encoder, "user_inputs") else {}),
+             "interest": cf_category_distribution(split)}, engine.mesh), dl_users
+
+    def _phases(self, split: SplitData, engine: Engine, jitted, dl_users: np.ndarray) -> list[Phase]:
+        csr = split.train.tocsr()
+
+        def phase(index: int, name: str, epochs: int, weights: LossWeights, validate=None) -> Phase:
+            weights = jax.tree.map(jnp.float32, weights)
+            return Phase(name, epochs, lambda epoch: user_batches(engine, csr, dl_users, engine.epoch_rng(index, epoch),
+                                                                  self.batch_size, self.items_per_user),
+                         lambda s, b: jitted(s, b, self.seq, weights), validate=validate,
+                         mode="min" if self.monitor_name in ("rmse", "mae") else "max", patience=self.patience,
+                         metric=self.monitor_name)
+
+        zero = LossWeights(cf=0.0, dl=1.0, map=0.0, transfer=0.0, interest=0.0)
+        return [phase(0, "pretrain", self.pretrain_epochs, zero),
+                phase(1, "joint", self.epochs, self.weights, functools.partial(self._validate_epoch, split))]
+
+    def _validate_epoch(self, split: SplitData, state: TrainState) -> float:
+        """``monitor`` on the validation fold after an epoch; with ``rank_monitor``, also keeps the
+        state of the best epoch on it for ``score``."""
+        self.state = state
+        if self.rank_monitor is None:
+            return self._validate(split)[self.monitor_name]
+        out = self._validate(split, self.rank_monitor)   # one pass gives both metrics
+        if not self.rank_history or out[self.rank_monitor] > max(self.rank_history):
+            self._rank_best = copy_state(state)          # the ranking state, kept apart from predict's
+        self.rank_history.append(out[self.rank_monitor])
+        return out[self.monitor_name]
+
+    def _validate(self, split: SplitData, rank_metric: str | None = None) -> dict[str, float]:
+        """The validation metrics of the current state, in one evaluation: ``monitor``'s, and
+        ``rank_metric`` (``model.rank_monitor``'s) when given."""
+        from jmf.evaluate.protocols import evaluate_split, validation_config
+
+        wanted = {"model.monitor": self.monitor_name, **({"model.rank_monitor": rank_metric} if rank_metric else {})}
+        ks = tuple(sorted({int(n.split("@")[1]) for n in wanted.values() if "@" in n} or {10}))
+        cfg = validation_config(self.eval_config, ks, self.eval_batch_size,
+                                ratings=self.kind == "mse" and self.monitor_name in ("rmse", "mae"))
+        out = evaluate_split(self, split, "valid", cfg)
+        for key, name in wanted.items():
+            if name not in out:
+                raise ValueError(f"{key}: {name!r} not among validation metrics {sorted(out)}")
+        return out
+
+    # ------------------------------------------------------------------ after the fit
+    def finish(self, split: SplitData, result: FitResult) -> dict[str, float]:
+        self.state = result.best_state if result.best_state is not None else result.state
+        joint = result.phases["joint"]
+        info = {"train/epochs": float(len(joint.history)), "train/steps": float(result.global_step),
+                f"train/best_valid_{self.monitor_name}": abs(joint.best) if joint.best is not None else float("nan")}
+        if self.rank_monitor is not None:
+            if result.resumed_from is not None and self._rank_best is not None:
+                log.warning("model.rank_monitor: the run resumed; the ranking state is the best of the epochs "
+                            "run since the resume (the earlier epochs' states are not checkpointed)")
+            if self._rank_best is None:   # nothing validated since a resume: rank with predict's state
+                log.warning("model.rank_monitor: no epoch validated in this fit; score uses monitor's state")
+            self.rank_state, self._rank_best = self._rank_best, None
+            if self.rank_history:
+                info[f"train/best_valid_{self.rank_monitor}"] = max(self.rank_history)
+        for name, term in self.terms.items():
+            if len(term.weights) > 1:
+                info.update(self.choose_term_weight(split, name))
+        return info
+
+    def _check_term_metric(self) -> None:
+        """A term with a list of weights is chosen on a validation ranking metric: there must be one."""
+        self._term_metric = self.rank_monitor or self.monitor_name
+        for name, term in self.terms.items():
+            if len(term.weights) > 1 and "@" not in self._term_metric:
+                raise ValueError(f"model.terms.{name}.weight: a list of weights is chosen on a validation ranking "
+                                 f"metric, but model.monitor is {self.monitor_name} and model.rank_monitor is unset "
+                                 "(set model.rank_monitor=ndcg@10)")
+
+    def choose_term_weight(self, split: SplitData, name: str) -> dict[str, float]:
+        """Score every weight of term ``name`` on the validation fold (the fitted states fixed) by the
+        ranking metric; keep the best (the first on ties).  Returns the ``train/`` entries to log."""
+        from jmf.evaluate.protocols import evaluate_split, validation_config
+
+        term, metric = self.terms[name], self._term_metric
+        cfg = validation_config(self.eval_config, (int(metric.split("@")[1]),), self.eval_batch_size, ratings=False)
+        values = []
+        for weight in term.weights:
+            term.weight = weight
+            values.append(evaluate_split(self, split, "valid", cfg)[metric])
+        term.weight = term.weights[int(np.argmax(values))]
+        log.info("model.terms.%s.weight: validation %s %s -> %g", name, metric,
+                 ", ".join(f"{w:g}: {v:.4f}" for w, v in zip(term.weights, values)), term.weight)
+        return {f"train/{name}_score": term.weight,
+                **{f"train/valid_{metric}@{name}_score={w:g}": v for w, v in zip(term.weights, values)}}
+
+    # ------------------------------------------------------------------ inference
+    def user_vectors(self, users: jax.Array, state: TrainState | None = None) -> UserVectors:
+        """``[B]`` users -> (user factors ``[B, d]``, user bias ``[B]``, interest logits ``[B, K]``) of
+        ``state`` (default: the fitted state ``predict`` uses)."""
+        state = self.state if state is None else state
+        return UserVectors(*_user_vectors(self.graphdef, state.params, state.rest, state.tables, self.seq,
+                                          self.has_cf, users, self.blend))
+
+    def score(self, users: jax.Array) -> jax.Array:
+        """``[B, I_T]`` ranking scores (from ``rank_state`` when ``rank_monitor`` chose one), plus the terms."""
+        state = self.state if self.rank_state is None else self.rank_state
+        user = self.user_vectors(users, state)
+        t, n = state.tables, self.n_items    # row-sharded tables carry padding rows past the last item
+        if self.literal:
+            scores = _literal_scores(self.graphdef, state.params, state.rest, user.interest)
+        elif self.ranks_by_rank_bias:        # ratings with L_rank: rank by which items the user would rate
+            scores = user.vec @ t["Q"][:n].T + t["rank_bias"][:n, 0][None, :]
+        else:
+            scores = user.vec @ t["Q"][:n].T + t["item_bias"][:n, 0][None, :] + user.bias[:, None]
+        for term in self.terms.values():
+            if term.weight:
+                scores = scores + term.weight * term(users, user)
+        return scores
+
+    @property
+    def ranks_by_rank_bias(self) -> bool:
+        """Whether ``score`` ranks with the ``L_rank`` logits (ratings and ``weights.rank > 0``)."""
+        return self.kind == "mse" and self.weights.rank > 0
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """``μ + b_u + b_i + p_u·Q_i`` for paired users and items (the encoder runs once per distinct user)."""
+        if len(users) == 0:
+            return np.zeros(0, np.float32)
+        uniq, inverse = np.unique(np.asarray(users), return_inverse=True)
+        B = self.eval_batch_size
+        padded = np.zeros(-(-len(uniq) // B) * B, np.int32)
+        padded[:len(uniq)] = uniq
+        parts = [self.user_vectors(jnp.asarray(padded[s:s + B])) for s in range(0, len(padded), B)]
+        vec = np.concatenate([np.asarray(p.vec) for p in parts])[inverse]
+        bias = np.concatenate([np.asarray(p.bias) for p in parts])[inverse]
+        t = self.state.tables
+        q, b_i = np.asarray(t["Q"])[items], np.asarray(t["item_bias"])[items, 0]
+        return (self.mean + bias + b_i + (vec * q).sum(-1)).astype(np.float32)
+
+    def interest(self, users: jax.Array) -> jax.Array:
+        """``[B, K]`` interest distribution ``softmax(I_u)`` over the CF-side categories (of the state
+        ``score`` ranks with)."""
+        return jax.nn.softmax(self.user_vectors(users, self.rank_state).interest, axis=-1)
+
+
+def _named_terms(terms: dict | list | None) -> dict:
+    """``model.terms`` (Hydra: a dict keyed by the term's YAML; Python: a dict or a list) -> name -> term."""
+    if not terms:
+        return {}
+    items = terms.items() if isinstance(terms, dict) else ((getattr(t, "name", type(t).__name__), t) for t in terms)
+    out = {}
+    for name, term in items:
+        if not (callable(term) and hasattr(term, "prepare") and hasattr(term, "weights")):
+            raise ValueError(f"model.terms.{name}: {term!r} is not a score term (prepare, weights, __call__; "
+                             "see jmf.models.joint.terms)")
+        out[str(name)] = term
+    return out
+
+
+def centred_values(seqs, implicit: bool) -> np.ndarray:
+    """``[U, L]`` float32: each behaviour's value minus the mean DL-side value (0 on pads; all 0
+    on implicit data, where the value carries nothing) — the encoders' ``values`` input."""
+    if implicit or not seqs.mask.any():
+        return np.zeros(seqs.values.shape, np.float32)
+    mean = float(seqs.values[seqs.mask].mean())
+    return np.where(seqs.mask, seqs.values - mean, 0.0).astype(np.float32)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _user_vectors(graphdef, params, rest, tables, seq, has_cf, users, blend):
+    net = nnx.merge(graphdef, params, rest)
+    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users], seq["offset"][users],
+                     **encoder_inputs(net, seq, users))
+    warm = has_cf[users][:, None]
+    has_dl = seq["mask"][users].any(1)[:, None]
+    own, own_bias = tables["P"][users], tables["user_bias"][users, 0]
+    w = jnp.where(has_dl, blend, 1.0)  # a warm user without O2 history keeps P_u
+    vec = jnp.where(warm, w * own + (1 - w) * mapped.p_hat, mapped.p_hat)
+    bias = jnp.where(warm[:, 0], w[:, 0] * own_bias + (1 - w[:, 0]) * mapped.bias_hat, mapped.bias_hat)
+    return vec, bias, mapped.interest
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _literal_scores(graphdef, params, rest, interest):
+    return nnx.merge(graphdef, params, rest).literal_logits(interest)

@@ -1,0 +1,162 @@
+"""Score terms: what the joint model adds to its ranking after the fit, one small class each.
+
+A term is prepared from the training split and adds a ``[B, I_T]`` contribution to ``score``
+(never to ``predict``)::
+
+    class ScoreTerm(Protocol):
+        weight: float                       # the weight in use (0: off)
+        weights: list[float]                # the choices; more than one -> chosen on validation
+        def prepare(self, split) -> None    # from the training split only
+        def __call__(self, users, user) -> jax.Array   # [B] users, their UserVectors -> [B, I_T]
+
+``score = base + Σ_t w_t · t(users, user)``.  Terms are chosen in config as a list
+(``model/terms=[interest,neighbour]``, one YAML each in ``conf/model/terms/``, keyed by name) and
+their weights set there (``model.terms.neighbour.weight=[0,0.5,1,2,4,8]``).  A list of weights is a
+choice made on validation after the fit (:meth:`jmf.models.joint.JMF.choose_term_weights`).
+
+Built in: :class:`ItemNeighbourhood` (cross-category item co-occurrence, the neighbourhood half of
+"factorisation meets the neighbourhood", Koren 2008) and :class:`InterestReweighting` (the interest
+vector as ``p(c|u)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from jmf.data.batches import cf_category_distribution, cf_item_categories
+from jmf.data.split import SplitData
+
+
+class UserVectors(NamedTuple):
+    """What the fitted model gives a term about each user."""
+
+    vec: jax.Array        # [B, d] P̂_u (blended with P_u for warm users)
+    bias: jax.Array       # [B]    user bias
+    interest: jax.Array   # [B, K] interest logits I_u
+
+
+@runtime_checkable
+class ScoreTerm(Protocol):
+    """See the module docstring."""
+
+    weight: float
+    weights: list[float]
+
+    def prepare(self, split: SplitData) -> None: ...
+
+    def __call__(self, users: np.ndarray, user: UserVectors) -> jax.Array: ...
+
+
+class WeightedTerm:
+    """Shared by the built-in terms: ``weight`` is a number or a list of numbers (chosen on validation)."""
+
+    name = "term"
+
+    def __init__(self, weight: float | Sequence[float] = 1.0):
+        many = isinstance(weight, Sequence) and not isinstance(weight, str)
+        try:
+            self.weights = [float(w) for w in (weight if many else [weight])]
+        except (TypeError, ValueError):
+            raise ValueError(f"model.terms.{self.name}.weight: {weight!r} is not a number or a list of numbers") \
+                from None
+        if not self.weights or any(not np.isfinite(w) or w < 0 for w in self.weights):
+            raise ValueError(f"model.terms.{self.name}.weight: {weight!r} needs finite weights >= 0")
+        self.weight = self.weights[0]
+
+
+class ItemNeighbourhood(WeightedTerm):
+    """``log(ε + n_ui / max_k n_uk)``: the cross-category item neighbourhood of the user's O2 history.
+
+    ``n_ui = Σ_{j ∈ O2(u)} K_ji / |O2(u)|`` with ``K`` the O2 -> O1 item kernel of the warm users'
+    *training* rows (:func:`neighbour_inputs`), ``ε = 1e-3``.  It carries item-level co-occurrence that
+    a ``dim``-rank map smooths away.
+
+    Args:
+      weight: ``λ_nb`` (a list: chosen on validation).
+      kernel: ``count`` (``K_ji`` = warm users holding O2 item ``j`` and O1 item ``i``) or
+        ``conditional`` (that count over the warm holders of ``j``: ``p(i|j)``).
+    """
+
+    name = "neighbour"
+
+    def __init__(self, weight: float | Sequence[float] = 1.0, kernel: str = "count"):
+        super().__init__(weight)
+        if kernel not in ("count", "conditional"):
+            raise ValueError(f"model.terms.neighbour.kernel: {kernel!r} is not count|conditional")
+        self.kernel = kernel
+        self.rows = self.matrix = None
+
+    def prepare(self, split: SplitData) -> None:
+        if any(self.weights):
+            self.rows, self.matrix = neighbour_inputs(split, self.kernel)
+
+    def __call__(self, users: np.ndarray, user: UserVectors) -> jax.Array:
+        return jnp.asarray(neighbour_term(self.rows, self.matrix, np.asarray(users)))
+
+
+class InterestReweighting(WeightedTerm):
+    """``log softmax(I_u)[c_i] − log p̄(c_i)``: the interest vector as ``p(c|u)``, so that
+    ``p(i|u) ∝ p(i|u)·p(c_i|u)/p(c_i)``, ``c_i`` the item's CF-side category and ``p̄`` the warm users'
+    mean training category mix (a constant when O1 has one category)."""
+
+    name = "interest"
+
+    def prepare(self, split: SplitData) -> None:
+        self.item_category, self.category_log_prior = category_prior(split, cf_category_distribution(split))
+
+    def __call__(self, users: np.ndarray, user: UserVectors) -> jax.Array:
+        log_mix = jax.nn.log_softmax(user.interest, axis=-1) - self.category_log_prior[None, :]   # [B, K]
+        return log_mix[:, self.item_category]
+
+
+def category_prior(split: SplitData, interest: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """``([I_T] int32 CF-side category index of each item, [K] log mean training mix of the warm users)``."""
+    item_category = cf_item_categories(split)
+    warm = interest.sum(1) > 0
+    mix = interest[warm].mean(0) if warm.any() else np.full(interest.shape[1], 1.0 / max(interest.shape[1], 1))
+    return jnp.asarray(item_category), jnp.asarray(np.log(np.maximum(mix, 1e-6)), jnp.float32)
+
+
+def o2_rows(split: SplitData, per_user: bool = False) -> sp.csr_matrix:
+    """``[U, I_S]`` float32 binary O2 rows; ``per_user``: each scaled by ``1/|O2(u)|``."""
+    X = (split.dl > 0).astype(np.float32).tocsr()
+    if per_user:
+        X = (sp.diags(1.0 / np.maximum(np.asarray(X.sum(1)).ravel(), 1.0)).astype(np.float32) @ X).tocsr()
+    return X
+
+
+def cross_cooccurrence(split: SplitData, per_user: bool = False) -> sp.csr_matrix:
+    """``[I_S, I_T]`` float32 O2 -> O1 item co-occurrence ``C = XᵀY`` of the users' O2 rows ``X``
+    (:func:`o2_rows`) and binary O1 *training* rows ``Y`` (cold users' O1 rows are held out, so they
+    add nothing).  ``per_user``: each user's O2 row is scaled by ``1/|O2(u)|``."""
+    Y = (split.train > 0).astype(np.float32).tocsr()
+    return (o2_rows(split, per_user).T @ Y).tocsr().astype(np.float32)
+
+
+def neighbour_inputs(split: SplitData, kernel: str = "count") -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """:class:`ItemNeighbourhood`'s inputs: ``([U, I_S]`` users' O2 rows scaled by ``1/|O2(u)|``,
+    ``[I_S, I_T]`` kernel ``K``).  ``count``: ``K = XᵀY`` (:func:`cross_cooccurrence`); ``conditional``:
+    each row ``j`` of it divided by the number of warm users (O1 training history) holding ``j``."""
+    rows = o2_rows(split, per_user=True)
+    K = cross_cooccurrence(split)
+    if kernel == "conditional":
+        X = o2_rows(split)
+        warm = np.diff(split.train.tocsr().indptr) > 0
+        holders = np.asarray(X[warm].sum(0)).ravel()
+        K = (sp.diags(1.0 / np.maximum(holders, 1.0)).astype(np.float32) @ K).tocsr()
+    elif kernel != "count":
+        raise ValueError(f"model.terms.neighbour.kernel: {kernel!r} is not count|conditional")
+    return rows, K
+
+
+def neighbour_term(rows: sp.csr_matrix, kernel: sp.csr_matrix, users: np.ndarray, eps: float = 1e-3) -> np.ndarray:
+    """``[B, I_T]`` float32 ``log(ε + n_u / max_i n_ui)``, ``n_u = rows[u] @ kernel`` (a user without O2
+    history, or whose O2 items no warm user holds, gets the constant ``log ε``)."""
+    n = np.asarray((rows[users] @ kernel).todense(), np.float32)
+    return np.log(eps + n / (n.max(1, keepdims=True) + 1e-9)).astype(np.float32)
