@@ -83,11 +83,8 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
     check_target(cfg.model, "model")
     distributed.initialize(distributed.DistributedConfig(**trainer.distributed)
                            if isinstance(trainer.distributed, dict) else trainer.distributed)
-    seed = int(cfg.seed)
-    split_seed = seed if cfg.split.get("seed") is None else int(cfg.split.seed)
-    seeds = {"run": seed, "data": cfg.data.get("seed"), "split": split_seed,
-             "init": seed if trainer.init_seed is None else trainer.init_seed,
-             "sampling": seed if trainer.sampling_seed is None else trainer.sampling_seed}
+    seeds = _seeds(cfg, trainer)
+    seed = seeds["run"]
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     fingerprint: dict = {}
@@ -109,16 +106,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
     for key, value in (fit_info or {}).items():
         key = key if "/" in key else f"train/{key}"
         (timing if key.endswith("seconds") else metrics)[key] = float(value)
-    results: dict[str, dict[str, float]] = {}
-    for fold in ("valid", "test"):
-        with progress(None, f"evaluating {fold}", enabled=trainer.progress) as advance:
-            results[fold] = evaluate_split(model, split, fold, eval_cfg, progress=advance)
-        metrics.update({f"{fold}/{name}": value for name, value in results[fold].items()})
-    if eval_cfg.test_sampling_seeds or eval_cfg.test_full:
-        with progress(None, "evaluating test (extra protocols)", enabled=trainer.progress) as advance:
-            for name, value in evaluate_test_extras(model, split, eval_cfg, progress=advance,
-                                                    main=results["test"]).items():
-                metrics[f"test/{name}"] = value
+    metrics.update(evaluate(model, split, eval_cfg, trainer.progress))
     import jax
 
     # wall-clock keys (``*/seconds``) are part of metrics.json's contract (issue 2) and its only
@@ -132,6 +120,31 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
         _write_top_n(model, split, trainer.top_n, out / "topn.json")
     if trainer.interest and jax.process_index() == 0:
         _write_interest(model, split, out / "interest.csv")
+    return metrics
+
+
+def _seeds(cfg: DictConfig, trainer: TrainerConfig) -> dict:
+    """The run's separate seeds: data generation, split, initialisation, sampling (null -> ``seed``)."""
+    seed = int(cfg.seed)
+    return {"run": seed, "data": cfg.data.get("seed"), "split": seed if cfg.split.get("seed") is None else
+            int(cfg.split.seed), "init": seed if trainer.init_seed is None else trainer.init_seed,
+            "sampling": seed if trainer.sampling_seed is None else trainer.sampling_seed}
+
+
+def evaluate(model, split: SplitData, eval_cfg: EvalConfig, show_progress: bool = False) -> dict[str, float]:
+    """``valid/<metric>`` and ``test/<metric>`` of a fitted model under the run's ``eval`` group (and the
+    test fold's extra protocols: ``test/s<seed>/...``, ``test/full/...``)."""
+    metrics: dict[str, float] = {}
+    results: dict[str, dict[str, float]] = {}
+    for fold in ("valid", "test"):
+        with progress(None, f"evaluating {fold}", enabled=show_progress) as advance:
+            results[fold] = evaluate_split(model, split, fold, eval_cfg, progress=advance)
+        metrics.update({f"{fold}/{name}": value for name, value in results[fold].items()})
+    if eval_cfg.test_sampling_seeds or eval_cfg.test_full:
+        with progress(None, "evaluating test (extra protocols)", enabled=show_progress) as advance:
+            for name, value in evaluate_test_extras(model, split, eval_cfg, progress=advance,
+                                                    main=results["test"]).items():
+                metrics[f"test/{name}"] = value
     return metrics
 
 

@@ -134,53 +134,15 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
     dl_row = ~cf_row
 
     if method == "predefined":
-        if data.fold is None:
-            raise ValueError(f"split=predefined: dataset {data.name} ships no folds")
-        fold = data.fold.copy()
-        dl_row = ~cf_row & (fold == TRAIN)
-        if (~cf_row & ~dl_row).any():
-            log.info("predefined: %d DL-side valid/test rows of %s are held out, not used as O2",
-                     int((~cf_row & ~dl_row).sum()), data.name)
-        fold[~cf_row] = TRAIN
-        if not 0 <= valid_ratio <= 1:
-            raise ValueError(f"split.valid_ratio: {valid_ratio} must be in [0, 1] with split=predefined "
-                             "(the fraction of users that lend one training row to validation)")
-        if valid_ratio > 0 and not (cf_row & (fold == VALID)).any():
-            _carve_valid(data, np.flatnonzero(cf_row & (fold == TRAIN)), fold, rng, valid_ratio)
+        fold, dl_row = _predefined_folds(data, cf_row, rng, valid_ratio)
     elif method == "ratio":
-        if not (0 < test_ratio < 1 and 0 <= valid_ratio < 1 and test_ratio + valid_ratio < 1):
-            raise ValueError(f"split.test_ratio/valid_ratio: {test_ratio}/{valid_ratio} must be in (0, 1) with sum < 1")
-        if by == "global":
-            perm = rng.permutation(rows)
-            n_test, n_valid = int(round(test_ratio * len(rows))), int(round(valid_ratio * len(rows)))
-            fold[perm[:n_test]] = TEST
-            fold[perm[n_test:n_test + n_valid]] = VALID
-        elif by == "user":
-            _per_user(data, rows, fold, rng, order, lambda n: (int(round(test_ratio * n)), int(round(valid_ratio * n))),
-                      min_train)
-        else:
-            raise ValueError(f"split.by: {by!r} is not user|global")
+        _ratio_folds(data, rows, fold, rng, test_ratio, valid_ratio, by, order, min_train)
     elif method == "loo":
         _per_user(data, rows, fold, rng, order, lambda n: (1, 1 if valid_ratio > 0 else 0), min_train)
     elif method == "cold_start":
-        if not 0 < beta < 1:
-            raise ValueError(f"split.beta: {beta} must be in (0, 1)")
-        if len(partition.dl_categories) == 0:
-            raise ValueError("split=cold_start needs a DL side: set partition.k or partition.cf_categories")
-        has_cf = np.bincount(data.user[cf_row], minlength=data.n_users) > 0
-        has_dl = np.bincount(data.user[~cf_row], minlength=data.n_users) > 0
-        overlap = np.flatnonzero(has_cf & has_dl)
-        if len(overlap) < 4:
-            raise ValueError(f"split=cold_start: only {len(overlap)} users are active on both sides")
-        perm = rng.permutation(overlap)
-        n_test = max(1, int(round(beta * len(overlap))))
-        n_valid = max(1, int(round(cold_valid_fraction * (len(overlap) - n_test))))
-        cold_test = np.sort(perm[:n_test]).astype(np.int32)
-        cold_valid = np.sort(perm[n_test:n_test + n_valid]).astype(np.int32)
+        cold_test, cold_valid = _cold_users(data, partition, cf_row, rng, beta, cold_valid_fraction)
         fold[cf_row & np.isin(data.user, cold_test)] = TEST
         fold[cf_row & np.isin(data.user, cold_valid)] = VALID
-        log.info("cold_start: %d overlapping users -> %d test, %d valid users (beta=%s)",
-                 len(overlap), n_test, n_valid, beta)
     else:
         raise ValueError(f"split: unknown method {method!r} (ratio|loo|cold_start|predefined)")
 
@@ -199,6 +161,64 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
         dl_rows=np.flatnonzero(dl_row),
         cold_valid_users=cold_valid, cold_test_users=cold_test,
     )
+
+
+def _ratio_folds(data: Interactions, rows: np.ndarray, fold: np.ndarray, rng: np.random.Generator,
+                 test_ratio: float, valid_ratio: float, by: str, order: str, min_train: int) -> None:
+    """``ratio``: test/valid fractions of the CF-side ``rows``, per user or over all rows (in place)."""
+    if not (0 < test_ratio < 1 and 0 <= valid_ratio < 1 and test_ratio + valid_ratio < 1):
+        raise ValueError(f"split.test_ratio/valid_ratio: {test_ratio}/{valid_ratio} must be in (0, 1) with sum < 1")
+    if by == "global":
+        perm = rng.permutation(rows)
+        n_test, n_valid = int(round(test_ratio * len(rows))), int(round(valid_ratio * len(rows)))
+        fold[perm[:n_test]] = TEST
+        fold[perm[n_test:n_test + n_valid]] = VALID
+    elif by == "user":
+        _per_user(data, rows, fold, rng, order, lambda n: (int(round(test_ratio * n)), int(round(valid_ratio * n))),
+                  min_train)
+    else:
+        raise ValueError(f"split.by: {by!r} is not user|global")
+
+
+def _predefined_folds(data: Interactions, cf_row: np.ndarray, rng: np.random.Generator,
+                      valid_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """The dataset's own folds (a validation slice carved from training when none ships); returns
+    ``(fold, dl_row)``: O2 keeps only the DL-side training rows."""
+    if data.fold is None:
+        raise ValueError(f"split=predefined: dataset {data.name} ships no folds")
+    fold = data.fold.copy()
+    dl_row = ~cf_row & (fold == TRAIN)
+    if (~cf_row & ~dl_row).any():
+        log.info("predefined: %d DL-side valid/test rows of %s are held out, not used as O2",
+                 int((~cf_row & ~dl_row).sum()), data.name)
+    fold[~cf_row] = TRAIN
+    if not 0 <= valid_ratio <= 1:
+        raise ValueError(f"split.valid_ratio: {valid_ratio} must be in [0, 1] with split=predefined "
+                         "(the fraction of users that lend one training row to validation)")
+    if valid_ratio > 0 and not (cf_row & (fold == VALID)).any():
+        _carve_valid(data, np.flatnonzero(cf_row & (fold == TRAIN)), fold, rng, valid_ratio)
+    return fold, dl_row
+
+
+def _cold_users(data: Interactions, partition: Partition, cf_row: np.ndarray, rng: np.random.Generator,
+                beta: float, cold_valid_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """``cold_start``: a fraction ``beta`` of the users active on both sides become test users, and
+    ``cold_valid_fraction`` of the rest validation users.  Returns ``(test users, valid users)``."""
+    if not 0 < beta < 1:
+        raise ValueError(f"split.beta: {beta} must be in (0, 1)")
+    if len(partition.dl_categories) == 0:
+        raise ValueError("split=cold_start needs a DL side: set partition.k or partition.cf_categories")
+    has_cf = np.bincount(data.user[cf_row], minlength=data.n_users) > 0
+    has_dl = np.bincount(data.user[~cf_row], minlength=data.n_users) > 0
+    overlap = np.flatnonzero(has_cf & has_dl)
+    if len(overlap) < 4:
+        raise ValueError(f"split=cold_start: only {len(overlap)} users are active on both sides")
+    perm = rng.permutation(overlap)
+    n_test = max(1, int(round(beta * len(overlap))))
+    n_valid = max(1, int(round(cold_valid_fraction * (len(overlap) - n_test))))
+    log.info("cold_start: %d overlapping users -> %d test, %d valid users (beta=%s)",
+             len(overlap), n_test, n_valid, beta)
+    return (np.sort(perm[:n_test]).astype(np.int32), np.sort(perm[n_test:n_test + n_valid]).astype(np.int32))
 
 
 def _carve_valid(data: Interactions, rows: np.ndarray, fold: np.ndarray, rng: np.random.Generator,

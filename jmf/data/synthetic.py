@@ -117,50 +117,64 @@ def synthetic(
     users_out, items_out = [], []
     for start in range(0, n_users, chunk_users):
         users = np.arange(start, min(start + chunk_users, n_users))
-        counts = activity[users]
-        u = np.repeat(users, counts)
-        # category interest: softmax(s_u . g_c) (uniform when shared_dim == 0)
-        logits = truth.shared[users] @ truth.category_embedding.T * 2.0
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
-        cum = np.cumsum(probs, 1)
-        cum[:, -1] = 1.0
-        local = np.repeat(np.arange(len(users)), counts)
-        cat = (rng.random(len(u))[:, None] > cum[local]).sum(1)
-        # candidates from the category's popularity (inverse CDF inside the category)
-        r = rng.random((len(u), candidates))
-        target = cat_base[cat][:, None] + r  # mass inside a category sums to 1
-        cand = np.searchsorted(cum_pop, target)
-        cand = np.clip(cand, cat_start[cat][:, None], np.append(cat_start[1:], n_items)[cat][:, None] - 1)
-        aff = np.einsum("nd,nkd->nk", truth.shared[u], truth.item_shared[cand])
-        aff += np.einsum("nd,nkd->nk", truth.specific[u, cat], truth.item_specific[cand])
-        gumbel = -np.log(-np.log(rng.random(aff.shape) + 1e-12) + 1e-12)
-        pick = np.argmax(aff / temperature + gumbel, 1)
+        u, picked = _sample_chunk(truth, users, activity[users], cum_pop, cat_start, cat_base, candidates,
+                                  temperature, rng)
         users_out.append(u)
-        items_out.append(cand[np.arange(len(u)), pick])
-    user = np.concatenate(users_out)
-    item = np.concatenate(items_out)
-    # one row per (user, item): the generator's repeats are not data, so they are merged here
-    key = user * n_items + item
-    _, first = np.unique(key, return_index=True)
-    first.sort()
-    user, item = user[first], item[first]
-    timestamp = np.zeros(len(user), np.int64)
-    # per-user increasing times, in sampling order
-    starts = np.searchsorted(user, user)  # users are generated in blocks, sorted
-    timestamp[:] = 1_600_000_000 + (np.arange(len(user)) - starts) * 3600 + user.astype(np.int64) % 3600
-    if implicit:
-        value = np.ones(len(user), np.float32)
-    else:
-        aff = _pair_affinity(truth, user, item)
-        edges = np.quantile(aff, [0.1, 0.3, 0.6, 0.85])
-        value = (1 + np.searchsorted(edges, aff)).astype(np.float32)
+        items_out.append(picked)
+    user, item, timestamp = _one_row_per_pair(np.concatenate(users_out), np.concatenate(items_out), n_items)
+    value = np.ones(len(user), np.float32) if implicit else _ratings(truth, user, item)
     data = Interactions(
         user=user.astype(np.int32), item=item.astype(np.int32), value=value, timestamp=timestamp,
         item_category=truth.item_category, user_ids=np.arange(n_users), item_ids=np.arange(n_items),
         category_names=tuple(f"cat{c:02d}" for c in range(n_categories)), name="synthetic", implicit=implicit,
     )
     return (data, truth) if return_truth else data
+
+
+def _sample_chunk(truth: SyntheticTruth, users: np.ndarray, counts: np.ndarray, cum_pop: np.ndarray,
+                  cat_start: np.ndarray, cat_base: np.ndarray, candidates: int, temperature: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``counts[k]`` draws for each of ``users``: a category from the user's interest, ``candidates`` items
+    from its popularity, one kept by a Gumbel choice on the planted affinity.  Returns (users, items)."""
+    n_items = len(cum_pop)
+    u = np.repeat(users, counts)
+    # category interest: softmax(s_u . g_c) (uniform when shared_dim == 0)
+    logits = truth.shared[users] @ truth.category_embedding.T * 2.0
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    cum = np.cumsum(probs, 1)
+    cum[:, -1] = 1.0
+    local = np.repeat(np.arange(len(users)), counts)
+    cat = (rng.random(len(u))[:, None] > cum[local]).sum(1)
+    # candidates from the category's popularity (inverse CDF inside the category)
+    r = rng.random((len(u), candidates))
+    target = cat_base[cat][:, None] + r  # mass inside a category sums to 1
+    cand = np.searchsorted(cum_pop, target)
+    cand = np.clip(cand, cat_start[cat][:, None], np.append(cat_start[1:], n_items)[cat][:, None] - 1)
+    aff = np.einsum("nd,nkd->nk", truth.shared[u], truth.item_shared[cand])
+    aff += np.einsum("nd,nkd->nk", truth.specific[u, cat], truth.item_specific[cand])
+    gumbel = -np.log(-np.log(rng.random(aff.shape) + 1e-12) + 1e-12)
+    pick = np.argmax(aff / temperature + gumbel, 1)
+    return u, cand[np.arange(len(u)), pick]
+
+
+def _one_row_per_pair(user: np.ndarray, item: np.ndarray, n_items: int) -> tuple[np.ndarray, ...]:
+    """Merge the generator's repeats (they are not data) and give each user increasing timestamps,
+    in sampling order.  Returns (user, item, timestamp)."""
+    key = user * n_items + item
+    _, first = np.unique(key, return_index=True)
+    first.sort()
+    user, item = user[first], item[first]
+    starts = np.searchsorted(user, user)  # users are generated in blocks, sorted
+    timestamp = 1_600_000_000 + (np.arange(len(user)) - starts) * 3600 + user.astype(np.int64) % 3600
+    return user, item, timestamp.astype(np.int64)
+
+
+def _ratings(truth: SyntheticTruth, user: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """Ratings 1..5 from the quantiles (10/30/60/85 %) of the pairs' planted affinity."""
+    aff = _pair_affinity(truth, user, item)
+    edges = np.quantile(aff, [0.1, 0.3, 0.6, 0.85])
+    return (1 + np.searchsorted(edges, aff)).astype(np.float32)
 
 
 def _pair_affinity(truth: SyntheticTruth, user: np.ndarray, item: np.ndarray) -> np.ndarray:

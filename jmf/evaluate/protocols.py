@@ -255,7 +255,7 @@ def evaluate_split(model, split, fold: str, cfg: EvalConfig, progress=None) -> d
         out.update(evaluate_sampled(model.score, pair_users, positives, negatives, ks, cfg.batch_size, progress))
     else:
         raise ValueError(f"eval.protocol: {cfg.protocol!r} is not full|sampled")
-    if cfg.ratings and not split.implicit:
+    if cfg.ratings and not split.implicit and getattr(model, "rates", True):   # ranking-only models: rates = False
         out.update(evaluate_ratings(model.predict, truth, users))
     return out
 

@@ -10,7 +10,8 @@ model the same way (``model.fit(split, ctx)``, then the evaluators call ``score`
 * ``score(users) -> [B, I_T]``: scores of every CF-side item for ``[B] int32`` users (higher is
   better); the ranking evaluators call it in fixed-size padded batches.
 * ``predict(users, items) -> [N]``: ratings of paired users and CF-side items (RMSE/MAE).  A model
-  without a rating scale raises ``ValueError``; it is only called on explicit data.
+  without a rating scale raises ``ValueError`` and sets the class attribute ``rates = False``, so
+  the evaluators report no RMSE/MAE for it on explicit data.
 * optionally ``interest(users) -> [B, K]``: the interest distribution over the K CF-side
   categories (:class:`HasInterest`; ``trainer.interest=true`` writes it).
 

@@ -55,7 +55,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jmf.models.protocols import EpochPlan, Phase, RunContext
+from jmf.models.protocols import EpochPlan, Phase, RunContext  # noqa: F401  (re-exported: the engine's API)
 from jmf.train import parallel
 from jmf.train.checkpoint import Checkpointer, CheckpointError
 from jmf.train.observe import MetricLogger, progress

@@ -50,9 +50,8 @@ def test_valid_protocol_test_validates_with_the_tests_sampled_protocol():
     pop = Popularity()
     pop.fit(split)
     run_cfg = EvalConfig(protocol="sampled", ks=(10, 20), negatives=50, sampling_seed=3, valid_protocol="test")
-    assert validation_config(pop, (10,), 64, False) == EvalConfig(ks=(10,), batch_size=64, ratings=False)
-    pop.eval_config = run_cfg
-    cfg = validation_config(pop, (10,), 64, False)
+    assert validation_config(None, (10,), 64, False) == EvalConfig(ks=(10,), batch_size=64, ratings=False)
+    cfg = validation_config(run_cfg, (10,), 64, False)     # RunContext.eval_config: the run's eval group
     assert (cfg.protocol, cfg.negatives, cfg.sampling_seed, cfg.ks, cfg.batch_size) == ("sampled", 50, 3, (10,), 64)
     sampled = evaluate_split(pop, split, "valid", cfg)["ndcg@10"]
     full = evaluate_split(pop, split, "valid", dataclasses.replace(run_cfg, valid_protocol="full")

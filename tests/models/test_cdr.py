@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from flax import nnx
 from hydra import compose, initialize_config_dir
 
-from jmf.config import CONF_DIR, check_target, register_configs
+from jmf.config import CONF_DIR, register_configs
 from jmf.data.split import make_split, partition_categories
 from jmf.data.synthetic import synthetic
 from jmf.evaluate.protocols import EvalConfig, evaluate_split
@@ -221,21 +221,6 @@ def test_errors_name_the_key(cold_split):
     for name in ("emcdr", "ptupcdr"):
         with pytest.raises(ValueError, match=f"model={name}: no user has both"):
             SMALL[name]().fit(disjoint)
-
-
-@pytest.mark.parametrize("name", sorted(SMALL))
-def test_hydra_config_composes_and_runs(tmp_path, name):
-    from jmf.run import run
-
-    register_configs()
-    small = {"cmf": ["model.epochs=3"], "emcdr": ["model.epochs=3", "model.map_epochs=10", "model.eval_every=5"],
-             "ptupcdr": ["model.epochs=3", "model.meta_epochs=2"]}[name]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={name}", "split=cold_start", "partition.k=4", "data.n_users=300",
-                                          "data.n_items=200", "model.dim=8", *small])
-    check_target(cfg.model, "model")
-    metrics = run(cfg, tmp_path)
-    assert 0.0 < metrics["test/ndcg@10"] <= 1.0 and "train/best_valid_ndcg@10" in metrics
 
 
 def test_valid_protocol_reaches_the_models_epoch_selection(tmp_path):

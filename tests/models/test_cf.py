@@ -10,8 +10,7 @@ from jmf.evaluate.protocols import evaluate_full
 from jmf.models.cf.ials import ImplicitALS
 from jmf.models.cf.mf import MatrixFactorization
 from jmf.models.cf.popularity import Popularity
-from jmf.models.cf.svd import TruncatedSVD, explained_variance, randomized_svd
-from jmf.models.protocols import Model
+from jmf.models.cf.svd import explained_variance, randomized_svd
 
 
 def test_randomized_svd_matches_numpy():
@@ -73,20 +72,6 @@ def test_ials_cg_converges_to_exact_solution():
         p[row.indices] = 1.0
         A = Yn.T @ (c[:, None] * Yn) + 0.5 * np.eye(4)
         np.testing.assert_allclose(X1[u], np.linalg.solve(A, Yn.T @ (c * p)), rtol=1e-3, atol=1e-4)
-
-
-@pytest.mark.parametrize("model", [Popularity(), TruncatedSVD(dim=16), ImplicitALS(dim=16, epochs=3, devices=1),
-                                   MatrixFactorization(dim=16, epochs=2, loss="bpr", optimizer="adam", lr=0.01)])
-def test_cf_contract(model, implicit_split):
-    """Every CF model: fit, then finite [B, I_T] scores and [N] predictions."""
-    import jax.numpy as jnp
-
-    assert isinstance(model, Model)
-    model.fit(implicit_split)
-    scores = model.score(jnp.arange(5, dtype=jnp.int32))
-    assert scores.shape == (5, implicit_split.train.shape[1]) and bool(jnp.isfinite(scores).all())
-    pred = model.predict(np.array([0, 1]), np.array([3, 4]))
-    assert np.asarray(pred).shape == (2,) and np.isfinite(pred).all()
 
 
 def test_mf_learns_ratings_better_than_item_means(data_dir):

@@ -10,9 +10,7 @@ from jmf.data.synthetic import synthetic
 from jmf.evaluate.protocols import EvalConfig, evaluate_split
 from jmf.models.cf.popularity import Popularity
 from jmf.models.encoders.bag import BagEncoder
-from jmf.models.encoders.cnn import CNNEncoder
 from jmf.models.heads.linear import LinearHead
-from jmf.models.heads.sigmoid import SigmoidHead
 from jmf.models.joint import JMF, InterestReweighting, ItemNeighbourhood
 from jmf.models.joint.start import ZeroBias
 
@@ -39,14 +37,6 @@ def test_jmf_transfers_to_cold_start_users(cold_split):
     assert jmf > 1.15 * floor, (jmf, floor)
     interest = np.asarray(model.interest(np.asarray(cold_split.cold_test_users[:5])))
     assert interest.shape == (5, 3) and np.allclose(interest.sum(1), 1.0, atol=1e-5)
-
-
-@pytest.mark.parametrize("encoder, head", [(CNNEncoder, LinearHead), (BagEncoder, SigmoidHead)])
-def test_jmf_options_train_and_score(cold_split, encoder, head):
-    model = JMF(partial(encoder, embed_dim=16, out_dim=16), partial(head), dim=16, epochs=1, pretrain_epochs=1,
-                batch_size=64, items_per_user=4)
-    model.fit(cold_split)
-    assert np.isfinite(_ndcg(model, cold_split))
 
 
 def test_jmf_needs_a_dl_side():

@@ -113,27 +113,15 @@ def fit_tables(split: SplitData, cfg: TableConfig, *, shared_users: bool, seed: 
     """
     from jmf.models.cdr.common import stage_engine, train_passes
 
-    target, source = split.train.tocoo(), split.dl.tocoo()
     n_users, n_target = split.train.shape
     n_source = split.dl.shape[1]
-    rated = cfg.kind == "mse"
-    means = np.array([target.data.mean(), source.data.mean()] if rated else [0.0, 0.0], np.float32)
-    offset = 0 if shared_users else n_users
-    rows = np.concatenate([target.row, source.row + offset]).astype(np.int32)
-    cols = np.concatenate([target.col, source.col + n_target]).astype(np.int32)
-    vals = np.concatenate([target.data, source.data]).astype(np.float32)
-    side = np.concatenate([np.zeros(target.nnz, np.int32), np.ones(source.nnz, np.int32)])
+    rows, cols, vals, side, means = _stacked_rows(split, cfg.kind == "mse", shared_users)
     scale = np.where(side == 1, cfg.source_weight, 1.0).astype(np.float32)
 
     engine = stage_engine(ctx, f"{model}-tables", seed, folder)
     parallel.check_batch_size(cfg.batch_size, engine.mesh, "model.batch_size")
     n_rows = n_users if shared_users else 2 * n_users
-    key_u, key_i = jax.random.split(jax.random.key(seed))
-    bias = jnp.zeros((1,))  # factors ~ N(0, init_scale^2), biases 0
-    params = {"P": jnp.concatenate([cfg.init_scale * jax.random.normal(key_u, (n_rows, cfg.dim)),
-                                    jnp.broadcast_to(bias, (n_rows, 1))], 1),
-              "Q": jnp.concatenate([cfg.init_scale * jax.random.normal(key_i, (n_target + n_source, cfg.dim)),
-                                    jnp.broadcast_to(bias, (n_target + n_source, 1))], 1)}
+    params = _initial_tables(cfg, n_rows, n_target + n_source, seed)
     tx = build_optimizer(cfg.optimizer, cfg.lr)
     state = {"params": params, "opt_state": {k: tx.init(v) for k, v in params.items()}}
     table_rows = {n_rows, n_target + n_source}
@@ -170,6 +158,30 @@ def fit_tables(split: SplitData, cfg: TableConfig, *, shared_users: bool, seed: 
                           examples_per_pass=n)
     log.debug("%s tables: loss %.4f", model, result.loss)
     return SideTables(result.state["params"], means, n_users, n_target, shared_users, result, engine)
+
+
+def _stacked_rows(split: SplitData, rated: bool, shared_users: bool) -> tuple[np.ndarray, ...]:
+    """O1 then O2 training rows over the stacked tables: ``(users, items, values, side, means)``; O2 items
+    follow the O1 items, and O2 users follow the O1 users unless ``shared_users``."""
+    target, source = split.train.tocoo(), split.dl.tocoo()
+    n_users, n_target = split.train.shape
+    means = np.array([target.data.mean(), source.data.mean()] if rated else [0.0, 0.0], np.float32)
+    offset = 0 if shared_users else n_users
+    rows = np.concatenate([target.row, source.row + offset]).astype(np.int32)
+    cols = np.concatenate([target.col, source.col + n_target]).astype(np.int32)
+    vals = np.concatenate([target.data, source.data]).astype(np.float32)
+    side = np.concatenate([np.zeros(target.nnz, np.int32), np.ones(source.nnz, np.int32)])
+    return rows, cols, vals, side, means
+
+
+def _initial_tables(cfg: TableConfig, n_rows: int, n_items: int, seed: int) -> dict[str, jax.Array]:
+    """``P [n_rows, d+1]``, ``Q [n_items, d+1]``: factors ~ N(0, init_scale²), the last column (bias) 0."""
+    key_u, key_i = jax.random.split(jax.random.key(seed))
+    bias = jnp.zeros((1,))
+    return {"P": jnp.concatenate([cfg.init_scale * jax.random.normal(key_u, (n_rows, cfg.dim)),
+                                  jnp.broadcast_to(bias, (n_rows, 1))], 1),
+            "Q": jnp.concatenate([cfg.init_scale * jax.random.normal(key_i, (n_items, cfg.dim)),
+                                  jnp.broadcast_to(bias, (n_items, 1))], 1)}
 
 
 def _example_loss(rows: dict, batch: dict, means: jax.Array, cfg: TableConfig) -> jax.Array:

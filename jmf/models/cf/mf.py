@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -128,7 +129,12 @@ class MatrixFactorization(EngineModel):
             params, opt_state, loss = epoch_fn(state["params"], state["opt_state"], batch["rows"], batch["key"])
             return {"params": params, "opt_state": opt_state}, {"loss": loss}
 
-        jitted = engine.jit_step(step, sharding)
+        plan = self._epoch_plan(engine, train)
+        self.params = state["params"]
+        return TrainPlan(engine, state, [Phase("train", self.epochs, plan, engine.jit_step(step, sharding))])
+
+    def _epoch_plan(self, engine: Engine, train) -> Callable[[int], EpochPlan]:
+        """``epoch -> EpochPlan``: one step whose batch is the whole epoch ``[n_batches, B]`` (a scan)."""
         n = train.nnz
         n_batches = -(-n // self.batch_size)
         rows = np.asarray(train.row, np.int32)
@@ -148,9 +154,7 @@ class MatrixFactorization(EngineModel):
             key = jax.random.fold_in(base_key, epoch)
             return EpochPlan(1, lambda i: {"rows": engine.put_batch(batches, axis=1),
                                            "key": parallel.put_replicated(key, engine.mesh)}, examples_per_step=n)
-
-        self.params = state["params"]
-        return TrainPlan(engine, state, [Phase("train", self.epochs, plan, jitted)])
+        return plan
 
     def _make_epoch_fn(self, tx, n_items: int, user_counts: jax.Array):
         loss_name, reg, bias_reg, mu = self.loss, self.reg, self.bias_reg, self.global_mean

@@ -1,0 +1,225 @@
+"""What the graph models share: triple sampling, validation with early stopping on the engine, and
+scoring from the final embeddings.
+
+A graph model encodes the *whole* graph at every step (the authors' code does too: every user and
+item embedding moves at every step), so its parameters are dense pytrees updated by a dense optax
+optimiser; batches are index triples.  :class:`GraphModel` is an :class:`~jmf.models.protocols.EngineModel`:
+subclasses give ``init_params``, ``loss`` (one step's objective) and ``embed`` (the final user
+embeddings of the CF side and item embeddings of O1, in evaluation mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.sparse as sp
+
+from jmf.data.split import SplitData
+from jmf.models.protocols import EngineModel, EpochPlan, Phase, RunContext, TrainPlan
+from jmf.train.engine import Engine, FitResult
+
+log = logging.getLogger(__name__)
+RANKING = ("ndcg", "recall", "hr", "mrr", "precision")
+
+
+class Triples:
+    """Uniform ``(user, positive, negative)`` draws from one side's training matrix ``[U, I]``.
+
+    Negatives are uniform over the side's items, redrawn (``retries`` times) when they are one of the
+    user's training items, as LightGCN, DisenCDR and CDRIB sample them.
+    """
+
+    def __init__(self, matrix: sp.csr_matrix, retries: int = 5):
+        coo = sp.csr_matrix(matrix).tocoo()
+        order = np.lexsort((coo.col, coo.row))
+        self.users, self.items = coo.row[order].astype(np.int64), coo.col[order].astype(np.int64)
+        self.n_items = matrix.shape[1]
+        self.keys = self.users * self.n_items + self.items           # sorted
+        self.retries = retries
+        self.csr = sp.csr_matrix(matrix)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def negatives(self, users: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+        """``shape`` uniform items (``shape[0] == len(users)``) that are, after retries, not the user's."""
+        neg = rng.integers(0, self.n_items, shape)
+        for _ in range(self.retries):
+            keys = users.reshape(-1, *([1] * (len(shape) - 1))) * self.n_items + neg
+            pos = np.searchsorted(self.keys, keys)
+            hit = self.keys[np.minimum(pos, len(self.keys) - 1)] == keys
+            if not hit.any():
+                break
+            neg = np.where(hit, rng.integers(0, self.n_items, shape), neg)
+        return neg
+
+    def other_positive(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One uniform training item of each user (users without any get item 0 and weight 0 upstream)."""
+        start, degree = self.csr.indptr[users], np.diff(self.csr.indptr)[users]
+        pick = start + np.floor(rng.random(len(users)) * np.maximum(degree, 1)).astype(np.int64)
+        return np.where(degree > 0, self.csr.indices[np.minimum(pick, max(self.csr.nnz - 1, 0))], 0)
+
+
+class GraphModel(EngineModel):
+    """Base of the graph models (see the module docstring).
+
+    Args (shared by every graph model):
+      dim: embedding size.  epochs: passes over the training interactions.  batch_size: triples per step.
+      lr: Adam learning rate.  weight_decay: coupled L2 added to the gradients (``torch.optim.Adam``'s).
+      patience: validations without improvement before stopping (0: run every epoch).
+      eval_every: epochs between validations (the best validated epoch is kept).
+      monitor: validation ranking metric (``ndcg@10``, ``hr@10``, ``mrr``...).
+      eval_batch_size: users per validation batch.
+    """
+
+    name = "graph"
+    rates = False       # ranking models: the evaluators skip RMSE/MAE
+
+    def _init_base(self, dim: int, epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int,
+                   eval_every: int, monitor: str, eval_batch_size: int) -> None:
+        for key, value in dict(dim=dim, batch_size=batch_size, eval_every=eval_every).items():
+            if value < 1:
+                raise ValueError(f"model.{key}: {value} must be >= 1")
+        if lr <= 0 or weight_decay < 0:
+            raise ValueError(f"model.lr / model.weight_decay: {lr} / {weight_decay} must be > 0 / >= 0")
+        if not str(monitor).startswith(RANKING):
+            raise ValueError(f"model.monitor: {monitor!r} is not a ranking metric such as ndcg@10")
+        self.dim, self.epochs, self.batch_size, self.lr, self.weight_decay = dim, epochs, batch_size, lr, weight_decay
+        self.patience, self.eval_every, self.monitor = patience, eval_every, monitor
+        self.eval_batch_size = eval_batch_size
+        self.eval_config = None
+
+    # --------------------------------------------------------------- what a subclass gives
+    def prepare(self, split: SplitData) -> dict:
+        """Host-side preparation; returns the device arrays every step reads (graphs, ...)."""
+        raise NotImplementedError
+
+    def init_params(self, split: SplitData, key: jax.Array) -> dict:
+        raise NotImplementedError
+
+    def loss(self, params: dict, data: dict, batch: dict, key: jax.Array) -> tuple[jax.Array, dict]:
+        """One step's objective and its named parts (training mode: dropout, sampling)."""
+        raise NotImplementedError
+
+    def embed(self, params: dict, data: dict) -> tuple[jax.Array, jax.Array]:
+        """Evaluation mode: ``([U, d'] user rows for ranking O1, [I_T, d'] O1 item rows)``."""
+        raise NotImplementedError
+
+    def sample(self, rng: np.random.Generator, n_steps: int) -> dict[str, np.ndarray]:
+        """``n_steps`` batches of index arrays ``[n_steps, B, ...]`` for one epoch."""
+        raise NotImplementedError
+
+    def steps_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- the engine hand-off
+    def setup(self, split: SplitData, ctx: RunContext | None = None) -> TrainPlan:
+        if split.train.nnz == 0:
+            raise ValueError(f"model={self.name}: {split.data.name} has no CF-side training interactions")
+        ctx = ctx or RunContext()
+        self.eval_config = ctx.eval_config
+        engine = self.engine = Engine(ctx, name=self.name)
+        self.split = split
+        data = self.prepare(split)
+        self.data = jax.device_put(data, _replicated(engine))
+        params = self.init_params(split, jax.random.key(ctx.seed))
+        tx = optax.chain(optax.add_decayed_weights(self.weight_decay), optax.adam(self.lr)) if self.weight_decay \
+            else optax.adam(self.lr)
+        state = {"params": params, "opt_state": tx.init(params), "key": jax.random.key(engine.sampling_seed)}
+        sharding = engine.state_shardings(state)
+        state = engine.put_state(state, sharding)
+
+        def step(state, batch, data):
+            key, sub = jax.random.split(jax.random.fold_in(state["key"], batch["step"]))
+            (loss, parts), grads = jax.value_and_grad(self.loss, has_aux=True)(state["params"], data, batch, sub)
+            updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+            return ({"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
+                     "key": state["key"]}, {"loss": loss, **parts})
+
+        jitted = engine.jit_step(step, sharding)
+        n_steps = self.steps_per_epoch()
+
+        def plan(epoch: int) -> EpochPlan:
+            batches = self.sample(engine.epoch_rng(0, epoch), n_steps)
+            first = epoch * n_steps
+            return EpochPlan(n_steps, lambda i: {**engine.put_batch({k: v[i] for k, v in batches.items()}),
+                                                 "step": jax.device_put(np.int32(first + i), _replicated(engine))},
+                             examples_per_step=self.batch_size)
+
+        self._embed = jax.jit(self.embed)
+        self.params = state["params"]
+        # an engine epoch is ``eval_every`` model epochs, validated once at its end
+        engine_plan = _every(plan, self.eval_every, self.epochs) if self.eval_every > 1 else plan
+        phase = Phase("train", -(-self.epochs // self.eval_every), engine_plan, lambda s, b: jitted(s, b, self.data),
+                      validate=self._validate if _has_valid(split) else None, patience=self.patience,
+                      metric=self.monitor)
+        return TrainPlan(engine, state, [phase])
+
+    def finish(self, split: SplitData, result: FitResult) -> dict[str, float]:
+        state = result.best_state if result.best_state is not None else result.state
+        self._publish(state["params"])
+        summary = result.phases["train"]
+        info = {"train/loss": summary.losses[-1] if summary.losses else math.nan,
+                "train/epochs": float(len(summary.losses) * self.eval_every)}
+        if summary.best is not None:
+            info[f"train/best_valid_{self.monitor}"] = summary.best
+        return info
+
+    def _publish(self, params) -> None:
+        self.params = params
+        self.user_table, self.item_table = self._embed(params, self.data)
+
+    def _validate(self, state) -> float:
+        from jmf.evaluate.protocols import evaluate_split, validation_config
+
+        self._publish(state["params"])
+        k = int(self.monitor.split("@")[1]) if "@" in self.monitor else 10
+        out = evaluate_split(self, self.split, "valid", validation_config(self.eval_config, (k,),
+                                                                          self.eval_batch_size, ratings=False))
+        if self.monitor not in out:
+            raise ValueError(f"model.monitor: {self.monitor!r} not among validation metrics {sorted(out)}")
+        return out[self.monitor]
+
+    # --------------------------------------------------------------- inference
+    def score(self, users: jax.Array) -> jax.Array:
+        """``[B] -> [B, I_T]``: dot products of the final embeddings."""
+        return _scores(self.user_table, self.item_table, jnp.asarray(users))
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        raise ValueError(f"model={self.name} ranks items; it has no rating scale (its tables report no RMSE)")
+
+
+@jax.jit
+def _scores(user_table: jax.Array, item_table: jax.Array, users: jax.Array) -> jax.Array:
+    return user_table[users] @ item_table.T
+
+
+def _replicated(engine: Engine):
+    from jmf.train import parallel
+
+    return parallel.replicated(engine.mesh)
+
+
+def _has_valid(split: SplitData) -> bool:
+    from jmf.evaluate.protocols import evaluation_users
+
+    return len(evaluation_users(split, "valid")[0]) > 0
+
+
+def _every(plan, every: int, epochs: int):
+    """An engine epoch of ``every`` model epochs (validated once, at its end); the last may be shorter."""
+    def merged(epoch: int) -> EpochPlan:
+        parts = [plan(e) for e in range(epoch * every, min((epoch + 1) * every, epochs))]
+        offsets = np.cumsum([0] + [p.n_steps for p in parts])
+
+        def batch(i: int) -> Any:
+            j = int(np.searchsorted(offsets, i, side="right") - 1)
+            return parts[j].batch(i - offsets[j])
+        return EpochPlan(int(offsets[-1]), batch, parts[0].examples_per_step)
+    return merged
