@@ -28,23 +28,35 @@ def _seq(B=6, L=8, n_items=30, n_cats=4, seed=0):
     return jnp.asarray(items), jnp.asarray(cats), jnp.asarray(mask), jnp.asarray(values)
 
 
+def _shared_inputs(enc) -> dict:
+    """Whole-graph inputs of an encoder with ``shared_keys`` (the graph encoder): a random O2 graph."""
+    if not getattr(enc, "shared_keys", ()):
+        return {}
+    import scipy.sparse as sp
+
+    o2 = sp.random(12, 30, density=0.3, random_state=0, format="csr")
+    return type(enc).graph_inputs(o2, np.random.default_rng(0).integers(1, 5, 30))
+
+
 @pytest.mark.parametrize("name", ENCODERS)
 def test_encoder_contract(name):
     build = instantiate(OmegaConf.load(CONF / "encoder" / f"{name}.yaml"))
     enc = build(n_items=30, n_categories=4, max_len=8, rngs=nnx.Rngs(0))
     items, cats, mask, values = _seq()
     assert set(enc.input_keys) <= {"values"}
+    shared = _shared_inputs(enc)
     kw = {"values": values} if "values" in enc.input_keys else {}
-    h = enc(items, cats, mask, **kw)
+    h = enc(items, cats, mask, **kw, **shared)
     assert h.shape == (6, enc.out_dim) and bool(jnp.isfinite(h).all())
     # padding positions do not matter
     pad_kw = {"values": jnp.where(mask, values, 9.0)} if kw else {}
-    h2 = enc(jnp.where(mask, items, 7), jnp.where(mask, cats, 2), mask, **pad_kw)
+    h2 = enc(jnp.where(mask, items, 7), jnp.where(mask, cats, 2), mask, **pad_kw, **shared)
     np.testing.assert_allclose(h, h2, atol=1e-5)
     # the gradient reaches the item embeddings (and the rating direction, when the encoder reads values)
     graphdef, params, rest = nnx.split(enc, nnx.Param, ...)
-    grads = jax.grad(lambda p: (nnx.merge(graphdef, p, rest)(items, cats, mask, **kw) ** 2).sum())(params)
-    assert float(jnp.abs(grads["embed"]["items"]["embedding"][...]).sum()) > 0
+    grads = jax.grad(lambda p: (nnx.merge(graphdef, p, rest)(items, cats, mask, **kw, **shared) ** 2).sum())(params)
+    table = grads["embed"]["items"] if "embed" in grads else grads["items"]
+    assert float(jnp.abs(table["embedding"][...]).sum()) > 0
     if kw:
         assert float(jnp.abs(grads["embed"]["rating"][...]).sum()) > 0
         # once w_r is non-zero, the same items rated differently give a different h_u

@@ -90,7 +90,7 @@ class LightGCN(GraphModel):
     def steps_per_epoch(self) -> int:
         return max(1, -(-len(self.triples) // self.batch_size))
 
-    def sample(self, rng: np.random.Generator, n_steps: int) -> dict[str, np.ndarray]:
+    def sample(self, rng: np.random.Generator, n_steps: int, epoch: int) -> dict[str, np.ndarray]:
         t, B = self.triples, self.batch_size
         order = rng.permutation(len(t))
         order = np.concatenate([order, order[:n_steps * B - len(order)]]) if len(order) < n_steps * B else order

@@ -72,6 +72,8 @@ class JMFNet(nnx.Module):
 
 
 def encoder_inputs(net: JMFNet, seq: dict, users: jax.Array) -> dict[str, jax.Array]:
-    """The extra per-user arrays an encoder asks for (its ``input_keys``, e.g. the LM encoder's
-    ``tokens``), gathered for ``users``; ``{}`` for the sequence encoders."""
-    return {k: seq[k][users] for k in getattr(net.encoder, "input_keys", ())}
+    """The extra inputs an encoder asks for: per-user arrays (its ``input_keys``, e.g. the LM encoder's
+    ``tokens``) gathered for ``users``, and whole arrays (its ``shared_keys``, e.g. the graph encoder's
+    O2 graph); ``{}`` for the sequence encoders."""
+    inputs = {k: seq[k][users] for k in getattr(net.encoder, "input_keys", ())}
+    return {**inputs, **{k: seq[k] for k in getattr(net.encoder, "shared_keys", ())}}
