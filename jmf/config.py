@@ -77,6 +77,7 @@ class TrainerConfig:
       top_n: write each evaluated user's top-N CF-side items to ``topn.json`` (0 = off).
       interest: write each evaluated user's interest distribution over the K CF-side categories to
         ``interest.csv`` (models with an ``interest(users)`` method: ``model=jmf``).
+      save_model: write the fitted model to ``<run dir>/model/`` (``jmf.load``, ``jmf-recommend``).
       log_level: Python logging level of the run.
       devices: size of the ``data`` mesh axis (0 = every device, all hosts).
       max_inflight: steps dispatched before the host waits for the oldest (0 = 8 on CPU, 64 else).
@@ -97,6 +98,7 @@ class TrainerConfig:
     optimized_metric: str = "valid/ndcg@10"
     top_n: int = 0
     interest: bool = False
+    save_model: bool = True
     log_level: str = "INFO"
     devices: int = 0
     max_inflight: int = 0

@@ -27,14 +27,14 @@ from jmf.data.interactions import Interactions
 from jmf.data.preprocess import PreprocessConfig, preprocess
 from jmf.data.split import SplitData, make_split, partition_categories
 from jmf.evaluate.protocols import EvalConfig, evaluate_split, evaluate_test_extras
-from jmf.models.protocols import HasInterest, Model, RunContext
+from jmf.models.protocols import HasInterest, Model, RunContext, Saveable
 from jmf.train.observe import array_fingerprint, file_fingerprint, progress, status, write_run_info
 
 log = logging.getLogger("jmf")
 
 DATA_META_KEYS = ("preprocess", "name")
 # trainer knobs that change how a run executes, not what it computes: a checkpoint stays valid across them
-EXECUTION_KEYS = ("optimized_metric", "top_n", "interest", "log_level", "devices", "max_inflight", "checkpoint",
+EXECUTION_KEYS = ("optimized_metric", "top_n", "interest", "save_model", "log_level", "devices", "max_inflight", "checkpoint",
                   "checkpoint_every", "keep_checkpoints", "resume", "progress", "tensorboard", "log_every",
                   "nan_check", "distributed")
 
@@ -116,6 +116,13 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         (out / "timing.json").write_text(json.dumps(timing, indent=2, sort_keys=True))
         _print_table(metrics, timing, f"{cfg.data.get('name', 'data')} · {type(model).__name__} · seed {seed}")
+    if trainer.save_model and jax.process_index() == 0:
+        if isinstance(model, Saveable):
+            from jmf.artifact import save_model
+
+            save_model(out, model, data, split, cfg, seed)
+        else:
+            log.info("%s has no fitted_state(): no model/ written (see jmf.models.protocols)", type(model).__name__)
     if trainer.top_n > 0 and jax.process_index() == 0:
         _write_top_n(model, split, trainer.top_n, out / "topn.json")
     if trainer.interest and jax.process_index() == 0:

@@ -31,17 +31,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jmf.data import synthetic as synth
+from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
 from jmf.models.protocols import RunContext
 
 
-class PlantedOracle:
+class PlantedOracle(AttributeState):
     """Scores with the planted factors of ``jmf.data.synthetic.synthetic(**data)``.
 
     Args:
       data: the synthetic data config (the keyword arguments of ``synthetic``; other keys ignored).
       samples: candidate sets drawn per category to estimate ``q_c(i|u)``.
     """
+
+    fitted = ("_cands", "_s", "_t", "_g", "_a_all", "_b_all", "_cat_all", "_items", "_T")
 
     def __init__(self, data: dict, samples: int = 2048):
         self.samples = samples

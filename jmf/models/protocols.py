@@ -13,7 +13,10 @@ model the same way (``model.fit(split, ctx)``, then the evaluators call ``score`
   without a rating scale raises ``ValueError`` and sets the class attribute ``rates = False``, so
   the evaluators report no RMSE/MAE for it on explicit data.
 * optionally ``interest(users) -> [B, K]``: the interest distribution over the K CF-side
-  categories (:class:`HasInterest`; ``trainer.interest=true`` writes it).
+  categories (:class:`HasInterest`; ``trainer.interest=true`` writes it);
+* optionally ``fitted_state()`` / ``load_fitted(split, saved)`` (:class:`Saveable`): the run writes
+  the fitted model to ``<run dir>/model/`` and ``jmf.load`` reads it back; and ``score_new(history)``
+  (:class:`FoldsIn`): scores for users who were not in training, from their raw history.
 
 A model trained by gradient steps hands the loop to :class:`jmf.train.engine.Engine`, which
 brings jitted steps on every device, checkpoints, exact resume, early stopping, NaN checks and
@@ -211,6 +214,21 @@ class HasInterest(Protocol):
     def interest(self, users: jax.Array) -> jax.Array:
         """``[B]`` users -> ``[B, K]`` distribution over the CF-side categories."""
         ...
+
+
+@runtime_checkable
+class Saveable(Protocol):
+    """A model that can be written to a run directory and read back (``jmf.artifact``, ``jmf.load``).
+
+    ``fitted_state()`` returns a pytree of arrays and JSON scalars -- what the fit produced;
+    ``load_fitted(split, saved)`` puts it back into a model built from the same config, given the same
+    split (``saved``: ``{"arrays": path -> array, "scalars": path -> value}``, paths as
+    ``jax.tree_util.keystr``; :func:`jmf.artifact.fill` puts arrays back into a rebuilt skeleton).
+    """
+
+    def fitted_state(self) -> Any: ...
+
+    def load_fitted(self, split: SplitData, saved: dict) -> None: ...
 
 
 class EngineModel:

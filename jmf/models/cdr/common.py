@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
 from jmf.models.protocols import EpochPlan, Phase, RunContext
 from jmf.train.engine import Engine
@@ -203,7 +204,7 @@ def _scores(user_table: jax.Array, item_table: jax.Array, item_bias: jax.Array, 
     return user_table[users] @ item_table.T + item_bias[None, :]
 
 
-class FactorScorer:
+class FactorScorer(AttributeState):
     """``score``/``predict`` from the composed tables ``self.tables``.
 
     ``tables``: ``users [U, d]`` (``P_u`` for warm users, ``P̂_u`` for cold ones), ``user_bias [U]``,
@@ -212,6 +213,7 @@ class FactorScorer:
 
     tables: dict[str, jax.Array]
     mean: float = 0.0
+    fitted = ("tables", "mean")
 
     def set_tables(self, users, user_bias, items, item_bias, mean: float) -> None:
         self.tables = {"users": jnp.asarray(users, jnp.float32), "user_bias": jnp.asarray(user_bias, jnp.float32),

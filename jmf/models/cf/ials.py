@@ -47,6 +47,7 @@ import scipy.sparse as sp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
 from jmf.models.protocols import RunContext
 
@@ -147,7 +148,7 @@ def _cg_half_epoch(X, Y, *buckets: _Bucket, reg: float, cg_steps: int, mesh: Mes
 _cg_jit = jax.jit(_cg_half_epoch, static_argnames=("reg", "cg_steps", "mesh"), donate_argnums=0)
 
 
-class ImplicitALS:
+class ImplicitALS(AttributeState):
     """iALS with a conjugate-gradient solve.
 
     Args:
@@ -161,6 +162,8 @@ class ImplicitALS:
       chunk_bytes: target size of one chunk's gathered factors ``[C, L, d]`` float32.
       devices: local devices the chunks are split over (0: all; see the module docstring).
     """
+
+    fitted = ("X", "Y")
 
     def __init__(self, dim: int = 64, reg: float = 0.01, alpha: float = 1.0, epochs: int = 15, cg_steps: int = 3,
                  init_scale: float = 0.01, min_width: int = 2, chunk_bytes: int = 1 << 18, devices: int = 0):

@@ -210,6 +210,16 @@ class MatrixFactorization(EngineModel):
 
         return epoch
 
+    # ------------------------------------------------------------------ artifact (jmf.artifact)
+    def fitted_state(self) -> dict:
+        return {"params": self.params}
+
+    def load_fitted(self, split: SplitData, saved: dict) -> None:
+        from jmf.artifact import fill
+
+        self.setup(split)                 # the resolved loss and mean, and the tables' shapes
+        self.params = fill(self.params, saved["arrays"], prefix="['params']")
+
     # ------------------------------------------------------------------ scoring
     def score(self, users: jax.Array) -> jax.Array:
         p = self.params

@@ -6,16 +6,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
 from jmf.models.protocols import RunContext
 
 
-class Popularity:
+class Popularity(AttributeState):
     """Non-personalised baseline: ``s_ui = #train interactions of i``.
 
     Ratings are predicted as the item mean shrunk towards the global mean by ``damping``
     pseudo-ratings, which is what a popularity baseline means for RMSE.
     """
+
+    fitted = ("global_mean", "item_mean", "item_counts")
 
     def __init__(self, damping: float = 5.0):
         self.damping = damping

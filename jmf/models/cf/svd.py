@@ -16,6 +16,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
+from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
 from jmf.models.protocols import RunContext
 
@@ -63,7 +64,7 @@ def explained_variance(mat: sp.spmatrix | np.ndarray, s: np.ndarray) -> np.ndarr
     return np.cumsum(s.astype(np.float64) ** 2) / total
 
 
-class TruncatedSVD:
+class TruncatedSVD(AttributeState):
     """Rank-``dim`` SVD of the training matrix.
 
     Args:
@@ -71,6 +72,8 @@ class TruncatedSVD:
       center: subtract the global mean from observed ratings before the SVD (explicit data).
       n_iter, oversample: randomized-SVD accuracy knobs.
     """
+
+    fitted = ("user_factors", "item_factors", "singular_values", "mean")
 
     def __init__(self, dim: int = 64, center: bool = True, n_iter: int = 4, oversample: int = 10):
         self.dim, self.center, self.n_iter, self.oversample = dim, center, n_iter, oversample
@@ -91,6 +94,10 @@ class TruncatedSVD:
         self.singular_values = s
         self._P, self._Q = jnp.asarray(self.user_factors), jnp.asarray(self.item_factors)
         return {"explained_variance": float(explained_variance(mat, s)[-1])}
+
+    def restored(self, split: SplitData) -> None:
+        self.user_factors, self.item_factors = np.asarray(self.user_factors), np.asarray(self.item_factors)
+        self._P, self._Q = jnp.asarray(self.user_factors), jnp.asarray(self.item_factors)
 
     def score(self, users: jax.Array) -> jax.Array:
         return self._P[users] @ self._Q.T

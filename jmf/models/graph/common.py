@@ -175,6 +175,15 @@ class GraphModel(EngineModel):
             info[f"train/best_valid_{self.monitor}"] = summary.best
         return info
 
+    def fitted_state(self) -> dict:
+        return {"params": self.params}
+
+    def load_fitted(self, split: SplitData, saved: dict) -> None:
+        from jmf.artifact import fill
+
+        self.setup(split)                 # graphs and shapes from the split
+        self._publish(fill(self.params, saved["arrays"], prefix="['params']"))
+
     def _publish(self, params) -> None:
         self.params = params
         self.user_table, self.item_table = self._embed(params, self.data)

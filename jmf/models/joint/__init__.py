@@ -12,7 +12,8 @@
 """
 
 from jmf.models.joint.losses import LossWeights
-from jmf.models.joint.model import JMF, centred_values
+from jmf.models.joint.model import JMF
+from jmf.models.joint.net import centred_values
 from jmf.models.joint.start import fit_offset_scale, o2_user_offsets
 from jmf.models.joint.terms import (InterestReweighting, ItemNeighbourhood, cross_cooccurrence, neighbour_inputs,
                                     neighbour_term, o2_rows)

@@ -22,13 +22,14 @@ from flax import nnx
 
 from jmf.data.batches import cf_category_distribution, dl_sequences
 from jmf.data.split import SplitData
+from jmf.models.joint.infer import NewUserInputs, new_user_vectors
 from jmf.models.joint.losses import LossWeights
-from jmf.models.joint.net import JMFNet, encoder_inputs
+from jmf.models.joint.net import JMFNet, centred_values, encoder_inputs
 from jmf.models.joint.plan import user_batches
 from jmf.models.joint.start import (AutoBias, SVDFactors, check_start, fit_offset_scale, log_popularity,
                                     o2_user_offsets, pad_rows)
 from jmf.models.joint.step import TrainState, init_state, make_train_step
-from jmf.models.joint.terms import UserVectors
+from jmf.models.joint.terms import UserVectors, named_terms, o2_rows
 from jmf.models.protocols import EngineModel, Phase, RunContext, TrainPlan
 from jmf.optim import build_optimizer, part_optimizer
 from jmf.train import parallel
@@ -101,7 +102,7 @@ class JMF(EngineModel):
         self.init = check_start(init, "init", SVDFactors())
         self.bias_init = check_start(bias_init, "bias_init", AutoBias())
         self.bias_damping, self.user_offset, self.blend = bias_damping, bool(user_offset), blend
-        self.terms = _named_terms(terms)
+        self.terms = named_terms(terms)
         self.patience, self.monitor, self.rank_monitor = patience, monitor, rank_monitor
         self.max_inflight, self.eval_batch_size = max_inflight, eval_batch_size
         self.rank_state, self.rank_history, self._rank_best = None, [], None   # _rank_best: a state
@@ -139,6 +140,7 @@ class JMF(EngineModel):
         state = engine.put_state(state, sharding)
         self.seq, dl_users = self._sequences(split, net, engine)
         self.has_cf = jnp.asarray(np.diff(split.train.indptr) > 0)
+        self.o2 = o2_rows(split, per_user=True)          # [U, I_S] what the score terms read of a user
         for term in self.terms.values():
             term.weight = term.weights[0]
             term.prepare(split)
@@ -156,6 +158,8 @@ class JMF(EngineModel):
         net = JMFNet(encoder, self.head_fn, self.dim, len(split.partition.cf_categories), split.train.shape[1],
                      n_dl_items, n_dl_cats, rngs=rngs)
         self.literal = net.literal
+        self.encoder_keys = tuple(getattr(net.encoder, "input_keys", ()))     # per-user inputs
+        self.shared_keys = tuple(getattr(net.encoder, "shared_keys", ()))     # whole-graph inputs
         P, Q = self.init(split, self.dim, self.kind == "mse", seed)
         P, Q = pad_rows(np.asarray(P, np.float32), n_user_rows), pad_rows(np.asarray(Q, np.float32), n_item_rows)
         prior = np.asarray(self.bias_init(split, self.kind == "mse", self.bias_damping), np.float32)
@@ -172,6 +176,8 @@ class JMF(EngineModel):
         ``L_DL`` draws from (those with at least two O2 behaviours)."""
         seqs = dl_sequences(split, self.max_len)
         dl_users = np.flatnonzero(seqs.mask.sum(1) >= 2).astype(np.int32)
+        self.new_inputs = NewUserInputs(split, seqs.values, seqs.mask, self.bias_damping,
+                                        self.user_offset and self.kind == "mse")
         return parallel.put_replicated(
             {"items": seqs.items, "categories": seqs.categories, "mask": seqs.mask,
              "values": centred_values(seqs, split.implicit), "offset": self.offsets,
@@ -266,18 +272,57 @@ class JMF(EngineModel):
         return {f"train/{name}_score": term.weight,
                 **{f"train/valid_{metric}@{name}_score={w:g}": v for w, v in zip(term.weights, values)}}
 
+    # ------------------------------------------------------------------ artifact (jmf.artifact)
+    def fitted_state(self) -> dict:
+        """The inference part of the kept states (parameters and tables, not the optimiser) and the
+        score terms' chosen weights."""
+        def part(state):
+            return None if state is None else {"params": state.params, "rest": state.rest, "tables": state.tables}
+        return {"state": part(self.state), "rank_state": part(self.rank_state),
+                "terms": {name: term.weight for name, term in self.terms.items()}}
+
+    def load_fitted(self, split: SplitData, saved: dict) -> None:
+        from jmf.artifact import fill
+
+        self.setup(split)                 # the net, sequences, graphs and score terms from the split
+        arrays, scalars = saved["arrays"], saved["scalars"]
+
+        def restore(prefix: str) -> TrainState:
+            s = self.state
+            return s._replace(params=fill(s.params, arrays, prefix=prefix + "['params']"),
+                              rest=fill(s.rest, arrays, prefix=prefix + "['rest']"),
+                              tables=fill(s.tables, arrays, prefix=prefix + "['tables']"))
+        self.state = restore("['state']")
+        if any(key.startswith("['rank_state']") for key in arrays):
+            self.rank_state = restore("['rank_state']")
+        for name, term in self.terms.items():
+            term.weight = float(scalars[f"['terms']['{name}']"])
+
     # ------------------------------------------------------------------ inference
     def user_vectors(self, users: jax.Array, state: TrainState | None = None) -> UserVectors:
         """``[B]`` users -> (user factors ``[B, d]``, user bias ``[B]``, interest logits ``[B, K]``) of
         ``state`` (default: the fitted state ``predict`` uses)."""
         state = self.state if state is None else state
-        return UserVectors(*_user_vectors(self.graphdef, state.params, state.rest, state.tables, self.seq,
-                                          self.has_cf, users, self.blend))
+        vec, bias, interest = _user_vectors(self.graphdef, state.params, state.rest, state.tables, self.seq,
+                                            self.has_cf, users, self.blend)
+        return UserVectors(vec, bias, interest, self.o2[np.asarray(users)] if self.terms else None)
 
     def score(self, users: jax.Array) -> jax.Array:
         """``[B, I_T]`` ranking scores (from ``rank_state`` when ``rank_monitor`` chose one), plus the terms."""
         state = self.state if self.rank_state is None else self.rank_state
-        user = self.user_vectors(users, state)
+        return self._rank(self.user_vectors(users, state), users, state)
+
+    def score_new(self, hist) -> tuple[jax.Array, np.ndarray]:
+        """Users outside training (:class:`jmf.recommend.History`): ``([B, I_T] scores, [B] has O2 history)``."""
+        user, usable = new_user_vectors(self, hist)
+        return self._rank(user, np.arange(len(hist.users)), self.state if self.rank_state is None
+                          else self.rank_state), usable
+
+    def interest_new(self, hist) -> jax.Array:
+        """``[B, K]`` interest distribution of users outside training, from their O2 history."""
+        return jax.nn.softmax(new_user_vectors(self, hist)[0].interest, axis=-1)
+
+    def _rank(self, user: UserVectors, users, state: TrainState) -> jax.Array:
         t, n = state.tables, self.n_items    # row-sharded tables carry padding rows past the last item
         if self.literal:
             scores = _literal_scores(self.graphdef, state.params, state.rest, user.interest)
@@ -314,29 +359,6 @@ class JMF(EngineModel):
         """``[B, K]`` interest distribution ``softmax(I_u)`` over the CF-side categories (of the state
         ``score`` ranks with)."""
         return jax.nn.softmax(self.user_vectors(users, self.rank_state).interest, axis=-1)
-
-
-def _named_terms(terms: dict | list | None) -> dict:
-    """``model.terms`` (Hydra: a dict keyed by the term's YAML; Python: a dict or a list) -> name -> term."""
-    if not terms:
-        return {}
-    items = terms.items() if isinstance(terms, dict) else ((getattr(t, "name", type(t).__name__), t) for t in terms)
-    out = {}
-    for name, term in items:
-        if not (callable(term) and hasattr(term, "prepare") and hasattr(term, "weights")):
-            raise ValueError(f"model.terms.{name}: {term!r} is not a score term (prepare, weights, __call__; "
-                             "see jmf.models.joint.terms)")
-        out[str(name)] = term
-    return out
-
-
-def centred_values(seqs, implicit: bool) -> np.ndarray:
-    """``[U, L]`` float32: each behaviour's value minus the mean DL-side value (0 on pads; all 0
-    on implicit data, where the value carries nothing) — the encoders' ``values`` input."""
-    if implicit or not seqs.mask.any():
-        return np.zeros(seqs.values.shape, np.float32)
-    mean = float(seqs.values[seqs.mask].mean())
-    return np.where(seqs.mask, seqs.values - mean, 0.0).astype(np.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -77,3 +79,12 @@ def encoder_inputs(net: JMFNet, seq: dict, users: jax.Array) -> dict[str, jax.Ar
     O2 graph); ``{}`` for the sequence encoders."""
     inputs = {k: seq[k][users] for k in getattr(net.encoder, "input_keys", ())}
     return {**inputs, **{k: seq[k] for k in getattr(net.encoder, "shared_keys", ())}}
+
+
+def centred_values(seqs, implicit: bool) -> np.ndarray:
+    """``[U, L]`` float32: each behaviour's value minus the mean DL-side value (0 on pads; all 0
+    on implicit data, where the value carries nothing) — the encoders' ``values`` input."""
+    if implicit or not seqs.mask.any():
+        return np.zeros(seqs.values.shape, np.float32)
+    mean = float(seqs.values[seqs.mask].mean())
+    return np.where(seqs.mask, seqs.values - mean, 0.0).astype(np.float32)

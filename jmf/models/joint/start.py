@@ -97,11 +97,19 @@ def o2_user_offsets(split: SplitData, damping: float) -> np.ndarray:
     dl = split.dl.tocoo()
     if split.implicit or dl.nnz == 0:
         return np.zeros(split.n_users, np.float32)
-    n_items = split.dl.shape[1]
-    counts = np.bincount(dl.col, minlength=n_items)
-    item_mean = (np.bincount(dl.col, dl.data, minlength=n_items) + damping * dl.data.mean()) / (counts + damping)
+    item_mean = o2_item_means(split, damping)
     residual = np.bincount(dl.row, dl.data - item_mean[dl.col], minlength=split.n_users)
     return (residual / (np.bincount(dl.row, minlength=split.n_users) + damping)).astype(np.float32)
+
+
+def o2_item_means(split: SplitData, damping: float) -> np.ndarray:
+    """``[I_S]`` float64: each O2 item's mean rating shrunk towards the O2 mean by ``damping`` pseudo-ratings."""
+    dl = split.dl.tocoo()
+    if dl.nnz == 0:
+        return np.zeros(split.dl.shape[1])
+    n_items = split.dl.shape[1]
+    counts = np.bincount(dl.col, minlength=n_items)
+    return (np.bincount(dl.col, dl.data, minlength=n_items) + damping * dl.data.mean()) / (counts + damping)
 
 
 def fit_offset_scale(train, offsets: np.ndarray, prior: np.ndarray) -> float:

@@ -9,6 +9,10 @@ A term is prepared from the training split and adds a ``[B, I_T]`` contribution 
         def prepare(self, split) -> None    # from the training split only
         def __call__(self, users, user) -> jax.Array   # [B] users, their UserVectors -> [B, I_T]
 
+The same term scores users the model was trained on and new users folded in from their history
+(``jmf.load(...).recommend_new``): what it reads of a user is in :class:`UserVectors`, never a row of
+a training table.
+
 ``score = base + Σ_t w_t · t(users, user)``.  Terms are chosen in config as a list
 (``model/terms=[interest,neighbour]``, one YAML each in ``conf/model/terms/``, keyed by name) and
 their weights set there (``model.terms.neighbour.weight=[0,0.5,1,2,4,8]``).  A list of weights is a
@@ -39,6 +43,7 @@ class UserVectors(NamedTuple):
     vec: jax.Array        # [B, d] P̂_u (blended with P_u for warm users)
     bias: jax.Array       # [B]    user bias
     interest: jax.Array   # [B, K] interest logits I_u
+    o2: sp.csr_matrix | None = None   # [B, I_S] the users' binary O2 rows, each scaled by 1/|O2(u)|
 
 
 @runtime_checkable
@@ -90,14 +95,14 @@ class ItemNeighbourhood(WeightedTerm):
         if kernel not in ("count", "conditional"):
             raise ValueError(f"model.terms.neighbour.kernel: {kernel!r} is not count|conditional")
         self.kernel = kernel
-        self.rows = self.matrix = None
+        self.matrix = None
 
     def prepare(self, split: SplitData) -> None:
         if any(self.weights):
-            self.rows, self.matrix = neighbour_inputs(split, self.kernel)
+            self.matrix = neighbour_inputs(split, self.kernel)[1]
 
     def __call__(self, users: np.ndarray, user: UserVectors) -> jax.Array:
-        return jnp.asarray(neighbour_term(self.rows, self.matrix, np.asarray(users)))
+        return jnp.asarray(log_normalised(user.o2 @ self.matrix))
 
 
 class InterestReweighting(WeightedTerm):
@@ -158,5 +163,24 @@ def neighbour_inputs(split: SplitData, kernel: str = "count") -> tuple[sp.csr_ma
 def neighbour_term(rows: sp.csr_matrix, kernel: sp.csr_matrix, users: np.ndarray, eps: float = 1e-3) -> np.ndarray:
     """``[B, I_T]`` float32 ``log(ε + n_u / max_i n_ui)``, ``n_u = rows[u] @ kernel`` (a user without O2
     history, or whose O2 items no warm user holds, gets the constant ``log ε``)."""
-    n = np.asarray((rows[users] @ kernel).todense(), np.float32)
+    return log_normalised(rows[users] @ kernel, eps)
+
+
+def log_normalised(n, eps: float = 1e-3) -> np.ndarray:
+    """``log(ε + n_u / max_i n_ui)`` per row of the ``[B, I_T]`` neighbourhood scores ``n`` (sparse or dense)."""
+    n = np.asarray(n.todense() if sp.issparse(n) else n, np.float32)
     return np.log(eps + n / (n.max(1, keepdims=True) + 1e-9)).astype(np.float32)
+
+
+def named_terms(terms: dict | list | None) -> dict:
+    """``model.terms`` (Hydra: a dict keyed by the term's YAML; Python: a dict or a list) -> name -> term."""
+    if not terms:
+        return {}
+    items = terms.items() if isinstance(terms, dict) else ((getattr(t, "name", type(t).__name__), t) for t in terms)
+    out = {}
+    for name, term in items:
+        if not (callable(term) and hasattr(term, "prepare") and hasattr(term, "weights")):
+            raise ValueError(f"model.terms.{name}: {term!r} is not a score term (prepare, weights, __call__; "
+                             "see jmf.models.joint.terms)")
+        out[str(name)] = term
+    return out

@@ -1,0 +1,72 @@
+"""The joint model on users outside training: their O2 history is encoded and mapped, no retraining.
+
+A new user is a cold-start user by construction: ``P̂_u`` and ``b̂_u`` come from the encoder and head
+exactly as for a training user without O1 history, from the same inputs -- their last ``max_len`` O2
+behaviours (time order), each rating centred by the training O2 mean, and (on ratings) their O2
+offset ``o_u`` against the training O2 item means.  The score terms read the same things of a new
+user as of a known one (:class:`~jmf.models.joint.terms.UserVectors`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+from flax import nnx
+
+from jmf.models.joint.terms import UserVectors
+
+
+class NewUserInputs:
+    """What encoding a new user needs from the training split (kept by :meth:`JMF.setup`)."""
+
+    def __init__(self, split, seq_values, mask, damping: float, user_offset: bool):
+        from jmf.models.joint.start import o2_item_means
+
+        self.value_mean = float(seq_values[mask].mean()) if (not split.implicit and mask.any()) else 0.0
+        self.implicit = split.implicit
+        self.item_mean = o2_item_means(split, damping) if (user_offset and not split.implicit) else None
+        self.damping = damping
+        positions = {c: k + 1 for k, c in enumerate(split.partition.dl_categories)}
+        self.item_category = np.array([positions[c] for c in split.data.item_category[split.dl_items]], np.int32)
+
+
+def new_user_vectors(model, hist) -> tuple[UserVectors, np.ndarray]:
+    """``(UserVectors of the B new users, [B] whether each has O2 history to encode)``."""
+    inputs: NewUserInputs = model.new_inputs
+    keys = model.encoder_keys
+    if set(keys) - {"values"}:
+        raise ValueError(f"recommend_new: the encoder reads {keys}, which new users do not have (the sequence "
+                         "and graph encoders can encode new users; the LM encoder cannot yet)")
+    L, B = model.max_len, len(hist.users)
+    items = np.zeros((B, L), np.int32)
+    cats = np.zeros((B, L), np.int32)
+    values = np.zeros((B, L), np.float32)
+    offset = np.zeros(B, np.float32)
+    for b, (order, vals) in enumerate(zip(hist.dl_order, hist.dl_values)):
+        order, vals = order[-L:], vals[-L:]
+        items[b, :len(order)] = order + 1
+        cats[b, :len(order)] = inputs.item_category[order]
+        values[b, :len(order)] = 0.0 if inputs.implicit else vals - inputs.value_mean
+        if inputs.item_mean is not None and len(hist.dl_order[b]):
+            full, full_vals = hist.dl_order[b], hist.dl_values[b]
+            offset[b] = (full_vals - inputs.item_mean[full]).sum() / (len(full) + inputs.damping)
+    mask = items > 0
+    per_user = {"values": jnp.asarray(values)} if "values" in keys else {}
+    shared = {k: model.seq[k] for k in model.shared_keys}
+    state = model.state if model.rank_state is None else model.rank_state
+    vec, bias, interest = _map(model.graphdef, state.params, state.rest, jnp.asarray(items), jnp.asarray(cats),
+                               jnp.asarray(mask), jnp.asarray(offset), per_user, shared)
+    binary = (hist.dl > 0).astype(np.float32)
+    o2 = sp.diags(1.0 / np.maximum(np.asarray(binary.sum(1)).ravel(), 1.0)).astype(np.float32) @ binary
+    return UserVectors(vec, bias, interest, sp.csr_matrix(o2)), mask.any(1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _map(graphdef, params, rest, items, cats, mask, offset, per_user, shared):
+    net = nnx.merge(graphdef, params, rest)
+    mapped = net.map(items, cats, mask, offset, **per_user, **shared)
+    return mapped.p_hat, mapped.bias_hat, mapped.interest
