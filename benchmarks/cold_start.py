@@ -55,11 +55,17 @@ MODELS: dict[str, str] = {
     "cmf": "cmf",
     "emcdr": "emcdr",
     "ptupcdr": "ptupcdr",
+    "lightgcn": "lightgcn",
+    "lightgcn (merged)": "lightgcn_merged",
+    "bitgcf": "bitgcf",
+    "disencdr": "disencdr",
+    "cdrib": "cdrib",
     "jmf-cnn": "jmf_cnn",
     "jmf-transformer": "jmf_transformer",
+    "jmf-graph": "jmf_graph",
     "oracle": "oracle",
 }
-ALIASES = {"mf": "mf (target-only)"}
+ALIASES = {"mf": "mf (target-only)", "lightgcn-merged": "lightgcn (merged)"}
 
 
 def overrides_of(task: str, model: str, seed: int) -> list[str]:
@@ -80,7 +86,7 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path) 
     overrides = [*overrides_of(task, model, seed), "trainer.resume=false", *extra]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
-    out = out_root / task / model.split(" ")[0] / f"seed{seed}"
+    out = out_root / task / MODELS[model] / f"seed{seed}"
     start = time.perf_counter()
     metrics = run(cfg, out)
     metrics["bench/seconds"] = time.perf_counter() - start
