@@ -68,21 +68,27 @@ def flatten(tree) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 class AttributeState:
     """``fitted_state``/``load_fitted`` for models whose fit leaves plain attributes (``fitted``: their
-    names): arrays and scalars are saved as they are and set back on load."""
+    names; arrays, dicts of arrays, scalars), saved as they are and set back on load.  Anything else
+    (an NNX module's state) goes in :meth:`extra_state` and is put back by :meth:`restored`."""
 
     fitted: tuple[str, ...] = ()
 
     def fitted_state(self) -> dict:
-        return {name: getattr(self, name) for name in self.fitted}
+        return {**{name: getattr(self, name) for name in self.fitted}, **self.extra_state()}
+
+    def extra_state(self) -> dict:
+        return {}
 
     def load_fitted(self, split: SplitData, saved: dict) -> None:
-        for name, value in nested(saved["arrays"], saved["scalars"]).items():
+        def mine(flat):
+            return {k: v for k, v in flat.items() if k.split("]")[0][2:-1] in self.fitted}
+        for name, value in nested(mine(saved["arrays"]), mine(saved["scalars"])).items():
             setattr(self, name, jax.tree.map(lambda x: jax.numpy.asarray(x) if isinstance(x, np.ndarray) else x,
                                              value))
-        self.restored(split)
+        self.restored(split, saved)
 
-    def restored(self, split: SplitData) -> None:
-        """Rebuild what the attributes imply (derived tables); nothing by default."""
+    def restored(self, split: SplitData, saved: dict) -> None:
+        """Rebuild what the attributes imply (derived tables, modules from ``extra_state``); nothing by default."""
 
 
 def fill(skeleton, arrays: dict[str, np.ndarray], scalars: dict[str, Any] | None = None, prefix: str = ""):

@@ -13,7 +13,9 @@ without a cross-category path -- gets the training popularity ranking and ``fall
 Explanations (:meth:`Recommender.explain`) are occlusion attributions: the contribution of an O2
 category (or item) of the user's history to an item's score is the score with the whole history
 minus the score with that category's (item's) behaviours left out -- exact for the model, cheap
-(one batched ``score_new`` per user), and needing no gradient.
+(one batched ``score_new`` per user), and needing no gradient.  Scores are centred per user first
+(minus their mean over the CF-side items), so a term that shifts every item alike, such as the
+user bias ``b̂_u``, which changes no ranking, is not credited to any behaviour.
 """
 
 from __future__ import annotations
@@ -122,8 +124,8 @@ class Recommender:
         known_cf = frame["item"].isin(self._cf.keys())
         known_dl = frame["item"].isin(self._dl.keys())
         unknown = int((~known_cf & ~known_dl).sum())
+        users = list(dict.fromkeys(frame["user"]))          # a user with only unknown items stays (fallback)
         frame = frame[known_cf | known_dl]
-        users = list(dict.fromkeys(frame["user"]))
         row = {u: b for b, u in enumerate(users)}
         value = frame["rating"].to_numpy(np.float32) if "rating" in frame else np.ones(len(frame), np.float32)
         if self.split.implicit:
@@ -213,7 +215,9 @@ class Recommender:
         recent = np.arange(max(0, len(order) - 50), len(order))        # the 50 latest O2 behaviours
         variants += [hist.without(b, np.arange(len(order)) != j) for j in recent]
         scores, _ = self.score_new(History.stack(variants))
-        delta = base[targets][None, :] - scores[:, targets]            # [variants, items]
+        # scores centred per user: a shift of every item alike (a user bias) changes no ranking
+        centred = scores - scores.mean(1, keepdims=True)
+        delta = (base[targets] - base.mean())[None, :] - centred[:, targets]     # [variants, items]
         rows = []
         for t, item in enumerate(targets):
             for v, c in enumerate(present):

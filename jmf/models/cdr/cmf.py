@@ -15,6 +15,8 @@ import logging
 import time
 
 import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
 
 from jmf.data.split import SplitData
 from jmf.models.cdr.common import (FactorScorer, check_loss, check_monitor, check_positive, has_valid,
@@ -73,6 +75,7 @@ class CMF(FactorScorer):
                           source_weight=self.source_weight, init_scale=self.init_scale, negatives=self.negatives)
         n_target = split.train.shape[1]
         mean = float(split.train.data.mean()) if self.kind == "mse" else 0.0
+        self._side_means = [mean, float(split.dl.data.mean()) if self.kind == "mse" and split.dl.nnz else 0.0]
 
         def check(params: dict) -> float:
             self._publish(params, n_target, mean)
@@ -85,7 +88,29 @@ class CMF(FactorScorer):
         self._publish(tables.params, n_target, mean)
         return {"train/loss": tables.loss, "train/fit_seconds": time.perf_counter() - start, **tables.stage.stats()}
 
+    fitted = ("tables", "mean", "source_items", "side_means", "kind")
+
     def _publish(self, params: dict, n_target: int, mean: float) -> None:
-        """Expose the CF-side slice of the tables (``P, Q [·, d+1]``, bias last) to :class:`FactorScorer`."""
-        P, Q = jnp.asarray(params["P"]), jnp.asarray(params["Q"])[:n_target]
-        self.set_tables(P[:, :-1], P[:, -1], Q[:, :-1], Q[:, -1], mean)
+        """Expose the CF-side slice of the tables (``P, Q [·, d+1]``, bias last) to :class:`FactorScorer`;
+        keep the DL-side item rows for folding new users in."""
+        P, Q = jnp.asarray(params["P"]), jnp.asarray(params["Q"])
+        self.set_tables(P[:, :-1], P[:, -1], Q[:n_target, :-1], Q[:n_target, -1], mean)
+        self.source_items = Q[n_target:]
+        self.side_means = jnp.asarray(self._side_means)
+
+    def score_new(self, hist):
+        """Fold-in over both sides' items (one user factor): ridge on the ratings against each item's side
+        mean (mse), else the implicit least squares; O1 scores ``x·Q_i + b_i``."""
+        from jmf.models.foldin import explicit_fold_in, implicit_fold_in, rows_present
+
+        t = {k: np.asarray(v) for k, v in self.tables.items()}
+        source = np.asarray(self.source_items)
+        Q = np.concatenate([t["items"], source[:, :-1]])
+        rows = sp.hstack([hist.cf, hist.dl]).tocsr()
+        if self.kind == "mse":
+            bias = np.concatenate([t["item_bias"], source[:, -1]])
+            means = np.repeat(np.asarray(self.side_means), [len(t["items"]), len(source)])
+            x, _ = explicit_fold_in(Q, bias, means, rows, self.reg, per_rating=True)
+        else:
+            x = implicit_fold_in(Q, rows)
+        return x @ t["items"].T + t["item_bias"][None, :], rows_present(rows)

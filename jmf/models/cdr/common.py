@@ -249,6 +249,17 @@ class TwoStageTransfer(FactorScorer):
     """
 
     name = "transfer"
+    fitted = ("tables", "mean", "source", "target", "kind")
+
+    def source_fold_in(self, hist) -> tuple[np.ndarray, np.ndarray]:
+        """New users' source-side factors and biases, folded in on the source MF's item tables from their O2
+        rows (ridge on ratings with ``b_u``, else the implicit least squares; :mod:`jmf.models.foldin`)."""
+        from jmf.models.foldin import explicit_fold_in, implicit_fold_in
+
+        s = {k: np.asarray(v) for k, v in self.source.items()}
+        if self.kind == "mse":
+            return explicit_fold_in(s["Q"], s["item_bias"], s["mean"], hist.dl, self.reg, per_rating=True)
+        return implicit_fold_in(s["Q"], hist.dl), np.zeros(len(hist.users), np.float32)
 
     def _init_common(self, dim: int, loss: str, epochs: int, batch_size: int, optimizer: str, lr: float,
                      reg: float, init_scale: float, negatives: int, patience: int, eval_every: int, monitor: str,

@@ -178,6 +178,27 @@ class EMCDR(TwoStageTransfer):
         self._publish_mapped(x, cold)
         return {"train/map_loss": result.loss, "train/fit_seconds": time.perf_counter() - start, **result.stats()}
 
+    def extra_state(self) -> dict:
+        return {"mapping": {"params": self.mapping.params, "rest": self.mapping.rest}}
+
+    def restored(self, split: SplitData, saved: dict) -> None:
+        from jmf.artifact import fill
+
+        d = self.dim + (self.kind == "mse")
+        self.mapping = FactorMapping(d, d, self.map_hidden, self.map_lr, self.map_weight_decay, self.map_batch_size)
+        self.mapping.params = fill(self.mapping.params, saved["arrays"], prefix="['mapping']['params']")
+        self.mapping.rest = fill(self.mapping.rest, saved["arrays"], prefix="['mapping']['rest']")
+
+    def score_new(self, hist):
+        """Through EMCDR's own mapping: source factors folded in from the O2 rows, mapped to ``P̂_u``."""
+        from jmf.models.foldin import rows_present
+
+        p_s, b_s = self.source_fold_in(hist)
+        x = np.concatenate([p_s, b_s[:, None]], 1) if self.kind == "mse" else p_s
+        p_hat = np.asarray(self.mapping(jnp.asarray(x)))[:, :self.dim]
+        t = {k: np.asarray(v) for k, v in self.tables.items()}
+        return p_hat @ t["items"].T + t["item_bias"][None, :], rows_present(hist.dl)
+
     def _publish_mapped(self, x: jax.Array, cold: np.ndarray) -> None:
         m = self.mapping
         self._publish(cold, lambda users: _map_users(m.graphdef, m.params, m.rest, x, users, self.dim))

@@ -87,6 +87,13 @@ def _map_users(graphdef, params, rest, frozen, users):
     return _mapped(nnx.merge(graphdef, params, rest), frozen, users)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _map_new(graphdef, params, rest, source_items, p_s, b_s, history):
+    """``P̂_u, b̂_u`` of users given as arrays (not rows of the training tables): new users."""
+    embedded = source_items[jnp.maximum(history - 1, 0)]
+    return nnx.merge(graphdef, params, rest)(p_s, b_s, embedded, history > 0)
+
+
 def make_meta_epoch(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, kind: str, mean: float,
                     n_items: int, n_negatives: int):
     """``epoch(params, opt_state, rest, frozen, batches [S, ...], key) -> (params, opt_state, mean loss)``.
@@ -239,6 +246,33 @@ class PTUPCDR(TwoStageTransfer):
         return {"users": users.reshape(n_steps, B).astype(np.int32),
                 "items": csr.indices[picks].reshape(n_steps, B, m).astype(np.int32),
                 "values": csr.data[picks].reshape(n_steps, B, m).astype(np.float32)}
+
+    def extra_state(self) -> dict:
+        return {"meta": {"params": self.params, "rest": self.rest}, "frozen": self.frozen}
+
+    def restored(self, split: SplitData, saved: dict) -> None:
+        from jmf.artifact import fill, nested
+
+        self.graphdef, params, rest = nnx.split(MetaBridge(self.dim, self.meta_dim, rngs=nnx.Rngs(0)), nnx.Param, ...)
+        self.params = fill(params, saved["arrays"], prefix="['meta']['params']")
+        self.rest = fill(rest, saved["arrays"], prefix="['meta']['rest']")
+        frozen = {k: v for k, v in saved["arrays"].items() if k.startswith("['frozen']")}
+        self.frozen = jax.tree.map(jnp.asarray, nested(frozen, {})["frozen"])
+
+    def score_new(self, hist):
+        """Through PTUPCDR's own bridge: source factors folded in from the O2 rows, the characteristic
+        vector from the user's last ``max_len`` O2 items, ``P̂_u = P_s,u W_u``."""
+        from jmf.models.foldin import rows_present
+
+        p_s, b_s = self.source_fold_in(hist)
+        history = np.zeros((len(hist.users), self.max_len), np.int32)
+        for b, order in enumerate(hist.dl_order):
+            order = order[-self.max_len:]
+            history[b, :len(order)] = order + 1
+        p_hat, _ = _map_new(self.graphdef, self.params, self.rest, self.frozen["source_items"], jnp.asarray(p_s),
+                            jnp.asarray(b_s), jnp.asarray(history))
+        t = {k: np.asarray(v) for k, v in self.tables.items()}
+        return np.asarray(p_hat) @ t["items"].T + t["item_bias"][None, :], rows_present(hist.dl)
 
     def _publish_mapped(self, cold: np.ndarray) -> None:
         self._publish(cold, self.mapped)

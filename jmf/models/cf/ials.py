@@ -220,6 +220,14 @@ class ImplicitALS(AttributeState):
     def score(self, users: jax.Array) -> jax.Array:
         return self.X[users] @ self.Y.T
 
+    def score_new(self, hist) -> tuple[np.ndarray, np.ndarray]:
+        """Fold-in: the exact iALS user solve of a new user's CF row (:func:`jmf.models.foldin.implicit_fold_in`)."""
+        from jmf.models.foldin import implicit_fold_in, rows_present
+
+        Y = np.asarray(self.Y)
+        x = implicit_fold_in(Y, hist.cf, self.reg, self.alpha, scale_values=True)
+        return x @ Y.T, rows_present(hist.cf)
+
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return np.asarray((self.X[users] * self.Y[items]).sum(-1))
 

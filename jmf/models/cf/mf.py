@@ -220,6 +220,19 @@ class MatrixFactorization(EngineModel):
         self.setup(split)                 # the resolved loss and mean, and the tables' shapes
         self.params = fill(self.params, saved["arrays"], prefix="['params']")
 
+    def score_new(self, hist) -> tuple[np.ndarray, np.ndarray]:
+        """Fold-in of a new user's CF row: ridge on the ratings with ``b_u`` (mse), else the implicit
+        least squares on ``Q`` (:mod:`jmf.models.foldin`)."""
+        from jmf.models.foldin import explicit_fold_in, implicit_fold_in, rows_present
+
+        p = {k: np.asarray(v) for k, v in self.params.items()}
+        item_bias = p["item_bias"][:, 0] if self.use_bias else np.zeros(len(p["Q"]), np.float32)
+        if self.loss == "mse":
+            x, _ = explicit_fold_in(p["Q"], item_bias, self.global_mean, hist.cf, self.reg, per_rating=True)
+        else:
+            x = implicit_fold_in(p["Q"], hist.cf)
+        return x @ p["Q"].T + item_bias[None, :], rows_present(hist.cf)
+
     # ------------------------------------------------------------------ scoring
     def score(self, users: jax.Array) -> jax.Array:
         p = self.params

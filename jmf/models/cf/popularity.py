@@ -35,5 +35,10 @@ class Popularity(AttributeState):
     def score(self, users: jax.Array) -> jax.Array:
         return jnp.broadcast_to(self.item_counts, (users.shape[0], self.item_counts.shape[0]))
 
+    def score_new(self, hist) -> tuple[jax.Array, np.ndarray]:
+        """New users get the same ranking (every one of them is scored)."""
+        n = len(hist.users)
+        return jnp.broadcast_to(self.item_counts, (n, self.item_counts.shape[0])), np.ones(n, bool)
+
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return self.item_mean[items]

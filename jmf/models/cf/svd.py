@@ -95,12 +95,23 @@ class TruncatedSVD(AttributeState):
         self._P, self._Q = jnp.asarray(self.user_factors), jnp.asarray(self.item_factors)
         return {"explained_variance": float(explained_variance(mat, s)[-1])}
 
-    def restored(self, split: SplitData) -> None:
+    def restored(self, split: SplitData, saved: dict) -> None:
         self.user_factors, self.item_factors = np.asarray(self.user_factors), np.asarray(self.item_factors)
         self._P, self._Q = jnp.asarray(self.user_factors), jnp.asarray(self.item_factors)
 
     def score(self, users: jax.Array) -> jax.Array:
         return self._P[users] @ self._Q.T
+
+    def score_new(self, hist) -> tuple[np.ndarray, np.ndarray]:
+        """Fold-in: a new user's (centred) CF row projected on the item factors, ``x = r Q (QᵀQ)⁻¹``, the
+        least-squares ``x`` with ``x Qᵀ ≈ r`` (zeros off the user's items, as the SVD reads them)."""
+        from jmf.models.foldin import rows_present
+
+        rows = sp.csr_matrix(hist.cf, dtype=np.float64, copy=True)
+        rows.data -= self.mean
+        Q = np.asarray(self.item_factors, np.float64)
+        x = (rows @ Q) @ np.linalg.inv(Q.T @ Q)
+        return (x @ Q.T).astype(np.float32), rows_present(hist.cf)
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return self.mean + np.einsum("nd,nd->n", self.user_factors[users], self.item_factors[items])

@@ -184,6 +184,22 @@ class GraphModel(EngineModel):
         self.setup(split)                 # graphs and shapes from the split
         self._publish(fill(self.params, saved["arrays"], prefix="['params']"))
 
+    def fold_tables(self) -> tuple[jax.Array, jax.Array | None]:
+        """The item tables a new user is folded in against: ``(O1 items [I_T, d'], O2 items or None)``."""
+        return self.item_table, None
+
+    def score_new(self, hist) -> tuple[np.ndarray, np.ndarray]:
+        """Fold-in: the implicit least-squares user vector on the final item embeddings (O1 rows, and O2
+        rows where the model embeds O2 items in the same space), scored like a known user."""
+        from jmf.models.foldin import implicit_fold_in, rows_present
+
+        cf_table, dl_table = (None if t is None else np.asarray(t) for t in self.fold_tables())
+        rows, table = hist.cf, cf_table
+        if dl_table is not None:
+            rows, table = sp.hstack([hist.cf, hist.dl]).tocsr(), np.concatenate([cf_table, dl_table])
+        x = implicit_fold_in(table, rows)
+        return x @ cf_table.T, rows_present(rows)
+
     def _publish(self, params) -> None:
         self.params = params
         self.user_table, self.item_table = self._embed(params, self.data)

@@ -87,6 +87,13 @@ class LightGCN(GraphModel):
         users, items = self.propagate(params, data)
         return users, items[:self.n_cf_items]
 
+    def fold_tables(self):
+        """O1 items, and on the merged graph the O2 items too (same space: one graph)."""
+        if self.graph == "target":
+            return self.item_table, None
+        items = jax.jit(self.propagate)(self.params, self.data)[1]
+        return items[:self.n_cf_items], items[self.n_cf_items:]
+
     def steps_per_epoch(self) -> int:
         return max(1, -(-len(self.triples) // self.batch_size))
 

@@ -1,0 +1,237 @@
+"""Trained models as artifacts: every model reloads to its run's own metrics; JMF recommends to new users
+from their O2 history exactly as it scored its cold users; explanations point at the planted signal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+import jmf
+from jmf.artifact import ArtifactError
+from jmf.config import CONF_DIR, register_configs
+from jmf.data.interactions import Interactions
+from jmf.recommend import RecommendError
+from jmf.run import run
+
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+DATA = ["data.n_users=240", "data.n_items=120", "data.n_categories=4", "data.interactions_per_user=16",
+        "partition.k=2", "split=cold_start", "split.beta=0.3", "trainer.progress=false", "trainer.tensorboard=false",
+        "trainer.devices=1"]
+SMALL = {"dim": 8, "epochs": 2, "batch_size": 32, "map_epochs": 4, "meta_epochs": 2, "meta_dim": 8,
+         "map_batch_size": 32, "meta_batch_size": 32, "max_len": 8, "eval_every": 1, "samples": 64, "cg_steps": 2}
+
+
+def _run(tmp_path, overrides):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, *DATA])
+    with open_dict(cfg):
+        for key, value in SMALL.items():
+            if key in cfg.model:
+                cfg.model[key] = value
+    return run(cfg, tmp_path), cfg
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_loaded_run_reproduces_its_own_metrics(name, tmp_path):
+    metrics, _ = _run(tmp_path, [f"model={name}", *(["model/encoder=bag"] if name == "jmf" else [])])
+    rec = jmf.load(tmp_path)
+    again = rec.evaluate()
+    saved = {k: v for k, v in metrics.items() if k.startswith(("valid/", "test/"))}
+    assert saved and again == saved          # exactly: the same scores from the reloaded model
+    users = list(rec.user_ids[:3])
+    top = rec.recommend(users, k=5)
+    assert list(top.columns) == ["user", "rank", "item", "score"] and len(top) == 15
+    seen = {(rec.user_ids[u], rec.cf_item_ids[i]) for u, i in zip(*rec.split.train[:3].nonzero())}
+    assert not seen & set(zip(top["user"], top["item"]))
+
+
+@pytest.fixture(scope="module")
+def jmf_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("jmf_run")
+    metrics, cfg = _run(out, ["model=jmf", "model/encoder=bag", "model/terms=[interest,neighbour]"])
+    return out, metrics
+
+
+def _cold_history(rec) -> pd.DataFrame:
+    """The cold test users' O2 rows as raw behaviour, each user renamed (they are new to the model)."""
+    split, data = rec.split, rec.split.data
+    rows = split.dl_rows[np.isin(data.user[split.dl_rows], split.cold_test_users)]
+    return pd.DataFrame({"user": ["new-" + str(u) for u in data.user_ids[data.user[rows]]],
+                         "item": data.item_ids[data.item[rows]], "timestamp": data.timestamp[rows]})
+
+
+def test_jmf_recommends_to_new_users_from_o2_history_as_it_scored_its_cold_users(jmf_run, tmp_path):
+    out, metrics = jmf_run
+    rec = jmf.load(out)
+    history = _cold_history(rec)
+    path = tmp_path / "history.csv"
+    history.to_csv(path, index=False)                                 # through a CSV, raw ids as text
+    hist = rec.history(pd.read_csv(path))
+    new_scores, fallback = rec.score_new(hist)
+    assert not fallback.any()
+    users = np.array([rec._user[u.removeprefix("new-")] for u in hist.users])
+    known = rec._score_known(users)
+    np.testing.assert_allclose(new_scores, known, rtol=1e-5, atol=1e-5)
+    # the test metrics of the run, recomputed from recommend_new's lists alone
+    k = 10
+    recs = rec.recommend_new(pd.read_csv(path), k=k, exclude_seen=False)
+    truth = rec.split.test
+    ndcg = []
+    for user, group in recs.groupby("user", sort=False):
+        u = rec._user[user.removeprefix("new-")]
+        relevant = {rec.cf_item_ids[i] for i in truth.indices[truth.indptr[u]:truth.indptr[u + 1]]}
+        if not relevant:
+            continue
+        train = {rec.cf_item_ids[i] for i in rec.split.train.indices[rec.split.train.indptr[u]:rec.split.train.indptr[u + 1]]}
+        ranked = [i for i in group.sort_values("rank")["item"] if i not in train][:k]
+        dcg = sum(1 / np.log2(r + 2) for r, i in enumerate(ranked) if i in relevant)
+        ndcg.append(dcg / sum(1 / np.log2(r + 2) for r in range(min(len(relevant), k))))
+    assert np.mean(ndcg) == pytest.approx(metrics["test/ndcg@10"], abs=1e-6)
+
+
+def test_recommend_new_inputs_and_fallbacks(jmf_run):
+    rec = jmf.load(jmf_run[0])
+    history = _cold_history(rec).head(30)
+    extra = pd.DataFrame({"user": ["stranger", history["user"].iloc[0]], "item": ["no-such-item", "no-such-item"]})
+    out = rec.recommend_new(pd.concat([history, extra]), k=3)
+    assert out.attrs["unknown_items"] == 2
+    stranger = out[out["user"] == "stranger"]                     # nothing usable: popularity, flagged
+    assert len(stranger) == 3 and stranger["fallback"].all()
+    assert not out[out["user"] != "stranger"]["fallback"].any()
+    cf_only = pd.DataFrame({"user": ["cf-only"], "item": [rec.cf_item_ids[0]]})
+    flagged = rec.recommend_new(cf_only, k=3)
+    assert flagged["fallback"].all() and flagged.attrs["fallback_users"] == 1   # no O2 history: popularity
+    with pytest.raises(RecommendError, match=r"missing column\(s\) \['item'\]"):
+        rec.recommend_new(pd.DataFrame({"user": ["a"]}))
+    with pytest.raises(RecommendError, match="users not in the saved run"):
+        rec.recommend(["nobody"])
+    with pytest.raises(RecommendError, match="k: 0"):
+        rec.recommend_new(history, k=0)
+    interest = rec.interest(history)
+    assert list(interest.columns) == ["user", *rec.cf_categories]
+    np.testing.assert_allclose(interest[rec.cf_categories].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_reload_refuses_other_versions_and_a_reused_run_directory(jmf_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(jmf_run[0], copy)
+    meta_path = copy / "model" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["versions"]["jax"] = "0.0.1"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=r"other versions \(jax 0.0.1 ->"):
+        jmf.load(copy)
+    jmf.load(copy, strict=False)                                      # accepted on request
+    meta["versions"]["jax"] = jmf.artifact.versions()["jax"]
+    meta_path.write_text(json.dumps(meta))
+    (copy / "config.yaml").write_text((copy / "config.yaml").read_text().replace("dim: 8", "dim: 16", 1))
+    with pytest.raises(ArtifactError, match="config.yaml differs.*dim"):
+        jmf.load(copy)
+    with pytest.raises(ArtifactError, match="no such run directory"):
+        jmf.load(tmp_path / "nowhere")
+    (copy / "model" / "state.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="cannot read the saved model"):
+        jmf.load(copy)
+
+
+def _planted() -> Interactions:
+    """O1 = 40 items in 4 groups of 10; O2 = a *signal* category (item j is taken with O1 group j % 4)
+    and a *noise* category (items taken at random).  Each user likes one group."""
+    rng = np.random.default_rng(0)
+    users, items = [], []
+    for u in range(800):
+        g = rng.integers(4)
+        o1 = 10 * g + rng.choice(10, 5, replace=False)                   # O1 items 0..39
+        # histories of varying make-up, so that a history with a category left out is not out of distribution
+        signal = 40 + 4 * rng.choice(5, rng.integers(1, 5), replace=False) + g   # signal items 40..59, j % 4 == g
+        noise = 60 + rng.choice(20, rng.integers(0, 5), replace=False)           # noise items 60..79
+        for i in np.concatenate([o1, signal, noise]):
+            users.append(u)
+            items.append(i)
+    category = np.array([0] * 40 + [1] * 20 + [2] * 20, np.int32)
+    n = len(users)
+    return Interactions(user=np.array(users, np.int32), item=np.array(items, np.int32), value=np.ones(n, np.float32),
+                        timestamp=np.arange(n, dtype=np.int64), item_category=category, user_ids=np.arange(800),
+                        item_ids=np.arange(80), category_names=("o1", "signal", "noise"), name="planted",
+                        implicit=True)
+
+
+def test_explanations_point_at_the_category_that_carries_the_planted_signal(tmp_path):
+    from jmf.artifact import save_model
+    from jmf.data.split import make_split, partition_categories
+    from jmf.models.encoders.bag import BagEncoder
+    from jmf.models.heads.linear import LinearHead
+    from jmf.models.joint import JMF
+    from jmf.models.protocols import RunContext
+    from jmf.recommend import Recommender
+    from functools import partial
+
+    data = _planted()
+    split = make_split(data, partition_categories(data, cf_categories=["o1"]), "cold_start", beta=0.2, seed=0)
+    model = JMF(partial(BagEncoder, embed_dim=16, out_dim=16), partial(LinearHead), dim=8, epochs=15, lr=0.01,
+                batch_size=64, patience=0)
+    model.fit(split, RunContext(seed=0, devices=1))
+    rec = Recommender(model, split, None, {})
+    history = pd.DataFrame({"user": ["planted"] * 6, "item": ["41", "45", "49", "60", "67", "71"]})  # group 1
+    top = rec.recommend_new(history, k=5)
+    assert {int(i) // 10 for i in top["item"]} == {1}, top               # the planted group is recommended
+    why = rec.explain(history, k=3)
+    cats = why[why["kind"] == "category"].pivot_table(index="item", columns="source", values="contribution")
+    assert (cats["signal"] > cats["noise"] + 0.1).all(), cats
+    items = why[why["kind"] == "item"]
+    top_sources = items.groupby("item")["source"].first()               # the strongest single O2 item
+    assert all(int(s) < 60 for s in top_sources), items
+
+
+def test_jmf_recommend_cli_and_its_bad_inputs(jmf_run, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from jmf.recommend_cli import USER_ERROR, main
+
+    run_dir = jmf_run[0]
+    rec = jmf.load(run_dir)
+    history = tmp_path / "history.csv"
+    _cold_history(rec).to_csv(history, index=False)
+    out = tmp_path / "recs.csv"
+    res = subprocess.run([sys.executable, "-m", "jmf.recommend_cli", str(run_dir), "--input", str(history), "--k",
+                          "5", "--out", str(out), "--explain"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    recs = pd.read_csv(out, dtype={"user": str, "item": str})
+    assert list(recs.columns) == ["user", "rank", "item", "score", "fallback"]
+    assert len(recs) == 5 * recs["user"].nunique() and "0 by the popularity fallback" in res.stdout
+    assert set(pd.read_csv(tmp_path / "recs.explain.csv")["kind"]) == {"category", "item"}
+    users = tmp_path / "users.csv"
+    pd.DataFrame({"user": rec.user_ids[:4]}).to_csv(users, index=False)
+    assert main([str(run_dir), "--input", str(users), "--k", "3", "--out", str(tmp_path / "k.csv"), "--known"]) == 0
+    assert len(pd.read_csv(tmp_path / "k.csv")) == 12
+    unknown = tmp_path / "unknown.csv"
+    pd.DataFrame({"user": ["a", "b"], "item": ["x", "y"]}).to_csv(unknown, index=False)
+    assert main([str(run_dir), "--input", str(unknown), "--out", str(tmp_path / "u.csv")]) == 0   # counted fallback
+    assert pd.read_csv(tmp_path / "u.csv")["fallback"].all() and "2 behaviours with unknown items" in capsys.readouterr().out
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("user,item\n")
+    no_item = tmp_path / "no_item.csv"
+    no_item.write_text("user\nu1\n")
+    cases = [([str(tmp_path / "no-run"), "--input", str(history)], "no such run directory"),
+             ([str(run_dir), "--input", str(tmp_path / "missing.csv")], "no such file"),
+             ([str(run_dir), "--input", str(empty)], "the file is empty"),
+             ([str(run_dir), "--input", str(header_only)], "no rows after the header"),
+             ([str(run_dir), "--input", str(no_item)], r"missing column\(s\) \['item'\]"),
+             ([str(run_dir), "--input", str(unknown), "--known"], "users not in the saved run"),
+             ([str(run_dir), "--input", str(history), "--k", "0"], "k: 0")]
+    import re
+    for args, message in cases:
+        assert main([*args, "--out", str(tmp_path / "x.csv")]) == USER_ERROR, args
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err, (args, err)
