@@ -121,20 +121,21 @@ class Recommender:
     def history(self, frame: pd.DataFrame, source: str = "history") -> History:
         """Map a behaviour DataFrame onto the saved split (see :class:`History`)."""
         frame = _check_frame(frame, source)
-        known_cf = frame["item"].isin(self._cf.keys())
-        known_dl = frame["item"].isin(self._dl.keys())
-        unknown = int((~known_cf & ~known_dl).sum())
+        items = frame["item"].to_numpy(object)
+        cf_index = np.array([self._cf.get(i, -1) for i in items], np.int64)      # dict lookups: O(rows)
+        dl_index = np.array([self._dl.get(i, -1) for i in items], np.int64)
+        known = (cf_index >= 0) | (dl_index >= 0)
+        unknown = int((~known).sum())
         users = list(dict.fromkeys(frame["user"]))          # a user with only unknown items stays (fallback)
-        frame = frame[known_cf | known_dl]
+        frame, cf_index, dl_index = frame[known], cf_index[known], dl_index[known]
         row = {u: b for b, u in enumerate(users)}
         value = frame["rating"].to_numpy(np.float32) if "rating" in frame else np.ones(len(frame), np.float32)
         if self.split.implicit:
             value = np.ones(len(frame), np.float32)
-        rows = frame["user"].map(row).to_numpy(np.int64)
-        is_cf = frame["item"].isin(self._cf.keys()).to_numpy()
-        cf = _matrix(rows[is_cf], frame["item"][is_cf].map(self._cf).to_numpy(np.int64), value[is_cf],
-                     (len(users), len(self._cf)))
-        dl_items = frame["item"][~is_cf].map(self._dl).to_numpy(np.int64)
+        rows = np.array([row[u] for u in frame["user"].to_numpy(object)], np.int64)
+        is_cf = cf_index >= 0
+        cf = _matrix(rows[is_cf], cf_index[is_cf], value[is_cf], (len(users), len(self._cf)))
+        dl_items = dl_index[~is_cf]
         dl = _matrix(rows[~is_cf], dl_items, value[~is_cf], (len(users), len(self._dl)))
         order = _time_order(frame[~is_cf], rows[~is_cf])
         dl_rows, dl_vals = rows[~is_cf][order], value[~is_cf][order]

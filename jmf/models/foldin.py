@@ -24,11 +24,12 @@ def rows_present(rows: sp.csr_matrix) -> np.ndarray:
 
 
 def implicit_fold_in(Q: np.ndarray, rows: sp.csr_matrix, reg: float | None = None, alpha: float = 1.0,
-                     scale_values: bool = False) -> np.ndarray:
+                     scale_values: bool = False, chunk: int = 256) -> np.ndarray:
     """``[B, d]`` user factors of the users ``rows [B, I]`` given ``Q [I, d]``.
 
     Confidence on the user's items is ``1 + α`` (``scale_values``: ``α·r_ui``, jmf's iALS); ``reg``
-    ``None`` is scale-free: a tenth of the mean eigenvalue of ``QᵀQ``.
+    ``None`` is scale-free: a tenth of the mean eigenvalue of ``QᵀQ``.  Users are solved ``chunk`` at a
+    time as one batched ``d x d`` solve over their padded item lists.
     """
     Q = np.asarray(Q, np.float64)
     rows = sp.csr_matrix(rows)
@@ -36,14 +37,24 @@ def implicit_fold_in(Q: np.ndarray, rows: sp.csr_matrix, reg: float | None = Non
     reg = 0.1 * np.trace(gram) / Q.shape[1] if reg is None else reg
     gram = gram + reg * np.eye(Q.shape[1])
     out = np.zeros((rows.shape[0], Q.shape[1]))
-    for b in range(rows.shape[0]):
-        lo, hi = rows.indptr[b], rows.indptr[b + 1]
-        if lo == hi:
-            continue
-        q = Q[rows.indices[lo:hi]]
-        conf = alpha * rows.data[lo:hi].astype(np.float64) if scale_values else np.full(hi - lo, 1.0 + alpha)
-        out[b] = np.linalg.solve(gram + (q * (conf - 1.0)[:, None]).T @ q, (q * conf[:, None]).sum(0))
+    for start in range(0, rows.shape[0], chunk):
+        items, data, mask = _padded(rows[start:start + chunk])
+        q = Q[items] * mask[..., None]                                     # [C, n, d], 0 on pads
+        conf = np.where(mask, alpha * data if scale_values else 1.0 + alpha, 0.0)
+        A = gram[None] + np.einsum("cn,cnd,cne->cde", np.where(mask, conf - 1.0, 0.0), q, q)
+        rhs = np.einsum("cn,cnd->cd", conf, q)
+        out[start:start + chunk] = np.linalg.solve(A, rhs[..., None])[..., 0]
     return out.astype(np.float32)
+
+
+def _padded(rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR rows -> ``([C, n] column ids, [C, n] values, [C, n] mask)``, padded to the longest row."""
+    lengths = np.diff(rows.indptr)
+    width = max(int(lengths.max(initial=0)), 1)
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    items, data = np.zeros(mask.shape, np.int64), np.zeros(mask.shape)
+    items[mask], data[mask] = rows.indices, rows.data
+    return items, data, mask
 
 
 def explicit_fold_in(Q: np.ndarray, item_bias: np.ndarray, mean, rows: sp.csr_matrix,

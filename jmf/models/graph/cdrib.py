@@ -23,8 +23,8 @@ Differences from the authors' code and why:
 * Each domain's encoder runs over the users with training rows in that domain only.  The authors'
   per-domain user space also holds the ~10% shared users held out as cold in that domain: there
   they are a graph row of zeros whose representation is never scored, but they enter the KL's mean
-  over users and the critic's random negatives.  jmf has one user space for both domains, and
-  encoding every user in both domains would cost 1.7x the matrix products for nothing.
+  over users and the critic's random negatives.  jmf has one user space for both domains:
+  encoding every user in both would cost ~1.3x the dense products (sport/cloth) for nothing.
 * Overlapping (swapped, critic-positive) users are those with training rows in both domains; the
   authors' range ``[0, min test user + 1)`` is one user too long (an off-by-one: the first cold user
   of one domain is swapped and drawn as a critic positive).  The critic's random negatives are drawn
@@ -114,16 +114,10 @@ class CDRIB(GraphModel):
                 "use_s": jnp.asarray(use_s), "use_t": jnp.asarray(~use_s & (self.local["t"] >= 0))}
 
     def init_params(self, split: SplitData, key: jax.Array) -> dict:
-        keys = jax.random.split(key, 7)
-        params = {"emb": {}, "enc": {}}
-        for j, d in enumerate(DOMAINS):
-            params["emb"][f"{d}u"] = jax.random.normal(keys[2 * j], (len(self.members[d]), self.dim))
-            params["emb"][f"{d}i"] = jax.random.normal(keys[2 * j + 1], (self.n_items[d], self.dim))
-            params["enc"][d] = init_vbge(keys[4 + j], self.dim, self.layers)
-        width = 2 * self.layers * self.dim
-        params["critic"] = [_linear(k, n_in, n_out) for k, n_in, n_out in
-                            zip(jax.random.split(keys[6], 3), (width, self.dim, 100), (self.dim, 100, 1))]
-        return params
+        # host draws seeded by the key: jax.random compiled one kernel per parameter (44 s for this model)
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+        rows = tuple((len(self.members[d]), self.n_items[d]) for d in DOMAINS)
+        return _init_params(rng, self.dim, self.layers, rows)
 
     # --------------------------------------------------------------- model
     def encode(self, params: dict, data: dict, key: jax.Array | None) -> dict:
@@ -218,15 +212,25 @@ class CDRIB(GraphModel):
 
 
 # ------------------------------------------------------------------- the encoder (pure functions)
-def init_vbge(key: jax.Array, dim: int, layers: int) -> dict:
+def _init_params(rng: np.random.Generator, dim: int, layers: int, rows: tuple) -> dict:
+    """Every parameter: N(0, 1) tables ``rows = ((U_s, I_s), (U_t, I_t))``, the encoders, the critic MLP."""
+    params = {"emb": {}, "enc": {}}
+    for d, (n_users, n_items) in zip(DOMAINS, rows):
+        params["emb"][f"{d}u"] = jnp.asarray(rng.standard_normal((n_users, dim)), jnp.float32)
+        params["emb"][f"{d}i"] = jnp.asarray(rng.standard_normal((n_items, dim)), jnp.float32)
+        params["enc"][d] = init_vbge(rng, dim, layers)
+    params["critic"] = [_linear(rng, n_in, n_out) for n_in, n_out in zip((2 * layers * dim, dim, 100), (dim, 100, 1))]
+    return params
+
+
+def init_vbge(rng: np.random.Generator, dim: int, layers: int) -> dict:
     """One domain's VBGE parameters: ``{"dgcn": [per DGCN layer {name: (W, b)}], "last": {name: (W, b)}}``."""
-    keys = iter(jax.random.split(key, 10 * layers))
-    dgcn = [{**{f"gc{j}": _gcn_init(next(keys), dim, dim) for j in (1, 2, 3, 4)},
-             "user_union": _linear(next(keys), 2 * dim, dim), "item_union": _linear(next(keys), 2 * dim, dim)}
+    dgcn = [{**{f"gc{j}": _gcn_init(rng, dim, dim) for j in (1, 2, 3, 4)},
+             "user_union": _linear(rng, 2 * dim, dim), "item_union": _linear(rng, 2 * dim, dim)}
             for _ in range(layers - 1)]
     names = ("gc1", "gc2", "gc3_mean", "gc3_logstd", "gc4_mean", "gc4_logstd")
-    last = {**{n: _gcn_init(next(keys), dim, dim) for n in names},
-            **{f"{s}_union_{h}": _linear(next(keys), 2 * dim, dim) for s in ("user", "item") for h in ("mean", "logstd")}}
+    last = {**{n: _gcn_init(rng, dim, dim) for n in names},
+            **{f"{s}_union_{h}": _linear(rng, 2 * dim, dim) for s in ("user", "item") for h in ("mean", "logstd")}}
     return {"dgcn": dgcn, "last": last}
 
 
@@ -239,7 +243,8 @@ def vbge(p: dict, users: jax.Array, items: jax.Array, graph, leaky: float, beta:
         if seed is not None:
             users, items = _dropout(seed, 4 * j, users, dropout), _dropout(seed, 4 * j + 1, items, dropout)
         if layer is None:
-            noise = None if seed is None else (_normal(seed, 4 * j + 2, users.shape), _normal(seed, 4 * j + 3, items.shape))
+            noise = None if seed is None else (_normal(seed, 4 * j + 2, users.shape),
+                                               _normal(seed, 4 * j + 3, items.shape))
             users, items, kl = _last_layer(p["last"], users, items, graph, leaky, beta, noise)
         else:
             users, items = _dgcn_layer(layer, users, items, graph, leaky)
@@ -290,15 +295,17 @@ def _union(p: tuple, h: jax.Array, x: jax.Array) -> jax.Array:
 def _reparameterise(mean: jax.Array, logstd: jax.Array, eps: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """``(z, KL(N(mean, σ) ‖ N(0, σ_p)))``: ``z = mean + ε σ`` (``mean`` without ``eps``), the KL summed
     over dimensions and averaged over rows."""
-    sigma = jnp.exp(0.1 + 0.9 * jax.nn.softplus(jnp.minimum(logstd, 0.4)))
-    kl = gaussian_kl(mean, sigma, PRIOR_SIGMA).mean(0).sum()
+    log_sigma = 0.1 + 0.9 * jax.nn.softplus(jnp.minimum(logstd, 0.4))
+    sigma = jnp.exp(log_sigma)
+    kl = gaussian_kl(mean, sigma, PRIOR_SIGMA, log_sigma).mean(0).sum()
     z = mean if eps is None else mean + sigma * eps
     return z, kl
 
 
-def gaussian_kl(mean: jax.Array, sigma: jax.Array, prior_sigma: float) -> jax.Array:
-    """Elementwise ``KL(N(mean, sigma²) ‖ N(0, prior_sigma²))``."""
-    return jnp.log(prior_sigma / sigma) + (sigma ** 2 + mean ** 2) / (2.0 * prior_sigma ** 2) - 0.5
+def gaussian_kl(mean: jax.Array, sigma: jax.Array, prior_sigma: float, log_sigma: jax.Array | None = None) -> jax.Array:
+    """Elementwise ``KL(N(mean, sigma²) ‖ N(0, prior_sigma²))`` (``log_sigma``: ``log(sigma)`` if known)."""
+    log_sigma = jnp.log(sigma) if log_sigma is None else log_sigma
+    return np.log(prior_sigma) - log_sigma + (sigma ** 2 + mean ** 2) / (2.0 * prior_sigma ** 2) - 0.5
 
 
 def critic(mlp: list, a: jax.Array, b: jax.Array) -> jax.Array:
@@ -311,8 +318,9 @@ def critic(mlp: list, a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _bits(seed: jax.Array, stream: int, shape: tuple) -> jax.Array:
-    """uint32 random bits of ``shape``: a keyed counter hash (two ``lowbias32`` rounds).  On the CPU,
-    ``jax.random`` took ~1.6 s of a 2.8 s training forward here (50M draws a step); this takes ~0.1 s."""
+    """uint32 random bits of ``shape``: a keyed counter hash (two ``lowbias32`` rounds).  A step draws
+    ~50M numbers on sport/cloth; on the 2-core CPU ``jax.random.bernoulli`` took 160 ms per 40k x 128
+    mask (a third of the training forward in all), this dropout 4 ms."""
     key = _mix(seed + np.uint32((stream * 0x9E3779B9) & 0xFFFFFFFF))
     count = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape)
     return _mix(_mix(count ^ key) + key)
@@ -340,17 +348,16 @@ def _dropout(seed: jax.Array, stream: int, x: jax.Array, rate: float) -> jax.Arr
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
-def _linear(key: jax.Array, n_in: int, n_out: int) -> tuple[jax.Array, jax.Array]:
+def _linear(rng: np.random.Generator, n_in: int, n_out: int) -> tuple[jax.Array, jax.Array]:
     """``torch.nn.Linear``'s default initialisation: ``W, b ~ U(±1/√n_in)``; ``W`` stored ``[n_in, n_out]``."""
-    k_w, k_b = jax.random.split(key)
-    bound = 1.0 / np.sqrt(n_in)
-    return (jax.random.uniform(k_w, (n_in, n_out), jnp.float32, -bound, bound),
-            jax.random.uniform(k_b, (n_out,), jnp.float32, -bound, bound))
+    return _uniform_pair(rng, n_in, n_out, 1.0 / np.sqrt(n_in))
 
 
-def _gcn_init(key: jax.Array, n_in: int, n_out: int) -> tuple[jax.Array, jax.Array]:
+def _gcn_init(rng: np.random.Generator, n_in: int, n_out: int) -> tuple[jax.Array, jax.Array]:
     """The authors' ``GraphConvolution``: ``W, b ~ U(±1/√n_out)``."""
-    k_w, k_b = jax.random.split(key)
-    bound = 1.0 / np.sqrt(n_out)
-    return (jax.random.uniform(k_w, (n_in, n_out), jnp.float32, -bound, bound),
-            jax.random.uniform(k_b, (n_out,), jnp.float32, -bound, bound))
+    return _uniform_pair(rng, n_in, n_out, 1.0 / np.sqrt(n_out))
+
+
+def _uniform_pair(rng: np.random.Generator, n_in: int, n_out: int, bound: float) -> tuple[jax.Array, jax.Array]:
+    return (jnp.asarray(rng.uniform(-bound, bound, (n_in, n_out)), jnp.float32),
+            jnp.asarray(rng.uniform(-bound, bound, n_out), jnp.float32))
