@@ -1,9 +1,15 @@
-"""``jmf-train`` / ``python -m jmf``: the Hydra entry point (thin, STYLE R2)."""
+"""``jmf-train`` / ``python -m jmf``: the Hydra entry point (thin, STYLE R2).
+
+User errors (:mod:`jmf.errors`) are printed as one paragraph with exit code 2, Hydra's config errors
+(an unknown group option or key) exit with 2 too, Ctrl-C stops with exit code 130 and says how to
+resume; the traceback of a user error is shown only with ``JMF_TRACEBACK=1``.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -11,20 +17,25 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from jmf.config import CONF_DIR, register_configs
+from jmf.errors import INTERRUPTED, USER_ERROR, paragraph, show_traceback, user_error
 
 register_configs()
 log = logging.getLogger("jmf")
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)   # "Unable to initialize backend 'tpu'" on CPUs
+_started = False     # the task function ran: a SystemExit(1) before it is Hydra's config error
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float:
     """Run one experiment in Hydra's run directory; return the optimised validation metric.
 
-    A failing job writes ``failure.json``.  A single run then raises; in a basic multirun the
-    job returns NaN so the sweep goes on; under the Optuna sweeper it raises, which the sweeper
-    records as a failed trial (``max_failure_rate: 1.0`` in ``conf/hparams_search``) -- a NaN
-    return would crash hydra-optuna-sweeper 1.3.0 with optuna 2.10 instead.
+    A failing job writes ``failure.json``.  A single run then stops (a user error as one paragraph,
+    exit code 2); in a basic multirun the job returns NaN so the sweep goes on; under the Optuna sweeper
+    it raises, which the sweeper records as a failed trial (``max_failure_rate: 1.0`` in
+    ``conf/hparams_search``) -- a NaN return would crash hydra-optuna-sweeper 1.3.0 with optuna 2.10.
     """
+    global _started
+    _started = True
     from jmf.run import run
     from jmf.train.observe import record_failure
 
@@ -32,16 +43,36 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     try:
         metrics = run(cfg, hydra_cfg.runtime.output_dir)
+    except KeyboardInterrupt:
+        from jmf.train.engine import last_step
+
+        print(f"jmf-train: interrupted at step {last_step()}; rerun the same command to resume "
+              f"(run directory {hydra_cfg.runtime.output_dir})", file=sys.stderr)
+        sys.exit(INTERRUPTED)
     except Exception as err:
-        if hydra_cfg.mode != RunMode.MULTIRUN:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            path = record_failure(hydra_cfg.runtime.output_dir, err, list(hydra_cfg.overrides.task))
+            log.error("job %s failed (recorded in %s): %s; the sweep goes on", hydra_cfg.job.num, path, err)
+            if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
+                raise
+            return math.nan
+        problem = user_error(err)
+        if problem is None or show_traceback():
             raise
-        path = record_failure(hydra_cfg.runtime.output_dir, err, list(hydra_cfg.overrides.task))
-        log.exception("job %s failed (recorded in %s); the sweep goes on", hydra_cfg.job.num, path)
-        if "optuna" in str(hydra_cfg.sweeper.get("_target_", "")).lower():
-            raise
-        return math.nan
+        print(paragraph(problem, "jmf-train"), file=sys.stderr)
+        sys.exit(USER_ERROR)
     return float(metrics.get(cfg.trainer.optimized_metric, math.nan))
 
 
+def cli() -> None:
+    """The ``jmf-train`` console script: :func:`main`, with Hydra's config errors mapped to exit code 2."""
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not _started:     # Hydra printed a config error (unknown option, bad override)
+            sys.exit(USER_ERROR)
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -33,13 +33,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from jmf.data.interactions import Interactions
 from jmf.data.split import SplitData
+from jmf.errors import JmfError
 
 log = logging.getLogger("jmf")
 FORMAT = 1
 VERSIONED = ("jmf", "jax", "flax", "numpy")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(JmfError, ValueError):
     """A run directory whose model cannot be loaded (missing, corrupt, or written by another version/config)."""
 
 

@@ -11,6 +11,7 @@ group (STYLE §A: a root search path breaks ``experiment=glob(*)`` in Hydra 1.3.
 from __future__ import annotations
 
 import inspect
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from jmf.data.preprocess import PreprocessConfig
 from jmf.distributed import DistributedConfig
 from jmf.optim import OptimConfig
+from jmf.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -116,8 +118,17 @@ class TrainerConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
+def data_dir() -> str:
+    """The datasets' folder: ``$JMF_DATA_DIR``, or ``data`` (relative to the working directory) when it is
+    unset or empty (an empty variable must not become ``/``)."""
+    return os.environ.get("JMF_DATA_DIR", "").strip() or "data"
+
+
 def register_configs() -> None:
-    """Register schemas and experiments in Hydra's ConfigStore (idempotent)."""
+    """Register schemas and experiments in Hydra's ConfigStore (idempotent), and the ``${jmf_data_dir:}``
+    resolver the dataset configs' ``root`` uses."""
+    if not OmegaConf.has_resolver("jmf_data_dir"):
+        OmegaConf.register_new_resolver("jmf_data_dir", data_dir)
     cs = ConfigStore.instance()
     cs.store(group="partition", name="schema", node=PartitionConfig)
     cs.store(group="split", name="schema", node=SplitConfig)
@@ -168,7 +179,7 @@ def _is_model(entry) -> bool:
 
 def _load(path: Path) -> DictConfig:
     if not path.exists():
-        raise ValueError(f"experiment: {path} does not exist (referenced from experiments/)")
+        raise ConfigError(f"experiment: {path} does not exist (referenced from experiments/)")
     return OmegaConf.load(path)
 
 
@@ -243,11 +254,11 @@ def to_dataclass(cls, node: DictConfig | dict | None, key: str):
         try:
             node = OmegaConf.to_container(node, resolve=True)
         except Exception as err:
-            raise ValueError(f"config '{key}': {err}") from None
+            raise ConfigError(f"config '{key}': {err}") from None
     try:
         merged = OmegaConf.merge(OmegaConf.structured(cls), node)
     except Exception as err:  # omegaconf's errors carry the field name; add the group
-        raise ValueError(f"config '{key}': {err}") from None
+        raise ConfigError(f"config '{key}': {err}") from None
     return cls(**OmegaConf.to_container(merged))
 
 
@@ -257,11 +268,20 @@ def check_target(node: DictConfig, key: str, skip: tuple[str, ...] = ()) -> None
 
     target = node.get("_target_")
     if target is None:
-        raise ValueError(f"config '{key}': no _target_")
+        raise ConfigError(f"config '{key}': no _target_")
     try:
         fn = get_method(target)
     except Exception as err:
-        raise ValueError(f"config '{key}._target_': cannot import {target!r}: {err}") from None
+        raise ConfigError(f"config '{key}._target_': cannot import {target!r}: {err}") from None
+    try:
+        _check_keys(node, key, fn, target, skip)
+    except ConfigError:
+        raise
+    except Exception as err:   # omegaconf: a missing interpolation (``${data.n_users}`` on another dataset), ...
+        raise ConfigError(f"config '{key}': {' '.join(str(err).split())}") from None
+
+
+def _check_keys(node: DictConfig, key: str, fn, target: str, skip: tuple[str, ...]) -> None:
     sig = inspect.signature(fn)
     params = sig.parameters
     accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -275,7 +295,7 @@ def check_target(node: DictConfig, key: str, skip: tuple[str, ...] = ()) -> None
         if name not in params:
             if accepts_kwargs:
                 continue
-            raise ValueError(f"config '{key}.{name}': unknown key for {target} (accepts: {sorted(params)})")
+            raise ConfigError(f"config '{key}.{name}': unknown key for {target} (accepts: {sorted(params)})")
         value = node[name]
         if isinstance(value, DictConfig) and "_target_" in value:
             check_target(value, f"{key}.{name}")
@@ -286,7 +306,7 @@ def check_target(node: DictConfig, key: str, skip: tuple[str, ...] = ()) -> None
                 check_target(value[sub], f"{key}.{name}.{sub}")
             continue
         if name in hints and not OmegaConf.is_missing(node, name) and not _type_ok(value, hints[name]):
-            raise ValueError(f"config '{key}.{name}': {value!r} is not of type {hints[name]}")
+            raise ConfigError(f"config '{key}.{name}': {value!r} is not of type {hints[name]}")
 
 
 def _type_ok(value: Any, hint: Any) -> bool:

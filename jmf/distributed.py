@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from jmf.errors import ConfigError
 
 log = logging.getLogger("jmf")
 
@@ -67,7 +68,7 @@ def initialize(cfg: DistributedConfig | None = None, env: dict | None = None) ->
     cfg = cfg or DistributedConfig()
     env = os.environ if env is None else env
     if cfg.enabled not in ("auto", "true", "false"):
-        raise ValueError(f"trainer.distributed.enabled: {cfg.enabled!r} is not auto|true|false")
+        raise ConfigError(f"trainer.distributed.enabled: {cfg.enabled!r} is not auto|true|false")
     if cfg.enabled == "false" or _done:
         return _done
     address = cfg.coordinator_address or env.get("JMF_COORDINATOR_ADDRESS")
@@ -76,12 +77,12 @@ def initialize(cfg: DistributedConfig | None = None, env: dict | None = None) ->
     cluster = detect_cluster(env)
     if address is None and cluster is None:
         if cfg.enabled == "true":
-            raise ValueError("trainer.distributed.enabled=true but no coordinator: set "
+            raise ConfigError("trainer.distributed.enabled=true but no coordinator: set "
                              "trainer.distributed.coordinator_address/num_processes/process_id or JMF_COORDINATOR_"
                              "ADDRESS/JMF_NUM_PROCESSES/JMF_PROCESS_ID, or run under SLURM or on a TPU pod")
         return False
     if address is not None and (n is None or pid is None):
-        raise ValueError("trainer.distributed: coordinator_address given without num_processes and process_id")
+        raise ConfigError("trainer.distributed: coordinator_address given without num_processes and process_id")
     import jax
 
     kwargs = {"initialization_timeout": cfg.timeout_s}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import optax
+from jmf.errors import ConfigError
 
 
 @dataclass
@@ -35,7 +36,7 @@ def build_optimizer(name: str, lr: float, **kwargs) -> optax.GradientTransformat
     """``optax.<name>(lr, **kwargs)`` with a clear error for unknown names."""
     ctor = getattr(optax, name, None)
     if ctor is None or not callable(ctor):
-        raise ValueError(f"optim.name: {name!r} is not an optax optimiser")
+        raise ConfigError(f"optim.name: {name!r} is not an optax optimiser")
     return ctor(lr, **kwargs)
 
 

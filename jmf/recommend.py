@@ -30,12 +30,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from jmf.data.split import SplitData
+from jmf.errors import JmfError
 
 log = logging.getLogger("jmf")
 COLUMNS = ["user", "rank", "item", "score"]
 
 
-class RecommendError(ValueError):
+class RecommendError(JmfError, ValueError):
     """Bad input to the recommender (ids, columns, files); the message names the culprit."""
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from jmf.errors import DataFileError
 
 LOWER_IS_BETTER = ("rmse", "mae", "loss", "kl")
 
@@ -148,7 +149,7 @@ def write_report(sweep_dir: str | Path, metric: str | None = None, out: str | Pa
     out.mkdir(parents=True, exist_ok=True)
     jobs = load_jobs(sweep_dir)
     if not jobs:
-        raise FileNotFoundError(f"{sweep_dir}: no Hydra job folders (.hydra/overrides.yaml) found")
+        raise DataFileError(f"{sweep_dir}: no Hydra job folders (.hydra/overrides.yaml) found")
     metric = metric or _optimized_metric(jobs) or "valid/ndcg@10"
     s = summarise(jobs, metric)
     names = sorted({k for j in jobs for k in j.metrics if k.startswith(("valid/", "test/"))})

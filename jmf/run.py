@@ -28,11 +28,13 @@ from jmf.data.preprocess import PreprocessConfig, preprocess
 from jmf.data.split import SplitData, make_split, partition_categories
 from jmf.evaluate.protocols import EvalConfig, evaluate_split, evaluate_test_extras
 from jmf.models.protocols import HasInterest, Model, RunContext, Saveable
+from jmf.preflight import RunDirLock, check_model_sizes, check_split, check_values, clamp_dim
 from jmf.train.observe import array_fingerprint, file_fingerprint, progress, status, write_run_info
+from jmf.errors import ConfigError
 
 log = logging.getLogger("jmf")
 
-DATA_META_KEYS = ("preprocess", "name")
+DATA_META_KEYS = ("preprocess", "name", "rating_range")
 # trainer knobs that change how a run executes, not what it computes: a checkpoint stays valid across them
 EXECUTION_KEYS = ("optimized_metric", "top_n", "interest", "save_model", "log_level", "devices", "max_inflight", "checkpoint",
                   "checkpoint_every", "keep_checkpoints", "resume", "progress", "tensorboard", "log_every",
@@ -49,6 +51,8 @@ def load_data(data_cfg: DictConfig, seed: int, fingerprint: dict | None = None) 
     loader = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k not in DATA_META_KEYS}
     data = instantiate(loader, _convert_="all")
     log.info("loaded %s: %s", data.name, data.stats())
+    rating_range = data_cfg.get("rating_range")
+    check_values(data, None if rating_range is None else list(rating_range), str(loader.get("path") or data.name))
     clean = preprocess(data, pre, seed=seed)
     if fingerprint is not None:
         paths = [Path(v) for v in loader.values() if isinstance(v, str) and v and Path(v).exists()]
@@ -73,9 +77,11 @@ def build_split(data: Interactions, partition_cfg: DictConfig, split_cfg: DictCo
 
 
 def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
-    """Run the experiment ``cfg`` in ``out_dir`` (see the module docstring for what it writes)."""
+    """Run the experiment ``cfg`` in ``out_dir`` (see the module docstring for what it writes); the
+    directory is locked for the run (:class:`jmf.preflight.RunDirLock`)."""
+    import jax
+
     out = Path(out_dir or ".")
-    out.mkdir(parents=True, exist_ok=True)
     trainer = to_dataclass(TrainerConfig, cfg.get("trainer"), "trainer")
     eval_cfg = EvalConfig(**{**vars(to_dataclass(EvalSchema, cfg.get("eval"), "eval")),
                              "ks": tuple(cfg.eval.ks),
@@ -83,21 +89,30 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
     check_target(cfg.model, "model")
     distributed.initialize(distributed.DistributedConfig(**trainer.distributed)
                            if isinstance(trainer.distributed, dict) else trainer.distributed)
+    with RunDirLock(out, jax.process_index()):
+        return _run(cfg, out, trainer, eval_cfg)
+
+
+def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfig) -> dict[str, float]:
     seeds = _seeds(cfg, trainer)
     seed = seeds["run"]
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
     fingerprint: dict = {}
     with status(f"preparing {cfg.data.get('name', 'data')} ...", trainer.progress):
         data = load_data(cfg.data, seed, fingerprint)
         split = build_split(data, cfg.partition, cfg.split, seed)
     fingerprint["split"] = split.counts()
     log.info("split %s: %s", cfg.split.method, split.counts())
+    check_split(split, cfg.model, eval_cfg)
+    check_model_sizes(cfg.model)
+    clamp_dim(cfg.model, split)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     write_run_info(out, seeds=seeds, data=fingerprint, config=OmegaConf.to_container(cfg, resolve=True))
     model = instantiate(cfg.model, _convert_="all")
     if not isinstance(model, Model):
-        raise ValueError(f"model._target_: {type(model).__name__} is not a model (fit(split, ctx), score(users), "
+        raise ConfigError(f"model._target_: {type(model).__name__} is not a model (fit(split, ctx), score(users), "
                          "predict(users, items): see jmf.models.protocols)")
+    if trainer.interest and not isinstance(model, HasInterest):
+        raise ConfigError(f"trainer.interest: {type(model).__name__} has no interest vector (use model=jmf)")
     start = time.perf_counter()
     fit_info = model.fit(split, _context(cfg, trainer, eval_cfg, out, seeds))
     timing = {"train/seconds": time.perf_counter() - start}
@@ -107,27 +122,32 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
         key = key if "/" in key else f"train/{key}"
         (timing if key.endswith("seconds") else metrics)[key] = float(value)
     metrics.update(evaluate(model, split, eval_cfg, trainer.progress))
-    import jax
 
     # wall-clock keys (``*/seconds``) are part of metrics.json's contract (issue 2) and its only
     # non-deterministic entries; timing.json holds them alone, for comparisons of the rest
     metrics.update(timing)
-    if jax.process_index() == 0:
+    if _main_process():
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         (out / "timing.json").write_text(json.dumps(timing, indent=2, sort_keys=True))
         _print_table(metrics, timing, f"{cfg.data.get('name', 'data')} · {type(model).__name__} · seed {seed}")
-    if trainer.save_model and jax.process_index() == 0:
+    if trainer.save_model and _main_process():
         if isinstance(model, Saveable):
             from jmf.artifact import save_model
 
             save_model(out, model, data, split, cfg, seed)
         else:
             log.info("%s has no fitted_state(): no model/ written (see jmf.models.protocols)", type(model).__name__)
-    if trainer.top_n > 0 and jax.process_index() == 0:
+    if trainer.top_n > 0 and _main_process():
         _write_top_n(model, split, trainer.top_n, out / "topn.json")
-    if trainer.interest and jax.process_index() == 0:
+    if trainer.interest and _main_process():
         _write_interest(model, split, out / "interest.csv")
     return metrics
+
+
+def _main_process() -> bool:
+    import jax
+
+    return jax.process_index() == 0
 
 
 def _seeds(cfg: DictConfig, trainer: TrainerConfig) -> dict:
@@ -196,7 +216,7 @@ def _write_interest(model, split: SplitData, path: Path) -> None:
     import pandas as pd
 
     if not isinstance(model, HasInterest):
-        raise ValueError(f"trainer.interest: {type(model).__name__} has no interest vector (use model=jmf)")
+        raise ConfigError(f"trainer.interest: {type(model).__name__} has no interest vector (use model=jmf)")
     users = _output_users(split)
     names = [str(split.data.category_names[c]) for c in split.partition.cf_categories]
     parts = []

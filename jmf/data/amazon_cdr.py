@@ -43,6 +43,7 @@ import numpy as np
 
 from jmf.data.interactions import TEST, TRAIN, Interactions, from_columns
 from jmf.data.tabular import read_columns
+from jmf.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def split_pair(pair: str, key: str = "data.pair") -> tuple[str, str]:
     """``"a_b"`` -> ``("a", "b")``; anything else raises naming ``key``."""
     parts = pair.split("_")
     if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-        raise ValueError(f"{key}: {pair!r} is not of the form '<domain>_<other domain>' (e.g. {PAIRS[0]})")
+        raise DataError(f"{key}: {pair!r} is not of the form '<domain>_<other domain>' (e.g. {PAIRS[0]})")
     return parts[0], parts[1]
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from jmf.data.interactions import Interactions
+from jmf.errors import DataError
 
 AGGREGATIONS = ("count", "mean", "normalised")
 FILLS = ("none", "zero", "mean", "knn")
@@ -26,9 +27,9 @@ def behavior_matrix(data: Interactions, agg: str = "count", fill: str = "zero", 
       ValueError: unknown ``agg``/``fill`` (named as ``behavior.agg`` / ``behavior.fill``).
     """
     if agg not in AGGREGATIONS:
-        raise ValueError(f"behavior.agg: {agg!r} is not one of {AGGREGATIONS}")
+        raise DataError(f"behavior.agg: {agg!r} is not one of {AGGREGATIONS}")
     if fill not in FILLS:
-        raise ValueError(f"behavior.fill: {fill!r} is not one of {FILLS}")
+        raise DataError(f"behavior.fill: {fill!r} is not one of {FILLS}")
     cat = data.item_category[data.item]
     shape = (data.n_users, data.n_categories)
     counts = sp.csr_matrix((np.ones(len(data)), (data.user, cat)), shape=shape).toarray()

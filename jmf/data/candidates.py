@@ -31,6 +31,7 @@ import pandas as pd
 
 from jmf.data.sources import require_file
 from jmf.data.split import SplitData
+from jmf.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,14 @@ def load_candidates(path: str | Path, split: SplitData) -> tuple[np.ndarray, np.
     try:
         frame = pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False, quoting=3)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise ValueError(f"{path}: expected '(user, item)' then tab-separated negatives on every line: {err}") from None
+        raise DataError(f"{path}: expected '(user, item)' then tab-separated negatives on every line: {err}") from None
     if frame.shape[1] < 2:
-        raise ValueError(f"{path}: no negatives: expected '(user, item)' then tab-separated negative ids")
+        raise DataError(f"{path}: no negatives: expected '(user, item)' then tab-separated negative ids")
     head = frame[0].str.extract(_HEAD)
     bad = head[0].isna().to_numpy()
     if bad.any():
         line = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{path}: line {line + 1} does not start with '(user, item)': {frame[0].iloc[line]!r}")
+        raise DataError(f"{path}: line {line + 1} does not start with '(user, item)': {frame[0].iloc[line]!r}")
 
     user_index = pd.Index(np.asarray(split.data.user_ids).astype(str))
     users = _lookup(user_index, head[0].to_numpy(), path, "user")
@@ -78,7 +79,7 @@ def load_candidates(path: str | Path, split: SplitData) -> tuple[np.ndarray, np.
     is_test = np.asarray(split.test[users, positives]).ravel() != 0
     if not is_test.all():
         lines = np.flatnonzero(~is_test)[:5] + 1
-        raise ValueError(f"{path}: {int((~is_test).sum())} of {len(users)} (user, test_item) pairs are not test "
+        raise DataError(f"{path}: {int((~is_test).sum())} of {len(users)} (user, test_item) pairs are not test "
                          f"interactions of the split (lines {lines.tolist()}...): is this the candidate file of the "
                          f"CF-side domain {_cf_names(split)}, and were the data loaded with its test file?")
     with_positive = int((negatives == positives[:, None]).any(1).sum())
@@ -110,7 +111,7 @@ def _lookup(index: pd.Index, tokens: np.ndarray, path: Path, what: str, lines: n
     if (found < 0).any():
         k = int(np.flatnonzero(found < 0)[0])
         line = (k if lines is None else int(lines[k])) + 1
-        raise ValueError(f"{path}: {what} {str(tokens[k])!r} at line {line} is not in the data's CF side "
+        raise DataError(f"{path}: {what} {str(tokens[k])!r} at line {line} is not in the data's CF side "
                          f"({int((found < 0).sum())} such ids); for the Bi-TGCF files load the data with "
                          "data.test_file=test_original.txt and set partition.cf_categories to the file's domain")
     return found

@@ -45,6 +45,7 @@ import numpy as np
 from jmf.data.amazon_cdr import split_pair
 from jmf.data.interactions import TEST, TRAIN, VALID, Interactions, from_columns
 from jmf.data.tabular import read_columns
+from jmf.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def load_cdrib(root: str | Path, pair: str = "sport_cloth") -> Interactions:
     target_dir, source_dir = root / f"{target}_{source}", root / f"{source}_{target}"
     n_common = common_users(target_dir)
     if common_users(source_dir) != n_common:
-        raise ValueError(f"{root}: {target_dir.name} and {source_dir.name} disagree on the number of common users "
+        raise DataError(f"{root}: {target_dir.name} and {source_dir.name} disagree on the number of common users "
                          f"({n_common} vs {common_users(source_dir)})")
     parts = [(target_dir / "train.txt", TRAIN), (target_dir / "valid.txt", VALID),
              (target_dir / "test.txt", TEST), (source_dir / "train.txt", TRAIN)]

@@ -24,6 +24,7 @@ import numpy as np
 
 from jmf.data.interactions import Interactions, from_columns
 from jmf.data.sources import require_file
+from jmf.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,12 @@ def read_ciao(path: str | Path) -> dict[str, np.ndarray]:
     mat = loadmat(path)
     if KEY not in mat:
         found = [k for k in mat if not k.startswith("__")]
-        raise ValueError(f"{path}: no key '{KEY}' in the MATLAB file (found {found})")
+        raise DataError(f"{path}: no key '{KEY}' in the MATLAB file (found {found})")
     table = np.asarray(mat[KEY])
     if table.ndim != 2 or table.shape[1] != len(COLUMNS):
-        raise ValueError(f"{path}: '{KEY}' has shape {table.shape}, expected [N, {len(COLUMNS)}] columns {COLUMNS}")
+        raise DataError(f"{path}: '{KEY}' has shape {table.shape}, expected [N, {len(COLUMNS)}] columns {COLUMNS}")
     if not np.issubdtype(table.dtype, np.number):
-        raise ValueError(f"{path}: '{KEY}' is of type {table.dtype}, expected numbers")
+        raise DataError(f"{path}: '{KEY}' is of type {table.dtype}, expected numbers")
     columns = {}
     for j, name in enumerate(COLUMNS):
         col = table[:, j]
@@ -54,12 +55,12 @@ def read_ciao(path: str | Path) -> dict[str, np.ndarray]:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             what = "NaN" if np.isnan(col[row]) else "not an integer"
-            raise ValueError(f"{path}: field '{name}' is {what} at row {row}: {col[row]!r}")
+            raise DataError(f"{path}: field '{name}' is {what} at row {row}: {col[row]!r}")
         columns[name] = col.astype(np.int64)
     outside = (columns["category"] < 1) | (columns["category"] > len(CATEGORIES))
     if outside.any():
         row = int(np.flatnonzero(outside)[0])
-        raise ValueError(f"{path}: field 'category' is {columns['category'][row]} at row {row}, "
+        raise DataError(f"{path}: field 'category' is {columns['category'][row]} at row {row}, "
                          f"outside 1..{len(CATEGORIES)}")
     return columns
 

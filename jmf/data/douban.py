@@ -17,6 +17,7 @@ import numpy as np
 
 from jmf.data.interactions import Interactions, from_columns
 from jmf.data.tabular import read_columns
+from jmf.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def load_douban(root: str | Path, domains: Sequence[str] = DOMAINS) -> Interacti
     root = Path(root)
     domains = tuple(domains)
     if not domains or len(set(domains)) != len(domains):
-        raise ValueError(f"data.domains: {list(domains)} must be non-empty and without repeats")
+        raise DataError(f"data.domains: {list(domains)} must be non-empty and without repeats")
     parts = [read_columns(root / domain / FILE, ("user", "item", "rating")) for domain in domains]
     sizes = [len(p["user"]) for p in parts]
     domain = np.repeat(np.asarray(domains), sizes)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from jmf.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +57,22 @@ class Interactions:
         n = len(self.user)
         for field in ("item", "value"):
             if len(getattr(self, field)) != n:
-                raise ValueError(f"{self.name}: field '{field}' has {len(getattr(self, field))} rows, 'user' has {n}")
+                raise DataError(f"{self.name}: field '{field}' has {len(getattr(self, field))} rows, 'user' has {n}")
         for field in ("timestamp", "fold"):
             arr = getattr(self, field)
             if arr is not None and len(arr) != n:
-                raise ValueError(f"{self.name}: field '{field}' has {len(arr)} rows, 'user' has {n}")
+                raise DataError(f"{self.name}: field '{field}' has {len(arr)} rows, 'user' has {n}")
         if len(self.item_category) != len(self.item_ids):
-            raise ValueError(f"{self.name}: item_category has {len(self.item_category)} entries for {len(self.item_ids)} items")
+            raise DataError(f"{self.name}: item_category has {len(self.item_category)} entries for {len(self.item_ids)} items")
         if len(self.category_names) == 0:
-            raise ValueError(f"{self.name}: empty category set")
+            raise DataError(f"{self.name}: empty category set")
         if n and (self.user.max() >= len(self.user_ids) or self.item.max() >= len(self.item_ids)):
-            raise ValueError(f"{self.name}: user/item index out of range of the id maps")
+            raise DataError(f"{self.name}: user/item index out of range of the id maps")
         if len(self.item_category) and (self.item_category.min() < 0 or self.item_category.max() >= len(self.category_names)):
-            raise ValueError(f"{self.name}: item_category outside 0..{len(self.category_names) - 1}")
+            raise DataError(f"{self.name}: item_category outside 0..{len(self.category_names) - 1}")
         if not np.all(np.isfinite(self.value)):
             bad = int(np.flatnonzero(~np.isfinite(self.value))[0])
-            raise ValueError(f"{self.name}: field 'value' has a non-finite entry at row {bad}")
+            raise DataError(f"{self.name}: field 'value' has a non-finite entry at row {bad}")
 
     @property
     def n_users(self) -> int:
@@ -141,11 +142,11 @@ def _numeric(column: np.ndarray, field: str, source: str, dtype) -> np.ndarray:
             try:
                 float(v)
             except (TypeError, ValueError):
-                raise ValueError(f"{source}: field '{field}' is not numeric at row {row}: {v!r}") from None
+                raise DataError(f"{source}: field '{field}' is not numeric at row {row}: {v!r}") from None
         raise
     if np.isnan(out).any():
         row = int(np.flatnonzero(np.isnan(out))[0])
-        raise ValueError(f"{source}: field '{field}' is NaN at row {row}")
+        raise DataError(f"{source}: field '{field}' is NaN at row {row}")
     return out.astype(dtype)
 
 
@@ -169,7 +170,7 @@ def from_columns(
     """
     n = len(user)
     if len(item) != n or len(value) != n:
-        raise ValueError(f"{source}: columns have different lengths (user {n}, item {len(item)}, value {len(value)})")
+        raise DataError(f"{source}: columns have different lengths (user {n}, item {len(item)}, value {len(value)})")
     values = _numeric(value, "value", source, np.float32)
     ts = None if timestamp is None else _numeric(timestamp, "timestamp", source, np.int64)
     u, user_ids = factorize(user)
@@ -187,12 +188,12 @@ def from_columns(
             raw = raw.item() if hasattr(raw, "item") else raw
             cats = item_category.get(raw)
             if cats is None:
-                raise ValueError(f"{source}: item {raw!r} has no category")
+                raise DataError(f"{source}: item {raw!r} has no category")
             for c in ([cats] if isinstance(cats, (str, int, np.integer)) else cats):
                 rows_i.append(code)
                 rows_c.append(c)
         if not rows_c:
-            raise ValueError(f"{source}: empty category set")
+            raise DataError(f"{source}: empty category set")
         cat_codes, cat_raw = factorize(np.asarray(rows_c))
         names = _names(cat_raw, category_names, source)
         if category_names is not None:
@@ -211,12 +212,12 @@ def from_columns(
 def _names(cat_raw: np.ndarray, category_names, source: str) -> tuple[str, ...]:
     if category_names is None:
         if len(cat_raw) == 0:
-            raise ValueError(f"{source}: empty category set")
+            raise DataError(f"{source}: empty category set")
         return tuple(str(c) for c in cat_raw)
     names = tuple(str(c) for c in category_names)
     missing = [c for c in cat_raw if str(c) not in names]
     if missing:
-        raise ValueError(f"{source}: categories {missing[:5]} are not in category_names")
+        raise DataError(f"{source}: categories {missing[:5]} are not in category_names")
     return names
 
 
@@ -227,7 +228,7 @@ def _resolve_item_category(item: np.ndarray, cat: np.ndarray, n_items: int, poli
     multi = int((n_cats > 1).sum())
     if multi:
         if policy == "error":
-            raise ValueError(f"{source}: {multi} items carry more than one category (data.preprocess.multi_category=error)")
+            raise DataError(f"{source}: {multi} items carry more than one category (data.preprocess.multi_category=error)")
         log.info("%s: %d items carry more than one category; keeping the %s", source, multi, policy)
     out = np.full(n_items, -1, np.int32)
     if policy == "first":
@@ -238,5 +239,5 @@ def _resolve_item_category(item: np.ndarray, cat: np.ndarray, n_items: int, poli
         counts = sp.coo_matrix((np.ones(len(item)), (item, cat)), shape=(n_items, int(cat.max()) + 1)).tocsr()
         out[:] = np.asarray(counts.argmax(axis=1)).ravel()
     else:
-        raise ValueError(f"data.preprocess.multi_category: unknown policy {policy!r} (first|most_common|error)")
+        raise DataError(f"data.preprocess.multi_category: unknown policy {policy!r} (first|most_common|error)")
     return out

@@ -16,6 +16,7 @@ import pandas as pd
 
 from jmf.data.interactions import Interactions, from_columns
 from jmf.data.sources import require_file
+from jmf.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def read_atomic(path: Path) -> pd.DataFrame:
 def _require_columns(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
 
 
 def load_ml100k(root: str | Path, multi_category: str = "first", **_: object) -> Interactions:
@@ -60,7 +61,7 @@ def load_ml100k(root: str | Path, multi_category: str = "first", **_: object) ->
                             names=["user_id", "item_id", "rating", "timestamp"])
         items = pd.read_csv(item_path, sep="|", header=None, dtype=str, encoding="latin-1")
         if items.shape[1] != 5 + len(GENRES):
-            raise ValueError(f"{item_path}: expected {5 + len(GENRES)} '|'-separated fields, found {items.shape[1]}")
+            raise DataError(f"{item_path}: expected {5 + len(GENRES)} '|'-separated fields, found {items.shape[1]}")
         flags = items.iloc[:, 5:].astype(int).to_numpy()
         genres = {iid: list(np.flatnonzero(f)) or [0] for iid, f in zip(items[0], flags)}
         titles = dict(zip(items[0], items[1].str.replace(r"\s*\(\d{4}\)\s*$", "", regex=True)))
@@ -68,7 +69,7 @@ def load_ml100k(root: str | Path, multi_category: str = "first", **_: object) ->
         source = str(data_path)
     unknown_items = set(item) - set(genres)
     if unknown_items:
-        raise ValueError(f"{source}: {len(unknown_items)} rated items are missing from the item file, "
+        raise DataError(f"{source}: {len(unknown_items)} rated items are missing from the item file, "
                          f"e.g. {sorted(unknown_items)[:3]}")
     data = from_columns(user.to_numpy(), item.to_numpy(), rating.to_numpy(), timestamp=ts.to_numpy(),
                         item_category={k: [GENRES[g] for g in v] for k, v in genres.items()},
@@ -77,7 +78,7 @@ def load_ml100k(root: str | Path, multi_category: str = "first", **_: object) ->
 
 
 def _unknown_genre(genre: str, path: Path) -> int:
-    raise ValueError(f"{path}: field 'class' holds unknown genre {genre!r}")
+    raise DataError(f"{path}: field 'class' holds unknown genre {genre!r}")
 
 
 def _with_titles(data: Interactions, titles: dict) -> Interactions:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jmf.data.interactions import Interactions
+from jmf.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ class PreprocessConfig:
 def preprocess(data: Interactions, cfg: PreprocessConfig, seed: int = 0) -> Interactions:
     """Apply ``cfg`` to ``data`` and return the cleaned, compacted table."""
     if cfg.order not in ("time", "random", "file"):
-        raise ValueError(f"data.preprocess.order: {cfg.order!r} is not time|random|file")
+        raise DataError(f"data.preprocess.order: {cfg.order!r} is not time|random|file")
+    _require_rows(data, "loading", "check data.path / the dataset folder and the loader's columns")
     data = _order(data, cfg.order, seed)
     data = deduplicate(data, cfg.duplicates)
     if cfg.implicit_threshold is not None:
@@ -48,9 +50,18 @@ def preprocess(data: Interactions, cfg: PreprocessConfig, seed: int = 0) -> Inte
                  int((~keep).sum()), len(data))
         data = data.subset(keep)
         data = dataclasses.replace(data, value=np.ones(len(data), np.float32), implicit=True)
+        _require_rows(data, f"data.preprocess.implicit_threshold={cfg.implicit_threshold}",
+                      f"every value is below it (max {float(np.max(data.value, initial=np.nan)) if len(data) else 'n/a'})")
     if cfg.kcore > 0:
         data = kcore(data, cfg.kcore)
+        _require_rows(data, f"data.preprocess.kcore={cfg.kcore}", "lower it")
     return data.compact()
+
+
+def _require_rows(data: Interactions, step: str, remedy: str) -> None:
+    """A stage that leaves no rows is an error naming the stage, never an empty run counted as done."""
+    if len(data) == 0:
+        raise DataError(f"{data.name}: no interactions left after {step}; {remedy}")
 
 
 def _order(data: Interactions, order: str, seed: int) -> Interactions:
@@ -64,7 +75,7 @@ def _order(data: Interactions, order: str, seed: int) -> Interactions:
 def deduplicate(data: Interactions, policy: str) -> Interactions:
     """Resolve repeated (user, item) rows by ``policy``; logs how many rows it merged."""
     if policy not in DUPLICATE_POLICIES:
-        raise ValueError(f"data.preprocess.duplicates: unknown policy {policy!r} ({'|'.join(DUPLICATE_POLICIES)})")
+        raise DataError(f"data.preprocess.duplicates: unknown policy {policy!r} ({'|'.join(DUPLICATE_POLICIES)})")
     if policy == "keep" or len(data) == 0:
         return data
     key = data.user.astype(np.int64) * data.n_items + data.item
@@ -74,7 +85,7 @@ def deduplicate(data: Interactions, policy: str) -> Interactions:
         return data
     removed = len(data) - len(uniq)
     if policy == "error":
-        raise ValueError(f"{data.name}: {n_dup_pairs} (user, item) pairs occur more than once "
+        raise DataError(f"{data.name}: {n_dup_pairs} (user, item) pairs occur more than once "
                          "(data.preprocess.duplicates=error)")
     log.info("%s: duplicates=%s merged %d repeated rows of %d (user, item) pairs", data.name, policy, removed, n_dup_pairs)
     if policy == "first":

@@ -12,6 +12,7 @@ import hashlib
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from jmf.errors import DataError, DataFileError
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,12 @@ SOURCES: dict[str, Source] = {
 def require_file(path: str | Path) -> Path:
     """Return ``path`` if it is a file, else raise ``FileNotFoundError`` naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise DataFileError(f"{path} is a directory; a data file is needed there (check data.path / data.root)")
     if not path.is_file():
-        hint = " (set JMF_DATA_DIR or data.root)" if not path.parent.exists() else ""
-        raise FileNotFoundError(f"data file not found: {path}{hint}")
+        hint = (" (set JMF_DATA_DIR to the folder holding the datasets -- the tests use ../shared/data -- "
+                "or data.root)") if not path.parent.exists() else ""
+        raise DataFileError(f"data file not found: {path}{hint}")
     return path
 
 
@@ -56,11 +60,11 @@ def sha256(path: str | Path) -> str:
 def fetch(name: str, dest: str | Path) -> Path:
     """Download dataset ``name`` to ``dest`` and verify its checksum (online users only)."""
     if name not in SOURCES:
-        raise ValueError(f"data: unknown dataset {name!r} (known: {sorted(SOURCES)})")
+        raise DataError(f"data: unknown dataset {name!r} (known: {sorted(SOURCES)})")
     src = SOURCES[name]
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     urllib.request.urlretrieve(src.url, dest)  # noqa: S310 - an explicit user action
     if src.sha256 and sha256(dest) != src.sha256:
-        raise ValueError(f"{dest}: checksum mismatch for {name} (expected {src.sha256})")
+        raise DataError(f"{dest}: checksum mismatch for {name} (expected {src.sha256})")
     return dest

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from jmf.data.interactions import TEST, TRAIN, VALID, Interactions
+from jmf.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -37,33 +38,36 @@ def partition_categories(data: Interactions, k: int | None = None,
 
     Args:
       k: the ``k`` largest categories (by interactions) are the CF side.
-      cf_categories: explicit category ids or names.
+      cf_categories: explicit categories: a string is a category *name* (``"16"`` is the category named
+        16, whatever its position), an integer a category id ``0..C-1``.
       With neither, every category is on the CF side (plain warm recommendation, O2 empty).
     """
     C = data.n_categories
     if k is not None and cf_categories is not None:
-        raise ValueError("partition: give either partition.k or partition.cf_categories, not both")
+        raise DataError("partition: give either partition.k or partition.cf_categories, not both")
     if cf_categories is not None:
         if len(cf_categories) == 0:
-            raise ValueError("partition.cf_categories: empty category set")
+            raise DataError("partition.cf_categories: empty category set")
         ids = []
+        names = [str(n) for n in data.category_names]
         for c in cf_categories:
-            if isinstance(c, str) and not c.lstrip("-").isdigit():
-                if c not in data.category_names:
-                    raise ValueError(f"partition.cf_categories: unknown category {c!r} in {data.name} "
-                                     f"(known: {list(data.category_names)[:10]}...)")
-                ids.append(data.category_names.index(c))
+            if isinstance(c, str):
+                if c not in names:
+                    hint = " (an integer, unquoted, selects a category by id)" if c.lstrip("-").isdigit() else ""
+                    raise DataError(f"partition.cf_categories: no category named {c!r} in {data.name} "
+                                    f"(names: {names[:12]}{' ...' if len(names) > 12 else ''}){hint}")
+                ids.append(names.index(c))
             else:
-                c = int(c)
-                if not 0 <= c < C:
-                    raise ValueError(f"partition.cf_categories: id {c} not in 0..{C - 1} ({data.name})")
-                ids.append(c)
+                if isinstance(c, bool) or int(c) != c or not 0 <= int(c) < C:
+                    raise DataError(f"partition.cf_categories: id {c!r} not in 0..{C - 1} ({data.name}); "
+                                    "quote a category name")
+                ids.append(int(c))
         cf = np.unique(np.asarray(ids, np.int32))
         if len(cf) == C:
             log.info("partition: every category is on the CF side; O2 is empty")
     elif k is not None:
         if not 1 <= k < C:
-            raise ValueError(f"partition.k: {k} must be in 1..{C - 1} ({data.name} has {C} categories)")
+            raise DataError(f"partition.k: {k} must be in 1..{C - 1} ({data.name} has {C} categories)")
         counts = np.bincount(data.item_category[data.item], minlength=C)
         cf = np.sort(np.argsort(-counts, kind="stable")[:k]).astype(np.int32)
     else:
@@ -144,7 +148,7 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
         fold[cf_row & np.isin(data.user, cold_test)] = TEST
         fold[cf_row & np.isin(data.user, cold_valid)] = VALID
     else:
-        raise ValueError(f"split: unknown method {method!r} (ratio|loo|cold_start|predefined)")
+        raise DataError(f"split: unknown method {method!r} (ratio|loo|cold_start|predefined)")
 
     def side(mask, items):
         local = np.full(data.n_items, -1, np.int64)
@@ -167,7 +171,7 @@ def _ratio_folds(data: Interactions, rows: np.ndarray, fold: np.ndarray, rng: np
                  test_ratio: float, valid_ratio: float, by: str, order: str, min_train: int) -> None:
     """``ratio``: test/valid fractions of the CF-side ``rows``, per user or over all rows (in place)."""
     if not (0 < test_ratio < 1 and 0 <= valid_ratio < 1 and test_ratio + valid_ratio < 1):
-        raise ValueError(f"split.test_ratio/valid_ratio: {test_ratio}/{valid_ratio} must be in (0, 1) with sum < 1")
+        raise DataError(f"split.test_ratio/valid_ratio: {test_ratio}/{valid_ratio} must be in (0, 1) with sum < 1")
     if by == "global":
         perm = rng.permutation(rows)
         n_test, n_valid = int(round(test_ratio * len(rows))), int(round(valid_ratio * len(rows)))
@@ -177,7 +181,7 @@ def _ratio_folds(data: Interactions, rows: np.ndarray, fold: np.ndarray, rng: np
         _per_user(data, rows, fold, rng, order, lambda n: (int(round(test_ratio * n)), int(round(valid_ratio * n))),
                   min_train)
     else:
-        raise ValueError(f"split.by: {by!r} is not user|global")
+        raise DataError(f"split.by: {by!r} is not user|global")
 
 
 def _predefined_folds(data: Interactions, cf_row: np.ndarray, rng: np.random.Generator,
@@ -185,7 +189,7 @@ def _predefined_folds(data: Interactions, cf_row: np.ndarray, rng: np.random.Gen
     """The dataset's own folds (a validation slice carved from training when none ships); returns
     ``(fold, dl_row)``: O2 keeps only the DL-side training rows."""
     if data.fold is None:
-        raise ValueError(f"split=predefined: dataset {data.name} ships no folds")
+        raise DataError(f"split=predefined: dataset {data.name} ships no folds")
     fold = data.fold.copy()
     dl_row = ~cf_row & (fold == TRAIN)
     if (~cf_row & ~dl_row).any():
@@ -193,7 +197,7 @@ def _predefined_folds(data: Interactions, cf_row: np.ndarray, rng: np.random.Gen
                  int((~cf_row & ~dl_row).sum()), data.name)
     fold[~cf_row] = TRAIN
     if not 0 <= valid_ratio <= 1:
-        raise ValueError(f"split.valid_ratio: {valid_ratio} must be in [0, 1] with split=predefined "
+        raise DataError(f"split.valid_ratio: {valid_ratio} must be in [0, 1] with split=predefined "
                          "(the fraction of users that lend one training row to validation)")
     if valid_ratio > 0 and not (cf_row & (fold == VALID)).any():
         _carve_valid(data, np.flatnonzero(cf_row & (fold == TRAIN)), fold, rng, valid_ratio)
@@ -205,14 +209,14 @@ def _cold_users(data: Interactions, partition: Partition, cf_row: np.ndarray, rn
     """``cold_start``: a fraction ``beta`` of the users active on both sides become test users, and
     ``cold_valid_fraction`` of the rest validation users.  Returns ``(test users, valid users)``."""
     if not 0 < beta < 1:
-        raise ValueError(f"split.beta: {beta} must be in (0, 1)")
+        raise DataError(f"split.beta: {beta} must be in (0, 1)")
     if len(partition.dl_categories) == 0:
-        raise ValueError("split=cold_start needs a DL side: set partition.k or partition.cf_categories")
+        raise DataError("split=cold_start needs a DL side: set partition.k or partition.cf_categories")
     has_cf = np.bincount(data.user[cf_row], minlength=data.n_users) > 0
     has_dl = np.bincount(data.user[~cf_row], minlength=data.n_users) > 0
     overlap = np.flatnonzero(has_cf & has_dl)
     if len(overlap) < 4:
-        raise ValueError(f"split=cold_start: only {len(overlap)} users are active on both sides")
+        raise DataError(f"split=cold_start: only {len(overlap)} users are active on both sides")
     perm = rng.permutation(overlap)
     n_test = max(1, int(round(beta * len(overlap))))
     n_valid = max(1, int(round(cold_valid_fraction * (len(overlap) - n_test))))
@@ -243,7 +247,7 @@ def _per_user(data: Interactions, rows: np.ndarray, fold: np.ndarray, rng: np.ra
               sizes, min_train: int) -> None:
     """Per user, mark the last (by time, or random) rows as TEST then VALID, in place."""
     if order not in ("time", "random"):
-        raise ValueError(f"split.order: {order!r} is not time|random")
+        raise DataError(f"split.order: {order!r} is not time|random")
     if order == "time" and data.timestamp is not None:
         # stable sort by (user, time); ties keep file order
         key = np.lexsort((data.timestamp[rows], data.user[rows]))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from jmf.data.interactions import Interactions
+from jmf.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,9 @@ def synthetic(
       return_truth: also return :class:`SyntheticTruth`.
     """
     if n_categories < 1 or n_items < n_categories or n_users < 1:
-        raise ValueError("data: synthetic needs n_users >= 1 and n_items >= n_categories >= 1")
+        raise DataError("data: synthetic needs n_users >= 1 and n_items >= n_categories >= 1")
     if not 0.0 <= shared_weight <= 1.0:
-        raise ValueError(f"data.shared_weight: {shared_weight} is not in [0, 1]")
+        raise DataError(f"data.shared_weight: {shared_weight} is not in [0, 1]")
     rng = np.random.default_rng(seed)
     truth, popularity = make_truth(n_users, n_items, n_categories, shared_dim, specific_dim,
                                    shared_weight if shared_dim else 0.0, popularity_exponent, rng)

@@ -30,6 +30,7 @@ import numpy as np
 
 from jmf.data.batches import Sequences
 from jmf.data.split import SplitData
+from jmf.errors import DataError
 
 ALWAYS = -1   # token_pos of [CLS], [SEP] and prefix tokens
 PAD = -2      # token_pos of padding
@@ -124,7 +125,7 @@ def behaviour_tokens(split: SplitData, seqs: Sequences, tokenizer, template: Tex
     prefix = encode([template.prefix])[0] if template.prefix else []
     budget = max_tokens - 2 - len(prefix)
     if budget < 1:
-        raise ValueError(f"model.encoder.max_tokens: {max_tokens} leaves no room after [CLS], [SEP] and the prefix")
+        raise DataError(f"model.encoder.max_tokens: {max_tokens} leaves no room after [CLS], [SEP] and the prefix")
     U = len(pieces)
     tokens = np.full((U, max_tokens), tokenizer.pad_token_id, np.int32)
     token_pos = np.full((U, max_tokens), PAD, np.int32)

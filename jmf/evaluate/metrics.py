@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jmf.errors import ConfigError
 
 
 def top_k_indices(scores: jax.Array, k: int, group: int | None = None) -> jax.Array:
@@ -151,6 +152,6 @@ def rating_errors(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     pred = np.asarray(pred, np.float64)
     truth = np.asarray(truth, np.float64)
     if pred.shape != truth.shape or pred.size == 0:
-        raise ValueError(f"rating_errors: shapes {pred.shape} vs {truth.shape}")
+        raise ConfigError(f"rating_errors: shapes {pred.shape} vs {truth.shape}")
     err = pred - truth
     return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from jmf.evaluate import metrics as M
+from jmf.errors import ConfigError
 
 SCORE_BLOCK_ELEMENTS = 1 << 23  # elements of one [B, I] score block in evaluate_full (32 MB)
 
@@ -59,8 +60,14 @@ class EvalConfig:
     valid_protocol: str = "full"
 
     def __post_init__(self):
+        if self.protocol not in ("full", "sampled"):
+            raise ConfigError(f"eval.protocol: {self.protocol!r} is not full|sampled")
+        if not self.ks or any(int(k) < 1 for k in self.ks):
+            raise ConfigError(f"eval.ks: {list(self.ks)} must be positive cut-offs")
+        if self.negatives < 1:
+            raise ConfigError(f"eval.negatives: {self.negatives} must be >= 1")
         if self.valid_protocol not in ("full", "test"):
-            raise ValueError(f"eval.valid_protocol: {self.valid_protocol!r} is not full|test")
+            raise ConfigError(f"eval.valid_protocol: {self.valid_protocol!r} is not full|test")
 
     def for_validation(self, ks: tuple[int, ...], batch_size: int, ratings: bool) -> "EvalConfig":
         """The config a model validates with: ``ks``, ``batch_size`` and ``ratings`` are the model's,
@@ -156,7 +163,7 @@ def sample_negatives(exclude: sp.csr_matrix, users: np.ndarray, positives: np.nd
         banned.add(int(p))
         n_allowed = len(pool_set) - len(banned & pool_set)
         if n_allowed < n:
-            raise ValueError(f"eval.negatives: {n} negatives requested but user {u} has only {n_allowed} candidates")
+            raise ConfigError(f"eval.negatives: {n} negatives requested but user {u} has only {n_allowed} candidates")
         picked: list[int] = []
         seen = set()
         while len(picked) < n:
@@ -254,7 +261,7 @@ def evaluate_split(model, split, fold: str, cfg: EvalConfig, progress=None) -> d
                                          cfg.sampling_seed + (0 if fold == "valid" else 1))
         out.update(evaluate_sampled(model.score, pair_users, positives, negatives, ks, cfg.batch_size, progress))
     else:
-        raise ValueError(f"eval.protocol: {cfg.protocol!r} is not full|sampled")
+        raise ConfigError(f"eval.protocol: {cfg.protocol!r} is not full|sampled")
     if cfg.ratings and not split.implicit and getattr(model, "rates", True):   # ranking-only models: rates = False
         out.update(evaluate_ratings(model.predict, truth, users))
     return out

@@ -34,6 +34,7 @@ from jmf.data import synthetic as synth
 from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
 from jmf.models.protocols import RunContext
+from jmf.errors import ConfigError
 
 
 class PlantedOracle(AttributeState):
@@ -51,7 +52,7 @@ class PlantedOracle(AttributeState):
         params = inspect.signature(synth.synthetic).parameters
         unknown_target = data.get("_target_", "jmf.data.synthetic.synthetic")
         if not str(unknown_target).endswith("synthetic.synthetic"):
-            raise ValueError(f"model=oracle needs data=synthetic (data._target_ is {unknown_target})")
+            raise ConfigError(f"model=oracle needs data=synthetic (data._target_ is {unknown_target})")
         kw = {k: data[k] for k in params if k in data}
         self.kw = {k: kw.get(k, p.default) for k, p in params.items() if k not in ("chunk_users", "return_truth")}
 
@@ -65,7 +66,7 @@ class PlantedOracle(AttributeState):
         users = np.asarray(split.data.user_ids, np.int64)            # split row -> generator user
         items = np.asarray(split.data.item_ids, np.int64)[split.cf_items]  # CF column -> generator item
         if users.max(initial=0) >= kw["n_users"] or items.max(initial=0) >= kw["n_items"]:
-            raise ValueError("model=oracle: the split's ids do not come from this synthetic config")
+            raise ConfigError("model=oracle: the split's ids do not come from this synthetic config")
         T, C, K = float(kw["temperature"]), int(kw["n_categories"]), int(kw["candidates"])
         cat = truth.item_category
         # candidate sets [C, S, K], drawn as the generator does (inverse CDF inside a category)
@@ -92,7 +93,7 @@ class PlantedOracle(AttributeState):
                               self._cands, self._items, self._T)
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        raise ValueError("model=oracle ranks items; it has no rating scale (use implicit synthetic data)")
+        raise ConfigError("model=oracle ranks items; it has no rating scale (use implicit synthetic data)")
 
 
 @functools.partial(jax.jit, static_argnums=(8,))

@@ -23,12 +23,14 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from jmf.errors import JmfError
+
 log = logging.getLogger("jmf")
 
 FORMAT = 1  # bump when the meta layout changes incompatibly
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(JmfError, RuntimeError):
     """A checkpoint exists but cannot be used (corrupt, or written by a different config)."""
 
 
@@ -74,6 +76,16 @@ class Checkpointer:
 
     def latest_step(self, series: str = "latest") -> int | None:
         return self._managers[series].latest_step()
+
+    def all_steps(self, series: str = "latest") -> list[int]:
+        """The saved steps of ``series``, newest first."""
+        return sorted(self._managers[series].all_steps(), reverse=True)
+
+    def discard_after(self, step: int) -> None:
+        """Delete every checkpoint of either series newer than ``step`` (a fallback below them redoes their steps)."""
+        for manager in self._managers.values():
+            for later in [s for s in manager.all_steps() if s > step]:
+                manager.delete(later)
 
     def path(self, step: int, series: str = "latest") -> Path:
         return self.directory / series / str(step)

@@ -41,6 +41,7 @@ Other model families (CDR baselines, ...) use the same API; nothing here knows a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -56,6 +57,7 @@ import jax
 import numpy as np
 
 from jmf.models.protocols import EpochPlan, Phase, RunContext  # noqa: F401  (re-exported: the engine's API)
+from jmf.errors import JmfError
 from jmf.train import parallel
 from jmf.train.checkpoint import Checkpointer, CheckpointError
 from jmf.train.observe import MetricLogger, progress
@@ -63,7 +65,15 @@ from jmf.train.observe import MetricLogger, progress
 log = logging.getLogger("jmf")
 
 
-class NonFiniteLossError(FloatingPointError):
+_progress = {"step": 0}     # the last finished step of this process, for the Ctrl-C message
+
+
+def last_step() -> int:
+    """The global step the last engine fit of this process finished (``jmf-train``'s interrupt message)."""
+    return _progress["step"]
+
+
+class NonFiniteLossError(JmfError, FloatingPointError):
     """The loss became NaN/inf; the message names the step and the term."""
 
 
@@ -196,15 +206,31 @@ class Engine:
                 shutil.rmtree(ck.directory, ignore_errors=True)
             self.checkpointer = Checkpointer(ck.directory, self.ctx.keep_checkpoints, self.ctx.async_checkpoints)
             return state, Progress(), None
-        meta = ck.read_meta(step)
-        self._check_compat(meta.get("compat", {}), ck.path(step))
-        if meta.get("name") != self.name:
-            raise CheckpointError(f"checkpoint {ck.path(step)} was written by {meta.get('name')!r}, "
-                                  f"this run fits {self.name!r}; run with trainer.resume=false to start fresh")
-        state = ck.restore(step, state)
-        prog = Progress(**meta["progress"])
-        log.info("resumed from step %d (%s)", step, ck.path(step))
-        return state, prog, step
+        broken = []
+        for step in ck.all_steps():        # newest first; a corrupt or partial one falls back to the next
+            try:
+                meta = ck.read_meta(step)
+            except CheckpointError as err:
+                broken.append(f"step {step}: {_short(err)}")
+                continue
+            self._check_compat(meta.get("compat", {}), ck.path(step))   # another config: an error, not a fallback
+            if meta.get("name") != self.name:
+                raise CheckpointError(f"checkpoint {ck.path(step)} was written by {meta.get('name')!r}, "
+                                      f"this run fits {self.name!r}; run with trainer.resume=false to start fresh")
+            try:
+                restored = ck.restore(step, state)
+            except CheckpointError as err:
+                broken.append(f"step {step}: {_short(err)}")
+                continue
+            if broken:
+                log.warning("checkpoint(s) in %s unusable (%s); resumed from the newest intact one, step %d",
+                            ck.directory, "; ".join(broken), step)
+                if jax.process_index() == 0:
+                    ck.discard_after(step)
+            log.info("resumed from step %d (%s)", step, ck.path(step))
+            return restored, Progress(**meta["progress"]), step
+        raise CheckpointError(f"no intact checkpoint in {ck.directory}: every one is corrupt or partial "
+                              f"({'; '.join(broken)}); delete the folder or run with trainer.resume=false to start fresh")
 
     def _check_compat(self, saved: dict, path: Path) -> None:
         now = _flatten(self.ctx.compat)
@@ -224,12 +250,17 @@ class Engine:
             plan = phase.plan(prog.epoch)
             start, first = time.perf_counter(), prog.step_in_epoch
             pending: list = []
+            busy = [False]
             with progress(plan.n_steps - first, f"{self.name} {phase.name} {prog.epoch}", plan.examples_per_step,
-                          self.ctx.progress) as advance:
+                          self.ctx.progress) as advance, self._checkpoint_on_interrupt(pending, prog, phase, logger, ck,
+                                                                                       lambda: state, busy):
                 for i in range(first, plan.n_steps):
+                    busy[0] = True          # between here and the bookkeeping, state and counters disagree
                     state, metrics = phase.step(state, plan.batch(i))
                     prog.global_step += 1
                     pending.append((prog.global_step, i, metrics))
+                    prog.step_in_epoch = i + 1
+                    busy[0] = False
                     self.max_pending = max(self.max_pending, len(pending))
                     if len(pending) >= self.max_inflight:
                         self._drain(pending, 1, prog, phase, logger)
@@ -273,6 +304,25 @@ class Engine:
                 ck.save(prog.global_step, state, self._meta(prog))
         return state, best_state
 
+    @contextlib.contextmanager
+    def _checkpoint_on_interrupt(self, pending: list, prog: Progress, phase: Phase, logger: MetricLogger, ck,
+                                 current_state: Callable, busy: list):
+        """Ctrl-C between two steps: finish the steps in flight and checkpoint where the loop is, so the
+        same command resumes from there.  Caught inside a step (its input buffers donated, the counters not
+        yet advanced) nothing is saved and the last periodic checkpoint stays the resume point."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            if ck is not None and prog.step_in_epoch > 0 and not busy[0]:
+                try:
+                    self._drain(pending, len(pending), prog, phase, logger)
+                    ck.save(prog.global_step, current_state(), self._meta(prog))
+                    ck.wait()
+                    log.warning("interrupted: checkpoint at step %d in %s", prog.global_step, ck.directory)
+                except Exception as err:      # noqa: BLE001 -- the interrupt wins; the older checkpoint stays
+                    log.warning("interrupted: no checkpoint written (%s); the last one stays", err)
+            raise
+
     def _drain(self, pending: list, n: int, prog: Progress, phase: Phase, logger: MetricLogger) -> None:
         """Wait for the ``n`` oldest pending steps; add their losses in step order; NaN check; log."""
         done, pending[:] = pending[:n], pending[n:]
@@ -291,9 +341,16 @@ class Engine:
                     f"step {i} of the epoch): term '{term}' = {float(np.asarray(values[term]).mean())}{where}; "
                     "lower the learning rate or check the data")
             prog.loss_sum += loss
+            _progress["step"] = global_step
             if every and global_step % every == 0:
                 logger.log(global_step, {f"{phase.name}/step_{k}": float(np.asarray(v).mean())
                                          for k, v in values.items()}, phase=phase.name, epoch=prog.epoch)
+
+
+def _short(err: Exception) -> str:
+    """The first line of a checkpoint error's cause, for a one-paragraph report."""
+    cause = err.__cause__ or err
+    return f"{type(cause).__name__}: {str(cause).splitlines()[0][:160] if str(cause) else ''}"
 
 
 def _flatten(tree, prefix: str = "") -> dict:

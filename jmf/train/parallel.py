@@ -29,6 +29,7 @@ from collections.abc import Callable
 import numpy as np
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jmf.errors import ConfigError
 
 
 def make_mesh(devices: list | int | None = None) -> Mesh:
@@ -40,7 +41,7 @@ def make_mesh(devices: list | int | None = None) -> Mesh:
         available = jax.devices()
         n = devices or len(available)
         if n > len(available):
-            raise ValueError(f"trainer.devices: {n} requested, {len(available)} available ({jax.default_backend()})")
+            raise ConfigError(f"trainer.devices: {n} requested, {len(available)} available ({jax.default_backend()})")
         devices = available[:n]
     return Mesh(np.asarray(devices), ("data",))
 
@@ -67,7 +68,7 @@ def check_batch_size(global_batch: int, mesh: Mesh, key: str = "trainer.batch_si
     """The per-device batch; the global batch must divide evenly over the ``data`` axis."""
     n = mesh.shape["data"]
     if global_batch % n:
-        raise ValueError(f"{key}: {global_batch} is not divisible by the {n} devices of the mesh")
+        raise ConfigError(f"{key}: {global_batch} is not divisible by the {n} devices of the mesh")
     return global_batch // n
 
 

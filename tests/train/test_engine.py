@@ -124,6 +124,23 @@ def test_corrupt_or_incompatible_checkpoint_is_a_clear_error(tmp_path):
         _fit(_ctx(tmp_path, compat={"model": {"dim": 16}}), epochs=2)
 
 
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_intact_one(tmp_path, caplog):
+    """The newest periodic checkpoint truncated (a crash mid-write the temp-folder rename did not catch):
+    the run resumes from the one before, says so, and ends as a run that was never interrupted."""
+    _, reference = _fit(_ctx(tmp_path / "ref", keep_checkpoints=3), epochs=3)
+    _fit(_ctx(tmp_path / "run", keep_checkpoints=3), epochs=2)
+    latest = tmp_path / "run" / "checkpoints" / "latest"
+    newest = max((p for p in latest.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    for f in (newest / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with caplog.at_level("WARNING", logger="jmf"):
+        _, resumed = _fit(_ctx(tmp_path / "run", keep_checkpoints=3), epochs=3)
+    assert f"step {newest.name}" in caplog.text and "newest intact" in caplog.text
+    assert resumed.resumed_from is not None and resumed.resumed_from < int(newest.name)
+    np.testing.assert_array_equal(np.asarray(resumed.state["w"]), np.asarray(reference.state["w"]))
+
+
 def test_sampling_is_keyed_by_seed_phase_epoch():
     a, b = Engine(None, seed=3), Engine(RunContext(devices=1, checkpoint=False), seed=3)
     assert (a.epoch_rng(1, 5).permutation(10) == b.epoch_rng(1, 5).permutation(10)).all()

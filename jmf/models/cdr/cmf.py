@@ -23,6 +23,7 @@ from jmf.models.cdr.common import (FactorScorer, check_loss, check_monitor, chec
                                    require_dl_side, resolve_loss, resolve_monitor, validate)
 from jmf.models.cdr.tables import TableConfig, fit_tables
 from jmf.models.protocols import RunContext
+from jmf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class CMF(FactorScorer):
         check_loss(loss)
         check_monitor(monitor)
         if source_weight < 0:
-            raise ValueError(f"model.source_weight: {source_weight} must be >= 0")
+            raise ConfigError(f"model.source_weight: {source_weight} must be >= 0")
         check_positive(dim=dim, batch_size=batch_size, negatives=negatives, eval_every=eval_every)
         self.dim, self.loss, self.epochs, self.batch_size = dim, loss, epochs, batch_size
         self.optimizer, self.lr, self.reg = optimizer, lr, reg

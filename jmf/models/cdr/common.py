@@ -28,6 +28,7 @@ from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
 from jmf.models.protocols import EpochPlan, Phase, RunContext
 from jmf.train.engine import Engine
+from jmf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,14 @@ LOSSES = ("auto", "mse", "bpr", "softmax")
 
 def check_loss(loss: str) -> None:
     if loss not in LOSSES:
-        raise ValueError(f"model.loss: {loss!r} is not one of {LOSSES}")
+        raise ConfigError(f"model.loss: {loss!r} is not one of {LOSSES}")
 
 
 def check_positive(**knobs: int) -> None:
     """``model.<name>`` must be >= 1 (sizes, counts)."""
     for name, value in knobs.items():
         if value < 1:
-            raise ValueError(f"model.{name}: {value} must be >= 1")
+            raise ConfigError(f"model.{name}: {value} must be >= 1")
 
 
 def check_monitor(monitor: str) -> None:
@@ -51,7 +52,7 @@ def check_monitor(monitor: str) -> None:
         return
     name, _, k = monitor.partition("@")
     if name not in ("ndcg", "recall", "hr", "mrr", "precision") or not k.isdigit():
-        raise ValueError(f"model.monitor: {monitor!r} is not auto|rmse|mae|<ndcg|recall|hr|mrr|precision>@<k>")
+        raise ConfigError(f"model.monitor: {monitor!r} is not auto|rmse|mae|<ndcg|recall|hr|mrr|precision>@<k>")
 
 
 def resolve_loss(loss: str, split: SplitData) -> str:
@@ -70,16 +71,16 @@ def resolve_monitor(monitor: str, kind: str) -> str:
 def require_dl_side(split: SplitData, name: str) -> None:
     """Raise unless the split has DL-side (source) interactions."""
     if len(split.dl_items) == 0 or split.dl.nnz == 0:
-        raise ValueError(f"model={name} needs a DL side: set partition.k or partition.cf_categories")
+        raise ConfigError(f"model={name} needs a DL side: set partition.k or partition.cf_categories")
     if split.train.nnz == 0:
-        raise ValueError(f"model={name}: {split.data.name} has no CF-side training interactions")
+        raise ConfigError(f"model={name}: {split.data.name} has no CF-side training interactions")
 
 
 def overlap_users(split: SplitData, name: str) -> np.ndarray:
     """``[N]`` int32 users with CF-side training rows and DL-side rows (the mapping's training set)."""
     users = np.flatnonzero((np.diff(split.train.indptr) > 0) & (np.diff(split.dl.indptr) > 0)).astype(np.int32)
     if len(users) == 0:
-        raise ValueError(f"model={name}: no user has both CF-side training rows and DL-side rows, so there is "
+        raise ConfigError(f"model={name}: no user has both CF-side training rows and DL-side rows, so there is "
                          "nothing to fit the cross-side mapping on (check partition.k / partition.cf_categories "
                          "and split.beta)")
     return users
@@ -101,7 +102,7 @@ def validate(model, split: SplitData, monitor: str, batch_size: int = 512) -> fl
     if not out:
         return None
     if monitor not in out:
-        raise ValueError(f"model.monitor: {monitor!r} not among validation metrics {sorted(out)}")
+        raise ConfigError(f"model.monitor: {monitor!r} not among validation metrics {sorted(out)}")
     return out[monitor]
 
 

@@ -31,6 +31,7 @@ from jmf.models.cdr.common import StageResult, TwoStageTransfer, check_positive,
 from jmf.models.heads.mlp import MLPHead
 from jmf.train import parallel
 from jmf.models.protocols import RunContext
+from jmf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class EMCDR(TwoStageTransfer):
         try:
             self.map_hidden = tuple(int(h) for h in map_hidden)
         except (TypeError, ValueError):
-            raise ValueError(f"model.map_hidden: {map_hidden!r} is not a list of layer sizes") from None
+            raise ConfigError(f"model.map_hidden: {map_hidden!r} is not a list of layer sizes") from None
         check_positive(map_batch_size=map_batch_size, **{f"map_hidden[{i}]": h for i, h in enumerate(self.map_hidden)})
         self.map_epochs, self.map_lr, self.map_weight_decay = map_epochs, map_lr, map_weight_decay
         self.map_batch_size = map_batch_size

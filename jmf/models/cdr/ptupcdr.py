@@ -37,6 +37,7 @@ from jmf.data.split import SplitData
 from jmf.models.cdr.common import TwoStageTransfer, check_positive, has_valid, stage_engine, train_passes, validate
 from jmf.train import parallel
 from jmf.models.protocols import RunContext
+from jmf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class PTUPCDR(TwoStageTransfer):
         check_positive(meta_dim=meta_dim, max_len=max_len, meta_batch_size=meta_batch_size,
                        items_per_user=items_per_user, meta_negatives=meta_negatives)
         if bridge_init not in ("lstsq", "identity"):
-            raise ValueError(f"model.bridge_init: {bridge_init!r} is not lstsq|identity")
+            raise ConfigError(f"model.bridge_init: {bridge_init!r} is not lstsq|identity")
         self.meta_dim, self.max_len, self.meta_epochs = meta_dim, max_len, meta_epochs
         self.meta_batch_size, self.items_per_user = meta_batch_size, items_per_user
         self.meta_lr, self.meta_weight_decay, self.meta_negatives = meta_lr, meta_weight_decay, meta_negatives

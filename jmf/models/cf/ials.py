@@ -50,6 +50,7 @@ from jax.sharding import PartitionSpec as P
 from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
 from jmf.models.protocols import RunContext
+from jmf.errors import ConfigError
 
 
 class _Bucket(NamedTuple):
@@ -170,7 +171,7 @@ class ImplicitALS(AttributeState):
         self.dim, self.reg, self.alpha, self.epochs, self.cg_steps = dim, reg, alpha, epochs, cg_steps
         self.init_scale, self.min_width, self.chunk_bytes = init_scale, min_width, chunk_bytes
         if devices < 0:
-            raise ValueError(f"model.devices: {devices} must be >= 0 (0 = every local device)")
+            raise ConfigError(f"model.devices: {devices} must be >= 0 (0 = every local device)")
         self.devices = devices
 
     @cached_property
@@ -178,7 +179,7 @@ class ImplicitALS(AttributeState):
         """The 1-D ``chunks`` mesh over ``devices`` local devices."""
         local = jax.local_devices()
         if self.devices > len(local):
-            raise ValueError(f"model.devices: {self.devices} > the {len(local)} local devices")
+            raise ConfigError(f"model.devices: {self.devices} > the {len(local)} local devices")
         return Mesh(np.array(local[:self.devices or len(local)]), ("chunks",))
 
     def prepare(self, matrix: sp.csr_matrix) -> tuple[tuple[_Bucket, ...], tuple[_Bucket, ...]]:
@@ -186,7 +187,7 @@ class ImplicitALS(AttributeState):
         csr = matrix.tocsr().astype(np.float32)
         csr.sum_duplicates()
         if (csr.data <= 0).any():
-            raise ValueError("model=ials: training values must be positive (confidence = alpha * value)")
+            raise ConfigError("model=ials: training values must be positive (confidence = alpha * value)")
         sides = (csr, csr.T.tocsr())
         mesh = self.mesh
         split = NamedSharding(mesh, P("chunks"))

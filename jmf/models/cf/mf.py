@@ -26,6 +26,7 @@ from jmf.optim import build_optimizer, sparse_rows_update
 from jmf.train import parallel
 from jmf.models.protocols import EngineModel, EpochPlan, Phase, RunContext, TrainPlan
 from jmf.train.engine import Engine, FitResult
+from jmf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,11 @@ class MatrixFactorization(EngineModel):
                  init: str = "normal", init_scale: float = 0.1, negatives: int = 1, weighting: str = "pair",
                  use_bias: bool = True):
         if loss not in LOSSES:
-            raise ValueError(f"model.loss: {loss!r} is not one of {LOSSES}")
+            raise ConfigError(f"model.loss: {loss!r} is not one of {LOSSES}")
         if init not in ("normal", "svd"):
-            raise ValueError(f"model.init: {init!r} is not normal|svd")
+            raise ConfigError(f"model.init: {init!r} is not normal|svd")
         if weighting not in ("pair", "user"):
-            raise ValueError(f"model.weighting: {weighting!r} is not pair|user")
+            raise ConfigError(f"model.weighting: {weighting!r} is not pair|user")
         self.dim, self.loss, self.epochs, self.batch_size = dim, loss, epochs, batch_size
         self.optimizer, self.lr, self.reg = optimizer, lr, reg
         self.bias_reg = reg if bias_reg is None else bias_reg
@@ -100,7 +101,7 @@ class MatrixFactorization(EngineModel):
         if self.loss == "auto":
             self.loss = "bpr" if split.implicit else "mse"
         if train.nnz == 0:
-            raise ValueError(f"{split.data.name}: no CF-side training interactions")
+            raise ConfigError(f"{split.data.name}: no CF-side training interactions")
         if self.loss == "mse" and split.implicit:
             log.warning("model.loss=mse on implicit data fits a constant; use bpr or softmax")
         self.global_mean = float(train.data.mean()) if (self.loss == "mse" and self.use_bias) else 0.0

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
 from jmf.models.protocols import RunContext
+from jmf.errors import ConfigError
 
 
 def randomized_svd(mat: sp.spmatrix | np.ndarray, rank: int, *, oversample: int = 10, n_iter: int = 4,
@@ -35,7 +36,7 @@ def randomized_svd(mat: sp.spmatrix | np.ndarray, rank: int, *, oversample: int 
     """
     m, n = mat.shape
     if not 1 <= rank <= min(m, n):
-        raise ValueError(f"model.dim: rank {rank} must be in 1..{min(m, n)} for a {m}x{n} matrix")
+        raise ConfigError(f"model.dim: rank {rank} must be in 1..{min(m, n)} for a {m}x{n} matrix")
     if m > n:
         u, s, vt = randomized_svd(mat.T, rank, oversample=oversample, n_iter=n_iter, seed=seed)
         return np.ascontiguousarray(vt.T), s, np.ascontiguousarray(u.T)

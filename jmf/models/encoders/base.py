@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jmf.errors import ConfigError
 
 
 class BehaviorEmbedding(nnx.Module):
@@ -34,7 +35,7 @@ class BehaviorEmbedding(nnx.Module):
         e = self.items(items) + self.categories(categories)
         if self.rating is not None:
             if values is None:
-                raise ValueError("model.encoder.ratings=true: the encoder needs the sequence values ('values')")
+                raise ConfigError("model.encoder.ratings=true: the encoder needs the sequence values ('values')")
             e = e + values[..., None] * self.rating[...]
         return e * mask[..., None]
 

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from flax import nnx
 
 from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
+from jmf.errors import ConfigError
 
 
 class GraphEncoder(nnx.Module):
@@ -39,7 +40,7 @@ class GraphEncoder(nnx.Module):
     def __init__(self, n_items: int, n_categories: int, max_len: int, embed_dim: int = 64, layers: int = 1,
                  out_dim: int = 64, ratings: bool = False, *, rngs: nnx.Rngs):
         if layers < 0:
-            raise ValueError(f"model.encoder.layers: {layers} must be >= 0")
+            raise ConfigError(f"model.encoder.layers: {layers} must be >= 0")
         init = nnx.initializers.normal(0.1)
         self.items = nnx.Embed(n_items + 1, embed_dim, embedding_init=init, rngs=rngs)
         self.categories = nnx.Embed(n_categories + 1, embed_dim, embedding_init=init, rngs=rngs)
@@ -74,7 +75,7 @@ class GraphEncoder(nnx.Module):
                  o2_item_category: jax.Array | None = None) -> jax.Array:
         """``[B, L]`` O2 history (item ids + 1, 0 = pad) -> ``[B, out_dim]``."""
         if o2_graph is None:
-            raise ValueError("model/encoder=graph needs the O2 graph (its shared inputs; see GraphEncoder.user_inputs)")
+            raise ConfigError("model/encoder=graph needs the O2 graph (its shared inputs; see GraphEncoder.user_inputs)")
         index = jnp.maximum(items - 1, 0)                                            # [B, L]
         length = jnp.maximum(mask.sum(1, keepdims=True), 1).astype(jnp.float32)     # [B, 1]
         weight = jnp.where(mask, jax.lax.rsqrt(length * jnp.maximum(o2_item_degree[index], 1.0)), 0.0)

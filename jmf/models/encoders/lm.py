@@ -31,6 +31,7 @@ import numpy as np
 from flax import nnx
 
 from jmf.models.encoders.lora import Dense, Embedding, LayerNorm, LoRASpec
+from jmf.errors import ConfigError, DataFileError
 
 ACTIVATIONS = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),   # BERT's erf GELU
@@ -61,13 +62,13 @@ class BertSpec:
 
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
         if config.model_type != "bert":
-            raise ValueError(f"{folder}/config.json: model_type {config.model_type!r}; only the BERT layout "
+            raise ConfigError(f"{folder}/config.json: model_type {config.model_type!r}; only the BERT layout "
                              "(model_type 'bert': BERT, MiniLM, BGE, E5, GTE, ...) is mapped")
         if getattr(config, "position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"{folder}/config.json: position_embedding_type "
+            raise ConfigError(f"{folder}/config.json: position_embedding_type "
                              f"{config.position_embedding_type!r} is not supported (absolute only)")
         if config.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"{folder}/config.json: hidden_act {config.hidden_act!r} not in {sorted(ACTIVATIONS)}")
+            raise ConfigError(f"{folder}/config.json: hidden_act {config.hidden_act!r} not in {sorted(ACTIVATIONS)}")
         return cls(config.vocab_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
                    config.intermediate_size, config.hidden_act, config.max_position_embeddings,
                    config.type_vocab_size, float(config.layer_norm_eps))
@@ -133,7 +134,7 @@ class Bert(nnx.Module):
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
                  token_type_ids: jax.Array | None = None) -> jax.Array:
         if input_ids.shape[1] > self.spec.max_positions:
-            raise ValueError(f"{input_ids.shape[1]} tokens exceed max_position_embeddings {self.spec.max_positions}")
+            raise ConfigError(f"{input_ids.shape[1]} tokens exceed max_position_embeddings {self.spec.max_positions}")
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)
@@ -151,7 +152,7 @@ def pool(states: jax.Array, mask: jax.Array, mode: str = "mean", normalize: bool
     elif mode == "cls":
         out = states[:, 0]
     else:
-        raise ValueError(f"model.encoder.pooling: {mode!r} is not mean|cls")
+        raise ConfigError(f"model.encoder.pooling: {mode!r} is not mean|cls")
     if normalize:
         out = out / jnp.maximum(jnp.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
     return out
@@ -206,7 +207,7 @@ def load_pretrained(bert: Bert, folder: str | Path) -> None:
 
     path = Path(folder) / "model.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (a Hugging Face model folder with safetensors weights is needed)")
+        raise DataFileError(f"{path}: not found (a Hugging Face model folder with safetensors weights is needed)")
     with safe_open(str(path), framework="flax") as f:
         names = set(f.keys())
         anchor = "embeddings.word_embeddings.weight"
@@ -219,11 +220,11 @@ def load_pretrained(bert: Bert, folder: str | Path) -> None:
             elif found not in names and name.endswith("LayerNorm.bias"):
                 found = found[: -len("bias")] + "beta"
             if found not in names:
-                raise ValueError(f"{path}: missing tensor {prefix + name!r}")
+                raise ConfigError(f"{path}: missing tensor {prefix + name!r}")
             array = jnp.asarray(f.get_tensor(found), jnp.float32)
             expected = variable.shape[::-1] if transpose else variable.shape
             if array.shape != expected:
-                raise ValueError(f"{path}: tensor {found!r} has shape {tuple(array.shape)}, expected {tuple(expected)}")
+                raise ConfigError(f"{path}: tensor {found!r} has shape {tuple(array.shape)}, expected {tuple(expected)}")
             variable[...] = array.T if transpose else array
 
 
@@ -240,7 +241,7 @@ def default_folder() -> Path:
 def resolve_folder(path: str | Path | None) -> Path:
     folder = default_folder() if path is None else Path(path).expanduser()
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"model.encoder.path: {folder} holds no config.json (a Hugging Face model folder)")
+        raise DataFileError(f"model.encoder.path: {folder} holds no config.json (a Hugging Face model folder)")
     return folder.resolve()
 
 
@@ -297,7 +298,7 @@ class LMEncoder(nnx.Module):
         from jmf.data.text import TextTemplate
 
         if finetune not in FINETUNE:
-            raise ValueError(f"model.encoder.finetune: {finetune!r} is not one of {FINETUNE}")
+            raise ConfigError(f"model.encoder.finetune: {finetune!r} is not one of {FINETUNE}")
         folder = resolve_folder(path)
         spec = BertSpec.from_folder(folder)
         lora_spec = None
@@ -309,7 +310,7 @@ class LMEncoder(nnx.Module):
             lora_spec = LoRASpec(**cfg)
             bad = set(lora_spec.targets) - {"query", "key", "value", "attn_out", "ffn_in", "ffn_out"}
             if bad:
-                raise ValueError(f"model.encoder.lora.targets: unknown projection(s) {sorted(bad)}")
+                raise ConfigError(f"model.encoder.lora.targets: unknown projection(s) {sorted(bad)}")
         self.bert = Bert(spec, trainable=finetune == "full", lora=lora_spec, rngs=rngs)
         load_pretrained(self.bert, folder)
         self.proj = nnx.Linear(spec.hidden, out_dim, rngs=rngs) if out_dim else None
@@ -319,7 +320,7 @@ class LMEncoder(nnx.Module):
         self.input_keys = ("pooled",) if finetune == "frozen" else ("tokens", "token_pos")
         self.template = TextTemplate(**(template or {}))
         if max_tokens > spec.max_positions:
-            raise ValueError(f"model.encoder.max_tokens: {max_tokens} > max_position_embeddings {spec.max_positions}")
+            raise ConfigError(f"model.encoder.max_tokens: {max_tokens} > max_position_embeddings {spec.max_positions}")
 
     def user_inputs(self, split, seqs, batch_size: int = 64) -> dict[str, np.ndarray]:
         """Per-user ``tokens``, ``token_pos`` ``[U, T]`` for ``seqs`` (the hook the joint model calls once);

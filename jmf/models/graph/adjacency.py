@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
+from jmf.errors import ConfigError
 
 
 class Edges(NamedTuple):
@@ -66,7 +67,7 @@ def bipartite_edges(matrix: sp.spmatrix, norm: str = "symmetric") -> Edges:
     elif norm == "row_self":
         to_user, to_item = 1.0 / (d_user[rows] + 1.0), 1.0 / (d_item[cols] + 1.0)
     else:
-        raise ValueError(f"graph normalisation {norm!r} is not symmetric|row|row_self")
+        raise ConfigError(f"graph normalisation {norm!r} is not symmetric|row|row_self")
     A, A_t = _csr_pair(rows, cols, to_user, (n_users, n_items))
     B_t, B = _csr_pair(rows, cols, to_item, (n_users, n_items))
     return Edges(jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(to_user, jnp.float32),

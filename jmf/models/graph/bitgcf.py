@@ -37,6 +37,7 @@ import numpy as np
 from jmf.data.split import SplitData
 from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
 from jmf.models.graph.common import GraphModel, Triples, dropout
+from jmf.errors import ConfigError
 
 
 class BiTGCF(GraphModel):
@@ -58,16 +59,16 @@ class BiTGCF(GraphModel):
                  eval_batch_size: int = 512):
         self._init_base(dim, epochs, batch_size, lr, 0.0, patience, eval_every, monitor, eval_batch_size)
         if not (0 <= lambda_s <= 1 and 0 <= lambda_t <= 1):
-            raise ValueError(f"model.lambda_s / model.lambda_t: {lambda_s} / {lambda_t} must be in [0, 1]")
+            raise ConfigError(f"model.lambda_s / model.lambda_t: {lambda_s} / {lambda_t} must be in [0, 1]")
         if negatives < 1 or layers < 1 or not 0 <= dropout < 1:
-            raise ValueError(f"model.negatives / layers / dropout: {negatives} / {layers} / {dropout} must be "
+            raise ConfigError(f"model.negatives / layers / dropout: {negatives} / {layers} / {dropout} must be "
                              ">= 1 / >= 1 / in [0, 1)")
         self.layers, self.decay, self.negatives, self.dropout = layers, decay, negatives, dropout
         self.lambda_s, self.lambda_t = lambda_s, lambda_t
 
     def prepare(self, split: SplitData) -> dict:
         if split.dl.nnz == 0:
-            raise ValueError("model=bitgcf needs a DL side (the source domain): set partition.k or "
+            raise ConfigError("model=bitgcf needs a DL side (the source domain): set partition.k or "
                              "partition.cf_categories")
         self.triples = {"t": Triples(split.train), "s": Triples(split.dl)}
         deg_s = np.diff(split.dl.tocsr().indptr).astype(np.float64)

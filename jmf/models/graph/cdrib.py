@@ -56,6 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from jmf.data.split import SplitData
+from jmf.errors import ConfigError
 from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
 from jmf.models.graph.common import GraphModel, Triples
 from jmf.train import parallel
@@ -84,8 +85,8 @@ class CDRIB(GraphModel):
                  monitor: str = "mrr", eval_batch_size: int = 512):
         self._init_base(dim, epochs, batch_size, lr, weight_decay, patience, eval_every, monitor, eval_batch_size)
         if layers < 1 or critic_users < 1 or not 0 <= dropout < 1:
-            raise ValueError(f"model.layers / critic_users / dropout: {layers} / {critic_users} / {dropout} must be "
-                             ">= 1 / >= 1 / in [0, 1)")
+            raise ConfigError(f"model.layers / critic_users / dropout: {layers} / {critic_users} / {dropout} must be "
+                              ">= 1 / >= 1 / in [0, 1)")
         self.layers, self.dropout, self.leaky, self.beta, self.margin = layers, dropout, leaky, beta, margin
         self.critic_users = critic_users
 
@@ -93,8 +94,8 @@ class CDRIB(GraphModel):
     def prepare(self, split: SplitData) -> dict:
         mats = {"s": sp.csr_matrix(split.dl), "t": sp.csr_matrix(split.train)}
         if mats["s"].nnz == 0:
-            raise ValueError("model=cdrib needs a DL side (the source domain): set partition.k or "
-                             "partition.cf_categories")
+            raise ConfigError("model=cdrib needs a DL side (the source domain): set partition.k or "
+                              "partition.cf_categories")
         if getattr(self, "engine", None) is not None:
             parallel.check_batch_size(self.critic_users, self.engine.mesh, "model.critic_users")
         self.members = {d: np.flatnonzero(np.diff(m.indptr) > 0) for d, m in mats.items()}
@@ -104,7 +105,7 @@ class CDRIB(GraphModel):
             self.local[d][users] = np.arange(len(users))
         self.overlap = np.flatnonzero((self.local["s"] >= 0) & (self.local["t"] >= 0))
         if len(self.overlap) == 0:
-            raise ValueError("model=cdrib needs users with training rows in both domains")
+            raise ConfigError("model=cdrib needs users with training rows in both domains")
         self.triples = {d: Triples(m) for d, m in mats.items()}
         self.n_items = {d: m.shape[1] for d, m in mats.items()}
         use_s = self.local["s"] >= 0

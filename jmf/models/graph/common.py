@@ -24,6 +24,7 @@ from jmf.data.split import SplitData
 from jmf.models.protocols import EngineModel, EpochPlan, Phase, RunContext, TrainPlan
 from jmf.train import parallel
 from jmf.train.engine import Engine, FitResult
+from jmf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 RANKING = ("ndcg", "recall", "hr", "mrr", "precision")
@@ -86,11 +87,11 @@ class GraphModel(EngineModel):
                    eval_every: int, monitor: str, eval_batch_size: int) -> None:
         for key, value in dict(dim=dim, batch_size=batch_size, eval_every=eval_every).items():
             if value < 1:
-                raise ValueError(f"model.{key}: {value} must be >= 1")
+                raise ConfigError(f"model.{key}: {value} must be >= 1")
         if lr <= 0 or weight_decay < 0:
-            raise ValueError(f"model.lr / model.weight_decay: {lr} / {weight_decay} must be > 0 / >= 0")
+            raise ConfigError(f"model.lr / model.weight_decay: {lr} / {weight_decay} must be > 0 / >= 0")
         if not str(monitor).startswith(RANKING):
-            raise ValueError(f"model.monitor: {monitor!r} is not a ranking metric such as ndcg@10")
+            raise ConfigError(f"model.monitor: {monitor!r} is not a ranking metric such as ndcg@10")
         self.dim, self.epochs, self.batch_size, self.lr, self.weight_decay = dim, epochs, batch_size, lr, weight_decay
         self.patience, self.eval_every, self.monitor = patience, eval_every, monitor
         self.eval_batch_size = eval_batch_size
@@ -124,7 +125,7 @@ class GraphModel(EngineModel):
     # --------------------------------------------------------------- the engine hand-off
     def setup(self, split: SplitData, ctx: RunContext | None = None) -> TrainPlan:
         if split.train.nnz == 0:
-            raise ValueError(f"model={self.name}: {split.data.name} has no CF-side training interactions")
+            raise ConfigError(f"model={self.name}: {split.data.name} has no CF-side training interactions")
         ctx = ctx or RunContext()
         self.eval_config = ctx.eval_config
         engine = self.engine = Engine(ctx, name=self.name)
@@ -212,7 +213,7 @@ class GraphModel(EngineModel):
         out = evaluate_split(self, self.split, "valid", validation_config(self.eval_config, (k,),
                                                                           self.eval_batch_size, ratings=False))
         if self.monitor not in out:
-            raise ValueError(f"model.monitor: {self.monitor!r} not among validation metrics {sorted(out)}")
+            raise ConfigError(f"model.monitor: {self.monitor!r} not among validation metrics {sorted(out)}")
         return out[self.monitor]
 
     # --------------------------------------------------------------- inference
@@ -221,7 +222,7 @@ class GraphModel(EngineModel):
         return _scores(self.user_table, self.item_table, jnp.asarray(users))
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        raise ValueError(f"model={self.name} ranks items; it has no rating scale (its tables report no RMSE)")
+        raise ConfigError(f"model={self.name} ranks items; it has no rating scale (its tables report no RMSE)")
 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:

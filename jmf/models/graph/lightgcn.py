@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from jmf.data.split import SplitData
 from jmf.models.graph.adjacency import bipartite_edges, propagate
 from jmf.models.graph.common import GraphModel, Triples
+from jmf.errors import ConfigError
 
 
 class LightGCN(GraphModel):
@@ -48,9 +49,9 @@ class LightGCN(GraphModel):
                  eval_every: int = 1, monitor: str = "ndcg@10", eval_batch_size: int = 512):
         self._init_base(dim, epochs, batch_size, lr, 0.0, patience, eval_every, monitor, eval_batch_size)
         if graph not in ("target", "merged"):
-            raise ValueError(f"model.graph: {graph!r} is not target|merged")
+            raise ConfigError(f"model.graph: {graph!r} is not target|merged")
         if layers < 0:
-            raise ValueError(f"model.layers: {layers} must be >= 0")
+            raise ConfigError(f"model.layers: {layers} must be >= 0")
         self.layers, self.decay, self.init_scale, self.graph = layers, decay, init_scale, graph
 
     def prepare(self, split: SplitData) -> dict:

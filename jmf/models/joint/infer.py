@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from flax import nnx
 
 from jmf.models.joint.terms import UserVectors
+from jmf.errors import ConfigError
 
 
 class NewUserInputs:
@@ -39,7 +40,7 @@ def new_user_vectors(model, hist) -> tuple[UserVectors, np.ndarray]:
     inputs: NewUserInputs = model.new_inputs
     keys = model.encoder_keys
     if set(keys) - {"values"}:
-        raise ValueError(f"recommend_new: the encoder reads {keys}, which new users do not have (the sequence "
+        raise ConfigError(f"recommend_new: the encoder reads {keys}, which new users do not have (the sequence "
                          "and graph encoders can encode new users; the LM encoder cannot yet)")
     L, B = model.max_len, len(hist.users)
     items = np.zeros((B, L), np.int32)

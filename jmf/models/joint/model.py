@@ -34,6 +34,7 @@ from jmf.models.protocols import EngineModel, Phase, RunContext, TrainPlan
 from jmf.optim import build_optimizer, part_optimizer
 from jmf.train import parallel
 from jmf.train.engine import Engine, FitResult, copy_state
+from jmf.errors import ConfigError
 
 log = logging.getLogger(__name__)
 RANKING = ("ndcg@", "recall@", "hr@", "mrr@", "precision@")
@@ -87,12 +88,12 @@ class JMF(EngineModel):
                  monitor: str = "auto", rank_monitor: str | None = None, max_inflight: int = 0,
                  eval_batch_size: int = 512):
         if loss not in ("auto", "mse", "bpr", "softmax"):
-            raise ValueError(f"model.loss: {loss!r} is not auto|mse|bpr|softmax")
+            raise ConfigError(f"model.loss: {loss!r} is not auto|mse|bpr|softmax")
         unknown = set(weights or {}) - set(LossWeights._fields)
         if unknown:
-            raise ValueError(f"model.weights: unknown term(s) {sorted(unknown)} (known: {LossWeights._fields})")
+            raise ConfigError(f"model.weights: unknown term(s) {sorted(unknown)} (known: {LossWeights._fields})")
         if rank_monitor is not None and not str(rank_monitor).startswith(RANKING):
-            raise ValueError(f"model.rank_monitor: {rank_monitor!r} is not a ranking metric such as ndcg@10")
+            raise ConfigError(f"model.rank_monitor: {rank_monitor!r} is not a ranking metric such as ndcg@10")
         self.encoder_fn, self.head_fn = encoder, head
         self.dim, self.loss, self.weights = dim, loss, LossWeights(**(weights or {}))
         self.epochs, self.pretrain_epochs, self.batch_size = epochs, pretrain_epochs, batch_size
@@ -113,7 +114,7 @@ class JMF(EngineModel):
         """The engine, the placed initial state, and the two phases (``pretrain``: ``L_DL`` only;
         ``joint``: validated).  ``fit`` runs them; benchmarks time their steps."""
         if len(split.dl_items) == 0:
-            raise ValueError("model=jmf needs a DL side: set partition.k or partition.cf_categories")
+            raise ConfigError("model=jmf needs a DL side: set partition.k or partition.cf_categories")
         ctx = ctx or RunContext()
         self.eval_config = ctx.eval_config
         self.kind = self.loss if self.loss != "auto" else ("softmax" if split.implicit else "mse")
@@ -223,7 +224,7 @@ class JMF(EngineModel):
         out = evaluate_split(self, split, "valid", cfg)
         for key, name in wanted.items():
             if name not in out:
-                raise ValueError(f"{key}: {name!r} not among validation metrics {sorted(out)}")
+                raise ConfigError(f"{key}: {name!r} not among validation metrics {sorted(out)}")
         return out
 
     # ------------------------------------------------------------------ after the fit
@@ -251,7 +252,7 @@ class JMF(EngineModel):
         self._term_metric = self.rank_monitor or self.monitor_name
         for name, term in self.terms.items():
             if len(term.weights) > 1 and "@" not in self._term_metric:
-                raise ValueError(f"model.terms.{name}.weight: a list of weights is chosen on a validation ranking "
+                raise ConfigError(f"model.terms.{name}.weight: a list of weights is chosen on a validation ranking "
                                  f"metric, but model.monitor is {self.monitor_name} and model.rank_monitor is unset "
                                  "(set model.rank_monitor=ndcg@10)")
 

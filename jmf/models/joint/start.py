@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jmf.data.split import SplitData
+from jmf.errors import ConfigError
 
 
 class SVDFactors:
@@ -79,7 +80,7 @@ def check_start(value, key: str, default):
     if value is None:
         return default
     if not callable(value):
-        raise ValueError(f"model.{key}: {value!r} is not a start-up variant (choose one with model/{key}=..., "
+        raise ConfigError(f"model.{key}: {value!r} is not a start-up variant (choose one with model/{key}=..., "
                          f"e.g. conf/model/{key}/*.yaml)")
     return value
 

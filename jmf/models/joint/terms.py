@@ -35,6 +35,7 @@ import scipy.sparse as sp
 
 from jmf.data.batches import cf_category_distribution, cf_item_categories
 from jmf.data.split import SplitData
+from jmf.errors import ConfigError
 
 
 class UserVectors(NamedTuple):
@@ -68,10 +69,10 @@ class WeightedTerm:
         try:
             self.weights = [float(w) for w in (weight if many else [weight])]
         except (TypeError, ValueError):
-            raise ValueError(f"model.terms.{self.name}.weight: {weight!r} is not a number or a list of numbers") \
+            raise ConfigError(f"model.terms.{self.name}.weight: {weight!r} is not a number or a list of numbers") \
                 from None
         if not self.weights or any(not np.isfinite(w) or w < 0 for w in self.weights):
-            raise ValueError(f"model.terms.{self.name}.weight: {weight!r} needs finite weights >= 0")
+            raise ConfigError(f"model.terms.{self.name}.weight: {weight!r} needs finite weights >= 0")
         self.weight = self.weights[0]
 
 
@@ -93,7 +94,7 @@ class ItemNeighbourhood(WeightedTerm):
     def __init__(self, weight: float | Sequence[float] = 1.0, kernel: str = "count"):
         super().__init__(weight)
         if kernel not in ("count", "conditional"):
-            raise ValueError(f"model.terms.neighbour.kernel: {kernel!r} is not count|conditional")
+            raise ConfigError(f"model.terms.neighbour.kernel: {kernel!r} is not count|conditional")
         self.kernel = kernel
         self.matrix = None
 
@@ -156,7 +157,7 @@ def neighbour_inputs(split: SplitData, kernel: str = "count") -> tuple[sp.csr_ma
         holders = np.asarray(X[warm].sum(0)).ravel()
         K = (sp.diags(1.0 / np.maximum(holders, 1.0)).astype(np.float32) @ K).tocsr()
     elif kernel != "count":
-        raise ValueError(f"model.terms.neighbour.kernel: {kernel!r} is not count|conditional")
+        raise ConfigError(f"model.terms.neighbour.kernel: {kernel!r} is not count|conditional")
     return rows, K
 
 
@@ -180,7 +181,7 @@ def named_terms(terms: dict | list | None) -> dict:
     out = {}
     for name, term in items:
         if not (callable(term) and hasattr(term, "prepare") and hasattr(term, "weights")):
-            raise ValueError(f"model.terms.{name}: {term!r} is not a score term (prepare, weights, __call__; "
+            raise ConfigError(f"model.terms.{name}: {term!r} is not a score term (prepare, weights, __call__; "
                              "see jmf.models.joint.terms)")
         out[str(name)] = term
     return out
