@@ -77,7 +77,7 @@ contract test, and ``tests/extensions/`` plugs models, heads and score terms in 
             return jnp.broadcast_to(self.bias, (users.shape[0], self.bias.shape[0]))
 
         def predict(self, users, items):
-            raise ConfigError("model=item_bias ranks items; it has no rating scale")
+            raise ValueError("model=item_bias ranks items; it has no rating scale")
 
 Config: one YAML with ``_target_`` (``conf/model/<name>.yaml``, or any folder added with
 ``hydra.searchpath``); ``jmf-train model=<name>`` then runs it with checkpoints, resume, devices,
@@ -97,7 +97,6 @@ import jax
 import numpy as np
 
 from jmf.data.split import SplitData
-from jmf.errors import ConfigError
 
 if TYPE_CHECKING:
     from jmf.evaluate.protocols import EvalConfig
