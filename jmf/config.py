@@ -80,6 +80,7 @@ class TrainerConfig:
       interest: write each evaluated user's interest distribution over the K CF-side categories to
         ``interest.csv`` (models with an ``interest(users)`` method: ``model=jmf``).
       save_model: write the fitted model to ``<run dir>/model/`` (``jmf.load``, ``jmf-recommend``).
+      baseline: ``pop`` also scores popularity on the same folds (``baseline/...``; the table shows the lift).
       log_level: Python logging level of the run.
       devices: size of the ``data`` mesh axis (0 = every device, all hosts).
       max_inflight: steps dispatched before the host waits for the oldest (0 = 8 on CPU, 64 else).
@@ -101,6 +102,7 @@ class TrainerConfig:
     top_n: int = 0
     interest: bool = False
     save_model: bool = True
+    baseline: str | None = None
     log_level: str = "INFO"
     devices: int = 0
     max_inflight: int = 0

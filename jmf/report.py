@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from jmf.errors import DataFileError
+from hydra.experimental.callback import Callback
 
 LOWER_IS_BETTER = ("rmse", "mae", "loss", "kl")
 
@@ -262,6 +263,23 @@ def _is_number(value: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+class SweepSummary(Callback):
+    """A Hydra callback (``hydra.callbacks.report`` in ``conf/train.yaml``): when a multirun ends, write its
+    ``jmf-report`` and print the summary table, or the command that makes it when the report fails."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        import sys
+
+        sweep = Path(str(config.hydra.sweep.dir))
+        try:
+            path = write_report(sweep)
+        except Exception as err:   # noqa: BLE001 -- the sweep itself is done; say how to report it
+            print(f"jmf-report: no summary ({type(err).__name__}: {err}); run `jmf-report {sweep}`", file=sys.stderr)
+            return
+        print(path.read_text())
+        print(f"sweep report: {path} (tables, report.csv, runs.csv, plots); again: jmf-report {sweep}")
 
 
 def main(argv: list[str] | None = None) -> None:

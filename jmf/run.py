@@ -12,12 +12,10 @@ same file on CPU), ``timing.json`` (wall-clock seconds, kept apart for that reas
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
 
-import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,7 +25,8 @@ from jmf.data.interactions import Interactions
 from jmf.data.preprocess import PreprocessConfig, preprocess
 from jmf.data.split import SplitData, make_split, partition_categories
 from jmf.evaluate.protocols import EvalConfig, evaluate_split, evaluate_test_extras
-from jmf.models.protocols import HasInterest, Model, RunContext, Saveable
+from jmf.models.protocols import HasInterest, Model, RunContext
+from jmf.outputs import baseline_metrics, write_outputs
 from jmf.preflight import RunDirLock, check_model_sizes, check_split, check_values, clamp_dim
 from jmf.train.observe import array_fingerprint, file_fingerprint, progress, status, write_run_info
 from jmf.errors import ConfigError
@@ -36,7 +35,7 @@ log = logging.getLogger("jmf")
 
 DATA_META_KEYS = ("preprocess", "name", "rating_range")
 # trainer knobs that change how a run executes, not what it computes: a checkpoint stays valid across them
-EXECUTION_KEYS = ("optimized_metric", "top_n", "interest", "save_model", "log_level", "devices", "max_inflight", "checkpoint",
+EXECUTION_KEYS = ("optimized_metric", "top_n", "interest", "save_model", "baseline", "log_level", "devices", "max_inflight", "checkpoint",
                   "checkpoint_every", "keep_checkpoints", "resume", "progress", "tensorboard", "log_every",
                   "nan_check", "distributed")
 
@@ -122,25 +121,15 @@ def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfi
         key = key if "/" in key else f"train/{key}"
         (timing if key.endswith("seconds") else metrics)[key] = float(value)
     metrics.update(evaluate(model, split, eval_cfg, trainer.progress))
-
+    if trainer.baseline:
+        metrics.update(baseline_metrics(trainer.baseline, split, eval_cfg, seeds["init"]))
     # wall-clock keys (``*/seconds``) are part of metrics.json's contract (issue 2) and its only
     # non-deterministic entries; timing.json holds them alone, for comparisons of the rest
     metrics.update(timing)
     if _main_process():
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        (out / "timing.json").write_text(json.dumps(timing, indent=2, sort_keys=True))
-        _print_table(metrics, timing, f"{cfg.data.get('name', 'data')} · {type(model).__name__} · seed {seed}")
-    if trainer.save_model and _main_process():
-        if isinstance(model, Saveable):
-            from jmf.artifact import save_model
-
-            save_model(out, model, data, split, cfg, seed)
-        else:
-            log.info("%s has no fitted_state(): no model/ written (see jmf.models.protocols)", type(model).__name__)
-    if trainer.top_n > 0 and _main_process():
-        _write_top_n(model, split, trainer.top_n, out / "topn.json")
-    if trainer.interest and _main_process():
-        _write_interest(model, split, out / "interest.csv")
+        title = f"{cfg.data.get('name', 'data')} · {type(model).__name__} · seed {seed}"
+        written = write_outputs(out, model, data, split, cfg, trainer, metrics, timing, title, seed)
+        print(f"run directory {out.resolve()}: wrote {', '.join(written)}", flush=True)
     return metrics
 
 
@@ -185,62 +174,3 @@ def _context(cfg: DictConfig, trainer: TrainerConfig, eval_cfg: EvalConfig, out:
     compat["trainer"] = {k: v for k, v in resolved.get("trainer", {}).items() if k not in EXECUTION_KEYS}
     return RunContext(seed=seeds["init"], out_dir=out, sampling_seed=seeds["sampling"], eval_config=eval_cfg,
                       compat=compat, **knobs)
-
-
-def _print_table(metrics: dict[str, float], timing: dict[str, float], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    names = sorted({k.split("/", 1)[1] for k in metrics if k.startswith(("valid/", "test/"))})
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("valid", justify="right")
-    table.add_column("test", justify="right")
-    for name in names:
-        table.add_row(name, *(f"{metrics[f'{f}/{name}']:.4f}" if f"{f}/{name}" in metrics else "—"
-                              for f in ("valid", "test")))
-    Console().print(table)
-    Console().print(f"train {timing['train/seconds']:.2f}s · rows " +
-                    ", ".join(f"{k.split('/')[1]} {v:.0f}" for k, v in metrics.items() if k.startswith("rows/")))
-
-
-def _output_users(split: SplitData) -> np.ndarray:
-    """The users whose lists a run writes: the cold test users and every user with test rows (at most 10^5)."""
-    users = np.concatenate([split.cold_test_users, np.flatnonzero(np.diff(split.test.indptr) > 0)])
-    return np.unique(users)[:100_000]
-
-
-def _write_interest(model, split: SplitData, path: Path) -> None:
-    """``interest.csv``: a row per output user, ``user`` then one column per CF-side category (``I_u``)."""
-    import jax.numpy as jnp
-    import pandas as pd
-
-    if not isinstance(model, HasInterest):
-        raise ConfigError(f"trainer.interest: {type(model).__name__} has no interest vector (use model=jmf)")
-    users = _output_users(split)
-    names = [str(split.data.category_names[c]) for c in split.partition.cf_categories]
-    parts = []
-    for start in range(0, len(users), 1024):
-        chunk = np.zeros(1024, np.int32)   # fixed-size batches: one compilation
-        n = len(users[start:start + 1024])
-        chunk[:n] = users[start:start + n]
-        parts.append(np.asarray(model.interest(jnp.asarray(chunk)))[:n])
-    frame = pd.DataFrame(np.concatenate(parts) if parts else np.zeros((0, len(names))), columns=names)
-    frame.insert(0, "user", [str(split.data.user_ids[u]) for u in users])
-    frame.to_csv(path, index=False, float_format="%.6g")
-
-
-def _write_top_n(model, split: SplitData, n: int, path: Path) -> None:
-    import jax.numpy as jnp
-
-    users = _output_users(split)
-    result = {}
-    for start in range(0, len(users), 1024):
-        chunk = users[start:start + 1024]
-        scores = np.array(model.score(jnp.asarray(chunk, jnp.int32)))  # a writable copy
-        train = split.train[chunk].toarray() > 0
-        scores[train] = -np.inf
-        top = np.argsort(-scores, axis=1)[:, :n]
-        for u, row in zip(chunk, top):
-            result[str(split.data.user_ids[u])] = [str(split.data.item_ids[split.cf_items[j]]) for j in row]
-    path.write_text(json.dumps(result))

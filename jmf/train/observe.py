@@ -73,7 +73,7 @@ class MetricLogger:
         if self._tb is not None:
             for name, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(name, float(value), int(step))
+                    self._tb.add_scalar(tensorboard_tag(name), float(value), int(step))
 
     def close(self) -> None:
         if self._file is not None:
@@ -230,3 +230,11 @@ def record_failure(directory: str | Path, err: BaseException, overrides: list[st
     path.write_text(json.dumps({"type": type(err).__name__, "message": str(err), "overrides": overrides or [],
                                 "traceback": "".join(traceback.format_exception(err))}, indent=2))
     return path
+
+
+def tensorboard_tag(name: str) -> str:
+    """A metric name as a valid TensorBoard tag (``train/ndcg@10`` -> ``train/ndcg_at_10``): tensorboardX
+    would otherwise rename it itself and log a warning for every point."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_./-]", "_", name.replace("@", "_at_"))
