@@ -104,8 +104,22 @@ def write_results(name: str, markdown: str, rows: Sequence[dict], extra: dict | 
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    payload = {"command": command, "machine": machine(), "rows": list(rows), **(extra or {})}
+    payload = {"command": command, "machine": machine(), "commit": _commit(), "rows": list(rows), **(extra or {})}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+
+
+def _commit() -> str:
+    """``<hash>`` of the code the benchmark ran (``+dirty`` with uncommitted changes to tracked files)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}{'+dirty' if dirty else ''}" if head else "unknown"
 
 
 def _jsonable(value: object) -> object:

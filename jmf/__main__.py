@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 
 import hydra
@@ -48,7 +49,13 @@ def main(cfg: DictConfig) -> float:
 
         print(f"jmf-train: interrupted at step {last_step()}; rerun the same command to resume "
               f"(run directory {hydra_cfg.runtime.output_dir})", file=sys.stderr)
-        sys.exit(INTERRUPTED)
+        # The checkpoint is written and the run's files are closed (the interrupt unwound through them).  A
+        # normal interpreter exit here can crash (SIGSEGV) in XLA's or orbax's threads interrupted mid-call,
+        # so the process leaves at once with the documented code.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(INTERRUPTED)
     except Exception as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             path = record_failure(hydra_cfg.runtime.output_dir, err, list(hydra_cfg.overrides.task))

@@ -1,10 +1,12 @@
 """Test set-up: 4 forced CPU devices (set before jax initialises) and the shared data path."""
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))   # helpers shared by test files (docs_runner)
 os.environ.setdefault("JMF_DATA_DIR", str((ROOT.parent / "shared" / "data").resolve()))
 
 import pytest  # noqa: E402

@@ -18,19 +18,24 @@ def jmf_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-def test_default_run_writes_metrics_and_config(tmp_path):
-    res = jmf_train(f"hydra.run.dir={tmp_path}/run", *SMALL, cwd=tmp_path)
+def test_first_run_shows_the_mission_and_names_its_files(tmp_path):
+    """``jmf-train`` with no arguments: JMF on the quickstart cold start, its lift over popularity, the run
+    directory and its files named, and none of libtpu's or tensorboardX's noise."""
+    env = {**os.environ, "XLA_FLAGS": ""}
+    res = subprocess.run([sys.executable, "-m", "jmf"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    for key in ("valid/ndcg@10", "test/ndcg@10", "test/recall@20", "test/precision@10", "test/hr@10",
-                "test/mrr@10", "rows/train", "rows/test"):
+    out = res.stdout + res.stderr
+    assert "experiment=quickstart" in out and "JMF" in out and "lift" in out
+    line = [l for l in out.splitlines() if l.startswith("run directory ")][-1]
+    run = Path(line.split("run directory ", 1)[1].split(":", 1)[0])
+    assert "metrics.json" in line and "model/" in line and (run / "model" / "state.safetensors").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("valid/ndcg@10", "test/ndcg@10", "test/recall@20", "test/hr@10", "rows/train", "rows/test"):
         assert key in metrics, key
-    # wall-clock time is in metrics.json (the contract) and, alone, in timing.json
-    assert metrics["train/seconds"] > 0
-    assert "train/seconds" in json.loads((tmp_path / "run" / "timing.json").read_text())
-    assert 0.0 < metrics["test/ndcg@10"] <= 1.0
-    assert (tmp_path / "run" / "config.yaml").exists()
-    assert "ndcg@10" in res.stdout  # the results table
+    assert metrics["test/ndcg@10"] > 1.5 * metrics["baseline/test/ndcg@10"]      # the planted transfer shows
+    assert metrics["train/seconds"] > 0 and "train/seconds" in json.loads((run / "timing.json").read_text())
+    assert "libtpu" not in out and "is illegal" not in out and "Traceback" not in out
 
 
 def test_ml100k_mf_reports_ratings(tmp_path):

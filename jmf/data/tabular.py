@@ -107,7 +107,8 @@ def load_table(path: str | Path, user_col: str = "user", item_col: str = "item",
         raise DataError(f"{path}: data.header=false needs data.columns, one name per field in file order "
                         "(e.g. [user, item, rating, time])")
     frame = _read_frame(path, sep, header, columns)
-    first_line = 2 if header else 1
+    # where a row is in the file: "line N" of a text file (the header is line 1), "row N" of a parquet table
+    first_line = 0 if _is_parquet(path) else 2 if header else 1
     if frame.empty:
         raise DataError(f"{path}: no data rows{' after the header line' if header else ''}")
     wanted = {"user_col": user_col, "item_col": item_col, "value_col": value_col, "time_col": time_col,
@@ -138,7 +139,7 @@ def load_table(path: str | Path, user_col: str = "user", item_col: str = "item",
 def _read_frame(path: Path, sep: str | None, header: bool = True, columns: Sequence[str] | None = None
                 ) -> pd.DataFrame:
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in PARQUET_SUFFIXES:
+    if _is_parquet(path):
         return pd.read_parquet(path)
     if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
         suffixes = suffixes[:-1]
@@ -161,12 +162,21 @@ def _read_frame(path: Path, sep: str | None, header: bool = True, columns: Seque
     return frame
 
 
+def _is_parquet(path: Path) -> bool:
+    return bool(path.suffixes) and path.suffixes[-1].lower() in PARQUET_SUFFIXES
+
+
+def _at(row: int, first_line: int) -> str:
+    """``line N`` of a text file (``first_line``: the line of row 0), ``row N`` of a table without lines."""
+    return f"line {row + first_line}" if first_line > 0 else f"row {row}"
+
+
 def _require_ids(column: pd.Series, field: str, path: Path, first_line: int = 2) -> None:
     empty = column.isna().to_numpy()
     if not pd.api.types.is_numeric_dtype(column):
         empty = empty | (column.astype(str).str.strip() == "").to_numpy()
     if empty.any():
-        raise DataError(f"{path}: field '{field}' is empty at line {int(np.flatnonzero(empty)[0]) + first_line}")
+        raise DataError(f"{path}: field '{field}' is empty at {_at(int(np.flatnonzero(empty)[0]), first_line)}")
 
 
 def _numbers(column: pd.Series, field: str, path: Path, first_line: int) -> np.ndarray:
@@ -176,7 +186,7 @@ def _numbers(column: pd.Series, field: str, path: Path, first_line: int) -> np.n
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         what = "not a finite number" if str(column.iloc[row]).strip() else "missing"
-        raise DataError(f"{path}: field '{field}' (column {column.name!r}) is {what} at line {row + first_line}: "
+        raise DataError(f"{path}: field '{field}' (column {column.name!r}) is {what} at {_at(row, first_line)}: "
                         f"{column.iloc[row]!r}")
     return number
 
@@ -184,15 +194,18 @@ def _numbers(column: pd.Series, field: str, path: Path, first_line: int) -> np.n
 def _times(column: pd.Series, path: Path, first_line: int, time_format: str | None) -> np.ndarray:
     """``[N] int64`` seconds: numbers as they are, dates parsed (``time_format``, else ISO 8601)."""
     if time_format is None:
-        number = pd.to_numeric(column, errors="coerce")
-        if number.notna().all():
+        blank = (column.astype(str).str.strip() == "").to_numpy()
+        number = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
+        if np.isfinite(number[~blank]).all():          # numbers (a blank one is reported as missing)
             return _numbers(column, "time", path, first_line).astype(np.int64)
     parsed = pd.to_datetime(column, format=time_format or "ISO8601", errors="coerce")
     if parsed.isna().any():
         row = int(np.flatnonzero(parsed.isna().to_numpy())[0])
         how = f"does not match data.time_format={time_format!r}" if time_format else (
             "is neither a number nor an ISO 8601 date; set data.time_format (e.g. '%d/%m/%Y %H:%M')")
-        raise DataError(f"{path}: field 'time' (column {column.name!r}) at line {row + first_line}: "
+        if not str(column.iloc[row]).strip():
+            raise DataError(f"{path}: field 'time' (column {column.name!r}) is missing at {_at(row, first_line)}")
+        raise DataError(f"{path}: field 'time' (column {column.name!r}) at {_at(row, first_line)}: "
                         f"{column.iloc[row]!r} {how}")
     if parsed.dt.tz is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)

@@ -30,7 +30,7 @@ with several stages (EMCDR: two MFs, then a mapping) runs each stage on its own 
 
 Worked example -- a complete engine-trained model (item biases trained by SGD on a softmax over
 each user's items); ``tests/models/test_model_contract.py`` runs this very code through the
-contract test, and ``tests/extensions/`` plugs models, heads and score terms in from outside::
+contract test; docs/pages/tutorials/new-*.md plug models, heads and score terms in from outside::
 
     import jax, jax.numpy as jnp, numpy as np, optax
     from jmf.models.protocols import EngineModel, EpochPlan, Phase, RunContext, TrainPlan

@@ -26,7 +26,7 @@ def test_partition_by_names_and_errors(data):
         partition_categories(data, k=6)
     with pytest.raises(ValueError, match="partition.cf_categories: empty"):
         partition_categories(data, cf_categories=[])
-    with pytest.raises(ValueError, match="unknown category 'nope'"):
+    with pytest.raises(ValueError, match="partition.cf_categories: no category named 'nope'"):
         partition_categories(data, cf_categories=["nope"])
 
 

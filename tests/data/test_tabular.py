@@ -43,16 +43,16 @@ def test_named_errors(tmp_path):
     with pytest.raises(ValueError, match=r"r.csv: column 'user' \(data.user_col\) not found"):
         load_table(path)
     path.write_text("uid,iid,stars\na,x,5\nb,y,great\n")
-    with pytest.raises(ValueError, match=r"r.csv: field 'value' is not numeric at row 1: 'great'"):
+    with pytest.raises(ValueError, match=r"r.csv: field 'value' \(column 'stars'\) is not a finite number at line 3: 'great'"):
         load_table(path, user_col="uid", item_col="iid", value_col="stars")
     path.write_text("uid,iid,stars\na,x,5\nb,y,nan\n")
-    with pytest.raises(ValueError, match=r"r.csv: field 'value' is NaN at row 1"):
+    with pytest.raises(ValueError, match=r"r.csv: field 'value' \(column 'stars'\) is not a finite number at line 3: 'nan'"):
         load_table(path, user_col="uid", item_col="iid", value_col="stars")
     path.write_text("uid,iid,stars,ts\na,x,5,1\nb,y,4,\n")
-    with pytest.raises(ValueError, match=r"r.csv: field 'timestamp' is not numeric at row 1"):
+    with pytest.raises(ValueError, match=r"r.csv: field 'time' \(column 'ts'\) is missing at line 3"):
         load_table(path, user_col="uid", item_col="iid", value_col="stars", time_col="ts")
     path.write_text("uid,iid,stars\na,x,5\n,y,4\n")
-    with pytest.raises(ValueError, match=r"r.csv: field 'user' is empty at row 1"):
+    with pytest.raises(ValueError, match=r"r.csv: field 'user' is empty at line 3"):
         load_table(path, user_col="uid", item_col="iid", value_col="stars")
     pd.DataFrame({"uid": [1.0, None], "iid": [1, 2]}).to_parquet(tmp_path / "r.parquet")
     with pytest.raises(ValueError, match=r"r.parquet: field 'user' is empty at row 1"):

@@ -39,8 +39,8 @@ Differences from the authors' code and why:
   evaluate on the test lines every 10 epochs (999 sampled negatives) and report the best.
 * Random numbers are counter hashes (dropout masks, ``ε``), not torch's generator; ``ε`` is drawn for the
   batch's rows only (one draw per node and step, as the authors').  ``adj @ (x W)`` is computed as
-  ``(adj @ x) W`` when that multiplies fewer rows (equal up to rounding), the two heads share one
-  propagation.  Parameters that never reach the loss (the authors' ``share_mean``/``share_sigma``, the item
+  ``(adj @ x) W`` when that multiplies fewer rows, and ``Linear([h ‖ x])`` as ``h W_h + x W_x`` (equal up
+  to rounding).  Parameters that never reach the loss (the authors' ``share_mean``/``share_sigma``, the item
   side of the share-prior VBGEs) are not created.
 """
 
@@ -54,7 +54,7 @@ import scipy.sparse as sp
 from jmf.data.split import SplitData
 from jmf.errors import ConfigError
 from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
-from jmf.models.graph.cdrib import _dgcn_layer, _dropout, _gcn, _gcn_init, _linear, _mix, _union, init_vbge
+from jmf.models.graph.cdrib import _dropout, _gcn_init, _linear, _mix, init_vbge
 from jmf.models.graph.common import GraphModel, Triples
 
 DOMAINS = ("s", "t")          # source (O2, split.dl), target (O1, split.train)
@@ -104,9 +104,9 @@ class DisenCDR(GraphModel):
         self.degree = {d: np.diff(m.indptr) for d, m in mats.items()}
         self.n_steps = self.steps_per_epoch()
         return {"graph": {d: bipartite_edges(mats[d], "row") for d in DOMAINS},
-                "rate": jnp.asarray(self.rates()[:, None], jnp.float32)}
+                "rate": jnp.asarray(self.source_shares()[:, None], jnp.float32)}
 
-    def rates(self) -> np.ndarray:
+    def source_shares(self) -> np.ndarray:
         """``[U]`` source shares ``λ_u = |S(u)| / (|S(u)| + |T(u)|)`` (0.5 without rows), or the code's scalar."""
         s, t = self.degree["s"].astype(np.float64), self.degree["t"].astype(np.float64)
         lam = np.where(s + t > 0, s / np.maximum(s + t, 1), 0.5)
@@ -207,7 +207,7 @@ def specific_vbge(p: dict, u: jax.Array, v: jax.Array, graph, leaky: float, seed
     for j, layer in enumerate([*p["dgcn"], None]):
         u, v = _drop(seed, 2 * j, u, rate), _drop(seed, 2 * j + 1, v, rate)
         if layer is not None:
-            u, v = _dgcn_layer(layer, u, v, graph, leaky)
+            u, v = _side_layer(layer, u, graph, USER, leaky), _side_layer(layer, v, graph, ITEM, leaky, items=True)
     return (*_heads(p["last"], u, graph, USER, leaky), *_heads(p["last"], v, graph, ITEM, leaky, items=True))
 
 
@@ -215,7 +215,7 @@ def share_prior_vbge(p: dict, u: jax.Array, graph, leaky: float, seed: jax.Array
                      rate: float = 0.0) -> tuple[jax.Array, jax.Array]:
     """The authors' ``singleVBGE.forward_user_share``: ``(μ, logstd)``; dropout before the DGCN layers only."""
     for j, layer in enumerate(p["dgcn"]):
-        u = _user_layer(layer, _drop(seed, j, u, rate), graph, USER, leaky)
+        u = _side_layer(layer, _drop(seed, j, u, rate), graph, USER, leaky)
     return _heads(p["last"], u, graph, USER, leaky)
 
 
@@ -225,36 +225,57 @@ def cross_vbge(p: dict, u_s: jax.Array, u_t: jax.Array, graphs: dict, lam: jax.A
     source graph and the target path on the target graph; dropout before the DGCN layers only."""
     for j, layer in enumerate(p["dgcn"]):
         u_s, u_t = _drop(seed, 2 * j, u_s, rate), _drop(seed, 2 * j + 1, u_t, rate)
-        u_s = u_t = (lam * _user_layer(layer, u_s, graphs["s"], CROSS["s"], leaky)
-                     + (1 - lam) * _user_layer(layer, u_t, graphs["t"], CROSS["t"], leaky))
+        u_s = u_t = (lam * _side_layer(layer, u_s, graphs["s"], CROSS["s"], leaky)
+                     + (1 - lam) * _side_layer(layer, u_t, graphs["t"], CROSS["t"], leaky))
     mu_s, s_s = _heads(p["last"], u_s, graphs["s"], CROSS["s"], leaky)
     mu_t, s_t = _heads(p["last"], u_t, graphs["t"], CROSS["t"], leaky)
     return lam * mu_s + (1 - lam) * mu_t, lam * s_s + (1 - lam) * s_t
 
 
 def _hop(p: dict, x: jax.Array, graph, names: list, leaky: float, to_item_side: bool) -> list[jax.Array]:
-    """``GCN(x, adj)`` for each GCN of ``names`` (one propagation): users -> items over ``VU`` or back over ``UV``."""
+    """``LeakyReLU(adj @ (x W) + b)`` for each GCN of ``names``: users -> items over ``VU`` or back over ``UV``.
+
+    The product runs on the fewer rows: ``adj @ (x W)`` or ``(adj @ x) W`` (equal up to rounding).  Several
+    heads share ``adj @ x``; propagated after their products they go one at a time, as the CPU's CSR kernel
+    takes ~2.5x longer for one 256-wide product than for two 128-wide ones.
+    """
     n_users, n_items = graph.A.shape
-    if to_item_side:
-        return _gcn(x, [p[n] for n in names], lambda y: to_items(graph, y), n_items, leaky)
-    return _gcn(x, [p[n] for n in names], lambda y: to_users(graph, y), n_users, leaky)
+    n_out = n_items if to_item_side else n_users
+    spread = (lambda y: to_items(graph, y)) if to_item_side else (lambda y: to_users(graph, y))
+    heads = [p[n] for n in names]
+    if x.shape[0] > n_out:
+        y = spread(x)
+        outs = [y @ w + b for w, b in heads]
+    else:
+        outs = [spread(x @ w) + b for w, b in heads]
+    return [jax.nn.leaky_relu(out, leaky) for out in outs]
 
 
-def _user_layer(p: dict, u: jax.Array, graph, names: tuple, leaky: float) -> jax.Array:
-    """A DGCN layer's user path: ``ReLU(Linear([GCN_b(GCN_a(u, VU), UV) ‖ u]))``."""
+def _side_layer(p: dict, x: jax.Array, graph, names: tuple, leaky: float, items: bool = False) -> jax.Array:
+    """One side of a DGCN layer: users ``ReLU(Linear([GCN_b(GCN_a(u, VU), UV) ‖ u]))``, items mirrored."""
     first, second, union = names
-    (h,) = _hop(p, u, graph, [first], leaky, True)
-    (h,) = _hop(p, h, graph, [second], leaky, False)
-    return jax.nn.relu(_union(p[union], h, u))
+    (h,) = _hop(p, x, graph, [first], leaky, not items)
+    (h,) = _hop(p, h, graph, [second], leaky, items)
+    return jax.nn.relu(_union(p[union], h, x))
 
 
 def _heads(p: dict, x: jax.Array, graph, names: tuple, leaky: float, items: bool = False) -> tuple:
     """A last layer's ``(μ, logstd)`` of one side: two hops (users: over ``VU`` then ``UV``; items: mirrored),
-    the second with a mean and a log-std GCN, each concatenated with ``x`` into its Linear."""
+    the second with a mean and a log-std GCN, each concatenated with ``x`` into its Linear (one product
+    of ``x`` with both Linears' halves)."""
     first, second, union = names
     (h,) = _hop(p, x, graph, [first], leaky, not items)
     h_mean, h_logstd = _hop(p, h, graph, [f"{second}_mean", f"{second}_logstd"], leaky, items)
-    return _union(p[f"{union}_mean"], h_mean, x), _union(p[f"{union}_logstd"], h_logstd, x)
+    (w_mean, b_mean), (w_logstd, b_logstd) = p[f"{union}_mean"], p[f"{union}_logstd"]
+    d = h.shape[1]
+    x_mean, x_logstd = jnp.split(x @ jnp.concatenate([w_mean[d:], w_logstd[d:]], 1), 2, axis=1)
+    return h_mean @ w_mean[:d] + x_mean + b_mean, h_logstd @ w_logstd[:d] + x_logstd + b_logstd
+
+
+def _union(p: tuple, h: jax.Array, x: jax.Array) -> jax.Array:
+    """``Linear([h ‖ x])`` as ``h W_h + x W_x + b``: the ``[N, 2d]`` concatenation is never written."""
+    w, b = p
+    return h @ w[:h.shape[1]] + x @ w[h.shape[1]:] + b
 
 
 def _drop(seed: jax.Array | None, stream: int, x: jax.Array, rate: float) -> jax.Array:

@@ -1,1 +1,0 @@
-"""Plug-ins written outside the ``jmf`` package: what a researcher adds in their own project."""
