@@ -51,6 +51,7 @@ class SplitConfig:
     beta: float = 0.2
     cold_valid_fraction: float = 0.1
     min_train: int = 1
+    valid_is_test: bool = False   # select epochs on the test fold (the DisenCDR/CDRIB authors' protocol)
     seed: int | None = None   # default: the run's seed
 
 

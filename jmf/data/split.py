@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from jmf.data.interactions import TEST, TRAIN, VALID, Interactions
-from jmf.errors import DataError
+from jmf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ class SplitData:
 
 def make_split(data: Interactions, partition: Partition, method: str = "ratio", *, seed: int = 0,
                test_ratio: float = 0.2, valid_ratio: float = 0.1, by: str = "user", order: str = "time",
-               beta: float = 0.2, cold_valid_fraction: float = 0.1, min_train: int = 1) -> SplitData:
+               beta: float = 0.2, cold_valid_fraction: float = 0.1, min_train: int = 1,
+               valid_is_test: bool = False) -> SplitData:
     """Hold out CF-side interactions (see module docstring).
 
     Args:
@@ -126,7 +127,11 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
       cold_valid_fraction: ``cold_start`` fraction of the remaining overlapping users that become
         validation users (model selection never looks at test users).
       min_train: ``ratio``/``loo`` never leave a user with fewer CF-side training rows than this.
+      valid_is_test: the validation fold *is* the test fold (needs ``valid_ratio=0`` and, for
+        ``cold_start``, ``cold_valid_fraction=0``): epochs are selected on test, as the DisenCDR and CDRIB
+        authors' code reports its best evaluation.  Optimistic; only to set jmf beside those figures.
     """
+    _check_valid_is_test(valid_is_test, method, valid_ratio, cold_valid_fraction)
     rng = np.random.default_rng(seed)
     cat = data.item_category[data.item]
     cf_row = np.isin(cat, partition.cf_categories)
@@ -150,21 +155,35 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
     else:
         raise DataError(f"split: unknown method {method!r} (ratio|loo|cold_start|predefined)")
 
-    def side(mask, items):
+    if valid_is_test:
+        log.warning("split.valid_is_test: epochs are selected on the test fold (the authors' protocol; optimistic)")
+        cold_valid = cold_test
+    side = _side_matrix(data)
+    return SplitData(
+        data=data, partition=partition, cf_items=cf_items, dl_items=dl_items,
+        train=side(cf_row & (fold == TRAIN), cf_items),
+        valid=side(cf_row & (fold == (TEST if valid_is_test else VALID)), cf_items),
+        test=side(cf_row & (fold == TEST), cf_items), dl=side(dl_row, dl_items),
+        train_rows=np.flatnonzero(cf_row & (fold == TRAIN)), dl_rows=np.flatnonzero(dl_row),
+        cold_valid_users=cold_valid, cold_test_users=cold_test,
+    )
+
+
+def _check_valid_is_test(valid_is_test: bool, method: str, valid_ratio: float, cold_valid_fraction: float) -> None:
+    if valid_is_test and (cold_valid_fraction if method == "cold_start" else valid_ratio) > 0:
+        raise ConfigError("split.valid_is_test=true selects on the test fold: set split.valid_ratio=0 "
+                          "(and split.cold_valid_fraction=0 with split=cold_start) so no training row is held out")
+
+
+def _side_matrix(data: Interactions):
+    """``side(row mask, items)`` -> ``[U, len(items)]`` CSR of the masked rows, columns local to ``items``."""
+    def side(mask: np.ndarray, items: np.ndarray) -> sp.csr_matrix:
         local = np.full(data.n_items, -1, np.int64)
         local[items] = np.arange(len(items))
         sel = np.flatnonzero(mask)
         return sp.csr_matrix((data.value[sel], (data.user[sel], local[data.item[sel]])),
                              shape=(data.n_users, len(items)), dtype=np.float32)
-
-    train_rows = np.flatnonzero(cf_row & (fold == TRAIN))
-    return SplitData(
-        data=data, partition=partition, cf_items=cf_items, dl_items=dl_items,
-        train=side(cf_row & (fold == TRAIN), cf_items), valid=side(cf_row & (fold == VALID), cf_items),
-        test=side(cf_row & (fold == TEST), cf_items), dl=side(dl_row, dl_items), train_rows=train_rows,
-        dl_rows=np.flatnonzero(dl_row),
-        cold_valid_users=cold_valid, cold_test_users=cold_test,
-    )
+    return side
 
 
 def _ratio_folds(data: Interactions, rows: np.ndarray, fold: np.ndarray, rng: np.random.Generator,

@@ -120,14 +120,11 @@ def load_table(path: str | Path, user_col: str = "user", item_col: str = "item",
         if column is not None:
             _require_ids(frame[column], field, path, first_line)
 
-    def column(key: str | None):
-        return None if key is None else frame[key].to_numpy()
-
     value = (_numbers(frame[value_col], "value", path, first_line) if value_col is not None
              else np.ones(len(frame), np.float32))
     time = None if time_col is None else _times(frame[time_col], path, first_line, time_format)
     data = from_columns(
-        column(user_col), column(item_col), value, timestamp=time,
+        frame[user_col].to_numpy(), frame[item_col].to_numpy(), value, timestamp=time,
         category=None if category_col is None else frame[category_col].astype(str).to_numpy(),
         multi_category=multi_category, implicit=value_col is None if implicit is None else implicit,
         source=str(path),

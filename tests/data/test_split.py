@@ -63,3 +63,15 @@ def test_cold_start_hides_all_cf_rows_of_test_users(data):
         make_split(data, partition_categories(data, k=3), "cold_start", beta=1.5)
     with pytest.raises(ValueError, match="needs a DL side"):
         make_split(data, partition_categories(data), "cold_start")
+
+
+def test_valid_is_test_selects_on_the_test_fold_and_trains_on_the_rest(data):
+    p = partition_categories(data, k=2)
+    both = make_split(data, p, "ratio", valid_ratio=0.0, valid_is_test=True, seed=0)
+    plain = make_split(data, p, "ratio", valid_ratio=0.0, seed=0)
+    assert (both.valid != both.test).nnz == 0 and both.test.nnz > 0
+    assert (both.train != plain.train).nnz == 0 and plain.valid.nnz == 0
+    cold = make_split(data, p, "cold_start", cold_valid_fraction=0.0, valid_is_test=True, seed=0)
+    assert list(cold.cold_valid_users) == list(cold.cold_test_users)
+    with pytest.raises(ValueError, match="split.valid_is_test=true .* split.valid_ratio=0"):
+        make_split(data, p, "ratio", valid_ratio=0.1, valid_is_test=True)
