@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -71,6 +72,18 @@ def main(cfg: DictConfig) -> float:
     return float(metrics.get(cfg.trainer.optimized_metric, math.nan))
 
 
+def _print_help() -> None:
+    """``jmf-train --help`` from ``conf/hydra/help/jmf.yaml``, without Hydra's app help, which lists every
+    config group eagerly (200 config-repository copies: 90 s here) even when the template never shows them."""
+    import string
+
+    from omegaconf import OmegaConf
+
+    help_cfg = OmegaConf.load(Path(CONF_DIR) / "hydra" / "help" / "jmf.yaml")
+    text = OmegaConf.create({"hydra": {"help": help_cfg}}).hydra.help.template
+    print(string.Template(text).safe_substitute())
+
+
 def cli() -> None:
     """The ``jmf-train`` console script: :func:`main`, with Hydra's config errors mapped to exit code 2.
 
@@ -80,6 +93,9 @@ def cli() -> None:
         print("jmf-train: no arguments -- running experiment=quickstart (JMF on a synthetic cross-category cold "
               "start; see jmf-train --help)", flush=True)
         sys.argv.append("experiment=quickstart")
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        _print_help()
+        return
     try:
         main()
     except SystemExit as exit_:
