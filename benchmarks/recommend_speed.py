@@ -1,7 +1,7 @@
 """Inference throughput of saved models: ``recommend_new`` users/s and single-user latency, beside the
 in-run evaluation's users/s, measured in the same process on the same 2 CPU cores.
 
-    python benchmarks/recommend_speed.py                          # ~10^4 and ~10^5 CF-side items
+    python benchmarks/recommend_speed.py                          # ~10^4 and ~5x10^4 CF-side items
     python benchmarks/recommend_speed.py --experiments throughput --models jmf-cnn
 
 For each experiment (``experiments/throughput*.yaml``) and model, the script trains it briefly with
@@ -23,8 +23,7 @@ import numpy as np
 
 from common import ROOT, markdown_table, write_results
 
-MODELS = {"jmf-cnn": ["model=jmf", "model/encoder=cnn"], "jmf-transformer": ["model=jmf", "model/encoder=transformer"],
-          "ials": ["model=ials", "model.epochs=1"]}
+MODELS = {"jmf-cnn": "jmf_cnn", "jmf-transformer": "jmf_transformer", "ials": "ials"}   # experiments/throughput/
 
 
 def _history(rec, users: np.ndarray, side: str):
@@ -50,7 +49,7 @@ def one(experiment: str, model: str, out_root: Path) -> dict:
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", *MODELS[model], "seed=0",
+        cfg = compose("train", overrides=[f"experiment={experiment}/{MODELS[model]}", "seed=0",
                                           "trainer.resume=false"])
     out = out_root / experiment / model
     start = time.perf_counter()

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from jmf.config import CONF_DIR, register_configs
 from jmf.errors import INTERRUPTED, USER_ERROR, paragraph, show_traceback, user_error
 
-register_configs()
+register_configs([])      # the tasks; cli() adds the rows its command line names
 log = logging.getLogger("jmf")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)   # "Unable to initialize backend 'tpu'" on CPUs
 _started = False     # the task function ran: a SystemExit(1) before it is Hydra's config error
@@ -96,6 +96,7 @@ def cli() -> None:
     if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
         _print_help()
         return
+    register_configs(sys.argv[1:])
     try:
         main()
     except SystemExit as exit_:

@@ -10,6 +10,8 @@ group (STYLE §A: a root search path breaks ``experiment=glob(*)`` in Hydra 1.3.
 
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
 import os
 import types
@@ -127,9 +129,14 @@ def data_dir() -> str:
     return os.environ.get("JMF_DATA_DIR", "").strip() or "data"
 
 
-def register_configs() -> None:
+def register_configs(argv: list[str] | None = None) -> None:
     """Register schemas and experiments in Hydra's ConfigStore (idempotent), and the ``${jmf_data_dir:}``
-    resolver the dataset configs' ``root`` uses."""
+    resolver the dataset configs' ``root`` uses.
+
+    ``argv`` (a command line's overrides) registers the rows ``experiment=<task>/<row>`` of the tasks it
+    names only (every task's default row is always registered): Hydra deep-copies the whole store for
+    every config it composes, ~1 s with all ~240 rows.  ``None`` (library use) or a sweep over
+    experiments registers every row."""
     if not OmegaConf.has_resolver("jmf_data_dir"):
         OmegaConf.register_new_resolver("jmf_data_dir", data_dir)
     cs = ConfigStore.instance()
@@ -138,10 +145,23 @@ def register_configs() -> None:
     cs.store(group="eval", name="schema", node=EvalSchema)
     cs.store(group="trainer", name="schema", node=TrainerConfig)
     cs.store(group="optim", name="schema", node=OptimConfig)
+    tasks = None if argv is None else _requested_tasks(argv)
     for name, rows in experiment_catalogue().items():
         cs.store(group="experiment", name=name, node=_experiment_node(name), package="_global_")
-        for row in rows:
+        for row in rows if tasks is None or name in tasks else ():
             cs.store(group=f"experiment/{name}", name=row, node=_experiment_node(name, row), package="_global_")
+
+
+def _requested_tasks(argv: list[str]) -> set[str] | None:
+    """The tasks ``experiment=<task>[/<row>]`` overrides name; ``None`` (all) for a sweep over them."""
+    tasks = set()
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "experiment":
+            if any(c in value for c in ",()[]*"):
+                return None
+            tasks.add(value.split("/", 1)[0].strip())
+    return tasks
 
 
 def experiment_catalogue() -> dict[str, list[str]]:
@@ -151,9 +171,22 @@ def experiment_catalogue() -> dict[str, list[str]]:
     models = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
     out = {}
     for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
-        files = sorted(p.stem for p in (EXPERIMENTS_DIR / path.stem).glob("*.yaml"))
+        files = sorted(_row_files(path.stem))
         out[path.stem] = files + [m for m in models if m not in files]
     return out
+
+
+def _includes(task: str) -> list[str]:
+    """The experiments ``experiments/<task>.yaml`` includes (plain ``- <other experiment>`` entries)."""
+    return [e for e in _entries(_load(EXPERIMENTS_DIR / f"{task}.yaml")) if isinstance(e, str) and "/" not in e]
+
+
+def _row_files(task: str) -> set[str]:
+    """The rows of ``experiments/<task>/`` and of the experiments it includes (which it inherits)."""
+    rows = {p.stem for p in (EXPERIMENTS_DIR / task).glob("*.yaml")}
+    for include in _includes(task):
+        rows |= _row_files(include)
+    return rows
 
 
 # Experiments (STYLE R12).  ``experiments/<task>.yaml`` holds a task (data, partition, split, eval) and
@@ -183,7 +216,13 @@ def _is_model(entry) -> bool:
 def _load(path: Path) -> DictConfig:
     if not path.exists():
         raise ConfigError(f"experiment: {path} does not exist (referenced from experiments/)")
-    return OmegaConf.load(path)
+    return OmegaConf.create(copy.deepcopy(_parsed(path, path.stat().st_mtime_ns)))
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(path: Path, mtime_ns: int):
+    """An experiment file as plain containers, parsed once per version of the file."""
+    return OmegaConf.to_container(OmegaConf.load(path))
 
 
 def _task_part(name: str) -> tuple[list, dict]:
@@ -224,6 +263,9 @@ def _row_part(task: str, row: str) -> tuple[list, dict]:
     """``experiments/<task>/<row>.yaml`` (its sibling rows first), or ``model=<row>`` at its conf defaults."""
     path = EXPERIMENTS_DIR / task / f"{row}.yaml"
     if not path.exists():
+        for include in _includes(task):               # a row of an included experiment
+            if row in _row_files(include):
+                return _row_part(include, row)
         return [{"override /model": row}], {}
     node = _load(path)
     defaults, body = [], {}
