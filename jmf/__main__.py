@@ -13,13 +13,29 @@ import os
 import sys
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
+from jmf.errors import USER_ERROR, paragraph
+from jmf.runlock import held_by_another
 
-from jmf.config import CONF_DIR, register_configs
-from jmf.errors import INTERRUPTED, USER_ERROR, paragraph, show_traceback, user_error
+
+def _refuse_if_in_use(argv: list[str]) -> None:
+    """Exit 2 at once, before JAX and Hydra load, when ``hydra.run.dir=`` names a directory another run holds."""
+    for arg in argv:
+        if arg.startswith("hydra.run.dir="):
+            err = held_by_another(arg.split("=", 1)[1])
+            if err is not None:
+                print(paragraph(err, "jmf-train"), file=sys.stderr)
+                sys.exit(USER_ERROR)
+
+
+_refuse_if_in_use(sys.argv[1:])
+
+import hydra  # noqa: E402 -- after the run-directory probe: a refused run never pays for loading them
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from jmf.config import CONF_DIR, register_configs  # noqa: E402
+from jmf.errors import INTERRUPTED, show_traceback, user_error  # noqa: E402
 
 register_configs([])      # the tasks; cli() adds the rows its command line names
 log = logging.getLogger("jmf")

@@ -9,7 +9,6 @@ log line; a cut-off in ``eval.ks`` larger than the candidate list is an error.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from pathlib import Path
@@ -19,57 +18,13 @@ from omegaconf import DictConfig, open_dict
 
 from jmf.data.interactions import Interactions
 from jmf.data.split import SplitData
-from jmf.errors import ConfigError, DataError, RunDirError
+from jmf.errors import ConfigError, DataError
 from jmf.evaluate.protocols import EvalConfig, evaluation_users
+from jmf.runlock import RunDirLock  # noqa: F401 -- re-exported: the run directory is checked here
 
 log = logging.getLogger("jmf")
 FLOAT32_SAFE = 1e18        # |value| above this overflows float32 once squared (RMSE, MSE losses)
 VALIDATING = ("monitor", "patience")   # model keys of models that select epochs on the validation fold
-
-
-class RunDirLock:
-    """The run directory, owned by this process for the run: ``<dir>/.lock`` under ``fcntl.flock``.
-
-    A second process on the same directory is refused at once, naming the holder's pid; the lock dies
-    with its process (``kill -9`` included), so a stale lock never blocks a rerun.  With several JAX
-    processes (multi-host) each takes its own ``.lock.<process index>``.
-    """
-
-    def __init__(self, directory: str | Path, process_index: int = 0):
-        self.directory = Path(directory)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise RunDirError(f"run directory {self.directory} cannot be created ({err.strerror}); set "
-                              "hydra.run.dir to a writable place") from None
-        if not os.access(self.directory, os.W_OK | os.X_OK):
-            raise RunDirError(f"run directory {self.directory} is not writable; set hydra.run.dir to a writable place")
-        name = ".lock" if process_index == 0 else f".lock.{process_index}"
-        self.path = self.directory / name
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "unknown"
-            self.handle.close()
-            raise RunDirError(f"run directory {self.directory} is in use by another jmf run (pid {holder}); wait for "
-                              "it to finish, or give this run another hydra.run.dir") from None
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(str(os.getpid()))
-        self.handle.flush()
-
-    def release(self) -> None:
-        if not self.handle.closed:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
-            self.handle.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
 
 
 def check_values(data: Interactions, rating_range: list | None, path: str) -> None:
