@@ -10,7 +10,6 @@ log line; a cut-off in ``eval.ks`` larger than the candidate list is an error.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
