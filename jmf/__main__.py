@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import sys
-from pathlib import Path
 
 from jmf.errors import USER_ERROR, paragraph
 from jmf.runlock import held_by_another
@@ -37,7 +36,6 @@ from omegaconf import DictConfig  # noqa: E402
 from jmf.config import CONF_DIR, register_configs  # noqa: E402
 from jmf.errors import INTERRUPTED, show_traceback, user_error  # noqa: E402
 
-register_configs([])      # the tasks; cli() adds the rows its command line names
 log = logging.getLogger("jmf")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)   # "Unable to initialize backend 'tpu'" on CPUs
 _started = False     # the task function ran: a SystemExit(1) before it is Hydra's config error
@@ -95,7 +93,7 @@ def _print_help() -> None:
 
     from omegaconf import OmegaConf
 
-    help_cfg = OmegaConf.load(Path(CONF_DIR) / "hydra" / "help" / "jmf.yaml")
+    help_cfg = OmegaConf.load(CONF_DIR / "hydra" / "help" / "jmf.yaml")
     text = OmegaConf.create({"hydra": {"help": help_cfg}}).hydra.help.template
     print(string.Template(text).safe_substitute())
 
@@ -112,7 +110,7 @@ def cli() -> None:
     if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
         _print_help()
         return
-    register_configs(sys.argv[1:])
+    register_configs(sys.argv[1:])        # the tasks, and the rows of those this command line names
     try:
         main()
     except SystemExit as exit_:

@@ -10,7 +10,6 @@ group (STYLE §A: a root search path breaks ``experiment=glob(*)`` in Hydra 1.3.
 
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 import os
@@ -178,7 +177,8 @@ def experiment_catalogue() -> dict[str, list[str]]:
 
 def _includes(task: str) -> list[str]:
     """The experiments ``experiments/<task>.yaml`` includes (plain ``- <other experiment>`` entries)."""
-    return [e for e in _entries(_load(EXPERIMENTS_DIR / f"{task}.yaml")) if isinstance(e, str) and "/" not in e]
+    defaults = _parsed(EXPERIMENTS_DIR / f"{task}.yaml").get("defaults") or []
+    return [e for e in defaults if isinstance(e, str) and "/" not in e]
 
 
 def _row_files(task: str) -> set[str]:
@@ -214,14 +214,18 @@ def _is_model(entry) -> bool:
 
 
 def _load(path: Path) -> DictConfig:
+    return OmegaConf.create(_parsed(path))      # a new config: the cached containers are copied, not shared
+
+
+def _parsed(path: Path) -> dict:
+    """An experiment file as plain containers, parsed once per version of the file (read-only)."""
     if not path.exists():
         raise ConfigError(f"experiment: {path} does not exist (referenced from experiments/)")
-    return OmegaConf.create(copy.deepcopy(_parsed(path, path.stat().st_mtime_ns)))
+    return _parse(path, path.stat().st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=None)
-def _parsed(path: Path, mtime_ns: int):
-    """An experiment file as plain containers, parsed once per version of the file."""
+def _parse(path: Path, mtime_ns: int) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path))
 
 
