@@ -65,6 +65,12 @@ MODELS: dict[str, str] = {
     "jmf-graph": "jmf_graph",
     "oracle": "oracle",
 }
+# the rows tuned by benchmarks/search.py (experiments/<experiment>/<row>_tuned.yaml), where the experiment has one
+TUNED = {"mf (target-only)": "mf", "cmf": "cmf", "emcdr": "emcdr", "ptupcdr": "ptupcdr", "lightgcn": "lightgcn",
+         "bitgcf": "bitgcf", "disencdr": "disencdr", "cdrib": "cdrib", "jmf-cnn": "jmf-cnn",
+         "jmf-transformer": "jmf-transformer", "jmf-graph": "jmf-graph"}
+MODELS = {k: v for name, row in MODELS.items()
+          for k, v in [(name, row)] + ([(f"{TUNED[name]} (tuned)", f"{row}_tuned")] if name in TUNED else [])}
 ALIASES = {"mf": "mf (target-only)", "lightgcn-merged": "lightgcn (merged)"}
 
 
@@ -121,7 +127,7 @@ def main() -> None:
     done = {(r["task"], r["model"], r["seed"]) for r in raw if "error" not in r}
     for task in args.tasks:
         models = [ALIASES.get(m, m) for m in args.models] if args.models else [
-            m for m in MODELS if m != "oracle" or task.startswith("synthetic")]
+            m for m in MODELS if (m != "oracle" or task.startswith("synthetic")) and _has_row(task, m)]
         metric_names = TASKS[task][2]
         for model in models:
             for seed in args.seeds:
@@ -146,6 +152,12 @@ def main() -> None:
                     f"{k.split('/', 1)[1]} {metrics.get(k, math.nan):.4f}" for k in metric_names)
                     + f" ({metrics['bench/seconds']:.0f}s)", flush=True)
             _write(name, args.tasks, raw)   # after every model, so a cut-short benchmark keeps its rows
+
+
+def _has_row(task: str, model: str) -> bool:
+    """A tuned row exists only where the search wrote it; every other row is a conf model."""
+    row = MODELS[model]
+    return not row.endswith("_tuned") or (ROOT / "experiments" / TASKS[task][0] / f"{row}.yaml").exists()
 
 
 def _load_runs(stems: list[tuple[str, bool]], merged_tasks: set[str] | None = None) -> list[dict]:

@@ -92,3 +92,23 @@ def test_launcher_runs_jobs(tmp_path, launcher):
                *TINY, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert len(list((tmp_path / "sweep").rglob("metrics.json"))) == 2
+
+
+EXPERIMENTS = CONF_DIR.parent / "experiments"
+ROW_FILES = sorted(f"{p.parent.name}/{p.stem}" for p in EXPERIMENTS.glob("*/*.yaml"))
+
+
+def test_every_experiment_row_file_composes():
+    """Each ``experiments/<task>/<row>.yaml`` composes to a model with a target; a tuned row
+    (``<row>_tuned.yaml``, written by benchmarks/search.py) holds what its header says was searched."""
+    GlobalHydra.instance().clear()
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for name in ROW_FILES:
+            cfg = compose(config_name="train", overrides=[f"experiment={name}"])
+            assert cfg.model._target_.startswith("jmf."), name
+            if name.endswith("_tuned"):
+                tuned = OmegaConf.load(EXPERIMENTS / f"{name}.yaml").model
+                for key, value in OmegaConf.to_container(tuned).items():
+                    if not isinstance(value, dict):
+                        assert cfg.model[key] == value, (name, key)
