@@ -26,7 +26,8 @@ PAGES = ROOT / "docs" / "pages" / "benchmarks"
 README = ROOT / "README.md"
 # generated page -> (title, result-name prefixes, in order)
 GROUPS = {
-    "results-cold-start.md": ("Cross-category and cross-domain tables", ("cold_start_",)),
+    "results-cold-start.md": ("Cross-category and cross-domain tables, and the searches behind the tuned rows",
+                              ("cold_start_", "search_")),
     "results-cf.md": ("The CF core: accuracy and speed", ("mf_ml100k", "speed_cf", "engine_speed", "recommend_speed")),
     "results-lm.md": ("LM encoder", ("lm_",)),
     "results-analyses.md": ("Analyses: signals, validation noise, score parts", ("ciao_signal", "valid_noise",

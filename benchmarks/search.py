@@ -78,7 +78,7 @@ def read_search(family: str, row: str, out: Path) -> dict | None:
     best = yaml.safe_load(results.read_text())
     space = _space(row)
     trials = []
-    for overrides in sorted(target.glob("*/.hydra/overrides.yaml")):
+    for overrides in sorted(target.rglob(".hydra/overrides.yaml")):   # job folders are named by overrides
         job = overrides.parent.parent
         given = dict(o.split("=", 1) for o in yaml.safe_load(overrides.read_text()) if "=" in o)
         params = {k: given[k] for k in space if k in given}
@@ -102,20 +102,18 @@ def _space(row: str) -> list[str]:
 def apply(search: dict) -> list[Path]:
     """Write ``experiments/<experiment>/<row>_tuned.yaml`` for every experiment of the family."""
     row, family = search["row"], search["family"]
-    model: dict = {}
+    tuned: dict = {}          # the searched keys, nested (model.*, and optim.* for the models that read it)
     for key, value in sorted(search["best_params"].items()):
-        parts = key.split(".")
-        if parts[0] != "model":
-            raise ValueError(f"search space {ROWS[row]}_optuna: {key} is not a model key; a tuned row holds the model")
-        node = model
-        for part in parts[1:-1]:
+        *parents, leaf = key.split(".")
+        node = tuned
+        for part in parents:
             node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        node[leaf] = value
     written = []
     for experiment in FAMILIES[family][1]:
         start = f"  - {row}" if (EXPERIMENTS / experiment / f"{row}.yaml").exists() else \
             f"  - override /model: {row}"
-        body = yaml.safe_dump({"model": model}, sort_keys=True, default_flow_style=False)
+        body = yaml.safe_dump(tuned, sort_keys=True, default_flow_style=False)
         path = EXPERIMENTS / experiment / f"{row}_tuned.yaml"
         path.parent.mkdir(exist_ok=True)
         path.write_text(

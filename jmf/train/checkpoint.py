@@ -72,7 +72,8 @@ class Checkpointer:
         for name, n in (("latest", max(1, keep)), ("best", 1)):
             options = ocp.CheckpointManagerOptions(max_to_keep=n, create=True, cleanup_tmp_directories=True,
                                                    enable_async_checkpointing=async_save)
-            self._managers[name] = ocp.CheckpointManager(self.directory / name, options=options)
+            self._managers[name] = ocp.CheckpointManager(self.directory / name, options=options,
+                                                         handler_registry=_registry(self.directory))
 
     def latest_step(self, series: str = "latest") -> int | None:
         return self._managers[series].latest_step()
@@ -130,3 +131,23 @@ class Checkpointer:
     def close(self) -> None:
         for manager in self._managers.values():
             manager.close()
+
+
+GLOB_CHARACTERS = "[]*?"
+
+
+def _registry(directory: Path) -> ocp.handlers.DefaultCheckpointHandlerRegistry | None:
+    """The handlers of a run's checkpoints: orbax's defaults (OCDBT), except in a folder whose path holds
+    glob characters (a sweep's job folder ``...,partition.cf_categories=[phone],...``).  There orbax
+    finds OCDBT's per-process files with a glob over the path itself, finds none, skips the merge, and the
+    checkpoint cannot be read back; without OCDBT (one zarr folder per array) no glob is made."""
+    if not any(c in str(directory) for c in GLOB_CHARACTERS):
+        return None
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    plain = ocp.StandardCheckpointHandler(use_ocdbt=False)
+    registry.add("state", ocp.args.StandardSave, plain)
+    registry.add("state", ocp.args.StandardRestore, plain)
+    meta = ocp.JsonCheckpointHandler()
+    registry.add("meta", ocp.args.JsonSave, meta)
+    registry.add("meta", ocp.args.JsonRestore, meta)
+    return registry

@@ -99,6 +99,20 @@ def test_interrupted_run_resumes_exactly(tmp_path):
     assert list((tmp_path / "cut" / "tb").iterdir())
 
 
+def test_sweep_job_folder_with_brackets_checkpoints_and_resumes(tmp_path):
+    """A sweep's job folder is named by its overrides (``...,partition.cf_categories=[phone],...``); orbax
+    globs over that path, so OCDBT checkpoints there could not be read back (found in an Optuna sweep).
+    Such a folder resumes exactly and gives back its best state like any other."""
+    _, ref = _fit(_ctx(tmp_path / "ref"), epochs=3)
+    job = tmp_path / "experiment=x,partition.cf_categories=[phone],seed=0"
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_ctx(job, checkpoint_every=5), epochs=3, stop_after=13)
+    _, res = _fit(_ctx(job, checkpoint_every=5), epochs=3)
+    assert res.resumed_from == 10
+    np.testing.assert_array_equal(np.asarray(res.state["w"]), np.asarray(ref.state["w"]))
+    np.testing.assert_array_equal(np.asarray(res.best_state["w"]), np.asarray(ref.best_state["w"]))
+
+
 def test_nan_loss_stops_naming_step_and_term_and_keeps_last_good_checkpoint(tmp_path):
     def poisoned(state, batch):
         new, metrics = _step(state, batch)
