@@ -156,12 +156,33 @@ def main() -> None:
                      "search s": round(s["seconds"]) if not math.isnan(s["seconds"]) else ""})
     commands = "\n".join(f"* `{s['row']}`: `{s['command']}`" for s in searches)
     markdown = (f"### Searches of family {args.family} (8 TPE trials each, validation only)\n\n"
-                + markdown_table(rows) + "\n\nEach search:\n\n" + commands)
+                + markdown_table(rows) + "\n\nEach search:\n\n" + commands + "\n\n" + _trials(searches))
     if args.apply:
         for s in searches:
             for path in apply(s):
                 print(f"wrote {path.relative_to(ROOT)}")
     write_results(f"search_{args.family}", markdown, rows, extra={"searches": searches})
+
+
+def _trials(searches: list[dict]) -> str:
+    """Every trial of every search, best first."""
+    out = []
+    for s in searches:
+        trials = sorted(s["trials"], key=lambda t: -t["valid/ndcg@10"] if not math.isnan(t["valid/ndcg@10"]) else 1)
+        rows = [{"valid/ndcg@10": "failed" if t["failed"] else t["valid/ndcg@10"],
+                 **{k.removeprefix("model."): _short(_number(v)) for k, v in t["params"].items()}} for t in trials]
+        out.append(f"#### {s['row']}: its {len(trials)} trials\n\n" + markdown_table(rows))
+    return "\n\n".join(out)
+
+
+def _number(text: str) -> object:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
 
 
 def _short(value: object) -> str:

@@ -108,7 +108,15 @@ def test_every_experiment_row_file_composes():
             cfg = compose(config_name="train", overrides=[f"experiment={name}"])
             assert cfg.model._target_.startswith("jmf."), name
             if name.endswith("_tuned"):
-                tuned = OmegaConf.load(EXPERIMENTS / f"{name}.yaml").model
-                for key, value in OmegaConf.to_container(tuned).items():
-                    if not isinstance(value, dict):
-                        assert cfg.model[key] == value, (name, key)
+                tuned = OmegaConf.to_container(OmegaConf.load(EXPERIMENTS / f"{name}.yaml"))
+                tuned.pop("defaults")
+                for key, value in _leaves(tuned):
+                    assert OmegaConf.select(cfg, key) == value, (name, key)
+
+
+def _leaves(node: dict, prefix: str = ""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
