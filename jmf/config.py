@@ -11,6 +11,7 @@ group (STYLE §A: a root search path breaks ``experiment=glob(*)`` in Hydra 1.3.
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import os
 import types
@@ -128,6 +129,30 @@ def data_dir() -> str:
     return os.environ.get("JMF_DATA_DIR", "").strip() or "data"
 
 
+MAX_NAME_BYTES = 200   # file systems refuse names over 255 bytes
+
+
+def job_subdir(override_dirname: str) -> str:
+    """A sweep job's folder (``hydra.sweep.subdir``): its overrides, Hydra's ``override_dirname``, with
+    every path part longer than ``MAX_NAME_BYTES`` cut and ended by a hash of the whole part, so a search
+    over many keys (``model.weights.dl=0.437...,model.table_lr=...``) still gets a folder, one per
+    distinct set of overrides."""
+    parts = []
+    for part in override_dirname.split("/"):
+        if len(part.encode()) > MAX_NAME_BYTES:
+            digest = hashlib.sha1(part.encode()).hexdigest()[:12]
+            part = part.encode()[: MAX_NAME_BYTES - 14].decode(errors="ignore") + "~" + digest
+        parts.append(part)
+    return "/".join(parts)
+
+
+def _register_resolvers() -> None:
+    if not OmegaConf.has_resolver("jmf_data_dir"):
+        OmegaConf.register_new_resolver("jmf_data_dir", data_dir)
+    if not OmegaConf.has_resolver("jmf_job_subdir"):
+        OmegaConf.register_new_resolver("jmf_job_subdir", job_subdir)
+
+
 def register_configs(argv: list[str] | None = None) -> None:
     """Register schemas and experiments in Hydra's ConfigStore (idempotent), and the ``${jmf_data_dir:}``
     resolver the dataset configs' ``root`` uses.
@@ -136,8 +161,7 @@ def register_configs(argv: list[str] | None = None) -> None:
     names only (every task's default row is always registered): Hydra deep-copies the whole store for
     every config it composes, ~1 s with all ~240 rows.  ``None`` (library use) or a sweep over
     experiments registers every row."""
-    if not OmegaConf.has_resolver("jmf_data_dir"):
-        OmegaConf.register_new_resolver("jmf_data_dir", data_dir)
+    _register_resolvers()
     cs = ConfigStore.instance()
     cs.store(group="partition", name="schema", node=PartitionConfig)
     cs.store(group="split", name="schema", node=SplitConfig)
@@ -373,3 +397,6 @@ def _type_ok(value: Any, hint: Any) -> bool:
     if hint in (str, bool):
         return isinstance(value, hint)
     return True
+
+
+_register_resolvers()   # at import too: a launcher's worker process resolves hydra.sweep.subdir

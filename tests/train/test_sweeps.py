@@ -120,3 +120,20 @@ def _leaves(node: dict, prefix: str = ""):
             yield from _leaves(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+def test_long_override_names_get_a_bounded_job_folder():
+    """A search over many keys names its job folders by every override; a name over the file system's
+    255 bytes is cut and ended by a hash (distinct overrides, distinct folders; short names unchanged)."""
+    from jmf.config import MAX_NAME_BYTES, job_subdir
+
+    short = "experiment=amazon_phone_electronic/cmf,model.dim=64,seed=0"
+    assert job_subdir(short) == short
+    long_a = "jmf_cnn,hparams_search=jmf_optuna," + ",".join(f"model.weights.w{i}=0.43758721126{i}" for i in range(12))
+    long_b = long_a.replace("w11=", "w11=9")
+    a, b = job_subdir("experiment=x/" + long_a), job_subdir("experiment=x/" + long_b)
+    assert a != b and a.startswith("experiment=x/jmf_cnn,hparams_search=jmf_optuna,")
+    assert all(len(part.encode()) <= MAX_NAME_BYTES for part in a.split("/"))
+    assert job_subdir("experiment=x/" + long_a) == a          # the same overrides, the same folder
+    cfg = _compose()
+    assert "jmf_job_subdir" in OmegaConf.to_yaml(cfg.hydra.sweep, resolve=False)
