@@ -11,7 +11,6 @@ group (STYLE §A: a root search path breaks ``experiment=glob(*)`` in Hydra 1.3.
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import os
 import types
@@ -27,6 +26,7 @@ from jmf.data.preprocess import PreprocessConfig
 from jmf.distributed import DistributedConfig
 from jmf.optim import OptimConfig
 from jmf.errors import ConfigError
+from jmf.jobdir import job_subdir
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -127,23 +127,6 @@ def data_dir() -> str:
     """The datasets' folder: ``$JMF_DATA_DIR``, or ``data`` (relative to the working directory) when it is
     unset or empty (an empty variable must not become ``/``)."""
     return os.environ.get("JMF_DATA_DIR", "").strip() or "data"
-
-
-MAX_NAME_BYTES = 200   # file systems refuse names over 255 bytes
-
-
-def job_subdir(override_dirname: str) -> str:
-    """A sweep job's folder (``hydra.sweep.subdir``): its overrides, Hydra's ``override_dirname``, with
-    every path part longer than ``MAX_NAME_BYTES`` cut and ended by a hash of the whole part, so a search
-    over many keys (``model.weights.dl=0.437...,model.table_lr=...``) still gets a folder, one per
-    distinct set of overrides."""
-    parts = []
-    for part in override_dirname.split("/"):
-        if len(part.encode()) > MAX_NAME_BYTES:
-            digest = hashlib.sha1(part.encode()).hexdigest()[:12]
-            part = part.encode()[: MAX_NAME_BYTES - 14].decode(errors="ignore") + "~" + digest
-        parts.append(part)
-    return "/".join(parts)
 
 
 def _register_resolvers() -> None:

@@ -125,7 +125,7 @@ def _leaves(node: dict, prefix: str = ""):
 def test_long_override_names_get_a_bounded_job_folder():
     """A search over many keys names its job folders by every override; a name over the file system's
     255 bytes is cut and ended by a hash (distinct overrides, distinct folders; short names unchanged)."""
-    from jmf.config import MAX_NAME_BYTES, job_subdir
+    from jmf.jobdir import MAX_NAME_BYTES, job_subdir
 
     short = "experiment=amazon_phone_electronic/cmf,model.dim=64,seed=0"
     assert job_subdir(short) == short
