@@ -66,11 +66,10 @@ MODELS: dict[str, str] = {
     "oracle": "oracle",
 }
 # the rows tuned by benchmarks/search.py (experiments/<experiment>/<row>_tuned.yaml), where the experiment has one
-TUNED = {"mf (target-only)": "mf", "cmf": "cmf", "emcdr": "emcdr", "ptupcdr": "ptupcdr", "lightgcn": "lightgcn",
-         "bitgcf": "bitgcf", "disencdr": "disencdr", "cdrib": "cdrib", "jmf-cnn": "jmf-cnn",
-         "jmf-transformer": "jmf-transformer", "jmf-graph": "jmf-graph"}
+TUNED = ("mf (target-only)", "cmf", "emcdr", "ptupcdr", "lightgcn", "bitgcf", "disencdr", "cdrib", "jmf-cnn",
+         "jmf-transformer", "jmf-graph")
 MODELS = {k: v for name, row in MODELS.items()
-          for k, v in [(name, row)] + ([(f"{TUNED[name]} (tuned)", f"{row}_tuned")] if name in TUNED else [])}
+          for k, v in [(name, row)] + ([(name.split(" (")[0] + " (tuned)", f"{row}_tuned")] if name in TUNED else [])}
 ALIASES = {"mf": "mf (target-only)", "lightgcn-merged": "lightgcn (merged)"}
 
 
@@ -120,14 +119,16 @@ def main() -> None:
                              "(e.g. a slice run in another process)")
     args = parser.parse_args()
     data_dir()  # fail early when the real datasets are missing
+    from jmf.config import experiment_catalogue
 
     name = args.name or "cold_start_" + "_".join(args.tasks)
     raw = _load_runs(([(name, False)] if args.resume else []) + [(m, True) for m in args.merge_from],
                      merged_tasks=set(args.tasks))
     done = {(r["task"], r["model"], r["seed"]) for r in raw if "error" not in r}
     for task in args.tasks:
+        rows = experiment_catalogue()[TASKS[task][0]]     # a tuned row exists only where the search wrote it
         models = [ALIASES.get(m, m) for m in args.models] if args.models else [
-            m for m in MODELS if (m != "oracle" or task.startswith("synthetic")) and _has_row(task, m)]
+            m for m in MODELS if (m != "oracle" or task.startswith("synthetic")) and MODELS[m] in rows]
         metric_names = TASKS[task][2]
         for model in models:
             for seed in args.seeds:
@@ -152,12 +153,6 @@ def main() -> None:
                     f"{k.split('/', 1)[1]} {metrics.get(k, math.nan):.4f}" for k in metric_names)
                     + f" ({metrics['bench/seconds']:.0f}s)", flush=True)
             _write(name, args.tasks, raw)   # after every model, so a cut-short benchmark keeps its rows
-
-
-def _has_row(task: str, model: str) -> bool:
-    """A tuned row exists only where the search wrote it; every other row is a conf model."""
-    row = MODELS[model]
-    return not row.endswith("_tuned") or (ROOT / "experiments" / TASKS[task][0] / f"{row}.yaml").exists()
 
 
 def _load_runs(stems: list[tuple[str, bool]], merged_tasks: set[str] | None = None) -> list[dict]:

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import yaml
 from cold_start import TASKS
-from common import RESULTS, ROOT, data_dir, markdown_table, write_results
+from omegaconf import OmegaConf
+from common import ROOT, data_dir, markdown_table, write_results
 
 EXPERIMENTS = ROOT / "experiments"
 # family -> (the task the search runs on, the experiments that get its tuned rows)
@@ -53,15 +54,12 @@ def sweep_dir(out: Path, family: str, row: str) -> Path:
 
 def run_search(family: str, row: str, out: Path, extra: list[str]) -> None:
     """One Optuna sweep (skipped when its ``optimization_results.yaml`` exists)."""
-    task = FAMILIES[family][0]
-    experiment, task_overrides, _ = TASKS[task]
     target = sweep_dir(out, family, row)
     if (target / "optimization_results.yaml").exists():
         print(f"[{family}] {row}: search done before ({target})", flush=True)
         return
-    command = [sys.executable, "-m", "jmf", "-m", f"hparams_search={ROWS[row]}_optuna",
-               f"experiment={experiment}/{row}", *task_overrides, "seed=0", "hydra/launcher=local",
-               "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={target}", *extra]
+    command = [sys.executable, "-m", "jmf", *_search_overrides(family, row), "hydra.sweeper.n_jobs=2",
+               f"hydra.sweep.dir={target}", *extra]
     print(f"[{family}] {row}: " + " ".join(command[2:]), flush=True)
     start = time.perf_counter()
     # the sweeper's start-up trials are drawn at random: a trial that fails is recorded (failure.json)
@@ -89,9 +87,14 @@ def read_search(family: str, row: str, out: Path) -> dict | None:
     return {"family": family, "row": row, "task": FAMILIES[family][0], "best_params": best["best_params"],
             "best_value": best["best_value"], "trials": trials,
             "seconds": float(seconds.read_text()) if seconds.exists() else math.nan,
-            "command": f"jmf-train -m hparams_search={ROWS[row]}_optuna "
-                       f"experiment={TASKS[FAMILIES[family][0]][0]}/{row} "
-                       + " ".join(TASKS[FAMILIES[family][0]][1]) + " seed=0 hydra/launcher=local"}
+            "command": "jmf-train " + " ".join(_search_overrides(family, row))}
+
+
+def _search_overrides(family: str, row: str) -> list[str]:
+    """The ``jmf-train`` arguments of one search (the sweep folder and job count aside)."""
+    experiment, task_overrides, _ = TASKS[FAMILIES[family][0]]
+    return ["-m", f"hparams_search={ROWS[row]}_optuna", f"experiment={experiment}/{row}", *task_overrides,
+            "seed=0", "hydra/launcher=local"]
 
 
 def _space(row: str) -> list[str]:
@@ -102,18 +105,14 @@ def _space(row: str) -> list[str]:
 def apply(search: dict) -> list[Path]:
     """Write ``experiments/<experiment>/<row>_tuned.yaml`` for every experiment of the family."""
     row, family = search["row"], search["family"]
-    tuned: dict = {}          # the searched keys, nested (model.*, and optim.* for the models that read it)
+    tuned = OmegaConf.create()      # the searched keys, nested (model.*, and optim.* for the models that read it)
     for key, value in sorted(search["best_params"].items()):
-        *parents, leaf = key.split(".")
-        node = tuned
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        OmegaConf.update(tuned, key, value)
+    body = OmegaConf.to_yaml(tuned, sort_keys=True)
     written = []
     for experiment in FAMILIES[family][1]:
         start = f"  - {row}" if (EXPERIMENTS / experiment / f"{row}.yaml").exists() else \
             f"  - override /model: {row}"
-        body = yaml.safe_dump(tuned, sort_keys=True, default_flow_style=False)
         path = EXPERIMENTS / experiment / f"{row}_tuned.yaml"
         path.parent.mkdir(exist_ok=True)
         path.write_text(
