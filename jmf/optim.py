@@ -10,6 +10,7 @@ variant of Adam/Adagrad: a row's moments advance when the row is touched).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,3 +87,46 @@ def part_optimizer(tx: optax.GradientTransformation, part_tx: optax.GradientTran
             lambda path, _: "part" if getattr(path[0], "key", None) == part else "rest", params)
 
     return optax.multi_transform({"part": part_tx, "rest": tx}, labels)
+
+
+class _FirstGradientAdamState(NamedTuple):
+    count: Any      # per leaf: the steps this leaf has had a gradient in
+    mu: Any
+    nu: Any
+
+
+def adam_from_first_gradient(lr: float, weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999,
+                             eps: float = 1e-8) -> optax.GradientTransformation:
+    """``torch.optim.Adam`` as the graph models' authors run it: each parameter's state starts at its first
+    gradient, so a parameter that enters the loss late (DisenCDR's shared encoder after its warm-up) takes
+    its first steps with fresh bias corrections, not ``optax.adam``'s global step count.
+
+    A leaf "has a gradient" at a step when its gradient is not all zeros (the gradient of a parameter
+    outside the step's loss: torch leaves its ``.grad`` at ``None`` and skips it, weight decay included);
+    ``weight_decay`` is torch's coupled L2, added to the gradients that are there.
+    """
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return _FirstGradientAdamState(jax.tree.map(lambda _: jnp.zeros((), jnp.int32), params), zeros,
+                                       jax.tree.map(jnp.zeros_like, params))
+
+    def update(grads, state, params=None):
+        if weight_decay and params is None:
+            raise ValueError("adam_from_first_gradient with weight_decay needs the params")
+
+        def leaf(g, count, mu, nu, p):
+            on = jnp.any(g != 0)
+            g = g + weight_decay * p if weight_decay else g
+            count = count + on.astype(jnp.int32)
+            mu = jnp.where(on, b1 * mu + (1 - b1) * g, mu)
+            nu = jnp.where(on, b2 * nu + (1 - b2) * g * g, nu)
+            t = jnp.maximum(count, 1).astype(jnp.float32)
+            step = (mu / (1 - b1 ** t)) / (jnp.sqrt(nu / (1 - b2 ** t)) + eps)
+            return jnp.where(on, -lr * step, 0.0).astype(g.dtype), count, mu, nu
+
+        ps = params if params is not None else grads
+        out = jax.tree.map(leaf, grads, state.count, state.mu, state.nu, ps)
+        pick = [jax.tree.map(lambda o, i=i: o[i], out, is_leaf=lambda o: isinstance(o, tuple)) for i in range(4)]
+        return pick[0], _FirstGradientAdamState(*pick[1:])
+
+    return optax.GradientTransformation(init, update)

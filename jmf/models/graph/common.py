@@ -134,8 +134,7 @@ class GraphModel(EngineModel):
         data = self.prepare(split)
         self.data = jax.device_put(data, _replicated(engine))
         params = self.init_params(split, jax.random.key(ctx.seed))
-        tx = optax.chain(optax.add_decayed_weights(self.weight_decay), optax.adam(self.lr)) if self.weight_decay \
-            else optax.adam(self.lr)
+        tx = self.optimizer()
         state = {"params": params, "opt_state": tx.init(params), "key": jax.random.key(engine.sampling_seed)}
         sharding = engine.state_shardings(state)
         state = engine.put_state(state, sharding)
@@ -165,6 +164,17 @@ class GraphModel(EngineModel):
                       validate=self._validate if _has_valid(split) else None, patience=self.patience,
                       metric=self.monitor)
         return TrainPlan(engine, state, [phase])
+
+    def optimizer(self) -> optax.GradientTransformation:
+        """Adam with coupled L2 (``torch.optim.Adam``'s ``weight_decay``).  ``adam_state: first_gradient`` (a
+        subclass attribute) starts each parameter's state at its first gradient, as torch does; ``global``:
+        ``optax.adam``'s one step count for every parameter."""
+        from jmf.optim import adam_from_first_gradient
+
+        if getattr(self, "adam_state", "global") == "first_gradient":
+            return adam_from_first_gradient(self.lr, self.weight_decay)
+        adam = optax.adam(self.lr)
+        return optax.chain(optax.add_decayed_weights(self.weight_decay), adam) if self.weight_decay else adam
 
     def finish(self, split: SplitData, result: FitResult) -> dict[str, float]:
         state = result.best_state if result.best_state is not None else result.state

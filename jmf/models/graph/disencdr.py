@@ -30,9 +30,10 @@ Differences from the authors' code and why:
   ``λ_u`` is 1 for a user with source rows only (0.5 with none at all).
 * ``warmup_epochs: 9`` is the authors' ``epoch < 10`` with epochs counted from 1.
 * Adam's step count is global in optax and per parameter in torch (a parameter's state starts at its
-  first gradient), so just after the warm-up the shared parameters' updates are larger here (the second
-  moment's bias correction is ~1 instead of ``1 - 0.999^k``): ~3-6x lr over the first few hundred steps,
-  ~1x after ten epochs.  :class:`~jmf.models.graph.common.GraphModel` owns the optimiser.
+  first gradient), so just after the warm-up the shared parameters' updates are larger with
+  ``adam_state: global`` (the second moment's bias correction is ~1 instead of ``1 - 0.999^k``): ~3-6x lr
+  over the first few hundred steps, ~1x after ten epochs.  ``adam_state: first_gradient`` is torch's
+  (:func:`jmf.optim.adam_from_first_gradient`); ``global`` stays the default, which the recorded runs used.
 * The interactions are reshuffled every epoch (the authors shuffle once); the negative is redrawn up to 5
   times when it is a training item of the user (the authors draw at most 5 times and keep the last).
 * Epochs are selected on jmf's validation fold (``monitor``, ``patience``) with jmf's evaluator; the authors
@@ -74,15 +75,16 @@ class DisenCDR(GraphModel):
       beta: weight of the KL from the shared latent to the share priors (``1 - beta``: to N(0, σ_p)).
       warmup_epochs: first epochs that train the specific encoders only.
       share_rate: ``user`` (per-user ``λ_u``, the paper) or ``last_user`` (the code's scalar).
+      adam_state: ``global`` (optax's one step count) or ``first_gradient`` (torch's per-parameter state).
       (the rest: :class:`~jmf.models.graph.common.GraphModel`)
     """
 
     name = "disencdr"
 
     def __init__(self, dim: int = 128, layers: int = 2, dropout: float = 0.3, leaky: float = 0.1, beta: float = 0.9,
-                 warmup_epochs: int = 9, share_rate: str = "user", epochs: int = 50, batch_size: int = 1024,
-                 lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 0, eval_every: int = 10,
-                 monitor: str = "ndcg@10", eval_batch_size: int = 512):
+                 warmup_epochs: int = 9, share_rate: str = "user", adam_state: str = "global", epochs: int = 50,
+                 batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 0,
+                 eval_every: int = 10, monitor: str = "ndcg@10", eval_batch_size: int = 512):
         self._init_base(dim, epochs, batch_size, lr, weight_decay, patience, eval_every, monitor, eval_batch_size)
         if layers < 1 or not 0 <= dropout < 1 or warmup_epochs < 0 or not 0 <= beta <= 1:
             raise ConfigError(f"model.layers / dropout / warmup_epochs / beta: {layers} / {dropout} / "
@@ -90,7 +92,9 @@ class DisenCDR(GraphModel):
         if share_rate not in ("user", "last_user"):
             raise ConfigError(f"model.share_rate: {share_rate!r} is not user|last_user")
         self.layers, self.dropout, self.leaky, self.beta = layers, dropout, leaky, beta
-        self.warmup_epochs, self.share_rate = warmup_epochs, share_rate
+        if adam_state not in ("global", "first_gradient"):
+            raise ConfigError(f"model.adam_state: {adam_state!r} is not global|first_gradient")
+        self.warmup_epochs, self.share_rate, self.adam_state = warmup_epochs, share_rate, adam_state
 
     # --------------------------------------------------------------- data
     def prepare(self, split: SplitData) -> dict:
