@@ -125,8 +125,9 @@ def adam_from_first_gradient(lr: float, weight_decay: float = 0.0, b1: float = 0
             return jnp.where(on, -lr * step, 0.0).astype(g.dtype), count, mu, nu
 
         ps = params if params is not None else grads
-        out = jax.tree.map(leaf, grads, state.count, state.mu, state.nu, ps)
-        pick = [jax.tree.map(lambda o, i=i: o[i], out, is_leaf=lambda o: isinstance(o, tuple)) for i in range(4)]
-        return pick[0], _FirstGradientAdamState(*pick[1:])
+        treedef = jax.tree.structure(grads)
+        out = treedef.flatten_up_to(jax.tree.map(leaf, grads, state.count, state.mu, state.nu, ps))
+        updates, count, mu, nu = (treedef.unflatten(part) for part in zip(*out))
+        return updates, _FirstGradientAdamState(count, mu, nu)
 
     return optax.GradientTransformation(init, update)

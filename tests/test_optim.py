@@ -44,7 +44,7 @@ def test_matches_torch_adam_for_a_parameter_that_joins_late(weight_decay):
 
 
 def test_equals_optax_adam_when_every_parameter_always_has_a_gradient():
-    params = {"a": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(4)}
+    params = {"a": jnp.arange(6.0).reshape(2, 3), "layer": (jnp.ones(4), jnp.zeros(2) + 0.5)}   # (W, b) pairs
     tx, ref = adam_from_first_gradient(1e-2), optax.adam(1e-2)
     s, r, p, q = tx.init(params), ref.init(params), params, params
     for step in range(5):
@@ -52,8 +52,8 @@ def test_equals_optax_adam_when_every_parameter_always_has_a_gradient():
         u, s = tx.update(g, s, p)
         v, r = ref.update(jax.tree.map(lambda x: jnp.sin(x + step), q), r, q)
         p, q = optax.apply_updates(p, u), optax.apply_updates(q, v)
-    for k in params:
-        np.testing.assert_allclose(np.asarray(p[k]), np.asarray(q[k]), rtol=1e-6)
+    for x, y in zip(jax.tree.leaves(p), jax.tree.leaves(q), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6)
 
 
 def test_late_parameters_take_a_full_first_step():
