@@ -79,7 +79,19 @@ def overrides_of(task: str, model: str, seed: int) -> list[str]:
     return [f"experiment={experiment}/{MODELS[model]}", *task_overrides, f"seed={seed}"]
 
 
-def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path) -> dict[str, float]:
+def finished_run(out: Path, overrides: list[str]) -> dict[str, float] | None:
+    """The metrics of a run folder that finished with exactly ``overrides`` (``--reuse-runs``), or ``None``.
+    Its ``bench/seconds`` is the run's own ``train/seconds`` (setup and data loading not included)."""
+    paths = [out / n for n in ("metrics.json", "overrides.json", "timing.json")]
+    if not all(p.exists() for p in paths) or json.loads(paths[1].read_text()) != overrides:
+        return None
+    metrics = json.loads(paths[0].read_text())
+    metrics["bench/seconds"] = json.loads(paths[2].read_text())["train/seconds"]
+    return metrics
+
+
+def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
+            reuse: bool = False) -> dict[str, float]:
     from hydra import compose, initialize_config_dir
 
     from jmf.config import CONF_DIR, register_configs
@@ -89,9 +101,11 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path) 
     # trainer.resume=false: a benchmark run always starts fresh (an old run directory of a changed
     # experiment would otherwise stop it with a "different config" checkpoint error)
     overrides = [*overrides_of(task, model, seed), "trainer.resume=false", *extra]
+    out = out_root / task / MODELS[model] / f"seed{seed}"
+    if reuse and (done := finished_run(out, overrides)) is not None:
+        return done
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
-    out = out_root / task / MODELS[model] / f"seed{seed}"
     start = time.perf_counter()
     metrics = run(cfg, out)
     metrics["bench/seconds"] = time.perf_counter() - start
@@ -117,6 +131,9 @@ def main() -> None:
     parser.add_argument("--merge-from", nargs="*", default=[],
                         help="more result stems whose finished runs of --tasks are kept, replacing --resume's "
                              "(e.g. a slice run in another process)")
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="take a (task, model, seed) from its run folder under --out when it finished with the "
+                             "same overrides (e.g. a benchmark stopped between the seeds of a model)")
     args = parser.parse_args()
     data_dir()  # fail early when the real datasets are missing
     from jmf.config import experiment_catalogue
@@ -137,7 +154,7 @@ def main() -> None:
                 # a run that failed before and is tried again replaces its error row
                 raw = [r for r in raw if (r["task"], r["model"], r["seed"]) != (task, model, seed)]
                 try:
-                    metrics = run_one(task, model, seed, args.override, Path(args.out))
+                    metrics = run_one(task, model, seed, args.override, Path(args.out), args.reuse_runs)
                 except Exception as err:  # recorded, the table says so; the benchmark goes on
                     traceback.print_exc()
                     raw.append({"task": task, "model": model, "seed": seed, "error": f"{type(err).__name__}: {err}"})
