@@ -175,7 +175,7 @@ def main() -> None:
 def _load_runs(stems: list[tuple[str, bool]], merged_tasks: set[str] | None = None) -> list[dict]:
     """The per-run rows of earlier result files ``(stem, must_exist)`` (later files win for the same
     task, model and seed).  A file that must exist is a ``--merge-from`` one: only its rows of
-    ``merged_tasks`` are taken; the ``--resume`` file keeps every task."""
+    ``merged_tasks`` that finished are taken; the ``--resume`` file keeps every task (failures too)."""
     runs: dict[tuple, dict] = {}
     for stem, must_exist in stems:
         path = RESULTS / f"{stem}.json"
@@ -184,8 +184,8 @@ def _load_runs(stems: list[tuple[str, bool]], merged_tasks: set[str] | None = No
                 raise FileNotFoundError(f"--merge-from: {path} does not exist")
             continue
         for r in json.loads(path.read_text())["rows"]:
-            if must_exist and merged_tasks is not None and r["task"] not in merged_tasks:
-                continue
+            if must_exist and ((merged_tasks is not None and r["task"] not in merged_tasks) or "error" in r):
+                continue             # a --merge-from file gives its finished runs only, not its failures
             runs[(r["task"], r["model"], r["seed"])] = r
     return list(runs.values())
 
