@@ -82,6 +82,7 @@ class GraphModel(EngineModel):
 
     name = "graph"
     rates = False       # ranking models: the evaluators skip RMSE/MAE
+    adam_state = "global"   # or "first_gradient": torch's per-parameter Adam state (see optimizer())
 
     def _init_base(self, dim: int, epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int,
                    eval_every: int, monitor: str, eval_batch_size: int) -> None:
@@ -166,12 +167,12 @@ class GraphModel(EngineModel):
         return TrainPlan(engine, state, [phase])
 
     def optimizer(self) -> optax.GradientTransformation:
-        """Adam with coupled L2 (``torch.optim.Adam``'s ``weight_decay``).  ``adam_state: first_gradient`` (a
-        subclass attribute) starts each parameter's state at its first gradient, as torch does; ``global``:
-        ``optax.adam``'s one step count for every parameter."""
+        """Adam with coupled L2 (``torch.optim.Adam``'s ``weight_decay``).  ``adam_state: first_gradient`` starts
+        each parameter's state at its first gradient, as torch does; ``global``: ``optax.adam``'s one step
+        count for every parameter."""
         from jmf.optim import adam_from_first_gradient
 
-        if getattr(self, "adam_state", "global") == "first_gradient":
+        if self.adam_state == "first_gradient":
             return adam_from_first_gradient(self.lr, self.weight_decay)
         adam = optax.adam(self.lr)
         return optax.chain(optax.add_decayed_weights(self.weight_decay), adam) if self.weight_decay else adam
