@@ -3,6 +3,7 @@
     python benchmarks/authors_protocol.py                    # both directions, 10 epochs (~35 min each idle)
     python benchmarks/authors_protocol.py --resume           # reuse finished runs under benchmarks/runs/
     python benchmarks/authors_protocol.py --row disencdr_batch8192 --seeds 0 1 2   # a row of the experiment
+    python benchmarks/authors_protocol.py --domains phone --seeds 1 2 --name authors_protocol_disencdr_seeds
 
 Each direction is one ``jmf-train experiment=amazon_phone_electronic_authors[/<row>] partition.cf_categories=[<d>]
 model.epochs=<E> seed=<s>`` (settings: ``experiments/amazon_phone_electronic_authors.yaml`` and its rows,
@@ -76,6 +77,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "authors_protocol"))
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--name", default=None, help="result file stem (default: authors_protocol_disencdr[_<row>]; "
+                        "give another one for a slice of domains or seeds, so the full table is not overwritten)")
     args = parser.parse_args()
     rows = []
     for domain in args.domains:
@@ -84,7 +87,7 @@ def main() -> None:
     note = (f"\n\nThe authors' epoch: {AUTHORS_EPOCH_S:.0f} s (median, idle). `s/epoch` is jmf's fit time over "
             f"{args.epochs} epochs as measured in these runs (it includes the evaluation, and any other load "
             "on the machine at the time). `se`: the binomial standard error of one run's HR@10.")
-    name = "authors_protocol_disencdr" + (f"_{args.row}" if args.row else "")
+    name = args.name or "authors_protocol_disencdr" + (f"_{args.row}" if args.row else "")
     write_results(name, markdown_table(rows, digits=4) + note, rows)
 
 
