@@ -63,6 +63,8 @@ MODELS: dict[str, str] = {
     "jmf-cnn": "jmf_cnn",
     "jmf-transformer": "jmf_transformer",
     "jmf-graph": "jmf_graph",
+    "jmf-cnn+nb": "jmf_cnn_defaults_nb",    # jmf_cnn plus the item-neighbourhood score term (no search there)
+    "jmf-cnn+nb (tuned)": "jmf_cnn_nb",     # jmf_cnn_tuned plus the item-neighbourhood score term
     "oracle": "oracle",
 }
 # the rows tuned by benchmarks/search.py (experiments/<experiment>/<row>_tuned.yaml), where the experiment has one
