@@ -32,7 +32,7 @@ GROUPS = {
     "results-lm.md": ("LM encoder", ("lm_",)),
     "results-analyses.md": ("Analyses: signals, validation noise, score parts",
                             ("ciao_signal", "valid_noise", "ciao_rank_parts", "disencdr_", "graph_step",
-                             "authors_protocol")),
+                             "authors_protocol", "cross_listed")),
     "results-probes.md": ("Probe runs (read on validation or test, named in the notes)", ("probe_",)),
 }
 # task -> (main metric, label) for the headline
