@@ -4,6 +4,8 @@
     python benchmarks/authors_protocol.py --resume           # reuse finished runs under benchmarks/runs/
     python benchmarks/authors_protocol.py --row disencdr_batch8192 --seeds 0 1 2   # a row of the experiment
     python benchmarks/authors_protocol.py --domains phone --seeds 1 2 --name authors_protocol_disencdr_seeds
+    python benchmarks/authors_protocol.py --domains phone --seeds 1 2 --resume --merge-from authors_protocol_disencdr \
+        --name authors_protocol_disencdr_seeds    # seeds 1-2 beside seed 0's run, read from its result file
 
 Each direction is one ``jmf-train experiment=amazon_phone_electronic_authors[/<row>] partition.cf_categories=[<d>]
 model.epochs=<E> seed=<s>`` (settings: ``experiments/amazon_phone_electronic_authors.yaml`` and its rows,
@@ -19,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from common import ROOT, markdown_table, write_results
+from common import RESULTS, ROOT, markdown_table, write_results
 
 AUTHORS = {"phone": {"hr@10": 0.2224, "ndcg@10": 0.1201}, "electronic": {"hr@10": 0.0570, "ndcg@10": 0.0242}}
 AUTHORS_EPOCH_S = 3.9 * 60      # their median epoch on the same 2 cores, otherwise idle
@@ -77,18 +80,53 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "authors_protocol"))
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--merge-from", nargs="+", default=[], metavar="NAME",
+                        help="result files (benchmarks/results/NAME.json) whose runs join this table's, for the "
+                        "(domain, seed) pairs not run here (a file written before runs were recorded gives its seed 0)")
     parser.add_argument("--name", default=None, help="result file stem (default: authors_protocol_disencdr[_<row>]; "
                         "give another one for a slice of domains or seeds, so the full table is not overwritten)")
     args = parser.parse_args()
-    rows = []
+    rows, runs = [], []
+    earlier: dict[tuple[str, int], dict] = {}
+    for r in (r for name in args.merge_from for r in earlier_runs(name, args.row)):
+        earlier.setdefault((r["domain"], r["seed"]), r)          # the first file holding a run wins
     for domain in args.domains:
         results = [run(domain, args.epochs, Path(args.out), args.resume, args.row, seed) for seed in args.seeds]
+        results += [r for (d, seed), r in earlier.items() if d == domain and seed not in args.seeds]
+        results.sort(key=lambda r: r["seed"])
         rows += rows_of(results, args.epochs)
+        runs += [{**r, "metrics": {k: v for k, v in r["metrics"].items() if k.split("/")[-1] in ("hr@10", "ndcg@10")}}
+                 for r in results]
     note = (f"\n\nThe authors' epoch: {AUTHORS_EPOCH_S:.0f} s (median, idle). `s/epoch` is jmf's fit time over "
             f"{args.epochs} epochs as measured in these runs (it includes the evaluation, and any other load "
             "on the machine at the time). `se`: the binomial standard error of one run's HR@10.")
     name = args.name or "authors_protocol_disencdr" + (f"_{args.row}" if args.row else "")
-    write_results(name, markdown_table(rows, digits=4) + note, rows)
+    write_results(name, markdown_table(rows, digits=4) + note, rows, extra={"runs": runs})
+
+
+def earlier_runs(name: str, row: str | None) -> list[dict]:
+    """The runs recorded in ``results/<name>.json``; a file written before runs were recorded holds one seed's
+    rows (``jmf test``, ``jmf valid``, ``se``, ``s/epoch``), rebuilt here as that seed's runs."""
+    payload = json.loads((RESULTS / f"{name}.json").read_text())
+    theirs = re.search(r"--row (\S+)", payload["command"])
+    if (theirs[1] if theirs else None) != row:
+        raise SystemExit(f"--merge-from {name}: its runs are of row {theirs[1] if theirs else None}, not {row}")
+    if "runs" in payload:
+        return payload["runs"]
+    seeds = re.search(r"--seeds ((?:\d+ ?)+)", payload["command"])
+    if any("seeds" in row for row in payload["rows"]) or (seeds and len(seeds.group(1).split()) > 1):
+        raise SystemExit(f"--merge-from {name}: the file holds means over several seeds, not runs")
+    seed = int(seeds.group(1)) if seeds else 0
+    epochs = int(re.search(r"--epochs (\d+)", payload["command"] + " --epochs 10")[1])
+    out: dict[str, dict] = {}
+    for row in payload["rows"]:
+        r = out.setdefault(row["domain"], {"domain": row["domain"], "seed": seed, "metrics": {},
+                                           "seconds": row["s/epoch"] * epochs})
+        r["metrics"][f"test/{row['metric']}"] = row["jmf test"]
+        r["metrics"][f"valid/{row['metric']}"] = row["jmf valid (other negatives)"]
+        if row["metric"] == "hr@10":        # the test users, from the binomial standard error
+            r["users"] = round(row["jmf test"] * (1 - row["jmf test"]) / row["se"] ** 2)
+    return list(out.values())
 
 
 if __name__ == "__main__":
