@@ -1,6 +1,6 @@
 """How often is an Amazon test item "cross-listed": held by its user in the other domain under another id?
 
-    python benchmarks/cross_listed.py                 # the four DisenCDR directions (~20 s)
+    python benchmarks/cross_listed.py        # the four DisenCDR directions and the two CDRIB ones (~30 s)
 
 In the DisenCDR Amazon pairs every user is in both domains and item ids are per domain, so a product
 listed in both categories (say, a running shoe in Sport and in Clothing) would be two items, and a user who
@@ -20,6 +20,10 @@ propagation over the merged graph (``lightgcn (merged)``) can pick up, and what 
 through a ``dim``-wide vector smooths away.  ``items with an exact twin``: target items whose training
 holders (>= 2) are exactly the holders of one source item.
 
+The CDRIB pairs (``cdrib/``, cold-start users: their target rows are all held out) are counted the
+same way over the users of both domains only (ids below ``n_common``; the other ids are different
+people in each domain, :mod:`jmf.data.cdrib`), with ``test.txt`` as the test pairs.
+
 Writes ``benchmarks/results/cross_listed.{md,csv,json}``.
 """
 
@@ -34,6 +38,7 @@ import scipy.sparse as sp
 from common import data_dir, markdown_table, write_results
 
 DIRECTIONS = (("sport", "cloth"), ("cloth", "sport"), ("phone", "electronic"), ("electronic", "phone"))
+CDRIB_DIRECTIONS = (("sport", "cloth"), ("cloth", "sport"))
 
 
 def rows_of(path) -> np.ndarray:
@@ -48,10 +53,12 @@ def binary(pairs: np.ndarray, n_users: int) -> sp.csr_matrix:
     return matrix
 
 
-def direction(root, target: str, source: str) -> dict:
-    """The counts of one direction (see the module docstring)."""
+def direction(root: Path, target: str, source: str, shared: int | None = None) -> dict:
+    """The counts of one direction (see the module docstring); ``shared``: only users below it link the domains."""
     train, test = rows_of(root / f"{target}_{source}" / "train.txt"), rows_of(root / f"{target}_{source}" / "test.txt")
     other = rows_of(root / f"{source}_{target}" / "train.txt")
+    if shared is not None:
+        train, other = train[train[:, 0] < shared], other[other[:, 0] < shared]
     n_users = int(max(train[:, 0].max(), test[:, 0].max(), other[:, 0].max())) + 1
     Y, X = binary(train, n_users), binary(other, n_users)
     co = (X.T @ Y).tocsc()                                        # [I_S, I_T] co-holders
@@ -65,7 +72,7 @@ def direction(root, target: str, source: str) -> dict:
         half += bool(np.any(known & (c >= 0.5 * others) & (c >= 0.5 * n_tgt[item])))
     coo = co.tocoo()
     twins = (coo.data == n_src[coo.row]) & (coo.data == n_tgt[coo.col]) & (coo.data >= 2)
-    return {"direction": f"{source} -> {target}", "test pairs": len(test),
+    return {"data": root.name, "direction": f"{source} -> {target}", "test pairs": len(test),
             "exact twin": exact, "exact twin %": 100.0 * exact / len(test),
             "half twin": half, "half twin %": 100.0 * half / len(test),
             "target items": Y.shape[1], "items with an exact twin": len(set(coo.col[twins].tolist()))}
@@ -77,6 +84,11 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.data) if args.data else data_dir() / "amazon-cdr"
     rows = [direction(root, target, source) for target, source in DIRECTIONS]
+    cdrib = root.parent / "cdrib"
+    if cdrib.exists():
+        from jmf.data.cdrib import common_users
+        rows += [direction(cdrib, target, source, common_users(cdrib / f"{target}_{source}"))
+                 for target, source in CDRIB_DIRECTIONS]
     write_results("cross_listed", markdown_table(rows, digits=1), rows)
 
 
