@@ -51,6 +51,7 @@ TASKS: dict[str, tuple[str, list[str], list[str]]] = {
 # model name (table row) -> experiment row (experiments/<experiment>/<row>.yaml, or conf/model/<row>.yaml)
 MODELS: dict[str, str] = {
     "pop": "pop",
+    "cooc": "cooc",                         # the item-neighbourhood term alone (nothing learned)
     "mf (target-only)": "mf",
     "cmf": "cmf",
     "emcdr": "emcdr",
