@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
 from jmf.errors import ConfigError
-from jmf.models.joint.terms import log_normalised, neighbour_inputs
+from jmf.models.joint.terms import binary_rows, log_normalised, neighbour_inputs
 from jmf.models.protocols import RunContext
 
 
@@ -63,10 +63,8 @@ class CoOccurrence(AttributeState):
     def score_new(self, hist) -> tuple[jax.Array, np.ndarray]:
         """New users from their O2 rows (:class:`jmf.recommend.History`); those without O2 history get the
         popularity order (``usable`` false)."""
-        rows = (hist.dl > 0).astype(np.float32).tocsr()
-        sizes = np.diff(rows.indptr)
-        rows = (sp.diags(1.0 / np.maximum(sizes, 1.0)).astype(np.float32) @ rows).tocsr()
-        return self._scores(rows), sizes > 0
+        rows = binary_rows(hist.dl, per_user=True)
+        return self._scores(rows), np.diff(rows.indptr) > 0
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         raise ConfigError("model=cooc ranks items; it has no rating scale (its tables report no RMSE)")

@@ -14,10 +14,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.sparse as sp
 from flax import nnx
 
-from jmf.models.joint.terms import UserVectors
+from jmf.models.joint.terms import UserVectors, binary_rows
 from jmf.errors import ConfigError
 
 
@@ -61,9 +60,7 @@ def new_user_vectors(model, hist) -> tuple[UserVectors, np.ndarray]:
     state = model.state if model.rank_state is None else model.rank_state
     vec, bias, interest = _map(model.graphdef, state.params, state.rest, jnp.asarray(items), jnp.asarray(cats),
                                jnp.asarray(mask), jnp.asarray(offset), per_user, shared)
-    binary = (hist.dl > 0).astype(np.float32)
-    o2 = sp.diags(1.0 / np.maximum(np.asarray(binary.sum(1)).ravel(), 1.0)).astype(np.float32) @ binary
-    return UserVectors(vec, bias, interest, sp.csr_matrix(o2)), mask.any(1)
+    return UserVectors(vec, bias, interest, binary_rows(hist.dl, per_user=True)), mask.any(1)
 
 
 @functools.partial(jax.jit, static_argnums=0)

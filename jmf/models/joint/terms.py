@@ -131,7 +131,13 @@ def category_prior(split: SplitData, interest: np.ndarray) -> tuple[jax.Array, j
 
 def o2_rows(split: SplitData, per_user: bool = False) -> sp.csr_matrix:
     """``[U, I_S]`` float32 binary O2 rows; ``per_user``: each scaled by ``1/|O2(u)|``."""
-    X = (split.dl > 0).astype(np.float32).tocsr()
+    return binary_rows(split.dl, per_user)
+
+
+def binary_rows(values: sp.spmatrix, per_user: bool = False) -> sp.csr_matrix:
+    """``[B, I]`` float32 rows of ``values`` with 1 where a value is positive; ``per_user``: each row scaled
+    by one over its count (an empty row stays empty).  The training split's O2 rows and new users' alike."""
+    X = (values > 0).astype(np.float32).tocsr()
     if per_user:
         X = (sp.diags(1.0 / np.maximum(np.asarray(X.sum(1)).ravel(), 1.0)).astype(np.float32) @ X).tocsr()
     return X
