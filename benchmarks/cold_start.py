@@ -106,17 +106,23 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
     overrides = [*overrides_of(task, model, seed), "trainer.resume=false", *extra]
     out = out_root / task / MODELS[model] / f"seed{seed}"
     if reuse and (done := finished_run(out, overrides)) is not None:
-        return done
+        return sampled_means(done)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     start = time.perf_counter()
     metrics = run(cfg, out)
     metrics["bench/seconds"] = time.perf_counter() - start
-    for name in ("hr@10", "ndcg@10"):  # the DisenCDR protocol under several negative samplers
+    (out / "overrides.json").write_text(json.dumps(overrides))
+    return sampled_means(metrics)
+
+
+def sampled_means(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` with ``test/sampled/<m>``, the mean of ``test/s<k>/<m>`` over the negative samplers (the
+    DisenCDR protocol under several samplers), where the run has all of them; a fresh run and a reused one alike."""
+    for name in ("hr@10", "ndcg@10"):
         per_sampler = [metrics[f"test/s{s}/{name}"] for s in SAMPLERS if f"test/s{s}/{name}" in metrics]
         if len(per_sampler) == len(SAMPLERS):
             metrics[f"test/sampled/{name}"] = sum(per_sampler) / len(per_sampler)
-    (out / "overrides.json").write_text(json.dumps(overrides))
     return metrics
 
 
@@ -164,8 +170,8 @@ def main() -> None:
                     continue
                 # the validation fold's metrics too (where the run has them), for choices made on validation
                 valid = {v: metrics[v] for v in ("valid/" + k.split("/")[-1] for k in metric_names) if v in metrics}
-                if "train/neighbour_score" in metrics:   # JMF's weight chosen on validation
-                    valid["train/neighbour_score"] = metrics["train/neighbour_score"]
+                # JMF's score-term weight chosen on validation, and the validation metric of every weight tried
+                valid.update({k: v for k, v in metrics.items() if k.startswith("train/") and "neighbour_score" in k})
                 raw.append({"task": task, "model": model, "seed": seed,
                             **{k: metrics.get(k, math.nan) for k in metric_names}, **valid,
                             "seconds": metrics["bench/seconds"], "overrides": " ".join(args.override)})
