@@ -261,8 +261,11 @@ def test_an_unusable_checkpoint_is_one_paragraph(results):
 # ---------------------------------------------------------------- faults across processes
 def _popen(run_dir: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "XLA_FLAGS": ""}
+    # A shell without job control starts background commands (``pytest &``) with SIGINT ignored, and a
+    # child inherits that: Ctrl-C would then be lost before it reaches jmf.  The child gets the default.
     return subprocess.Popen([sys.executable, "-m", "jmf", f"hydra.run.dir={run_dir}", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 SLOW_RUN = ["model=mf", "model.epochs=400", "data.n_users=400", "data.n_items=200", "trainer.progress=false",
@@ -307,6 +310,24 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == INTERRUPTED, out[-3000:]
     assert re.search(r"interrupted at step \d+; rerun the same command to resume", out) and "Traceback" not in out
+
+
+def test_a_ctrl_c_inside_orbax_wait_is_not_a_traceback(tmp_path, caplog):
+    """The Ctrl-C can land while orbax waits for the previous save; orbax then logs the interrupt as a
+    failed save with its traceback (absl ``logging.exception``).  The run reports it in one line instead;
+    a real failure still logs its traceback."""
+    from absl import logging as absl_logging
+
+    from jmf.train.checkpoint import Checkpointer
+
+    Checkpointer(tmp_path / "checkpoints")
+    for err in (KeyboardInterrupt(), ValueError("disk full")):
+        try:
+            raise err
+        except BaseException:     # noqa: BLE001 -- as orbax's wait_until_finished does
+            absl_logging.exception("[wait_until_finished] Save Finalize thread (%s) failed.", "t")
+    failed = [r for r in caplog.records if "Finalize thread" in r.getMessage()]
+    assert [type(r.exc_info[1]) for r in failed] == [ValueError]
 
 
 def test_kill_9_at_five_points_resumes_to_identical_metrics(tmp_path):

@@ -55,6 +55,12 @@ def _abstract(tree):
     return jax.tree.map(spec, tree)
 
 
+def _not_an_interrupt(record: logging.LogRecord) -> bool:
+    """Drop orbax's "Save Finalize thread failed" traceback when the failure is a Ctrl-C landing while
+    the main thread waits for the previous save: the run reports the interrupt itself, in one line."""
+    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
 class Checkpointer:
     """Save and restore ``(state, meta)`` at integer steps; ``latest`` and ``best`` series.
 
@@ -66,7 +72,10 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | Path, keep: int = 2, async_save: bool = True):
-        logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save/restore step at INFO
+        absl = logging.getLogger("absl")
+        absl.setLevel(logging.WARNING)  # orbax logs every save/restore step at INFO
+        if _not_an_interrupt not in absl.filters:
+            absl.addFilter(_not_an_interrupt)
         self.directory = Path(directory).absolute()
         self._managers = {}
         for name, n in (("latest", max(1, keep)), ("best", 1)):
