@@ -74,8 +74,7 @@ class Checkpointer:
     def __init__(self, directory: str | Path, keep: int = 2, async_save: bool = True):
         absl = logging.getLogger("absl")
         absl.setLevel(logging.WARNING)  # orbax logs every save/restore step at INFO
-        if _not_an_interrupt not in absl.filters:
-            absl.addFilter(_not_an_interrupt)
+        absl.addFilter(_not_an_interrupt)  # a no-op when already there
         self.directory = Path(directory).absolute()
         self._managers = {}
         for name, n in (("latest", max(1, keep)), ("best", 1)):
