@@ -1,4 +1,4 @@
-"""``jmf-train`` / ``python -m jmf``: the Hydra entry point (thin, STYLE R2).
+"""``jmf-train`` / ``python -m jmf``: the Hydra entry point (thin, design.md#conventions).
 
 User errors (:mod:`jmf.errors`) are printed as one paragraph with exit code 2, Hydra's config errors
 (an unknown group option or key) exit with 2 too, Ctrl-C stops with exit code 130 and says how to

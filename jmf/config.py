@@ -1,11 +1,11 @@
-"""Typed config schemas (STYLE R3) and start-up validation with the offending key named.
+"""Typed config schemas (design.md#conventions) and start-up validation with the offending key named.
 
 Hydra composes; these dataclasses type.  Fixed-shape groups (``partition``, ``split``,
 ``eval``, ``trainer``, ``optim``) are registered as structured-config schemas, so a
 mistyped key or a wrong type fails while Hydra composes.  ``_target_`` groups (``data``,
 ``model``) are checked against the target's signature by :func:`check_target` before
 anything runs.  Experiments under ``experiments/`` are registered as the ``experiment``
-group (STYLE §A: a root search path breaks ``experiment=glob(*)`` in Hydra 1.3.8).
+group (design.md#conventions: a root search path breaks ``experiment=glob(*)`` in Hydra 1.3.8).
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def _row_files(task: str) -> set[str]:
     return rows
 
 
-# Experiments (STYLE R12).  ``experiments/<task>.yaml`` holds a task (data, partition, split, eval) and
+# Experiments (design.md#conventions).  ``experiments/<task>.yaml`` holds a task (data, partition, split, eval) and
 # its default row, either inline (``override /model: ...`` and ``model:`` keys) or as a reference
 # ``- <task>/<row>`` to ``experiments/<task>/<row>.yaml``; a row file holds one model's settings and may
 # start from a sibling row (``- <row>``).  ``experiment=<task>`` composes the task with its default row,

@@ -1,4 +1,4 @@
-"""Pure loss functions of arrays (STYLE R6): no model inside a loss, masks explicit.
+"""Pure loss functions of arrays (design.md#conventions): no model inside a loss, masks explicit.
 
 Every loss takes per-example ``weight`` ``[B]`` (0 for padding) and returns the weighted
 mean, so a padded last batch gives the same value as an unpadded one.
@@ -40,7 +40,7 @@ def softmax_xent(logits: jax.Array, labels: jax.Array, weight: jax.Array) -> jax
 
 
 def user_mean_weights(users: jax.Array, weight: jax.Array, user_counts: jax.Array) -> jax.Array:
-    """Re-weight examples so the loss is averaged per user, then over users (DESIGN 2.1).
+    """Re-weight examples so the loss is averaged per user, then over users (design.md#the-cf-side).
 
     ``user_counts[u]`` is user u's number of training examples; the result, used as
     ``weight`` in a loss, gives every user the same total weight in expectation.

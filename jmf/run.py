@@ -1,7 +1,7 @@
 """One experiment, as plain Python: load -> preprocess -> partition -> split -> fit -> evaluate -> write.
 
 ``run(cfg)`` is what ``jmf-train`` calls; it is importable and testable without Hydra's
-app machinery (STYLE R2).  Below this function nothing reads ``cfg``.
+app machinery (design.md#conventions).  Below this function nothing reads ``cfg``.
 
 A run directory holds ``metrics.json`` (deterministic: the same config and seed give the
 same file on CPU), ``timing.json`` (wall-clock seconds, kept apart for that reason),

@@ -1,4 +1,4 @@
-"""The code stays readable (STYLE): no module under ``jmf/`` over 400 lines, no function over 60."""
+"""The code stays readable (design.md#conventions): no module under ``jmf/`` over 400 lines, no function over 60."""
 
 import ast
 from pathlib import Path

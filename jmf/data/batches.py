@@ -1,6 +1,6 @@
 """Host CSR -> fixed-shape device arrays: DL-side sequences and CF-side category targets.
 
-The host/device boundary (STYLE R10): everything here returns NumPy arrays of fixed,
+The host/device boundary (design.md#conventions): everything here returns NumPy arrays of fixed,
 documented shape; the trainer places them with ``jax.device_put`` once.
 """
 

@@ -1,4 +1,4 @@
-"""The behaviour matrix ``O ∈ R^{U×C}``: interactions aggregated per user and category (DESIGN 1).
+"""The behaviour matrix ``O ∈ R^{U×C}``: interactions aggregated per user and category (design.md#the-behaviour-matrix).
 
 ``agg``: ``count`` (interactions per category), ``mean`` (mean value per category),
 ``normalised`` (each user's counts as a distribution over categories).  Optional ``log1p``.

@@ -1,7 +1,7 @@
 """The canonical interaction table every loader produces and every later stage reads.
 
 An interaction is ``(user, item, value, timestamp)``; every item has one category
-``c(i) in 0..C-1`` (DESIGN 1).  Ids are dense ``int32`` indices; the original ids
+``c(i) in 0..C-1`` (design.md#the-behaviour-matrix).  Ids are dense ``int32`` indices; the original ids
 are kept in ``user_ids`` / ``item_ids`` so results can be mapped back.
 """
 

@@ -1,7 +1,7 @@
 """Categories -> CF side T / DL side S (O1 / O2), and the user hold-outs.
 
 * :func:`partition_categories`: the K CF-side categories, by explicit list or ``k`` largest.
-* :func:`make_split`: one of the hold-outs of DESIGN 4 applied to the CF side:
+* :func:`make_split`: one of the hold-outs of design.md#splits-and-protocols applied to the CF side:
   ``ratio`` (per user or global, by time or at random), ``loo`` (leave-one-out by time),
   ``cold_start`` (a fraction ``beta`` of users active on both sides lose all their CF-side
   rows) and ``predefined`` (the dataset's own folds).  DL-side rows are always training data,

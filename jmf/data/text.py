@@ -1,4 +1,4 @@
-"""A user's DL-side behaviour written as text, and its tokenised per-user table (DESIGN 2.2).
+"""A user's DL-side behaviour written as text, and its tokenised per-user table (design.md#the-dl-side).
 
 Each behaviour of :func:`jmf.data.batches.dl_sequences` (the same last-``L`` window, oldest
 first) is rendered with a template such as ``"{name} ({category}), rated {rating}"``; the

@@ -1,4 +1,4 @@
-"""Data parallelism by sharding (STYLE R8): one mesh with a ``data`` axis.
+"""Data parallelism by sharding (design.md#conventions): one mesh with a ``data`` axis.
 
 The batch is sharded ``P("data")`` and the state replicated ``P()``; XLA inserts the
 gradient all-reduce, so no step contains a hand-written ``pmean``.  ``jax.pmap`` is in

@@ -188,7 +188,7 @@ def test_row_sharded_table_pads_and_trains():
 
 
 def test_loop_makes_no_implicit_transfers():
-    """Batches are placed with explicit device_put and metrics read with device_get (STYLE R10)."""
+    """Batches are placed with explicit device_put and metrics read with device_get (design.md#conventions)."""
     _, result = _fit(epochs=2, validate=False, guard=True)
     assert result.global_step == 2 * N // B
 

@@ -1,4 +1,4 @@
-"""Cross-domain baselines on the same splits as the joint model (DESIGN 2, "Baselines").
+"""Cross-domain baselines on the same splits as the joint model (design.md#model-families).
 
 O1 (the CF side) is the target domain and O2 (the DL side) the source: cold-start users have
 no O1 training rows but an O2 history.

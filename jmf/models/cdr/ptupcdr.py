@@ -11,7 +11,7 @@
    rows, with the *target* loss of the mapped factor (``μ + b̂_u + b_i + P̂_u·Q_i`` against the
    rating, or BPR / sampled softmax against uniform negatives), not a factor regression.
    Batches are user-centric (``B`` users x ``m`` of their O1 items), so the meta network runs once
-   per user and the loss is a mean over a user's items, then over users (DESIGN 2.1).  ``W₄``
+   per user and the loss is a mean over a user's items, then over users (design.md#the-cf-side).  ``W₄``
    starts at zero and ``b₄`` at the least-squares map ``P_s → P_t`` of the overlapping users
    (``bridge_init: lstsq``) or the identity, so training starts from a shared linear bridge.
 5. **Inference**: warm users keep ``P_t,u``; cold-start users get ``P̂_u``.

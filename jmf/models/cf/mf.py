@@ -1,6 +1,6 @@
 """Low-rank matrix factorisation with biases (LRMF), trained by jit-compiled optax steps.
 
-``r̂_ui = μ + b_u + b_i + P_u·Q_i`` (DESIGN 2.1).  Losses: ``mse`` on ratings, ``bpr`` or
+``r̂_ui = μ + b_u + b_i + P_u·Q_i`` (design.md#the-cf-side).  Losses: ``mse`` on ratings, ``bpr`` or
 ``softmax`` (sampled softmax over uniform negatives) on implicit feedback.  Each step
 updates only the embedding rows the batch touches (:func:`jmf.optim.sparse_rows_update`),
 and a whole epoch is one ``lax.scan`` inside one ``jax.jit`` call: no per-step dispatch; the
@@ -47,7 +47,7 @@ class MatrixFactorization(EngineModel):
       init: ``normal`` (std ``init_scale``) or ``svd`` (``P = U Σ^½``, ``Q = V Σ^½``).
       negatives: uniform negatives per positive for ``bpr``/``softmax``.
       weighting: ``pair`` (mean over examples; matches RMSE) or ``user`` (mean per user, then
-        over users, as DESIGN 2.1 writes ``L_CF``).
+        over users, as design.md#the-cf-side writes ``L_CF``).
       use_bias: learn ``b_u``, ``b_i`` (and use the global mean ``μ`` for ratings).
     """
 

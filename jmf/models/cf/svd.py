@@ -1,6 +1,6 @@
 """Truncated SVD of O1 (closed form), also the default initialiser of ``P`` and ``Q``.
 
-``O1 ≈ U_d Σ_d V_dᵀ`` with ``P = U_d Σ^½`` and ``Q = V_d Σ^½`` (DESIGN 2.1), so that
+``O1 ≈ U_d Σ_d V_dᵀ`` with ``P = U_d Σ^½`` and ``Q = V_d Σ^½`` (design.md#the-cf-side), so that
 ``P Qᵀ`` is the best rank-d approximation.  The decomposition is a randomized SVD
 (Halko, Martinsson & Tropp 2011, Alg. 4.4 with ``n_iter`` QR-stabilised power
 iterations): two sparse products per iteration on the host CSR and small dense QRs,

@@ -1,4 +1,4 @@
-"""CNN encoder: item + category embeddings -> Conv1D -> masked max-pool -> dense (DESIGN 2.2)."""
+"""CNN encoder: item + category embeddings -> Conv1D -> masked max-pool -> dense (design.md#the-dl-side)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pretrained BERT-family text encoder in Flax NNX, on local Hugging Face weights (DESIGN 2.2).
+"""Pretrained BERT-family text encoder in Flax NNX, on local Hugging Face weights (design.md#the-dl-side).
 
 transformers 5 ships no Flax models, so the forward pass is written here: embeddings (word +
 position + token type, LayerNorm), post-norm blocks (self-attention under the padding mask,

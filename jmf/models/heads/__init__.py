@@ -1,1 +1,1 @@
-"""Mapping heads ``h_u -> P̂_u`` (the cross-category bridge, DESIGN 2.3)."""
+"""Mapping heads ``h_u -> P̂_u`` (the cross-category bridge, design.md#the-mapping-head)."""

@@ -1,4 +1,4 @@
-"""The literal head of DESIGN 2.3: ``C_u = σ(W4 I_u + b4)`` scores CF-side items from the interest vector.
+"""The literal head of design.md#the-mapping-head: ``C_u = σ(W4 I_u + b4)`` scores CF-side items from the interest vector.
 
 It maps ``h_u`` linearly to ``P̂_u`` like :class:`LinearHead`; marking ``literal = True``
 tells the joint model to score items by ``W4 I_u + b4`` (``σ`` is monotone, so ranking by

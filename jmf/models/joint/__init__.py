@@ -1,4 +1,4 @@
-"""``model=jmf``, the joint cross-category model, as a composition of parts (DESIGN 2):
+"""``model=jmf``, the joint cross-category model, as a composition of parts (design.md#the-joint-model):
 
 * :mod:`~jmf.models.joint.model` -- the core: CF tables, O2 encoder, mapping head, on the engine;
 * :mod:`~jmf.models.joint.net` -- the dense NNX module (encoder, head, interest layer, ``L_DL`` heads);

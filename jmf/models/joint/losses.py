@@ -1,4 +1,4 @@
-"""The loss terms of the joint objective, one small pure function each (DESIGN 2.4, STYLE R6).
+"""The loss terms of the joint objective, one small pure function each (design.md#the-objective, design.md#conventions).
 
 ``L_JMF = L_CF + α L_DL + β L_map + γ L_transfer + δ L_interest (+ ρ L_rank on ratings) + reg``:
 
@@ -140,7 +140,7 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
     """The named terms of ``L_JMF`` for one user-centric batch (all scalars).
 
     A batch is ``B`` users, each with ``m`` of their CF-side training items drawn uniformly, so
-    every loss is a mean over a user's items, then over users (DESIGN 2.1), and the encoder
+    every loss is a mean over a user's items, then over users (design.md#the-cf-side), and the encoder
     runs once per user, not once per interaction.
 
     Args:

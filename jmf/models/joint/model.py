@@ -1,6 +1,6 @@
 """``model=jmf``: the core joint model -- CF tables, O2 encoder, mapping head, ``L_JMF`` -- on the engine.
 
-Schedule (DESIGN 2.4): the start-up variants set ``P, Q`` (SVD by default) and the item biases
+Schedule (design.md#the-objective): the start-up variants set ``P, Q`` (SVD by default) and the item biases
 (:mod:`~jmf.models.joint.start`) -> ``pretrain_epochs`` of ``L_DL`` alone on O2 -> ``epochs`` of the
 joint objective (:mod:`~jmf.models.joint.losses`), with early stopping on a validation metric (the
 best epoch's parameters are kept).  Cold-start users (no CF-side history) are scored from O2 alone,
@@ -54,7 +54,7 @@ class JMF(EngineModel):
       epochs, pretrain_epochs: joint and O2-only epochs (an epoch = as many pairs as O1 has training rows).
       batch_size: users per global batch (divided over the devices of the ``data`` mesh axis).
       items_per_user: CF-side items drawn per user and step (``m``): the loss is a mean over a user's
-        items, then over users (DESIGN 2.1), and the encoder runs once per user.
+        items, then over users (design.md#the-cf-side), and the encoder runs once per user.
       optimizer, lr: dense optax optimiser of the encoder/head; table_optimizer, table_lr: the
         row-sparse optimiser of ``P, Q, b``.
       reg: L2 weight on the touched CF rows.

@@ -1,4 +1,4 @@
-"""The dense part of the joint model (DESIGN 2): DL encoder on O2 + mapping head + interest layer.
+"""The dense part of the joint model (design.md#the-joint-model): DL encoder on O2 + mapping head + interest layer.
 
 Parameters live in two places, on purpose:
 

@@ -2,7 +2,7 @@
 
 Start-up variants are small classes chosen in config, like heads and encoders:
 
-* factors ``P, Q`` (``model/init``): :class:`SVDFactors` (``P = U_d Σ^½``, ``Q = V_d Σ^½``, DESIGN 2.1)
+* factors ``P, Q`` (``model/init``): :class:`SVDFactors` (``P = U_d Σ^½``, ``Q = V_d Σ^½``, design.md#the-cf-side)
   or :class:`NormalFactors`;
 * item biases (``model/bias_init``): :class:`PriorBias` (the popularity baseline), :class:`ZeroBias`,
   or :class:`AutoBias` (the prior on ratings, zero on implicit data);

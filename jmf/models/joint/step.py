@@ -1,4 +1,4 @@
-"""The joint train step: a pure function of ``(state, batch, seq, weights)`` (STYLE R7, R9).
+"""The joint train step: a pure function of ``(state, batch, seq, weights)`` (design.md#conventions).
 
 Made by a factory that closes over static things (NNX graphdef, optax transformations,
 the CF loss kind); the caller jits it once with pinned shardings.
