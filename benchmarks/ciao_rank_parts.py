@@ -47,8 +47,8 @@ def main() -> None:
     from cold_start import overrides_of
     from jmf.config import CONF_DIR, register_configs
     from jmf.evaluate.protocols import evaluate_full, evaluate_ratings, evaluation_users
-    from jmf.models.protocols import RunContext
-    from jmf.run import build_split, load_data
+    from jmf.models.base import RunContext
+    from jmf.pipeline import build_split, load_data
 
     register_configs()
     task = f"ciao-{args.beta}"

@@ -55,7 +55,7 @@ def _split(beta: str, seed: int):
     from hydra import compose, initialize_config_dir
 
     from jmf.config import CONF_DIR, register_configs
-    from jmf.run import build_split, load_data
+    from jmf.pipeline import build_split, load_data
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

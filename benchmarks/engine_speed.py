@@ -54,7 +54,7 @@ def child(split_path: str, model_name: str, devices: int, steps: int, batch: int
     import jax
 
     from jmf.models.joint.start import NormalFactors
-    from jmf.models.protocols import RunContext
+    from jmf.models.base import RunContext
 
     with open(split_path, "rb") as f:
         split = pickle.load(f)

@@ -34,8 +34,8 @@ def build(overrides: list[str]):
     from hydra.utils import instantiate
 
     from jmf.config import CONF_DIR, register_configs
-    from jmf.models.protocols import RunContext
-    from jmf.run import build_split, load_data
+    from jmf.models.base import RunContext
+    from jmf.pipeline import build_split, load_data
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -59,7 +59,7 @@ def compose(experiment: str, overrides: list[str]):
 
 
 def load_split(dataset: str, seed: int, ciao_users: int):
-    from jmf.run import build_split, load_data
+    from jmf.pipeline import build_split, load_data
 
     cfg = compose(EXPERIMENTS[dataset], [])
     data = load_data(cfg.data, 0)
@@ -105,7 +105,7 @@ def _table(runs: list[dict]) -> list[dict]:
 
 def cold_start(args) -> None:
     from jmf.evaluate.protocols import EvalConfig, evaluate_split
-    from jmf.models.protocols import RunContext
+    from jmf.models.base import RunContext
 
     runs: list[dict] = []
     for name in ([args.out] if args.resume else []) + args.merge_from:

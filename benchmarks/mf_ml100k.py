@@ -35,7 +35,7 @@ from jmf.data.preprocess import PreprocessConfig, preprocess
 from jmf.data.split import make_split, partition_categories
 from jmf.evaluate.protocols import evaluate_ratings
 from jmf.models.cf.mf import MatrixFactorization
-from jmf.models.protocols import RunContext
+from jmf.models.base import RunContext
 
 # Surprise 1.1 README / docs benchmark table: MovieLens-100k, 5-fold cross-validation.
 SURPRISE = [("Surprise SVD", 0.934, 0.737), ("Surprise SVD++", 0.919, 0.721), ("Surprise BaselineOnly", 0.944, 0.748)]

@@ -59,8 +59,8 @@ def one(task: str, ratio: float, seed: int) -> dict:
 
     from cold_start import overrides_of
     from jmf.config import CONF_DIR, register_configs
-    from jmf.models.protocols import RunContext
-    from jmf.run import build_split, load_data
+    from jmf.models.base import RunContext
+    from jmf.pipeline import build_split, load_data
 
     register_configs()
     extra = [f"split.valid_ratio={ratio}"]

@@ -1,6 +1,6 @@
 """jmf: a JAX research framework for cross-category user-interest mapping."""
 
-__version__ = "0.1.0"
+from jmf.version import __version__  # noqa: F401
 
 
 def load(run_dir, strict: bool = True):

@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
@@ -33,104 +32,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from jmf.data.interactions import Interactions
 from jmf.data.split import SplitData
-from jmf.errors import JmfError
+from jmf.errors import ArtifactError
+from jmf.evaluate.registry import load_plugins
+from jmf.pipeline import build_split
+from jmf.pytrees import fill, flat_dict, flatten, nested  # noqa: F401  (fill, nested: re-exported)
+from jmf.version import __version__
 
 log = logging.getLogger("jmf")
 FORMAT = 1
 VERSIONED = ("jmf", "jax", "flax", "numpy")
-
-
-class ArtifactError(JmfError, ValueError):
-    """A run directory whose model cannot be loaded (missing, corrupt, or written by another version/config)."""
+__all__ = ["ArtifactError", "FORMAT", "fill", "flatten", "nested", "read", "save_model", "versions"]
 
 
 def versions() -> dict[str, str]:
     import flax
 
-    import jmf
-
-    return {"jmf": jmf.__version__, "jax": jax.__version__, "flax": flax.__version__, "numpy": np.__version__}
-
-
-# ------------------------------------------------------------------ pytrees <-> flat files
-def flatten(tree) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """``tree`` -> (path -> array, path -> JSON scalar).  PRNG keys are stored as their key data."""
-    arrays, scalars = {}, {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        key = jax.tree_util.keystr(path)
-        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            arrays[key] = np.asarray(jax.random.key_data(leaf))
-        elif hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
-            arrays[key] = np.ascontiguousarray(np.asarray(leaf))
-        else:
-            scalars[key] = leaf
-    return arrays, scalars
-
-
-class AttributeState:
-    """``fitted_state``/``load_fitted`` for models whose fit leaves plain attributes (``fitted``: their
-    names; arrays, dicts of arrays, scalars), saved as they are and set back on load.  Anything else
-    (an NNX module's state) goes in :meth:`extra_state` and is put back by :meth:`restored`."""
-
-    fitted: tuple[str, ...] = ()
-
-    def fitted_state(self) -> dict:
-        return {**{name: getattr(self, name) for name in self.fitted}, **self.extra_state()}
-
-    def extra_state(self) -> dict:
-        return {}
-
-    def load_fitted(self, split: SplitData, saved: dict) -> None:
-        def mine(flat):
-            return {k: v for k, v in flat.items() if k.split("]")[0][2:-1] in self.fitted}
-        for name, value in nested(mine(saved["arrays"]), mine(saved["scalars"])).items():
-            setattr(self, name, jax.tree.map(lambda x: jax.numpy.asarray(x) if isinstance(x, np.ndarray) else x,
-                                             value))
-        self.restored(split, saved)
-
-    def restored(self, split: SplitData, saved: dict) -> None:
-        """Rebuild what the attributes imply (derived tables, modules from ``extra_state``); nothing by default."""
-
-
-def fill(skeleton, arrays: dict[str, np.ndarray], scalars: dict[str, Any] | None = None, prefix: str = ""):
-    """``skeleton`` with each leaf replaced by the saved leaf at the same path (``prefix`` + path).
-
-    Leaves missing from the save keep the skeleton's value only when ``arrays`` has none under that
-    subtree (e.g. an optimiser state that is not saved); a shape or dtype mismatch is an error.
-    """
-    scalars = scalars or {}
-
-    def put(path, leaf):
-        key = prefix + jax.tree_util.keystr(path)
-        if key in scalars:
-            return scalars[key]
-        if key not in arrays:
-            raise ArtifactError(f"model/state.safetensors: no array {key!r} (the model's state has changed shape)")
-        saved = arrays[key]
-        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(saved, impl=jax.random.key_impl(leaf))
-        if np.shape(leaf) == () and np.shape(saved) == (1,):   # safetensors keeps 0-d arrays as [1]
-            saved = np.reshape(saved, ())
-        if np.shape(saved) != np.shape(leaf):
-            raise ArtifactError(f"model/state.safetensors: {key!r} has shape {np.shape(saved)}, the rebuilt model "
-                                f"expects {np.shape(leaf)} (a different config or data)")
-        if isinstance(leaf, jax.Array):   # keep the rebuilt placement (replicated / row-sharded over the mesh)
-            return jax.device_put(np.asarray(saved, dtype=leaf.dtype), leaf.sharding)
-        return saved
-    return jax.tree_util.tree_map_with_path(put, skeleton)
-
-
-def nested(arrays: dict[str, np.ndarray], scalars: dict[str, Any]) -> dict:
-    """Rebuild nested dicts from ``keystr`` paths of dict keys only (``"['a']['b']"``)."""
-    out: dict = {}
-    for flat in (arrays, scalars):
-        for key, value in flat.items():
-            parts = [p[2:-2] for p in key.replace("][", "]\x00[").split("\x00")] if key else [""]
-            node = out
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = value
-    return out
+    return {"jmf": __version__, "jax": jax.__version__, "flax": flax.__version__, "numpy": np.__version__}
 
 
 # ------------------------------------------------------------------ save
@@ -190,8 +107,6 @@ def read(run_dir: str | Path, strict: bool = True):
     from hydra.utils import instantiate
     from safetensors.numpy import load_file
 
-    from jmf.run import build_split
-
     run = Path(run_dir)
     folder = run / "model"
     if not run.is_dir():
@@ -211,6 +126,7 @@ def read(run_dir: str | Path, strict: bool = True):
     split = build_split(data, cfg.partition, cfg.split, int(meta["seed"]))
     if split.counts() != meta["split"]:
         raise ArtifactError(f"{folder}: the rebuilt split has rows {split.counts()}, the run had {meta['split']}")
+    load_plugins((cfg.get("eval") or {}).get("plugins") or ())      # a project's metrics its monitor may name
     model = instantiate(cfg.model, _convert_="all")
     model.load_fitted(split, {"arrays": arrays, "scalars": meta["scalars"]})
     return model, split, cfg, meta, data
@@ -228,10 +144,8 @@ def _check(run: Path, folder: Path, meta: dict, cfg: DictConfig, strict: bool) -
                             "strict=False) to accept that scores may differ in the last digits")
     run_config = run / "config.yaml"
     if run_config.exists():
-        from jmf.train.engine import _flatten
-
-        old = _flatten(OmegaConf.to_container(cfg, resolve=True))
-        new = _flatten(OmegaConf.to_container(OmegaConf.load(run_config), resolve=False))
+        old = flat_dict(OmegaConf.to_container(cfg, resolve=True))
+        new = flat_dict(OmegaConf.to_container(OmegaConf.load(run_config), resolve=False))
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and not k.startswith("hydra"))
         if diff:
             shown = ", ".join(f"{k}: {old.get(k)!r} (model) vs {new.get(k)!r} (run)" for k in diff[:6])

@@ -71,6 +71,7 @@ class EvalSchema:
     test_sampling_seeds: list[int] = field(default_factory=list)
     test_full: bool = False
     valid_protocol: str = "full"    # full | test: models validate (select epochs) with the test's protocol
+    plugins: list[str] = field(default_factory=list)   # modules that register a project's own metrics
 
 
 @dataclass

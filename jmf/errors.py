@@ -39,6 +39,10 @@ class RunDirError(JmfError, RuntimeError):
     """A run directory that cannot be used: not writable, or in use by another process."""
 
 
+class ArtifactError(JmfError, ValueError):
+    """A run directory whose model cannot be loaded (missing, corrupt, or written by another version/config)."""
+
+
 def show_traceback() -> bool:
     """Whether a user error is printed with its traceback (``JMF_TRACEBACK=1`` or ``HYDRA_FULL_ERROR=1``)."""
     return any(os.environ.get(k, "") not in ("", "0") for k in ("JMF_TRACEBACK", "HYDRA_FULL_ERROR"))

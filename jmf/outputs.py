@@ -17,28 +17,14 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from jmf.artifact import save_model
 from jmf.config import TrainerConfig
 from jmf.data.interactions import Interactions
 from jmf.data.split import SplitData
 from jmf.errors import ConfigError
-from jmf.evaluate.protocols import EvalConfig
-from jmf.models.protocols import HasInterest, Saveable
+from jmf.models.base import HasInterest, Saveable
 
 log = logging.getLogger("jmf")
-BASELINES = ("pop",)
-
-
-def baseline_metrics(name: str, split: SplitData, eval_cfg: EvalConfig, seed: int) -> dict[str, float]:
-    """``baseline/<fold>/<metric>`` of the reference model ``name`` on the run's folds (``pop``)."""
-    from jmf.models.cf.popularity import Popularity
-    from jmf.models.protocols import RunContext
-    from jmf.run import evaluate
-
-    if name not in BASELINES:
-        raise ConfigError(f"trainer.baseline: {name!r} is not one of {BASELINES} (or null)")
-    model = Popularity()
-    model.fit(split, RunContext(seed=seed))
-    return {f"baseline/{k}": v for k, v in evaluate(model, split, eval_cfg).items()}
 
 
 def write_outputs(out: Path, model, data: Interactions, split: SplitData, cfg: DictConfig, trainer: TrainerConfig,
@@ -50,12 +36,10 @@ def write_outputs(out: Path, model, data: Interactions, split: SplitData, cfg: D
     written = ["metrics.json", "timing.json", "config.yaml", "run_info.json"]
     if trainer.save_model:
         if isinstance(model, Saveable):
-            from jmf.artifact import save_model
-
             save_model(out, model, data, split, cfg, seed)
             written.append("model/")
         else:
-            log.info("%s has no fitted_state(): no model/ written (see jmf.models.protocols)", type(model).__name__)
+            log.info("%s has no fitted_state(): no model/ written (see jmf.models.base)", type(model).__name__)
     if trainer.top_n > 0:
         _write_top_n(model, split, trainer.top_n, out / "topn.json")
         written.append("topn.json")

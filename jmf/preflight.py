@@ -9,6 +9,7 @@ log line; a cut-off in ``eval.ks`` larger than the candidate list is an error.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -97,15 +98,20 @@ def check_model_sizes(model_cfg: DictConfig) -> None:
             raise ConfigError(f"model.{key}: {value} must be {need}")
 
 
-def clamp_dim(model_cfg: DictConfig, split: SplitData) -> None:
-    """``model.dim`` above ``min(users, CF-side items, DL-side items)`` -> that minimum, logged (every model)."""
+def clamp_dim(cfg: DictConfig, split: SplitData) -> DictConfig:
+    """``cfg`` with ``model.dim`` above ``min(users, CF-side items, DL-side items)`` clamped to that minimum,
+    logged (every model); a copy when it changes, ``cfg`` itself when it does not."""
+    model_cfg = cfg.model
     if "dim" not in model_cfg or not isinstance(model_cfg.get("dim"), int):
-        return
+        return cfg
     sizes = [split.n_users, split.train.shape[1]] + ([split.dl.shape[1]] if split.dl.shape[1] else [])
     limit = max(1, min(sizes))
-    if model_cfg.dim > limit:
-        log.warning("model.dim=%d exceeds min(users %d, CF items %d%s) = %d: clamped to %d", model_cfg.dim,
-                    split.n_users, split.train.shape[1], f", DL items {split.dl.shape[1]}" if split.dl.shape[1] else "",
-                    limit, limit)
-        with open_dict(model_cfg):
-            model_cfg.dim = limit
+    if model_cfg.dim <= limit:
+        return cfg
+    log.warning("model.dim=%d exceeds min(users %d, CF items %d%s) = %d: clamped to %d", model_cfg.dim,
+                split.n_users, split.train.shape[1], f", DL items {split.dl.shape[1]}" if split.dl.shape[1] else "",
+                limit, limit)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg.model):
+        cfg.model.dim = limit
+    return cfg

@@ -29,8 +29,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from jmf.artifact import read
 from jmf.data.split import SplitData
 from jmf.errors import JmfError
+from jmf.evaluate.registry import load_plugins
+from jmf.models.base import FoldsIn, NewUserInterest
+from jmf.pipeline import eval_config, evaluate
 
 log = logging.getLogger("jmf")
 COLUMNS = ["user", "rank", "item", "score"]
@@ -109,13 +113,8 @@ class Recommender:
 
     def evaluate(self) -> dict[str, float]:
         """The run's ``valid/...`` and ``test/...`` metrics, recomputed from the loaded model."""
-        from jmf.config import EvalSchema, to_dataclass
-        from jmf.evaluate.protocols import EvalConfig
-        from jmf.run import evaluate
-
-        schema = to_dataclass(EvalSchema, self.cfg.get("eval"), "eval")
-        cfg = EvalConfig(**{**vars(schema), "ks": tuple(schema.ks),
-                            "test_sampling_seeds": tuple(schema.test_sampling_seeds or ())})
+        cfg = eval_config(self.cfg.get("eval"))
+        load_plugins(cfg.plugins)
         return evaluate(self.model, self.split, cfg)
 
     # ------------------------------------------------------------------ new users
@@ -153,7 +152,7 @@ class Recommender:
         B = len(hist.users)
         scores = np.broadcast_to(self.popularity, (B, len(self.popularity))).copy()
         fallback = np.ones(B, bool)
-        if B and hasattr(self.model, "score_new"):
+        if B and isinstance(self.model, FoldsIn):
             got, usable = self.model.score_new(hist)
             got = np.asarray(got)
             scores[usable], fallback = got[usable], ~np.asarray(usable)
@@ -175,7 +174,7 @@ class Recommender:
 
     def interest(self, history: pd.DataFrame) -> pd.DataFrame:
         """The interest distribution ``I_u`` over the CF-side categories of new users (``model=jmf``)."""
-        if not hasattr(self.model, "interest_new"):
+        if not isinstance(self.model, NewUserInterest):
             raise RecommendError(f"interest: {type(self.model).__name__} has no interest vector (model=jmf has)")
         hist = self.history(history)
         values = np.asarray(self.model.interest_new(hist)) if hist.users else np.zeros((0, len(self.cf_categories)))
@@ -188,7 +187,7 @@ class Recommender:
         the score of each of ``items`` (default: the user's top ``k``).  Rows ``user, item, kind
         (category|item), source, contribution``; occlusion attribution (module docstring)."""
         hist = self.history(history)
-        if not hasattr(self.model, "score_new"):
+        if not isinstance(self.model, FoldsIn):
             raise RecommendError(f"explain: {type(self.model).__name__} cannot score users outside training")
         base, fallback = self.score_new(hist)
         rows = []
@@ -297,7 +296,5 @@ def _matrix(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple
 
 def load(run_dir: str | Path, strict: bool = True) -> Recommender:
     """The model saved in ``run_dir/model/`` as a :class:`Recommender` (``strict``: refuse other versions)."""
-    from jmf.artifact import read
-
     model, split, cfg, meta, _ = read(run_dir, strict)
     return Recommender(model, split, cfg, meta)

@@ -20,59 +20,22 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from jmf import distributed
-from jmf.config import EvalSchema, PartitionConfig, SplitConfig, TrainerConfig, check_target, to_dataclass
-from jmf.data.interactions import Interactions
-from jmf.data.preprocess import PreprocessConfig, preprocess
-from jmf.data.split import SplitData, make_split, partition_categories
-from jmf.evaluate.protocols import EvalConfig, evaluate_split, evaluate_test_extras
-from jmf.models.protocols import HasInterest, Model, RunContext
-from jmf.outputs import baseline_metrics, write_outputs
-from jmf.preflight import RunDirLock, check_model_sizes, check_split, check_values, clamp_dim
-from jmf.train.observe import array_fingerprint, file_fingerprint, progress, status, write_run_info
+from jmf.config import TrainerConfig, check_target, to_dataclass
 from jmf.errors import ConfigError
+from jmf.evaluate import registry
+from jmf.evaluate.protocols import EvalConfig
+from jmf.models.base import HasInterest, Model, RunContext
+from jmf.outputs import write_outputs
+from jmf.pipeline import baseline_metrics, build_split, eval_config, evaluate, load_data
+from jmf.preflight import RunDirLock, check_model_sizes, check_split, clamp_dim
+from jmf.train.observe import status, write_run_info
 
 log = logging.getLogger("jmf")
 
-DATA_META_KEYS = ("preprocess", "name", "rating_range")
 # trainer knobs that change how a run executes, not what it computes: a checkpoint stays valid across them
 EXECUTION_KEYS = ("optimized_metric", "top_n", "interest", "save_model", "baseline", "log_level", "devices", "max_inflight", "checkpoint",
                   "checkpoint_every", "keep_checkpoints", "resume", "progress", "tensorboard", "log_every",
                   "nan_check", "distributed")
-
-
-def load_data(data_cfg: DictConfig, seed: int, fingerprint: dict | None = None) -> Interactions:
-    """Instantiate the ``data`` loader and apply ``data.preprocess``.
-
-    ``fingerprint``, when given, receives the data's file hashes, content hash and row counts.
-    """
-    check_target(data_cfg, "data", skip=DATA_META_KEYS)
-    pre = to_dataclass(PreprocessConfig, data_cfg.get("preprocess"), "data.preprocess")
-    loader = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k not in DATA_META_KEYS}
-    data = instantiate(loader, _convert_="all")
-    log.info("loaded %s: %s", data.name, data.stats())
-    rating_range = data_cfg.get("rating_range")
-    check_values(data, None if rating_range is None else list(rating_range), str(loader.get("path") or data.name))
-    clean = preprocess(data, pre, seed=seed)
-    if fingerprint is not None:
-        paths = [Path(v) for v in loader.values() if isinstance(v, str) and v and Path(v).exists()]
-        fingerprint.update(
-            files=file_fingerprint(paths), loaded=_counts(data), preprocessed=_counts(clean),
-            content_sha256=array_fingerprint(clean.user, clean.item, clean.value, clean.timestamp,
-                                             clean.item_category))
-    return clean
-
-
-def _counts(data: Interactions) -> dict:
-    return {"rows": len(data), "users": data.n_users, "items": len(data.item_ids),
-            "categories": len(data.category_names)}
-
-
-def build_split(data: Interactions, partition_cfg: DictConfig, split_cfg: DictConfig, seed: int) -> SplitData:
-    part = to_dataclass(PartitionConfig, partition_cfg, "partition")
-    spl = to_dataclass(SplitConfig, split_cfg, "split")
-    partition = partition_categories(data, k=part.k, cf_categories=part.cf_categories)
-    kwargs = {k: v for k, v in vars(spl).items() if k not in ("method", "seed")}
-    return make_split(data, partition, spl.method, seed=seed if spl.seed is None else spl.seed, **kwargs)
 
 
 def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
@@ -82,9 +45,8 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
 
     out = Path(out_dir or ".")
     trainer = to_dataclass(TrainerConfig, cfg.get("trainer"), "trainer")
-    eval_cfg = EvalConfig(**{**vars(to_dataclass(EvalSchema, cfg.get("eval"), "eval")),
-                             "ks": tuple(cfg.eval.ks),
-                             "test_sampling_seeds": tuple(cfg.eval.get("test_sampling_seeds") or ())})
+    eval_cfg = eval_config(cfg.get("eval"))
+    registry.load_plugins(eval_cfg.plugins)     # a project's own metrics, before a model checks its monitor
     check_target(cfg.model, "model")
     distributed.initialize(distributed.DistributedConfig(**trainer.distributed)
                            if isinstance(trainer.distributed, dict) else trainer.distributed)
@@ -103,13 +65,13 @@ def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfi
     log.info("split %s: %s", cfg.split.method, split.counts())
     check_split(split, cfg.model, eval_cfg)
     check_model_sizes(cfg.model)
-    clamp_dim(cfg.model, split)
+    cfg = clamp_dim(cfg, split)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     write_run_info(out, seeds=seeds, data=fingerprint, config=OmegaConf.to_container(cfg, resolve=True))
     model = instantiate(cfg.model, _convert_="all")
     if not isinstance(model, Model):
         raise ConfigError(f"model._target_: {type(model).__name__} is not a model (fit(split, ctx), score(users), "
-                         "predict(users, items): see jmf.models.protocols)")
+                         "predict(users, items): see jmf.models.base)")
     if trainer.interest and not isinstance(model, HasInterest):
         raise ConfigError(f"trainer.interest: {type(model).__name__} has no interest vector (use model=jmf)")
     start = time.perf_counter()
@@ -145,23 +107,6 @@ def _seeds(cfg: DictConfig, trainer: TrainerConfig) -> dict:
     return {"run": seed, "data": cfg.data.get("seed"), "split": seed if cfg.split.get("seed") is None else
             int(cfg.split.seed), "init": seed if trainer.init_seed is None else trainer.init_seed,
             "sampling": seed if trainer.sampling_seed is None else trainer.sampling_seed}
-
-
-def evaluate(model, split: SplitData, eval_cfg: EvalConfig, show_progress: bool = False) -> dict[str, float]:
-    """``valid/<metric>`` and ``test/<metric>`` of a fitted model under the run's ``eval`` group (and the
-    test fold's extra protocols: ``test/s<seed>/...``, ``test/full/...``)."""
-    metrics: dict[str, float] = {}
-    results: dict[str, dict[str, float]] = {}
-    for fold in ("valid", "test"):
-        with progress(None, f"evaluating {fold}", enabled=show_progress) as advance:
-            results[fold] = evaluate_split(model, split, fold, eval_cfg, progress=advance)
-        metrics.update({f"{fold}/{name}": value for name, value in results[fold].items()})
-    if eval_cfg.test_sampling_seeds or eval_cfg.test_full:
-        with progress(None, "evaluating test (extra protocols)", enabled=show_progress) as advance:
-            for name, value in evaluate_test_extras(model, split, eval_cfg, progress=advance,
-                                                    main=results["test"]).items():
-                metrics[f"test/{name}"] = value
-    return metrics
 
 
 def _context(cfg: DictConfig, trainer: TrainerConfig, eval_cfg: EvalConfig, out: Path, seeds: dict) -> RunContext:

@@ -170,7 +170,7 @@ def test_explanations_point_at_the_category_that_carries_the_planted_signal(tmp_
     from jmf.models.encoders.bag import BagEncoder
     from jmf.models.heads.linear import LinearHead
     from jmf.models.joint import JMF
-    from jmf.models.protocols import RunContext
+    from jmf.models.base import RunContext
     from jmf.recommend import Recommender
     from functools import partial
 

@@ -1,6 +1,8 @@
-"""Pure ranking and rating metrics, per user, on the device.
+"""Pure ranking and rating metrics, per user, on the device, and the evaluators' sums over the registry.
 
-Conventions (one line each, tested against hand-computed values in tests):
+Each built-in metric is one function below plus one entry at the end of this module
+(:mod:`jmf.evaluate.registry`); :func:`ranking_from_hits`, :func:`sampled_ranking_metrics` and
+:func:`rating_errors` compute every registered metric.  Conventions (tested against hand-computed values):
 
 * ``recall@K``   = hits in the top K / number of relevant items.
 * ``precision@K``= hits in the top K / K.
@@ -18,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jmf.errors import ConfigError
+from jmf.evaluate import registry
+from jmf.evaluate.registry import TopK
 
 
 def top_k_indices(scores: jax.Array, k: int, group: int | None = None) -> jax.Array:
@@ -59,25 +63,69 @@ def topk_hits(scores: jax.Array, relevant: jax.Array, k: int) -> jax.Array:
 
 
 def ranking_from_hits(hits: jax.Array, n_relevant: jax.Array, ks: tuple[int, ...]) -> dict[str, jax.Array]:
-    """Per-user metrics ``[B]`` for each ``k`` in ``ks`` from ``[B, max(ks)]`` hits."""
+    """Per-user values ``[B]`` of every registered ranking metric at each ``k`` in ``ks``, from ``[B, max(ks)]`` hits."""
     hits = hits.astype(jnp.float32)
     n_rel = n_relevant.astype(jnp.float32)
     ranks = jnp.arange(1, hits.shape[1] + 1, dtype=jnp.float32)
     discounts = 1.0 / jnp.log2(ranks + 1.0)
     out = {}
     for k in ks:
-        h = hits[:, :k]
-        n_hit = h.sum(1)
-        dcg = (h * discounts[:k]).sum(1)
-        ideal_n = jnp.minimum(n_rel, k)
-        idcg = jnp.where(jnp.arange(k)[None, :] < ideal_n[:, None], discounts[None, :k], 0.0).sum(1)
-        first = jnp.argmax(h, axis=1)
-        out[f"recall@{k}"] = n_hit / jnp.maximum(n_rel, 1.0)
-        out[f"precision@{k}"] = n_hit / k
-        out[f"ndcg@{k}"] = dcg / jnp.maximum(idcg, 1e-12)
-        out[f"hr@{k}"] = (n_hit > 0).astype(jnp.float32)
-        out[f"mrr@{k}"] = jnp.where(n_hit > 0, 1.0 / (first + 1.0), 0.0)
+        top = TopK(hits[:, :k], n_rel, discounts[:k], k)
+        for metric in registry.ranking():
+            out[f"{metric.name}@{k}"] = metric.fn(top)
     return out
+
+
+# ------------------------------------------------------------------ the built-in metrics, per user
+def recall(top: TopK) -> jax.Array:
+    """Hits in the top ``k`` / number of relevant items."""
+    return top.hits.sum(1) / jnp.maximum(top.n_relevant, 1.0)
+
+
+def precision(top: TopK) -> jax.Array:
+    """Hits in the top ``k`` / ``k``."""
+    return top.hits.sum(1) / top.k
+
+
+def ndcg(top: TopK) -> jax.Array:
+    """DCG / ideal DCG with binary gains; the ideal over ``min(#relevant, k)`` items."""
+    dcg = (top.hits * top.discounts).sum(1)
+    ideal_n = jnp.minimum(top.n_relevant, top.k)
+    idcg = jnp.where(jnp.arange(top.k)[None, :] < ideal_n[:, None], top.discounts[None, :], 0.0).sum(1)
+    return dcg / jnp.maximum(idcg, 1e-12)
+
+
+def hr(top: TopK) -> jax.Array:
+    """1 if any relevant item is in the top ``k``."""
+    return (top.hits.sum(1) > 0).astype(jnp.float32)
+
+
+def mrr(top: TopK) -> jax.Array:
+    """1 / rank of the first relevant item in the top ``k``, 0 if none."""
+    first = jnp.argmax(top.hits, axis=1)
+    return jnp.where(top.hits.sum(1) > 0, 1.0 / (first + 1.0), 0.0)
+
+
+def _hit(rank: jax.Array, k: int) -> jax.Array:
+    return (rank <= k).astype(jnp.float32)
+
+
+def _ndcg_of_rank(rank: jax.Array, k: int) -> jax.Array:
+    return jnp.where(rank <= k, 1.0 / jnp.log2(rank + 1.0), 0.0)
+
+
+def _mrr_of_rank(rank: jax.Array, k: int | None) -> jax.Array:
+    return 1.0 / rank if k is None else jnp.where(rank <= k, 1.0 / rank, 0.0)
+
+
+def rmse(err: np.ndarray) -> float:
+    """Root mean squared error of the ratings."""
+    return float(np.sqrt(np.mean(err ** 2)))
+
+
+def mae(err: np.ndarray) -> float:
+    """Mean absolute error of the ratings."""
+    return float(np.mean(np.abs(err)))
 
 
 def ranking_metrics(scores: jax.Array, relevant: jax.Array, ks: tuple[int, ...],
@@ -137,14 +185,23 @@ def sampled_ranking_metrics(pos_scores: jax.Array, neg_scores: jax.Array, ks: tu
     rank = 1 + higher.sum(1)  # 1-based
     out = {}
     for k in ks:
-        hit = rank <= k
-        out[f"hr@{k}"] = hit.astype(jnp.float32)
-        out[f"recall@{k}"] = hit.astype(jnp.float32)
-        out[f"precision@{k}"] = hit.astype(jnp.float32) / k
-        out[f"ndcg@{k}"] = jnp.where(hit, 1.0 / jnp.log2(rank + 1.0), 0.0)
-        out[f"mrr@{k}"] = jnp.where(hit, 1.0 / rank, 0.0)
-    out["mrr"] = 1.0 / rank
+        for metric in registry.ranking():
+            out[f"{metric.name}@{k}"] = (metric.sampled or _from_one_hot(metric))(rank, k)
+    for metric in registry.ranking():
+        if metric.whole_list:
+            out[metric.name] = (metric.sampled or _from_one_hot(metric))(rank, None)
     return out
+
+
+def _from_one_hot(metric: registry.RankingMetric):
+    """A ranking metric's value at the held-out item's ``rank``: its top-``k`` row is one-hot at ``rank``."""
+    def of_rank(rank: jax.Array, k: int | None) -> jax.Array:
+        if k is None:
+            raise ConfigError(f"metric {metric.name!r}: whole_list needs a sampled form (rank -> value)")
+        ranks = jnp.arange(1, k + 1, dtype=jnp.float32)
+        hits = (jnp.arange(1, k + 1)[None, :] == rank[:, None]).astype(jnp.float32)
+        return metric.fn(TopK(hits, jnp.ones(rank.shape, jnp.float32), 1.0 / jnp.log2(ranks + 1.0), k))
+    return of_rank
 
 
 def rating_errors(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -154,4 +211,17 @@ def rating_errors(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     if pred.shape != truth.shape or pred.size == 0:
         raise ConfigError(f"rating_errors: shapes {pred.shape} vs {truth.shape}")
     err = pred - truth
-    return {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err)))}
+    return {metric.name: metric.fn(err) for metric in registry.rating()}
+
+
+# ------------------------------------------------------------------ the registry's built-in entries
+registry.register(registry.RankingMetric("recall", recall, _hit, doc="hits in the top k / relevant items"))
+registry.register(registry.RankingMetric("precision", precision, lambda rank, k: _hit(rank, k) / k,
+                                         doc="hits in the top k / k"))
+registry.register(registry.RankingMetric("ndcg", ndcg, _ndcg_of_rank,
+                                         doc="DCG@k / ideal DCG@k, binary gains, 1/log2(rank+1)"))
+registry.register(registry.RankingMetric("hr", hr, _hit, doc="1 if a relevant item is in the top k"))
+registry.register(registry.RankingMetric("mrr", mrr, _mrr_of_rank, whole_list=True,
+                                         doc="1 / rank of the first relevant item in the top k, 0 if none"))
+registry.register(registry.RatingMetric("rmse", rmse, doc="root mean squared rating error"))
+registry.register(registry.RatingMetric("mae", mae, doc="mean absolute rating error"))

@@ -46,6 +46,9 @@ class EvalConfig:
       valid_protocol: how models validate while they fit (epoch selection, early stopping):
         ``full`` (rank every CF-side item) or ``test`` (the test fold's main ``protocol``: with
         ``sampled``, ``negatives`` drawn negatives per held-out item, since ``candidates`` is test only).
+        Models validate through :class:`jmf.evaluate.validator.Validator`, which reads this.
+      plugins: modules imported at the start of a run that register a project's own metrics
+        (:func:`jmf.evaluate.registry.register`).
     """
 
     protocol: str = "full"
@@ -58,6 +61,7 @@ class EvalConfig:
     test_sampling_seeds: tuple[int, ...] = ()
     test_full: bool = False
     valid_protocol: str = "full"
+    plugins: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.protocol not in ("full", "sampled"):
@@ -74,13 +78,8 @@ class EvalConfig:
         the ranking protocol follows ``valid_protocol``."""
         same = self.valid_protocol == "test"
         return EvalConfig(protocol=self.protocol if same else "full", ks=ks, negatives=self.negatives,
-                          sampling_seed=self.sampling_seed, batch_size=batch_size, ratings=ratings)
-
-
-def validation_config(base: EvalConfig | None, ks: tuple[int, ...], batch_size: int, ratings: bool) -> EvalConfig:
-    """The config a model validates with: ``base`` is the run's ``eval`` group (``RunContext.eval_config``;
-    ``None`` in library use: the full protocol)."""
-    return (base or EvalConfig()).for_validation(ks, batch_size, ratings)
+                          sampling_seed=self.sampling_seed, batch_size=batch_size, ratings=ratings,
+                          plugins=self.plugins)
 
 
 def _padded_indices(mat: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
@@ -235,7 +234,7 @@ def evaluation_users(split, fold: str) -> tuple[np.ndarray, sp.csr_matrix]:
 
 
 def evaluate_split(model, split, fold: str, cfg: EvalConfig, progress=None) -> dict[str, float]:
-    """Evaluate ``model`` (a :class:`~jmf.models.protocols.Model`) on ``split``'s ``fold``.
+    """Evaluate ``model`` (a :class:`~jmf.models.base.Model`) on ``split``'s ``fold``.
 
     Items a user interacted with in training are never ranked; on ``test`` the user's
     validation items are excluded too.  ``progress``: see :func:`evaluate_full`.

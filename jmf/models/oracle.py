@@ -31,13 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jmf.data import synthetic as synth
-from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
-from jmf.models.protocols import RunContext
+from jmf.models.base import ClosedFormModel, RunContext
 from jmf.errors import ConfigError
 
 
-class PlantedOracle(AttributeState):
+class PlantedOracle(ClosedFormModel):
     """Scores with the planted factors of ``jmf.data.synthetic.synthetic(**data)``.
 
     Args:

@@ -30,8 +30,8 @@ it validates) and hands the loop to :class:`Engine`::
 * A model that runs a whole epoch in one call (a ``lax.scan``) uses one-step epochs.
 
 The model side of this hand-off -- ``setup(split, ctx) -> TrainPlan`` and ``finish`` -- is the
-contract in :mod:`jmf.models.protocols` (:class:`~jmf.models.protocols.EngineModel`, with a worked
-example); :class:`RunContext`, :class:`Phase` and :class:`EpochPlan` are defined there.  Place
+contract in :mod:`jmf.models.base` (:class:`~jmf.models.base.EngineModel`, with a worked example);
+:class:`RunContext`, :class:`Phase` and :class:`EpochPlan` are defined in :mod:`jmf.train.plan`.  Place
 batches with ``engine.put_batch`` (sharded over ``data``, each process its own rows) and draw them
 from ``engine.epoch_rng(phase, epoch)``.  A model that fits sub-models (EMCDR's two MFs) gives each
 its own folder, ``dataclasses.replace(ctx, out_dir=ctx.out_dir / "source")``: one folder holds one
@@ -56,7 +56,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from jmf.models.protocols import EpochPlan, Phase, RunContext  # noqa: F401  (re-exported: the engine's API)
+from jmf.pytrees import flat_dict
+from jmf.train.plan import EpochPlan, Phase, RunContext  # noqa: F401  (re-exported: the engine's API)
 from jmf.errors import JmfError
 from jmf.train import parallel
 from jmf.train.checkpoint import Checkpointer, CheckpointError
@@ -233,8 +234,8 @@ class Engine:
                               f"({'; '.join(broken)}); delete the folder or run with trainer.resume=false to start fresh")
 
     def _check_compat(self, saved: dict, path: Path) -> None:
-        now = _flatten(self.ctx.compat)
-        old = _flatten(saved)
+        now = flat_dict(self.ctx.compat)
+        old = flat_dict(saved)
         diff = sorted(k for k in set(now) | set(old) if now.get(k) != old.get(k))
         if diff:
             shown = ", ".join(f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in diff[:8])
@@ -351,12 +352,3 @@ def _short(err: Exception) -> str:
     """The first line of a checkpoint error's cause, for a one-paragraph report."""
     cause = err.__cause__ or err
     return f"{type(cause).__name__}: {str(cause).splitlines()[0][:160] if str(cause) else ''}"
-
-
-def _flatten(tree, prefix: str = "") -> dict:
-    if isinstance(tree, dict):
-        out = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tree}

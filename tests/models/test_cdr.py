@@ -20,7 +20,7 @@ from jmf.models.cdr.cmf import CMF
 from jmf.models.cdr.emcdr import EMCDR, FactorMapping
 from jmf.models.cdr.ptupcdr import PTUPCDR, MetaBridge, make_meta_epoch
 from jmf.models.cf.popularity import Popularity
-from jmf.models.protocols import Model
+from jmf.models.base import Model
 
 EVAL = EvalConfig(ks=(10,))
 MF = {"dim": 16, "epochs": 8, "batch_size": 256, "optimizer": "adam", "lr": 0.01, "reg": 0.001}

@@ -17,7 +17,7 @@ from jmf.evaluate.protocols import EvalConfig, evaluate_split
 from jmf.models.cf.popularity import Popularity
 from jmf.models.graph import cdrib
 from jmf.models.graph.cdrib import CDRIB
-from jmf.models.protocols import RunContext
+from jmf.models.base import RunContext
 
 EVAL = EvalConfig(ks=(10,), ratings=False)
 

@@ -25,7 +25,7 @@ from jmf.models.graph import disencdr
 from jmf.models.graph.adjacency import bipartite_edges
 from jmf.models.graph.cdrib import init_vbge
 from jmf.models.graph.disencdr import DisenCDR
-from jmf.models.protocols import RunContext
+from jmf.models.base import RunContext
 
 EVAL = EvalConfig(ks=(10,), ratings=False)
 

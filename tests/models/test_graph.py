@@ -17,7 +17,7 @@ from jmf.models.encoders.graph import GraphEncoder
 from jmf.models.graph import common
 from jmf.models.graph.bitgcf import BiTGCF
 from jmf.models.graph.lightgcn import LightGCN
-from jmf.models.protocols import RunContext
+from jmf.models.base import RunContext
 
 EVAL = EvalConfig(ks=(10,), ratings=False)
 

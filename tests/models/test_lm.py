@@ -278,7 +278,7 @@ def test_jmf_with_lm_encoder_end_to_end(tiny_folder, finetune):
 
     from jmf.config import register_configs
     from jmf.evaluate.protocols import EvalConfig, evaluate_split
-    from jmf.run import build_split, load_data
+    from jmf.pipeline import build_split, load_data
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

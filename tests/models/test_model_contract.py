@@ -1,8 +1,8 @@
-"""The model contract (``jmf/models/protocols.py``) over every model config, timm-style.
+"""The model contract (``jmf/models/base.py``) over every model config, timm-style.
 
 Every ``conf/model/*.yaml`` -- and for ``model=jmf`` every encoder and every head -- is composed
 through Hydra, run by ``jmf.run.run`` on a small synthetic cold-start split (which calls
-``fit(split, ctx)`` with a run directory), and then checked as a :class:`~jmf.models.protocols.Model`:
+``fit(split, ctx)`` with a run directory), and then checked as a :class:`~jmf.models.base.Model`:
 finite ``[B, I_T]`` scores that depend on the fit, valid/test metrics, ratings on explicit data.
 A new model, encoder or head YAML is tested here without an edit to this file.  The worked example
 of the contract's docstring is executed and held to the same checks.
@@ -25,8 +25,8 @@ from jmf.config import CONF_DIR, register_configs
 from jmf.data.split import make_split, partition_categories
 from jmf.data.synthetic import synthetic
 from jmf.evaluate.protocols import EvalConfig, evaluate_split
-from jmf.models import protocols
-from jmf.models.protocols import HasInterest, Model, RunContext
+from jmf.models import base as protocols
+from jmf.models.base import HasInterest, Model, RunContext
 from jmf.run import run
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
@@ -100,7 +100,7 @@ def test_library_use_fit_score_predict(name, split):
 
 
 def _worked_example() -> type:
-    """The ``ItemBias`` model of :mod:`jmf.models.protocols`'s docstring, executed as written."""
+    """The ``ItemBias`` model of :mod:`jmf.models.base`'s docstring, executed as written."""
     block = re.search(r"Worked example.*?::\n\n(.*?)\n\nConfig:", protocols.__doc__, re.S).group(1)
     namespace: dict = {}
     exec(compile("\n".join(line[4:] for line in block.splitlines()), "protocols-example", "exec"), namespace)

@@ -24,8 +24,8 @@ from jmf.config import CONF_DIR, register_configs
 from jmf.evaluate.protocols import EvalConfig, evaluate_split
 from jmf.models.cf.popularity import Popularity
 from jmf.models.oracle import PlantedOracle
-from jmf.models.protocols import RunContext
-from jmf.run import build_split, load_data
+from jmf.models.base import RunContext
+from jmf.pipeline import build_split, load_data
 
 EVAL = EvalConfig(ks=(10,))
 BAG = ["model/encoder=bag", "model.encoder.embed_dim=32", "model.encoder.out_dim=32"]

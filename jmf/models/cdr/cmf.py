@@ -19,10 +19,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from jmf.data.split import SplitData
-from jmf.models.cdr.common import (FactorScorer, check_loss, check_monitor, check_positive, has_valid,
-                                   require_dl_side, resolve_loss, resolve_monitor, validate)
+from jmf.evaluate import registry
+from jmf.evaluate.validator import Validator
+from jmf.models.cdr.common import FactorScorer, check_loss, check_positive, require_dl_side, resolve_loss
 from jmf.models.cdr.tables import TableConfig, fit_tables
-from jmf.models.protocols import RunContext
+from jmf.models.base import RunContext
 from jmf.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class CMF(FactorScorer):
                  source_weight: float = 1.0, init_scale: float = 0.1, negatives: int = 4, patience: int = 3,
                  eval_every: int = 1, monitor: str = "auto", eval_batch_size: int = 512):
         check_loss(loss)
-        check_monitor(monitor)
+        registry.check_monitor(monitor, auto=True)
         if source_weight < 0:
             raise ConfigError(f"model.source_weight: {source_weight} must be >= 0")
         check_positive(dim=dim, batch_size=batch_size, negatives=negatives, eval_every=eval_every)
@@ -67,10 +68,10 @@ class CMF(FactorScorer):
         """Train on the engine (``ctx`` from ``jmf.run``: checkpoints and resume in the run directory)."""
         require_dl_side(split, "cmf")
         seed = ctx.seed if ctx is not None else 0
-        self.eval_config = ctx.eval_config if ctx is not None else None
+        self.validator = Validator.of(ctx, split, self.eval_batch_size)
         start = time.perf_counter()
         self.kind = resolve_loss(self.loss, split)
-        monitor = resolve_monitor(self.monitor, self.kind)
+        monitor = registry.resolve_monitor(self.monitor, self.kind)
         cfg = TableConfig(dim=self.dim, kind=self.kind, epochs=self.epochs, batch_size=self.batch_size,
                           optimizer=self.optimizer, lr=self.lr, reg=self.reg, bias_reg=self.bias_reg,
                           source_weight=self.source_weight, init_scale=self.init_scale, negatives=self.negatives)
@@ -80,10 +81,10 @@ class CMF(FactorScorer):
 
         def check(params: dict) -> float:
             self._publish(params, n_target, mean)
-            return validate(self, split, monitor, self.eval_batch_size)
+            return self.validator(self, monitor)
 
         tables = fit_tables(split, cfg, shared_users=True, seed=seed, model="cmf", ctx=ctx,
-                            validate=check if has_valid(split) else None, monitor=monitor, patience=self.patience,
+                            validate=check if self.validator.has_data else None, monitor=monitor, patience=self.patience,
                             eval_every=self.eval_every)
         self.engine = tables.engine
         self._publish(tables.params, n_target, mean)

@@ -13,22 +13,18 @@ folder under the run directory (``tables/``, ``mapping/``, ``meta/``).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
-from jmf.models.protocols import EpochPlan, Phase, RunContext
-from jmf.train.engine import Engine
 from jmf.errors import ConfigError
+from jmf.evaluate import registry
+from jmf.evaluate.validator import Validator
+from jmf.models.base import RunContext, StagedModel
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +43,6 @@ def check_positive(**knobs: int) -> None:
             raise ConfigError(f"model.{name}: {value} must be >= 1")
 
 
-def check_monitor(monitor: str) -> None:
-    if monitor in ("auto", "rmse", "mae"):
-        return
-    name, _, k = monitor.partition("@")
-    if name not in ("ndcg", "recall", "hr", "mrr", "precision") or not k.isdigit():
-        raise ConfigError(f"model.monitor: {monitor!r} is not auto|rmse|mae|<ndcg|recall|hr|mrr|precision>@<k>")
-
-
 def resolve_loss(loss: str, split: SplitData) -> str:
     """``auto`` -> ``mse`` on ratings, ``bpr`` on implicit data (as :class:`MatrixFactorization`)."""
     if loss == "auto":
@@ -62,10 +50,6 @@ def resolve_loss(loss: str, split: SplitData) -> str:
     if loss == "mse" and split.implicit:
         log.warning("model.loss=mse on implicit data fits a constant; use bpr or softmax")
     return loss
-
-
-def resolve_monitor(monitor: str, kind: str) -> str:
-    return monitor if monitor != "auto" else ("rmse" if kind == "mse" else "ndcg@10")
 
 
 def require_dl_side(split: SplitData, name: str) -> None:
@@ -89,89 +73,6 @@ def overlap_users(split: SplitData, name: str) -> np.ndarray:
 def cold_users(split: SplitData) -> np.ndarray:
     """``[M]`` int32 users with DL-side rows but no CF-side training rows (scored by transfer)."""
     return np.flatnonzero((np.diff(split.train.indptr) == 0) & (np.diff(split.dl.indptr) > 0)).astype(np.int32)
-
-
-def validate(model, split: SplitData, monitor: str, batch_size: int = 512) -> float | None:
-    """``monitor`` on the valid fold (cold valid users in a cold-start split); None without valid data."""
-    from jmf.evaluate.protocols import evaluate_split, validation_config
-
-    rating = monitor in ("rmse", "mae")
-    ks = (10,) if rating else (int(monitor.split("@")[1]),)
-    out = evaluate_split(model, split, "valid",
-                         validation_config(getattr(model, "eval_config", None), ks, batch_size, rating))
-    if not out:
-        return None
-    if monitor not in out:
-        raise ConfigError(f"model.monitor: {monitor!r} not among validation metrics {sorted(out)}")
-    return out[monitor]
-
-
-def has_valid(split: SplitData) -> bool:
-    """True when the split has a valid fold to select on."""
-    from jmf.evaluate.protocols import evaluation_users
-
-    return len(evaluation_users(split, "valid")[0]) > 0
-
-
-def stage_engine(ctx: RunContext | None, name: str, seed: int, folder: str | None = None) -> Engine:
-    """The engine of one training stage.
-
-    ``ctx`` (from ``jmf.run``): checkpoints, logs and the mesh of the run, in ``ctx.out_dir/folder``
-    when ``folder`` is given (one folder holds one stage's checkpoints).  Without ``ctx`` the stage
-    trains in memory, and with ``ctx.devices=None`` on one device: like MF's, these small-batch
-    row-sparse scans are communication-bound when sharded over forced CPU devices.
-    """
-    ctx = ctx or RunContext()
-    if ctx.devices is None:
-        ctx = dataclasses.replace(ctx, devices=1)
-    if folder is not None and ctx.out_dir is not None:
-        ctx = dataclasses.replace(ctx, out_dir=ctx.out_dir / folder)
-    return Engine(ctx, name=name, seed=seed)
-
-
-@dataclass
-class StageResult:
-    """What :func:`train_passes` returns: the state kept (best validated, else last) and the book."""
-
-    state: Any
-    loss: float                   # mean loss of the last pass run
-    history: list                 # validation values, one per engine epoch
-    best_value: float             # the best validation value (nan without validation)
-    monitor: str
-
-    def stats(self) -> dict[str, float]:
-        return {"train/validations": float(len(self.history)), f"train/best_valid_{self.monitor}": self.best_value}
-
-
-def train_passes(engine: Engine, stage: str, state, sharding, step: Callable, batch_of: Callable[[int, Any], dict],
-                 *, passes: int, eval_every: int = 1, validate: Callable[[Any], float] | None = None,
-                 monitor: str = "valid", patience: int = 0, examples_per_pass: int = 1) -> StageResult:
-    """Run ``passes`` passes of ``step`` on ``engine``, validating every ``eval_every`` passes and after the last.
-
-    Args:
-      stage: phase name (logs, metric names, the epoch RNG key).
-      state: the placed initial state; sharding: its shardings (:meth:`Engine.state_shardings`).
-      step: ``(state, batch) -> (state, {"loss": scalar})``, one whole pass (jitted here, traced once).
-      batch_of: ``(pass index, numpy Generator keyed by (sampling seed, stage, pass)) -> device batch``.
-      validate: ``state -> metric``; ``None`` keeps the last state.
-      monitor: the validated metric (``rmse``/``mae`` are minimised, the rest maximised).
-      patience: validations without improvement before the stage stops (0: run every pass).
-    """
-    jitted = engine.jit_step(step, sharding, name=stage)
-
-    def plan(epoch: int) -> EpochPlan:
-        first = epoch * eval_every
-        n = min(eval_every, passes - first)
-        return EpochPlan(n, lambda i: batch_of(first + i, engine.epoch_rng(stage, first + i)), examples_per_pass)
-
-    phase = Phase(stage, -(-passes // eval_every) if passes > 0 else 0, plan, jitted, validate=validate,
-                  mode="min" if monitor in ("rmse", "mae") else "max", patience=patience, metric=monitor)
-    result = engine.fit([phase], state)
-    summary = result.phases[stage]
-    kept = result.best_state if result.best_state is not None else result.state
-    best = summary.history[summary.best_epoch] if validate is not None and summary.best_epoch >= 0 else math.nan
-    return StageResult(kept, summary.losses[-1] if summary.losses else math.nan, summary.history, float(best),
-                       monitor)
 
 
 def transfer_table(own: np.ndarray, own_bias: np.ndarray, users: np.ndarray,
@@ -205,7 +106,7 @@ def _scores(user_table: jax.Array, item_table: jax.Array, item_bias: jax.Array, 
     return user_table[users] @ item_table.T + item_bias[None, :]
 
 
-class FactorScorer(AttributeState):
+class FactorScorer(StagedModel):
     """``score``/``predict`` from the composed tables ``self.tables``.
 
     ``tables``: ``users [U, d]`` (``P_u`` for warm users, ``P̂_u`` for cold ones), ``user_bias [U]``,
@@ -266,7 +167,7 @@ class TwoStageTransfer(FactorScorer):
                      reg: float, init_scale: float, negatives: int, patience: int, eval_every: int, monitor: str,
                      eval_batch_size: int) -> None:
         check_loss(loss)
-        check_monitor(monitor)
+        registry.check_monitor(monitor, auto=True)
         check_positive(dim=dim, batch_size=batch_size, negatives=negatives, eval_every=eval_every)
         self.dim, self.loss, self.epochs, self.batch_size = dim, loss, epochs, batch_size
         self.optimizer, self.lr, self.reg, self.init_scale, self.negatives = optimizer, lr, reg, init_scale, negatives
@@ -278,9 +179,9 @@ class TwoStageTransfer(FactorScorer):
         from jmf.models.cdr.tables import TableConfig, fit_tables
 
         require_dl_side(split, self.name)
-        self.eval_config = ctx.eval_config if ctx is not None else None
+        self.validator = Validator.of(ctx, split, self.eval_batch_size)
         self.kind = resolve_loss(self.loss, split)
-        self.monitor_name = resolve_monitor(self.monitor, self.kind)
+        self.monitor_name = registry.resolve_monitor(self.monitor, self.kind)
         overlap = overlap_users(split, self.name)
         cfg = TableConfig(dim=self.dim, kind=self.kind, epochs=self.epochs, batch_size=self.batch_size,
                           optimizer=self.optimizer, lr=self.lr, reg=self.reg, bias_reg=self.reg,

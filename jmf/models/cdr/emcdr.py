@@ -26,11 +26,10 @@ from flax import nnx
 
 from jmf import losses
 from jmf.data.split import SplitData
-from jmf.models.cdr.common import StageResult, TwoStageTransfer, check_positive, has_valid, stage_engine, \
-    train_passes, validate
+from jmf.models.base import RunContext, StageResult, stage_engine, train_passes
+from jmf.models.cdr.common import TwoStageTransfer, check_positive
 from jmf.models.heads.mlp import MLPHead
 from jmf.train import parallel
-from jmf.models.protocols import RunContext
 from jmf.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -171,10 +170,10 @@ class EMCDR(TwoStageTransfer):
 
         def check() -> float:
             self._publish_mapped(x, cold)
-            return validate(self, split, self.monitor_name, self.eval_batch_size)
+            return self.validator(self, self.monitor_name)
 
         result = self.mapping.fit(x[overlap], y[overlap], self.map_epochs, ctx=ctx, folder="mapping",
-                                  name="emcdr-mapping", validate=check if has_valid(split) else None,
+                                  name="emcdr-mapping", validate=check if self.validator.has_data else None,
                                   monitor=self.monitor_name, patience=self.patience, eval_every=self.eval_every)
         self._publish_mapped(x, cold)
         return {"train/map_loss": result.loss, "train/fit_seconds": time.perf_counter() - start, **result.stats()}
@@ -183,7 +182,7 @@ class EMCDR(TwoStageTransfer):
         return {"mapping": {"params": self.mapping.params, "rest": self.mapping.rest}}
 
     def restored(self, split: SplitData, saved: dict) -> None:
-        from jmf.artifact import fill
+        from jmf.pytrees import fill
 
         d = self.dim + (self.kind == "mse")
         self.mapping = FactorMapping(d, d, self.map_hidden, self.map_lr, self.map_weight_decay, self.map_batch_size)

@@ -34,9 +34,9 @@ from flax import nnx
 from jmf import losses
 from jmf.data.batches import dl_sequences
 from jmf.data.split import SplitData
-from jmf.models.cdr.common import TwoStageTransfer, check_positive, has_valid, stage_engine, train_passes, validate
+from jmf.models.base import RunContext, stage_engine, train_passes
+from jmf.models.cdr.common import TwoStageTransfer, check_positive
 from jmf.train import parallel
-from jmf.models.protocols import RunContext
 from jmf.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -219,10 +219,10 @@ class PTUPCDR(TwoStageTransfer):
         def check(state) -> float:
             self.params = state["params"]
             self._publish_mapped(cold)
-            return validate(self, split, self.monitor_name, self.eval_batch_size)
+            return self.validator(self, self.monitor_name)
 
         result = train_passes(engine, "meta", state, sharding, step, batch_of, passes=self.meta_epochs,
-                              eval_every=self.eval_every, validate=check if has_valid(split) else None,
+                              eval_every=self.eval_every, validate=check if self.validator.has_data else None,
                               monitor=self.monitor_name, patience=self.patience,
                               examples_per_pass=n_steps * self.meta_batch_size * self.items_per_user)
         self.params = result.state["params"]
@@ -252,7 +252,7 @@ class PTUPCDR(TwoStageTransfer):
         return {"meta": {"params": self.params, "rest": self.rest}, "frozen": self.frozen}
 
     def restored(self, split: SplitData, saved: dict) -> None:
-        from jmf.artifact import fill, nested
+        from jmf.pytrees import fill, nested
 
         self.graphdef, params, rest = nnx.split(MetaBridge(self.dim, self.meta_dim, rngs=nnx.Rngs(0)), nnx.Param, ...)
         self.params = fill(params, saved["arrays"], prefix="['meta']['params']")

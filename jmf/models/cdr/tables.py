@@ -15,7 +15,7 @@ updates per step instead of four, with the same element-wise optimiser arithmeti
 Ranking negatives are uniform over the positive's own side.  As in ``mf.py``, an epoch is one
 ``lax.scan`` in one ``jax.jit`` call and each step updates only the rows it touches
 (:func:`jmf.optim.sparse_rows_update`).  The epochs run on the training engine
-(:func:`jmf.models.cdr.common.train_passes`: checkpoints, exact resume, validation-based
+(:func:`jmf.train.stages.train_passes`: checkpoints, exact resume, validation-based
 selection); each epoch's ``[S, B]`` batches are sharded over the ``data`` mesh axis along ``B``
 and the tables are replicated (``trainer.shard_tables`` row-shards them when their row
 counts divide over the devices).
@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -36,11 +35,8 @@ from jmf import losses
 from jmf.data.split import SplitData
 from jmf.optim import build_optimizer, sparse_rows_update
 from jmf.train import parallel
-from jmf.models.protocols import RunContext
+from jmf.models.base import RunContext, StageResult, stage_engine, train_passes
 from jmf.train.engine import Engine
-
-if TYPE_CHECKING:
-    from jmf.models.cdr.common import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +102,11 @@ def fit_tables(split: SplitData, cfg: TableConfig, *, shared_users: bool, seed: 
 
     Args:
       model: the model's config name (engine name, error messages).
-      ctx, folder: the run context and the stage's folder in it (:func:`~jmf.models.cdr.common.stage_engine`).
+      ctx, folder: the run context and the stage's folder in it (:func:`~jmf.train.stages.stage_engine`).
       validate: ``params -> metric`` every ``eval_every`` epochs and after the last; the best
         validated tables are returned (``params`` is live: copy what you keep).
       monitor, patience: the validated metric's name and early stopping (0: run every epoch).
     """
-    from jmf.models.cdr.common import stage_engine, train_passes
 
     n_users, n_target = split.train.shape
     n_source = split.dl.shape[1]

@@ -16,14 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
 from jmf.errors import ConfigError
 from jmf.models.joint.terms import binary_rows, log_normalised, neighbour_inputs
-from jmf.models.protocols import RunContext
+from jmf.models.base import ClosedFormModel, RunContext
 
 
-class CoOccurrence(AttributeState):
+class CoOccurrence(ClosedFormModel):
     """See the module docstring.
 
     Args:

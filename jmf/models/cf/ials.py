@@ -47,9 +47,8 @@ import scipy.sparse as sp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
-from jmf.models.protocols import RunContext
+from jmf.models.base import ClosedFormModel, RunContext
 from jmf.errors import ConfigError
 
 
@@ -149,7 +148,7 @@ def _cg_half_epoch(X, Y, *buckets: _Bucket, reg: float, cg_steps: int, mesh: Mes
 _cg_jit = jax.jit(_cg_half_epoch, static_argnames=("reg", "cg_steps", "mesh"), donate_argnums=0)
 
 
-class ImplicitALS(AttributeState):
+class ImplicitALS(ClosedFormModel):
     """iALS with a conjugate-gradient solve.
 
     Args:

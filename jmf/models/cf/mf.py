@@ -24,7 +24,7 @@ from jmf import losses
 from jmf.data.split import SplitData
 from jmf.optim import build_optimizer, sparse_rows_update
 from jmf.train import parallel
-from jmf.models.protocols import EngineModel, EpochPlan, Phase, RunContext, TrainPlan
+from jmf.models.base import EngineModel, EpochPlan, Phase, RunContext, TrainPlan
 from jmf.train.engine import Engine, FitResult
 from jmf.errors import ConfigError
 
@@ -216,7 +216,7 @@ class MatrixFactorization(EngineModel):
         return {"params": self.params}
 
     def load_fitted(self, split: SplitData, saved: dict) -> None:
-        from jmf.artifact import fill
+        from jmf.pytrees import fill
 
         self.setup(split)                 # the resolved loss and mean, and the tables' shapes
         self.params = fill(self.params, saved["arrays"], prefix="['params']")

@@ -6,12 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
-from jmf.models.protocols import RunContext
+from jmf.models.base import ClosedFormModel, RunContext
 
 
-class Popularity(AttributeState):
+class Popularity(ClosedFormModel):
     """Non-personalised baseline: ``s_ui = #train interactions of i``.
 
     Ratings are predicted as the item mean shrunk towards the global mean by ``damping``

@@ -16,9 +16,8 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from jmf.artifact import AttributeState
 from jmf.data.split import SplitData
-from jmf.models.protocols import RunContext
+from jmf.models.base import ClosedFormModel, RunContext
 from jmf.errors import ConfigError
 
 
@@ -65,7 +64,7 @@ def explained_variance(mat: sp.spmatrix | np.ndarray, s: np.ndarray) -> np.ndarr
     return np.cumsum(s.astype(np.float64) ** 2) / total
 
 
-class TruncatedSVD(AttributeState):
+class TruncatedSVD(ClosedFormModel):
     """Rank-``dim`` SVD of the training matrix.
 
     Args:

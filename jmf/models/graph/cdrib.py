@@ -197,20 +197,6 @@ class CDRIB(GraphModel):
                 "rand_t": draw(len(self.members["t"])).astype(np.int32),
                 "rand_s": draw(len(self.members["s"])).astype(np.int32)}
 
-    # --------------------------------------------------------------- validation
-    def _validate(self, state) -> float:
-        """``monitor: mrr`` under full-ranking validation is the full-ranking MRR (``mrr@I_T``)."""
-        from jmf.evaluate.protocols import evaluate_split, validation_config
-
-        if self.monitor != "mrr":
-            return super()._validate(state)
-        self._publish(state["params"])
-        cfg = validation_config(self.eval_config, (10,), self.eval_batch_size, ratings=False)
-        if cfg.protocol == "full":
-            cfg = validation_config(self.eval_config, (self.n_items["t"],), self.eval_batch_size, ratings=False)
-        out = evaluate_split(self, self.split, "valid", cfg)
-        return out["mrr"] if "mrr" in out else out[f"mrr@{self.n_items['t']}"]
-
 
 # ------------------------------------------------------------------- the encoder (pure functions)
 def _init_params(rng: np.random.Generator, dim: int, layers: int, rows: tuple) -> dict:

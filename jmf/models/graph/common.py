@@ -3,7 +3,7 @@ scoring from the final embeddings.
 
 A graph model encodes the *whole* graph at every step (the authors' code does too: every user and
 item embedding moves at every step), so its parameters are dense pytrees updated by a dense optax
-optimiser; batches are index triples.  :class:`GraphModel` is an :class:`~jmf.models.protocols.EngineModel`:
+optimiser; batches are index triples.  :class:`GraphModel` is an :class:`~jmf.models.base.EngineModel`:
 subclasses give ``init_params``, ``loss`` (one step's objective) and ``embed`` (the final user
 embeddings of the CF side and item embeddings of O1, in evaluation mode).
 """
@@ -21,13 +21,14 @@ import optax
 import scipy.sparse as sp
 
 from jmf.data.split import SplitData
-from jmf.models.protocols import EngineModel, EpochPlan, Phase, RunContext, TrainPlan
+from jmf.models.base import EngineModel, EpochPlan, Phase, RunContext, TrainPlan
 from jmf.train import parallel
 from jmf.train.engine import Engine, FitResult
 from jmf.errors import ConfigError
+from jmf.evaluate import registry
+from jmf.evaluate.validator import Validator
 
 log = logging.getLogger(__name__)
-RANKING = ("ndcg", "recall", "hr", "mrr", "precision")
 
 
 class Triples:
@@ -91,12 +92,10 @@ class GraphModel(EngineModel):
                 raise ConfigError(f"model.{key}: {value} must be >= 1")
         if lr <= 0 or weight_decay < 0:
             raise ConfigError(f"model.lr / model.weight_decay: {lr} / {weight_decay} must be > 0 / >= 0")
-        if not str(monitor).startswith(RANKING):
-            raise ConfigError(f"model.monitor: {monitor!r} is not a ranking metric such as ndcg@10")
+        registry.check_monitor(monitor, ratings=False)
         self.dim, self.epochs, self.batch_size, self.lr, self.weight_decay = dim, epochs, batch_size, lr, weight_decay
         self.patience, self.eval_every, self.monitor = patience, eval_every, monitor
         self.eval_batch_size = eval_batch_size
-        self.eval_config = None
 
     # --------------------------------------------------------------- what a subclass gives
     def prepare(self, split: SplitData) -> dict:
@@ -128,7 +127,7 @@ class GraphModel(EngineModel):
         if split.train.nnz == 0:
             raise ConfigError(f"model={self.name}: {split.data.name} has no CF-side training interactions")
         ctx = ctx or RunContext()
-        self.eval_config = ctx.eval_config
+        self.validator = Validator.of(ctx, split, self.eval_batch_size)
         engine = self.engine = Engine(ctx, name=self.name)
         parallel.check_batch_size(self.batch_size, engine.mesh, "model.batch_size")
         self.split = split
@@ -162,7 +161,7 @@ class GraphModel(EngineModel):
         # an engine epoch is ``eval_every`` model epochs, validated once at its end
         engine_plan = _every(plan, self.eval_every, self.epochs) if self.eval_every > 1 else plan
         phase = Phase("train", -(-self.epochs // self.eval_every), engine_plan, lambda s, b: jitted(s, b, self.data),
-                      validate=self._validate if _has_valid(split) else None, patience=self.patience,
+                      validate=self._validate if self.validator.has_data else None, patience=self.patience,
                       metric=self.monitor)
         return TrainPlan(engine, state, [phase])
 
@@ -191,7 +190,7 @@ class GraphModel(EngineModel):
         return {"params": self.params}
 
     def load_fitted(self, split: SplitData, saved: dict) -> None:
-        from jmf.artifact import fill
+        from jmf.pytrees import fill
 
         self.setup(split)                 # graphs and shapes from the split
         self._publish(fill(self.params, saved["arrays"], prefix="['params']"))
@@ -217,15 +216,8 @@ class GraphModel(EngineModel):
         self.user_table, self.item_table = self._embed(params, self.data)
 
     def _validate(self, state) -> float:
-        from jmf.evaluate.protocols import evaluate_split, validation_config
-
         self._publish(state["params"])
-        k = int(self.monitor.split("@")[1]) if "@" in self.monitor else 10
-        out = evaluate_split(self, self.split, "valid", validation_config(self.eval_config, (k,),
-                                                                          self.eval_batch_size, ratings=False))
-        if self.monitor not in out:
-            raise ConfigError(f"model.monitor: {self.monitor!r} not among validation metrics {sorted(out)}")
-        return out[self.monitor]
+        return self.validator(self, self.monitor)
 
     # --------------------------------------------------------------- inference
     def score(self, users: jax.Array) -> jax.Array:
@@ -259,12 +251,6 @@ def _scores(user_table: jax.Array, item_table: jax.Array, users: jax.Array) -> j
 
 def _replicated(engine: Engine):
     return parallel.replicated(engine.mesh)
-
-
-def _has_valid(split: SplitData) -> bool:
-    from jmf.evaluate.protocols import evaluation_users
-
-    return len(evaluation_users(split, "valid")[0]) > 0
 
 
 def _every(plan, every: int, epochs: int):

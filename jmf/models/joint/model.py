@@ -30,14 +30,15 @@ from jmf.models.joint.start import (AutoBias, SVDFactors, check_start, fit_offse
                                     o2_user_offsets, pad_rows)
 from jmf.models.joint.step import TrainState, init_state, make_train_step
 from jmf.models.joint.terms import UserVectors, named_terms, o2_rows
-from jmf.models.protocols import EngineModel, Phase, RunContext, TrainPlan
+from jmf.models.base import EngineModel, Phase, RunContext, TrainPlan
 from jmf.optim import build_optimizer, part_optimizer
 from jmf.train import parallel
 from jmf.train.engine import Engine, FitResult, copy_state
 from jmf.errors import ConfigError
+from jmf.evaluate import registry
+from jmf.evaluate.validator import Validator
 
 log = logging.getLogger(__name__)
-RANKING = ("ndcg@", "recall@", "hr@", "mrr@", "precision@")
 
 
 class JMF(EngineModel):
@@ -92,8 +93,9 @@ class JMF(EngineModel):
         unknown = set(weights or {}) - set(LossWeights._fields)
         if unknown:
             raise ConfigError(f"model.weights: unknown term(s) {sorted(unknown)} (known: {LossWeights._fields})")
-        if rank_monitor is not None and not str(rank_monitor).startswith(RANKING):
-            raise ConfigError(f"model.rank_monitor: {rank_monitor!r} is not a ranking metric such as ndcg@10")
+        registry.check_monitor(monitor, auto=True)
+        if rank_monitor is not None:
+            registry.check_monitor(rank_monitor, "model.rank_monitor", ratings=False)
         self.encoder_fn, self.head_fn = encoder, head
         self.dim, self.loss, self.weights = dim, loss, LossWeights(**(weights or {}))
         self.epochs, self.pretrain_epochs, self.batch_size = epochs, pretrain_epochs, batch_size
@@ -107,7 +109,6 @@ class JMF(EngineModel):
         self.patience, self.monitor, self.rank_monitor = patience, monitor, rank_monitor
         self.max_inflight, self.eval_batch_size = max_inflight, eval_batch_size
         self.rank_state, self.rank_history, self._rank_best = None, [], None   # _rank_best: a state
-        self.eval_config = None
 
     # ------------------------------------------------------------------ set-up
     def setup(self, split: SplitData, ctx: RunContext | None = None) -> TrainPlan:
@@ -116,10 +117,10 @@ class JMF(EngineModel):
         if len(split.dl_items) == 0:
             raise ConfigError("model=jmf needs a DL side: set partition.k or partition.cf_categories")
         ctx = ctx or RunContext()
-        self.eval_config = ctx.eval_config
+        self.validator = Validator.of(ctx, split, self.eval_batch_size)
         self.kind = self.loss if self.loss != "auto" else ("softmax" if split.implicit else "mse")
         self.mean = float(split.train.data.mean()) if self.kind == "mse" else 0.0
-        self.monitor_name = self.monitor if self.monitor != "auto" else ("rmse" if self.kind == "mse" else "ndcg@10")
+        self.monitor_name = registry.resolve_monitor(self.monitor, self.kind)
         self._check_term_metric()
         if self.max_inflight and not ctx.max_inflight:
             ctx = dataclasses.replace(ctx, max_inflight=self.max_inflight)
@@ -193,7 +194,7 @@ class JMF(EngineModel):
             return Phase(name, epochs, lambda epoch: user_batches(engine, csr, dl_users, engine.epoch_rng(index, epoch),
                                                                   self.batch_size, self.items_per_user),
                          lambda s, b: jitted(s, b, self.seq, weights), validate=validate,
-                         mode="min" if self.monitor_name in ("rmse", "mae") else "max", patience=self.patience,
+                         mode=self.validator.mode(self.monitor_name), patience=self.patience,
                          metric=self.monitor_name)
 
         zero = LossWeights(cf=0.0, dl=1.0, map=0.0, transfer=0.0, interest=0.0)
@@ -215,16 +216,13 @@ class JMF(EngineModel):
     def _validate(self, split: SplitData, rank_metric: str | None = None) -> dict[str, float]:
         """The validation metrics of the current state, in one evaluation: ``monitor``'s, and
         ``rank_metric`` (``model.rank_monitor``'s) when given."""
-        from jmf.evaluate.protocols import evaluate_split, validation_config
-
-        wanted = {"model.monitor": self.monitor_name, **({"model.rank_monitor": rank_metric} if rank_metric else {})}
-        ks = tuple(sorted({int(n.split("@")[1]) for n in wanted.values() if "@" in n} or {10}))
-        cfg = validation_config(self.eval_config, ks, self.eval_batch_size,
-                                ratings=self.kind == "mse" and self.monitor_name in ("rmse", "mae"))
-        out = evaluate_split(self, split, "valid", cfg)
-        for key, name in wanted.items():
-            if name not in out:
-                raise ConfigError(f"{key}: {name!r} not among validation metrics {sorted(out)}")
+        names, keys = [self.monitor_name], ["model.monitor"]
+        if rank_metric:
+            names, keys = names + [rank_metric], keys + ["model.rank_monitor"]
+        out = self.validator.metrics(self, names, keys)
+        if not out:
+            raise ConfigError("model.monitor: the validation fold is empty, so no epoch can be selected "
+                              "(raise split.valid_ratio / split.cold_valid_fraction)")
         return out
 
     # ------------------------------------------------------------------ after the fit
@@ -259,14 +257,11 @@ class JMF(EngineModel):
     def choose_term_weight(self, split: SplitData, name: str) -> dict[str, float]:
         """Score every weight of term ``name`` on the validation fold (the fitted states fixed) by the
         ranking metric; keep the best (the first on ties).  Returns the ``train/`` entries to log."""
-        from jmf.evaluate.protocols import evaluate_split, validation_config
-
         term, metric = self.terms[name], self._term_metric
-        cfg = validation_config(self.eval_config, (int(metric.split("@")[1]),), self.eval_batch_size, ratings=False)
         values = []
         for weight in term.weights:
             term.weight = weight
-            values.append(evaluate_split(self, split, "valid", cfg)[metric])
+            values.append(self.validator(self, metric, f"model.terms.{name}.weight"))
         term.weight = term.weights[int(np.argmax(values))]
         log.info("model.terms.%s.weight: validation %s %s -> %g", name, metric,
                  ", ".join(f"{w:g}: {v:.4f}" for w, v in zip(term.weights, values)), term.weight)
@@ -283,7 +278,7 @@ class JMF(EngineModel):
                 "terms": {name: term.weight for name, term in self.terms.items()}}
 
     def load_fitted(self, split: SplitData, saved: dict) -> None:
-        from jmf.artifact import fill
+        from jmf.pytrees import fill
 
         self.setup(split)                 # the net, sequences, graphs and score terms from the split
         arrays, scalars = saved["arrays"], saved["scalars"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jmf.models.protocols import EpochPlan
+from jmf.models.base import EpochPlan
 from jmf.train.engine import Engine
 
 

@@ -1,0 +1,81 @@
+"""Pytrees as flat files and back: what a saved model and a checkpoint's config check are made of.
+
+* :func:`flatten` -- a pytree -> ``(path -> array, path -> JSON scalar)``, paths as ``jax.tree_util.keystr``;
+* :func:`fill` -- a rebuilt skeleton with the saved leaves put back at the same paths;
+* :func:`nested` -- nested dicts back from ``keystr`` paths of dict keys;
+* :func:`flat_dict` -- a nested dict as ``{"a.b.c": leaf}`` (config comparisons).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from jmf.errors import ArtifactError
+
+
+def flatten(tree) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``tree`` -> (path -> array, path -> JSON scalar).  PRNG keys are stored as their key data."""
+    arrays, scalars = {}, {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        key = jax.tree_util.keystr(path)
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            arrays[key] = np.asarray(jax.random.key_data(leaf))
+        elif hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
+            arrays[key] = np.ascontiguousarray(np.asarray(leaf))
+        else:
+            scalars[key] = leaf
+    return arrays, scalars
+
+
+def fill(skeleton, arrays: dict[str, np.ndarray], scalars: dict[str, Any] | None = None, prefix: str = ""):
+    """``skeleton`` with each leaf replaced by the saved leaf at the same path (``prefix`` + path).
+
+    Leaves missing from the save keep the skeleton's value only when ``arrays`` has none under that
+    subtree (e.g. an optimiser state that is not saved); a shape or dtype mismatch is an error.
+    """
+    scalars = scalars or {}
+
+    def put(path, leaf):
+        key = prefix + jax.tree_util.keystr(path)
+        if key in scalars:
+            return scalars[key]
+        if key not in arrays:
+            raise ArtifactError(f"model/state.safetensors: no array {key!r} (the model's state has changed shape)")
+        saved = arrays[key]
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(saved, impl=jax.random.key_impl(leaf))
+        if np.shape(leaf) == () and np.shape(saved) == (1,):   # safetensors keeps 0-d arrays as [1]
+            saved = np.reshape(saved, ())
+        if np.shape(saved) != np.shape(leaf):
+            raise ArtifactError(f"model/state.safetensors: {key!r} has shape {np.shape(saved)}, the rebuilt model "
+                                f"expects {np.shape(leaf)} (a different config or data)")
+        if isinstance(leaf, jax.Array):   # keep the rebuilt placement (replicated / row-sharded over the mesh)
+            return jax.device_put(np.asarray(saved, dtype=leaf.dtype), leaf.sharding)
+        return saved
+    return jax.tree_util.tree_map_with_path(put, skeleton)
+
+
+def nested(arrays: dict[str, np.ndarray], scalars: dict[str, Any]) -> dict:
+    """Rebuild nested dicts from ``keystr`` paths of dict keys only (``"['a']['b']"``)."""
+    out: dict = {}
+    for flat in (arrays, scalars):
+        for key, value in flat.items():
+            parts = [p[2:-2] for p in key.replace("][", "]\x00[").split("\x00")] if key else [""]
+            node = out
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+    return out
+
+
+def flat_dict(tree, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: nested dicts as one level of dotted keys."""
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(flat_dict(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
