@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from jmf.errors import DataFileError
 from hydra.experimental.callback import Callback
 
-LOWER_IS_BETTER = ("rmse", "mae", "loss", "kl")
+from jmf.errors import DataFileError
+from jmf.evaluate import registry
 
 
 @dataclass
@@ -77,7 +77,8 @@ def _model_from_config(path: Path) -> str:
 
 
 def lower_is_better(metric: str) -> bool:
-    return metric.split("/")[-1].split("@")[0] in LOWER_IS_BETTER
+    """The direction of a selection on ``metric``, from the metric registry."""
+    return registry.lower_is_better(metric)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -151,6 +152,7 @@ def write_report(sweep_dir: str | Path, metric: str | None = None, out: str | Pa
     jobs = load_jobs(sweep_dir)
     if not jobs:
         raise DataFileError(f"{sweep_dir}: no Hydra job folders (.hydra/overrides.yaml) found")
+    registry.load_plugins(_plugins(jobs), "eval.plugins (of the sweep's jobs)")   # their own metrics' directions
     metric = metric or _optimized_metric(jobs) or "valid/ndcg@10"
     s = summarise(jobs, metric)
     names = sorted({k for j in jobs for k in j.metrics if k.startswith(("valid/", "test/"))})
@@ -191,6 +193,17 @@ def write_report(sweep_dir: str | Path, metric: str | None = None, out: str | Pa
 
 def _p(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.3g}"
+
+
+def _plugins(jobs: list[Job]) -> list[str]:
+    """The metric plug-in modules the jobs' configs name (``eval.plugins``)."""
+    names: list[str] = []
+    for job in jobs:
+        cfg_path = job.path / "config.yaml"
+        if cfg_path.exists():
+            cfg = yaml.safe_load(cfg_path.read_text()) or {}
+            names += [n for n in (cfg.get("eval") or {}).get("plugins") or [] if n not in names]
+    return names
 
 
 def _optimized_metric(jobs: list[Job]) -> str | None:

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TUTORIALS = ROOT / "docs" / "pages" / "tutorials"
 
 
-@pytest.mark.parametrize("page", ["new-head.md", "new-score-term.md", "new-model.md"])
+@pytest.mark.parametrize("page", ["new-head.md", "new-score-term.md", "new-model.md", "new-metric.md"])
 def test_an_extension_from_outside_the_package_runs_through_jmf_train(page, tmp_path):
     outputs = run_page(TUTORIALS / page, tmp_path)
     assert outputs and "Traceback" not in outputs[-1]
@@ -24,4 +24,4 @@ def test_an_extension_from_outside_the_package_runs_through_jmf_train(page, tmp_
 
 def test_no_extension_lives_in_the_package():
     text = " ".join(p.read_text() for p in (ROOT / "jmf").rglob("*.py"))
-    assert "myext" not in text and "GatedHead" not in text and "BPRMF" not in text
+    assert "myext" not in text and "GatedHead" not in text and "BPRMF" not in text and "nprecision" not in text

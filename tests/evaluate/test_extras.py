@@ -41,19 +41,24 @@ def test_eval_group_resolves_interpolations_in_the_whole_config(monkeypatch):
 
 
 def test_valid_protocol_test_validates_with_the_tests_sampled_protocol():
-    """``eval.valid_protocol=test``: the validation config a model gets (``validation_config``) is the
-    test's sampled protocol with its negatives and sampler seed; ``full`` (the default) ranks every item."""
-    from jmf.evaluate.protocols import validation_config
+    """``eval.valid_protocol=test``: the validator a model gets validates with the test's sampled protocol,
+    its negatives and sampler seed; ``full`` (the default) ranks every item."""
+    from jmf.evaluate.validator import Validator
+    from jmf.models.base import RunContext
 
     data = synthetic(n_users=300, n_items=200, n_categories=4, seed=0)
     split = make_split(data, partition_categories(data, k=2), "loo", seed=0)
     pop = Popularity()
     pop.fit(split)
     run_cfg = EvalConfig(protocol="sampled", ks=(10, 20), negatives=50, sampling_seed=3, valid_protocol="test")
-    assert validation_config(None, (10,), 64, False) == EvalConfig(ks=(10,), batch_size=64, ratings=False)
-    cfg = validation_config(run_cfg, (10,), 64, False)     # RunContext.eval_config: the run's eval group
+    assert EvalConfig().for_validation((10,), 64, False) == EvalConfig(ks=(10,), batch_size=64, ratings=False)
+    cfg = run_cfg.for_validation((10,), 64, False)
     assert (cfg.protocol, cfg.negatives, cfg.sampling_seed, cfg.ks, cfg.batch_size) == ("sampled", 50, 3, (10,), 64)
     sampled = evaluate_split(pop, split, "valid", cfg)["ndcg@10"]
+    validator = Validator.of(RunContext(eval_config=run_cfg), split, batch_size=64)   # the run's eval group
+    assert validator(pop, "ndcg@10") == sampled
+    assert Validator.of(None, split)(pop, "ndcg@10") == evaluate_split(pop, split, "valid", EvalConfig(ks=(10,),
+                                                                                                        ratings=False))["ndcg@10"]
     full = evaluate_split(pop, split, "valid", dataclasses.replace(run_cfg, valid_protocol="full")
                           .for_validation((10,), 64, False))["ndcg@10"]
     assert sampled > full   # 50 negatives flatter popularity against all items

@@ -25,8 +25,8 @@ from jmf.config import CONF_DIR, register_configs
 from jmf.data.split import make_split, partition_categories
 from jmf.data.synthetic import synthetic
 from jmf.evaluate.protocols import EvalConfig, evaluate_split
-from jmf.models import base as protocols
-from jmf.models.base import HasInterest, Model, RunContext
+from jmf.models import base
+from jmf.models.base import FAMILIES, HasInterest, Model, RunContext, family_of
 from jmf.run import run
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
@@ -101,9 +101,9 @@ def test_library_use_fit_score_predict(name, split):
 
 def _worked_example() -> type:
     """The ``ItemBias`` model of :mod:`jmf.models.base`'s docstring, executed as written."""
-    block = re.search(r"Worked example.*?::\n\n(.*?)\n\nConfig:", protocols.__doc__, re.S).group(1)
+    block = re.search(r"Worked example.*?::\n\n(.*?)\n\nConfig:", base.__doc__, re.S).group(1)
     namespace: dict = {}
-    exec(compile("\n".join(line[4:] for line in block.splitlines()), "protocols-example", "exec"), namespace)
+    exec(compile("\n".join(line[4:] for line in block.splitlines()), "base-example", "exec"), namespace)
     return namespace["ItemBias"]
 
 
@@ -121,6 +121,32 @@ def test_the_contract_docstring_example_runs_on_the_engine(split, tmp_path):
     resumed = _worked_example()(epochs=3, lr=0.5)      # the same run directory: nothing left to train
     resumed.fit(split, RunContext(seed=0, out_dir=tmp_path, tensorboard=False))
     np.testing.assert_array_equal(np.asarray(resumed.bias), bias)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_subclasses_exactly_one_family(name):
+    """Every ``conf/model/*.yaml`` names a class of one family of :mod:`jmf.models.base`."""
+    from hydra.utils import get_class
+
+    target = OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")["_target_"]
+    cls = get_class(target)
+    assert sum(issubclass(cls, f) for f in FAMILIES) == 1, (name, cls.__mro__)
+    assert family_of(cls).family in ("engine", "staged", "closed-form")
+
+
+def test_the_families_are_what_the_docs_say():
+    """The family of each model as docs/pages/design.md and base.py's docstring list them."""
+    from hydra.utils import get_class
+
+    expected = {"engine": {"mf", "lightgcn", "lightgcn_merged", "bitgcf", "disencdr", "cdrib", "jmf"},
+                "staged": {"cmf", "emcdr", "ptupcdr"}, "closed-form": {"pop", "svd", "ials", "cooc", "oracle"}}
+    found: dict[str, set] = {}
+    for name in MODELS:
+        cls = get_class(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")["_target_"])
+        found.setdefault(family_of(cls).family, set()).add(name)
+    assert found == expected
+    with pytest.raises(TypeError, match="several model families"):
+        family_of(type("Both", (base.EngineModel, base.ClosedFormModel), {}))
 
 
 def test_runner_refuses_a_target_that_is_not_a_model(tmp_path):
