@@ -9,7 +9,7 @@ What the folder holds:
   leaves of the fitted state, the seeds and the split's row counts;
 * ``config.yaml`` -- the resolved run config;
 * ``data.npz`` -- the preprocessed interactions with their id maps (users, items, categories), so the
-  run's split -- and with it the O1/O2 partition and every id map -- is rebuilt exactly, without the
+  run's split -- and with it the CF/DL partition and every id map -- is rebuilt exactly, without the
   original files.
 
 Loading instantiates the model from the config, rebuilds the split, and hands the arrays to

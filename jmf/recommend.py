@@ -3,14 +3,14 @@ and explanations.  ``jmf.load(run_dir)`` returns a :class:`Recommender`; ``jmf-r
 
 Ids in and out are the dataset's raw ids (strings).  A *history* is a DataFrame of behaviours with
 columns ``user, item`` and optionally ``rating`` and ``timestamp``; each item is mapped to the CF side
-(O1) or the DL side (O2) of the saved partition.  Items the model never saw are dropped and counted
+or the DL side of the saved partition.  Items the model never saw are dropped and counted
 (``DataFrame.attrs["unknown_items"]``).  New users are scored by the model's own inference for users
-outside training (``score_new``: JMF encodes the O2 history and maps it, factor models fold the user
+outside training (``score_new``: JMF encodes the DL-side history and maps it, factor models fold the user
 in by least squares on their item factors, the CDR baselines go through their own mapping); a user
-the model cannot score from what they have -- no usable behaviour, or only O2 history for a model
+the model cannot score from what they have -- no usable behaviour, or only DL-side history for a model
 without a cross-category path -- gets the training popularity ranking and ``fallback = True``.
 
-Explanations (:meth:`Recommender.explain`) are occlusion attributions: the contribution of an O2
+Explanations (:meth:`Recommender.explain`) are occlusion attributions: the contribution of a DL-side
 category (or item) of the user's history to an item's score is the score with the whole history
 minus the score with that category's (item's) behaviours left out -- exact for the model, cheap
 (one batched ``score_new`` per user), and needing no gradient.  Scores are centred per user first
@@ -48,8 +48,8 @@ class RecommendError(JmfError, ValueError):
 class History:
     """New users' behaviour mapped onto the saved split (row ``b`` is ``users[b]``).
 
-    ``cf [B, I_T]`` and ``dl [B, I_S]`` hold the values (ratings, or 1 on implicit data); ``dl_order[b]``
-    is user ``b``'s O2 local item ids oldest first, ``dl_values[b]`` their values.
+    ``cf [B, I_CF]`` and ``dl [B, I_DL]`` hold the values (ratings, or 1 on implicit data); ``dl_order[b]``
+    is user ``b``'s DL-side local item ids oldest first, ``dl_values[b]`` their values.
     """
 
     users: list[str]
@@ -59,7 +59,7 @@ class History:
     dl_values: list[np.ndarray]
 
     def without(self, b: int, keep: np.ndarray) -> "History":
-        """User ``b`` alone, with only the O2 behaviours where ``keep`` (over ``dl_order[b]``) is true."""
+        """User ``b`` alone, with only the DL-side behaviours where ``keep`` (over ``dl_order[b]``) is true."""
         items, values = self.dl_order[b][keep], self.dl_values[b][keep]
         dl = sp.csr_matrix((values, (np.zeros(len(items), np.int64), items)), shape=(1, self.dl.shape[1]))
         return History([self.users[b]], self.cf[b], dl, [items], [values])
@@ -148,7 +148,7 @@ class Recommender:
         return hist
 
     def score_new(self, hist: History) -> tuple[np.ndarray, np.ndarray]:
-        """``([B, I_T] scores, [B] fallback)``: the model's scores of new users, popularity where it has none."""
+        """``([B, I_CF] scores, [B] fallback)``: the model's scores of new users, popularity where it has none."""
         B = len(hist.users)
         scores = np.broadcast_to(self.popularity, (B, len(self.popularity))).copy()
         fallback = np.ones(B, bool)
@@ -183,7 +183,7 @@ class Recommender:
         return frame
 
     def explain(self, history: pd.DataFrame, items=None, k: int = 10, top_items: int = 3) -> pd.DataFrame:
-        """How much each O2 category, and the ``top_items`` O2 items, of each user's history contributed to
+        """How much each DL-side category, and the ``top_items`` DL-side items, of each user's history contributed to
         the score of each of ``items`` (default: the user's top ``k``).  Rows ``user, item, kind
         (category|item), source, contribution``; occlusion attribution (module docstring)."""
         hist = self.history(history)
@@ -213,7 +213,7 @@ class Recommender:
         cats = self.dl_item_category[order]
         present = np.unique(cats)
         variants = [hist.without(b, cats != c) for c in present]
-        recent = np.arange(max(0, len(order) - 50), len(order))        # the 50 latest O2 behaviours
+        recent = np.arange(max(0, len(order) - 50), len(order))        # the 50 latest DL-side behaviours
         variants += [hist.without(b, np.arange(len(order)) != j) for j in recent]
         scores, _ = self.score_new(History.stack(variants))
         # scores centred per user: a shift of every item alike (a user bias) changes no ranking

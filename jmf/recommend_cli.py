@@ -5,7 +5,7 @@
   (``jmf.load(RUN_DIR).recommend_new``), columns ``user, rank, item, score, fallback``;
 * ``--known``: ``--input`` lists users of the run (a column ``user``); columns ``user, rank, item, score``;
 * ``--explain``: also writes ``<out>.explain.csv`` (``user, item, kind, source, contribution``: how much each
-  O2 category and the top O2 items of each user's history contributed to each recommended item).
+  DL-side category and the top DL-side items of each user's history contributed to each recommended item).
 
 Bad input -- an unknown run directory, a file that is missing, empty or lacks a column, ids the model
 does not know -- is reported in one paragraph on stderr with exit code 2 (users with no usable

@@ -36,7 +36,7 @@ def dl_sequences(split: SplitData, max_len: int) -> Sequences:
     local[split.dl_items] = np.arange(len(split.dl_items))
     cat_pos = np.full(data.n_categories, -1, np.int64)
     cat_pos[split.partition.dl_categories] = np.arange(len(split.partition.dl_categories))
-    rows = split.dl_rows  # O2 training rows only (a predefined split may hold some out)
+    rows = split.dl_rows  # DL-side training rows only (a predefined split may hold some out)
     time = data.timestamp[rows] if data.timestamp is not None else rows
     rows = rows[np.lexsort((rows, time, data.user[rows]))]  # by user, then time, then file order
     users = data.user[rows]
@@ -58,7 +58,7 @@ def dl_sequences(split: SplitData, max_len: int) -> Sequences:
 
 
 def cf_item_categories(split: SplitData) -> np.ndarray:
-    """``[I_T]`` int32: each CF-side item's category as an index ``0..K-1`` into
+    """``[I_CF]`` int32: each CF-side item's category as an index ``0..K-1`` into
     ``split.partition.cf_categories`` (the columns of :func:`cf_category_distribution`)."""
     pos = np.full(split.data.n_categories, -1, np.int64)
     pos[split.partition.cf_categories] = np.arange(len(split.partition.cf_categories))

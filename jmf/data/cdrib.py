@@ -104,5 +104,5 @@ def _report_cold(pair: str, users: list[np.ndarray], items: list[np.ndarray], n_
              len(np.unique(test)), len(valid), len(test), unseen)
     if warm_in_target or missing_in_source or not_common:
         # not the CDRIB construction: say so rather than evaluate a different protocol silently
-        log.warning("cdrib/%s: of %d cold-start users, %d have target training rows, %d have no source rows, "
+        log.warning("cdrib/%s: of %d cold-start users, %d have CF-side training rows, %d have no DL-side rows, "
                     "%d are not common users", pair, len(cold), warm_in_target, missing_in_source, not_common)

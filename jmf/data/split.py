@@ -1,4 +1,4 @@
-"""Categories -> CF side T / DL side S (O1 / O2), and the user hold-outs.
+"""Categories -> the CF side / the DL side, and the user hold-outs.
 
 * :func:`partition_categories`: the K CF-side categories, by explicit list or ``k`` largest.
 * :func:`make_split`: one of the hold-outs of design.md#splits-and-protocols applied to the CF side:
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Partition:
-    """CF-side (T, K categories) and DL-side (S) category ids."""
+    """CF-side (K categories) and DL-side category ids."""
 
     cf_categories: np.ndarray
     dl_categories: np.ndarray
@@ -40,7 +40,7 @@ def partition_categories(data: Interactions, k: int | None = None,
       k: the ``k`` largest categories (by interactions) are the CF side.
       cf_categories: explicit categories: a string is a category *name* (``"16"`` is the category named
         16, whatever its position), an integer a category id ``0..C-1``.
-      With neither, every category is on the CF side (plain warm recommendation, O2 empty).
+      With neither, every category is on the CF side (plain warm recommendation, an empty DL side).
     """
     C = data.n_categories
     if k is not None and cf_categories is not None:
@@ -64,7 +64,7 @@ def partition_categories(data: Interactions, k: int | None = None,
                 ids.append(int(c))
         cf = np.unique(np.asarray(ids, np.int32))
         if len(cf) == C:
-            log.info("partition: every category is on the CF side; O2 is empty")
+            log.info("partition: every category is on the CF side; the DL side is empty")
     elif k is not None:
         if not 1 <= k < C:
             raise DataError(f"partition.k: {k} must be in 1..{C - 1} ({data.name} has {C} categories)")
@@ -80,20 +80,20 @@ def partition_categories(data: Interactions, k: int | None = None,
 class SplitData:
     """A partitioned, held-out dataset: host-side CSR matrices over the two item sides.
 
-    CF-side items are re-indexed ``0..I_T-1`` (``cf_items[j]`` is the global item) and
-    DL-side items ``0..I_S-1`` (``dl_items``).  Matrices are ``[U, I_T]`` / ``[U, I_S]``.
+    CF-side items are re-indexed ``0..I_CF-1`` (``cf_items[j]`` is the global item) and
+    DL-side items ``0..I_DL-1`` (``dl_items``).  Matrices are ``[U, I_CF]`` / ``[U, I_DL]``.
     """
 
     data: Interactions
     partition: Partition
     cf_items: np.ndarray
     dl_items: np.ndarray
-    train: sp.csr_matrix          # [U, I_T] CF-side training values (O1)
-    valid: sp.csr_matrix          # [U, I_T]
-    test: sp.csr_matrix           # [U, I_T]
-    dl: sp.csr_matrix             # [U, I_S] DL-side values (O2), all training data
+    train: sp.csr_matrix          # [U, I_CF] CF-side training values
+    valid: sp.csr_matrix          # [U, I_CF]
+    test: sp.csr_matrix           # [U, I_CF]
+    dl: sp.csr_matrix             # [U, I_DL] DL-side values, all training data
     train_rows: np.ndarray        # row indices into ``data`` of CF-side training rows
-    dl_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # rows of ``data`` in O2
+    dl_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # rows of ``data`` in the DL side
     cold_valid_users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     cold_test_users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
@@ -206,13 +206,13 @@ def _ratio_folds(data: Interactions, rows: np.ndarray, fold: np.ndarray, rng: np
 def _predefined_folds(data: Interactions, cf_row: np.ndarray, rng: np.random.Generator,
                       valid_ratio: float) -> tuple[np.ndarray, np.ndarray]:
     """The dataset's own folds (a validation slice carved from training when none ships); returns
-    ``(fold, dl_row)``: O2 keeps only the DL-side training rows."""
+    ``(fold, dl_row)``: the DL side keeps only its training rows."""
     if data.fold is None:
         raise DataError(f"split=predefined: dataset {data.name} ships no folds")
     fold = data.fold.copy()
     dl_row = ~cf_row & (fold == TRAIN)
     if (~cf_row & ~dl_row).any():
-        log.info("predefined: %d DL-side valid/test rows of %s are held out, not used as O2",
+        log.info("predefined: %d DL-side valid/test rows of %s are held out, not used as DL-side history",
                  int((~cf_row & ~dl_row).sum()), data.name)
     fold[~cf_row] = TRAIN
     if not 0 <= valid_ratio <= 1:

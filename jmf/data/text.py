@@ -16,7 +16,7 @@ exact for WordPiece: its pre-tokeniser splits on whitespace and punctuation, so 
 concatenation equals the tokenisation of the joined text (a test checks this).  Every token
 records which behaviour it belongs to (``token_pos``), so a model can hide behaviours (masked-item
 prediction, augmented views) through the item mask without re-tokenising.  The table is cached
-in memory by content, so seeds and modes over the same O2 share one tokenisation.
+in memory by content, so seeds and modes over the same DL-side history share one tokenisation.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _rating(value: float) -> str:
 
 
 def behaviour_pieces(split: SplitData, seqs: Sequences, template: TextTemplate) -> list[list[str]]:
-    """Per user, the rendered behaviours of ``seqs``, oldest first (empty list: no O2 history)."""
+    """Per user, the rendered behaviours of ``seqs``, oldest first (empty list: no DL-side history)."""
     data = split.data
     titles = data.item_titles
     pieces: dict[tuple[int, int, float], str] = {}

@@ -1,7 +1,7 @@
 """Evaluators over a score function: full ranking, sampled ranking, rating error.
 
 Evaluators never see a model or a trainer (design.md#conventions): they take
-``score_fn(users: jax.Array[B]) -> jax.Array[B, I_T]`` (scores over CF-side items) or
+``score_fn(users: jax.Array[B]) -> jax.Array[B, I_CF]`` (scores over CF-side items) or
 ``predict_fn(users, items) -> [N]`` (ratings), and host-side CSR matrices.  Users are fed
 in fixed-size padded batches so the scoring function compiles once.
 """

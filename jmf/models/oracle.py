@@ -97,7 +97,7 @@ class PlantedOracle(ClosedFormModel):
 
 @functools.partial(jax.jit, static_argnums=(8,))
 def _oracle_scores(s, t, g, a, b, cat, cands, items, T: float):
-    """``[B]`` users' planted factors -> ``[B, I_T]`` ``log P(i|u)`` over the CF-side ``items``."""
+    """``[B]`` users' planted factors -> ``[B, I_CF]`` ``log P(i|u)`` over the CF-side ``items``."""
     aff = s @ a.T + jnp.einsum("bid,id->bi", t[:, cat, :], b)                  # [B, I] over all items
     B, n_items = aff.shape
     C, S, K = cands.shape

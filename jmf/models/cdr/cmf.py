@@ -1,11 +1,11 @@
 """Collective matrix factorisation (Singh & Gordon, KDD 2008): one user factor for both sides.
 
-``r̂_ui = μ_s(i) + b_u + b_i + P_u·Q_i`` where ``Q`` stacks the CF-side (O1, target) items and the
-DL-side (O2, source) items, ``μ_s(i)`` is the rating mean of item i's side, and ``P_u``, ``b_u``
+``r̂_ui = μ_s(i) + b_u + b_i + P_u·Q_i`` where ``Q`` stacks the CF-side (target) items and the
+DL-side (source) items, ``μ_s(i)`` is the rating mean of item i's side, and ``P_u``, ``b_u``
 are shared.  The loss is ``L_O1 + source_weight · L_O2`` (+ L2 on the touched rows): MSE on
 ratings, BPR or sampled softmax on implicit data, with negatives drawn from the positive's own
-side (:mod:`jmf.models.cdr.tables`).  A user without O1 training rows gets ``P_u`` from O2
-alone, which is how CMF scores cold-start users.  The epoch kept is the best on the valid fold.
+side (:mod:`jmf.models.cdr.tables`).  A user without CF-side training rows gets ``P_u`` from the DL
+side alone, which is how CMF scores cold-start users.  The epoch kept is the best on the valid fold.
 Training runs on the engine (:func:`jmf.models.cdr.common.train_passes`).
 """
 
@@ -35,11 +35,11 @@ class CMF(FactorScorer):
     Args:
       dim: factor size ``d``.
       loss: ``auto`` (mse on ratings, bpr on implicit data) | ``mse`` | ``bpr`` | ``softmax``.
-      epochs: passes over the O1 + O2 training rows.
+      epochs: passes over the CF-side + DL-side training rows.
       batch_size: examples (rows of either side) per step.
       optimizer, lr: optax optimiser applied row-sparsely.
       reg: L2 weight on the touched rows (per example); bias_reg: on the biases (default ``reg``).
-      source_weight: weight of an O2 example against an O1 example (CMF's α).
+      source_weight: weight of a DL-side example against a CF-side example (CMF's α).
       init_scale: std of the normal initialisation of ``P`` and ``Q``.
       negatives: uniform negatives per positive (``bpr``/``softmax``), from the positive's side.
       patience: validations without improvement before stopping (0 = run all epochs).
@@ -102,7 +102,7 @@ class CMF(FactorScorer):
 
     def score_new(self, hist):
         """Fold-in over both sides' items (one user factor): ridge on the ratings against each item's side
-        mean (mse), else the implicit least squares; O1 scores ``x·Q_i + b_i``."""
+        mean (mse), else the implicit least squares; CF-side scores ``x·Q_i + b_i``."""
         from jmf.models.foldin import explicit_fold_in, implicit_fold_in, rows_present
 
         t = {k: np.asarray(v) for k, v in self.tables.items()}

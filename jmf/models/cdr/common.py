@@ -110,7 +110,7 @@ class FactorScorer(StagedModel):
     """``score``/``predict`` from the composed tables ``self.tables``.
 
     ``tables``: ``users [U, d]`` (``P_u`` for warm users, ``P̂_u`` for cold ones), ``user_bias [U]``,
-    ``items [I_T, d]`` (``Q``), ``item_bias [I_T]``; ``self.mean`` is the target rating mean ``μ``.
+    ``items [I_CF, d]`` (``Q``), ``item_bias [I_CF]``; ``self.mean`` is the target rating mean ``μ``.
     """
 
     tables: dict[str, jax.Array]
@@ -123,7 +123,7 @@ class FactorScorer(StagedModel):
         self.mean = float(mean)
 
     def score(self, users: jax.Array) -> jax.Array:
-        """``[B]`` users -> ``[B, I_T]`` scores ``P_u·Q_i + b_i``."""
+        """``[B]`` users -> ``[B, I_CF]`` scores ``P_u·Q_i + b_i``."""
         t = self.tables
         return _scores(t["users"], t["items"], t["item_bias"], jnp.asarray(users))
 
@@ -145,7 +145,7 @@ class FactorScorer(StagedModel):
 class TwoStageTransfer(FactorScorer):
     """Shared by EMCDR and PTUPCDR: per-side MF (stage 1), then a transfer fitted with validation.
 
-    Stage 1 trains two independent biased MFs, on O1 and on O2, in one compiled epoch
+    Stage 1 trains two independent biased MFs, on the CF side and on the DL side, in one compiled epoch
     (:func:`~jmf.models.cdr.tables.fit_tables` with ``shared_users=False``): ``self.target`` and
     ``self.source`` hold ``P [U, d]``, ``user_bias [U]``, ``Q``, ``item_bias`` and ``mean``.
     """
@@ -154,8 +154,8 @@ class TwoStageTransfer(FactorScorer):
     fitted = ("tables", "mean", "source", "target", "kind")
 
     def source_fold_in(self, hist) -> tuple[np.ndarray, np.ndarray]:
-        """New users' source-side factors and biases, folded in on the source MF's item tables from their O2
-        rows (ridge on ratings with ``b_u``, else the implicit least squares; :mod:`jmf.models.foldin`)."""
+        """New users' source-side factors and biases, folded in on the source MF's item tables from their
+        DL-side rows (ridge on ratings with ``b_u``, else the implicit least squares; :mod:`jmf.models.foldin`)."""
         from jmf.models.foldin import explicit_fold_in, implicit_fold_in
 
         s = {k: np.asarray(v) for k, v in self.source.items()}

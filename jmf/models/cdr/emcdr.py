@@ -1,13 +1,13 @@
 """EMCDR (Man et al., IJCAI 2017): embed each side, then map source factors to target factors.
 
-1. **Embedding**: biased MF on O2 (source) gives ``P_s``, ``b_s``; on O1 (target) it gives
+1. **Embedding**: biased MF on the DL side (source) gives ``P_s``, ``b_s``; on the CF side (target) it gives
    ``P_t``, ``b_t``, ``Q_t``, ``b_i`` (two independent MFs, :mod:`jmf.models.cdr.tables`).
 2. **Mapping**: an MLP ``f`` (linear with ``map_hidden: []``) fitted on the overlapping users
-   (O1 training rows and O2 rows) by minibatch Adam on ``‖f(P_s,u) − P_t,u‖²``.  On ratings the
+   (CF-side training rows and DL-side rows) by minibatch Adam on ``‖f(P_s,u) − P_t,u‖²``.  On ratings the
    user bias rides along (``f([P_s,u, b_s,u]) ≈ [P_t,u, b_t,u]``) so a cold user's rating scale
    transfers too.  The mapping epoch kept is the best on the valid fold.  Both stages run on the
    training engine, in the run directory's ``tables/`` and ``mapping/``.
-3. **Inference**: warm users keep ``P_t,u``; cold-start users (O2 rows, no O1 training rows) get
+3. **Inference**: warm users keep ``P_t,u``; cold-start users (DL-side rows, no CF-side training rows) get
    ``P̂_u = f(P_s,u)``; ``s_ui = P̂_u·Q_i + b_i``.
 """
 
@@ -129,7 +129,7 @@ class EMCDR(TwoStageTransfer):
       dim: factor size ``d`` of both sides' MF.
       loss: MF loss: ``auto`` (mse on ratings, bpr on implicit data) | ``mse`` | ``bpr`` | ``softmax``.
       epochs, batch_size, optimizer, lr, reg, init_scale, negatives: per-side MF (both sides alike):
-        epochs over the O1 + O2 rows, rows per step, row-sparse optax optimiser, per-example L2,
+        epochs over the CF-side + DL-side rows, rows per step, row-sparse optax optimiser, per-example L2,
         init std, uniform negatives per positive.
       map_hidden: hidden sizes of the mapping MLP (``[]``: linear mapping).
       map_epochs, map_lr, map_weight_decay, map_batch_size: mapping training (AdamW, overlapping users).
@@ -190,7 +190,7 @@ class EMCDR(TwoStageTransfer):
         self.mapping.rest = fill(self.mapping.rest, saved["arrays"], prefix="['mapping']['rest']")
 
     def score_new(self, hist):
-        """Through EMCDR's own mapping: source factors folded in from the O2 rows, mapped to ``P̂_u``."""
+        """Through EMCDR's own mapping: source factors folded in from the DL-side rows, mapped to ``P̂_u``."""
         from jmf.models.foldin import rows_present
 
         p_s, b_s = self.source_fold_in(hist)

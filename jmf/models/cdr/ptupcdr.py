@@ -2,15 +2,15 @@
 
 1. **Embedding**: biased MF on each side, as EMCDR (source ``P_s``, ``b_s``, ``Q_s``; target
    ``P_t``, ``b_t``, ``Q_t``, ``b_i``; :mod:`jmf.models.cdr.tables`), then frozen.
-2. **Characteristic encoder**: user u's O2 items (their last ``max_len``), embedded by ``Q_s``,
+2. **Characteristic encoder**: user u's DL-side items (their last ``max_len``), embedded by ``Q_s``,
    pooled by attention: ``c_u = Σ_j a_j Q_s,j`` with ``a = softmax_j(w₂ᵀ ReLU(W₁ Q_s,j + b₁))``.
 3. **Meta network**: ``W_u = reshape(W₄ ReLU(W₃ c_u + b₃) + b₄) ∈ R^{d×d}``, the personalised
    bridge; ``P̂_u = P_s,u W_u``.  On ratings a user bias is transferred too:
    ``b̂_u = wᵀ[c_u, b_s,u] + b``.
-4. **Task-oriented training**: only the meta network learns, on the overlapping users' O1 training
+4. **Task-oriented training**: only the meta network learns, on the overlapping users' CF-side training
    rows, with the *target* loss of the mapped factor (``μ + b̂_u + b_i + P̂_u·Q_i`` against the
    rating, or BPR / sampled softmax against uniform negatives), not a factor regression.
-   Batches are user-centric (``B`` users x ``m`` of their O1 items), so the meta network runs once
+   Batches are user-centric (``B`` users x ``m`` of their CF-side items), so the meta network runs once
    per user and the loss is a mean over a user's items, then over users (design.md#the-cf-side).  ``W₄``
    starts at zero and ``b₄`` at the least-squares map ``P_s → P_t`` of the overlapping users
    (``bridge_init: lstsq``) or the identity, so training starts from a shared linear bridge.
@@ -58,7 +58,7 @@ class MetaBridge(nnx.Module):
         self.dim = dim
 
     def characteristic(self, history: jax.Array, mask: jax.Array) -> jax.Array:
-        """``[B, L, d]`` embedded O2 items, ``[B, L]`` mask -> ``[B, d]`` ``c_u`` (0 for an empty history)."""
+        """``[B, L, d]`` embedded DL-side items, ``[B, L]`` mask -> ``[B, d]`` ``c_u`` (0 for an empty history)."""
         logits = self.attention_out(nnx.relu(self.attention_hidden(history)))[..., 0]       # [B, L]
         weights = jax.nn.softmax(jnp.where(mask, logits, -1e9), axis=-1) * mask
         return jnp.einsum("bl,bld->bd", weights, history)
@@ -69,7 +69,8 @@ class MetaBridge(nnx.Module):
 
     def __call__(self, source_factor: jax.Array, source_bias: jax.Array, history: jax.Array,
                  mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``P_s,u [B, d]``, ``b_s,u [B]``, O2 items ``[B, L, d]`` + mask ``[B, L]`` -> ``P̂_u [B, d]``, ``b̂_u [B]``."""
+        """``P_s,u [B, d]``, ``b_s,u [B]``, DL-side items
+        ``[B, L, d]`` + mask ``[B, L]`` -> ``P̂_u [B, d]``, ``b̂_u [B]``."""
         c = self.characteristic(history, mask)
         p_hat = jnp.einsum("bd,bde->be", source_factor, self.bridge(c))
         b_hat = self.bias_out(jnp.concatenate([c, source_bias[:, None]], -1))[:, 0]
@@ -77,7 +78,7 @@ class MetaBridge(nnx.Module):
 
 
 def _mapped(net: MetaBridge, frozen: dict, users: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``P̂_u``, ``b̂_u`` of ``users [B]`` from the frozen source tables and O2 histories."""
+    """``P̂_u``, ``b̂_u`` of ``users [B]`` from the frozen source tables and DL-side histories."""
     hist = frozen["history"][users]                                      # [B, L] DL-side item + 1, 0 = pad
     embedded = frozen["source_items"][jnp.maximum(hist - 1, 0)]          # [B, L, d]
     return net(frozen["source_users"][users], frozen["source_bias"][users], embedded, hist > 0)
@@ -100,7 +101,7 @@ def make_meta_epoch(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, ki
     """``epoch(params, opt_state, rest, frozen, batches [S, ...], key) -> (params, opt_state, mean loss)``.
 
     ``batches``: ``users [S, B]``, ``items, values [S, B, m]``; ``frozen``: ``source_users [U, d]``,
-    ``source_bias [U]``, ``source_items [I_S, d]``, ``history [U, L]``, ``items [I_T, d]``, ``item_bias [I_T]``.
+    ``source_bias [U]``, ``source_items [I_DL, d]``, ``history [U, L]``, ``items [I_CF, d]``, ``item_bias [I_CF]``.
     """
 
     def step_loss(params, rest, frozen, batch, key):
@@ -143,9 +144,9 @@ class PTUPCDR(TwoStageTransfer):
       dim: factor size ``d`` of both sides' MF.
       loss: MF and task loss: ``auto`` (mse on ratings, bpr on implicit data) | ``mse`` | ``bpr`` | ``softmax``.
       epochs, batch_size, optimizer, lr, reg, init_scale, negatives: per-side MF, as in :class:`EMCDR`.
-      meta_dim: hidden size of the meta network; max_len: O2 items read per user (the latest).
-      meta_epochs: task-oriented epochs (an epoch = as many pairs as the overlapping users' O1 rows).
-      meta_batch_size: users per step; items_per_user: O1 items drawn per user and step (``m``).
+      meta_dim: hidden size of the meta network; max_len: DL-side items read per user (the latest).
+      meta_epochs: task-oriented epochs (an epoch = as many pairs as the overlapping users' CF-side rows).
+      meta_batch_size: users per step; items_per_user: CF-side items drawn per user and step (``m``).
       meta_lr, meta_weight_decay: AdamW of the meta network.
       meta_negatives: uniform negatives shared by a step (ranking losses).
       bridge_init: ``lstsq`` (least-squares ``P_s → P_t`` map of the overlapping users) or ``identity``.
@@ -261,8 +262,8 @@ class PTUPCDR(TwoStageTransfer):
         self.frozen = jax.tree.map(jnp.asarray, nested(frozen, {})["frozen"])
 
     def score_new(self, hist):
-        """Through PTUPCDR's own bridge: source factors folded in from the O2 rows, the characteristic
-        vector from the user's last ``max_len`` O2 items, ``P̂_u = P_s,u W_u``."""
+        """Through PTUPCDR's own bridge: source factors folded in from the DL-side rows, the characteristic
+        vector from the user's last ``max_len`` DL-side items, ``P̂_u = P_s,u W_u``."""
         from jmf.models.foldin import rows_present
 
         p_s, b_s = self.source_fold_in(hist)
@@ -279,5 +280,5 @@ class PTUPCDR(TwoStageTransfer):
         self._publish(cold, self.mapped)
 
     def mapped(self, users: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``[B]`` users -> the transferred ``P̂_u [B, d]`` and ``b̂_u [B]`` (whatever their O1 history)."""
+        """``[B]`` users -> the transferred ``P̂_u [B, d]`` and ``b̂_u [B]`` (whatever their CF-side history)."""
         return _map_users(self.graphdef, self.params, self.rest, self.frozen, jnp.asarray(users))

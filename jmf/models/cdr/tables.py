@@ -1,13 +1,13 @@
 """Row-sparse training of both sides' factor tables in one jit-compiled epoch.
 
-The O1 (target) and O2 (source) rows are stacked into one problem: items ``0..I_T-1`` are O1
-items and ``I_T..I_T+I_S-1`` O2 items, and ``r̂_ui = μ_side + b_u + b_i + P_u·Q_i``.
+The CF-side (target) and DL-side (source) rows are stacked into one problem: items ``0..I_CF-1`` are
+CF-side items and ``I_CF..I_CF+I_DL-1`` DL-side items, and ``r̂_ui = μ_side + b_u + b_i + P_u·Q_i``.
 
 Each table carries its bias as a last column (``P [·, d+1]``, ``Q [·, d+1]``): two row-sparse
 updates per step instead of four, with the same element-wise optimiser arithmetic.
 
 * ``shared_users=True`` (CMF): a user has one row ``P_u``, ``b_u`` for both sides.
-* ``shared_users=False`` (the per-side MF of EMCDR and PTUPCDR): O2 rows belong to user rows
+* ``shared_users=False`` (the per-side MF of EMCDR and PTUPCDR): DL-side rows belong to user rows
   ``U..2U-1``, so the two sides are two independent biased MFs with the losses of
   :class:`~jmf.models.cf.mf.MatrixFactorization` (pair-weighted MSE, BPR or sampled softmax,
   per-example L2 on the touched rows), trained by one compiled epoch instead of two.
@@ -47,10 +47,10 @@ class TableConfig:
 
     Attributes:
       dim: factor size ``d``; kind: ``mse`` | ``bpr`` | ``softmax`` (already resolved from ``auto``).
-      epochs, batch_size: passes over the stacked O1 + O2 rows, rows per step.
+      epochs, batch_size: passes over the stacked CF-side + DL-side rows, rows per step.
       optimizer, lr: optax optimiser applied row-sparsely.
       reg, bias_reg: L2 weights on the touched factor rows and biases (per example).
-      source_weight: weight of an O2 row against an O1 row.
+      source_weight: weight of a DL-side row against a CF-side row.
       init_scale: std of the normal initialisation; negatives: per positive (ranking losses).
     """
 
@@ -69,10 +69,10 @@ class TableConfig:
 
 @dataclass
 class SideTables:
-    """Trained tables: ``P [U or 2U, d+1]`` and ``Q [I_T+I_S, d+1]``; the last column is the bias."""
+    """Trained tables: ``P [U or 2U, d+1]`` and ``Q [I_CF+I_DL, d+1]``; the last column is the bias."""
 
     params: dict
-    means: np.ndarray      # [2] rating means of O1, O2 (0 for ranking losses)
+    means: np.ndarray      # [2] rating means of the CF side, the DL side (0 for ranking losses)
     n_users: int
     n_target: int
     shared_users: bool
@@ -98,7 +98,8 @@ def fit_tables(split: SplitData, cfg: TableConfig, *, shared_users: bool, seed: 
                ctx: RunContext | None = None, folder: str | None = None,
                validate: Callable[[dict], float] | None = None, monitor: str = "valid", patience: int = 0,
                eval_every: int = 1) -> SideTables:
-    """Train the tables of both sides on ``split.train`` (O1) and ``split.dl`` (O2), on the engine.
+    """Train the tables of both sides on ``split.train`` (the CF side) and ``split.dl`` (the DL side), on
+    the engine.
 
     Args:
       model: the model's config name (engine name, error messages).
@@ -156,8 +157,8 @@ def fit_tables(split: SplitData, cfg: TableConfig, *, shared_users: bool, seed: 
 
 
 def _stacked_rows(split: SplitData, rated: bool, shared_users: bool) -> tuple[np.ndarray, ...]:
-    """O1 then O2 training rows over the stacked tables: ``(users, items, values, side, means)``; O2 items
-    follow the O1 items, and O2 users follow the O1 users unless ``shared_users``."""
+    """CF-side then DL-side training rows over the stacked tables: ``(users, items, values, side, means)``;
+    DL-side items follow the CF-side items, and DL-side users follow the CF-side users unless ``shared_users``."""
     target, source = split.train.tocoo(), split.dl.tocoo()
     n_users, n_target = split.train.shape
     means = np.array([target.data.mean(), source.data.mean()] if rated else [0.0, 0.0], np.float32)
@@ -217,7 +218,7 @@ def _epoch_body(params: dict, opt_state: dict, batches: dict, key: jax.Array, me
         ids = {"P": users, "Q": items}
         rows = {"P": params["P"][users], "Q": params["Q"][items]}
         if cfg.kind != "mse":
-            # negatives from the positive's own side: O1 items 0..I_T-1, O2 items I_T..I_T+I_S-1
+            # negatives from the positive's own side: CF-side items 0..I_CF-1, DL-side items I_CF..I_CF+I_DL-1
             u = jax.random.uniform(sub, (users.shape[0], n_neg))
             is_source = batch["side"][:, None] == 1
             neg = jnp.where(is_source, n_target + jnp.floor(u * n_source), jnp.floor(u * n_target))

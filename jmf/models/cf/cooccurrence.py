@@ -1,11 +1,11 @@
 """Cross-side item co-occurrence: the item-neighbourhood score term as a model of its own.
 
 ``s_ui = log(ε + n_ui / max_k n_uk) + λ_pop · log(1 + c_i) / log(1 + max_k c_k)`` where ``n_u = x_u K``
-is the user's O2 row (binary, scaled by ``1/|O2(u)|``) through the O2 -> O1 kernel ``K`` of the warm users'
+is the user's DL-side row (binary, scaled by ``1/|O2(u)|``) through the DL -> CF kernel ``K`` of the warm users'
 training rows (:func:`jmf.models.joint.terms.neighbour_inputs`) and ``c_i`` the item's training count.
 It is JMF's ``model/terms=[neighbour]`` with no factor model under it: popularity orders the items the
 kernel does not reach (``λ_pop`` is below the term's smallest step, so it only breaks ties and orders the
-users without O2 history).  Nothing is learned: it is the reference that says how much of a JMF row
+users without DL-side history).  Nothing is learned: it is the reference that says how much of a JMF row
 with that term the term alone gives.  A ranking model (``rates = False``).
 """
 
@@ -60,7 +60,7 @@ class CoOccurrence(ClosedFormModel):
         return self._scores(self.rows[np.asarray(users)])
 
     def score_new(self, hist) -> tuple[jax.Array, np.ndarray]:
-        """New users from their O2 rows (:class:`jmf.recommend.History`); those without O2 history get the
+        """New users from their DL-side rows (:class:`jmf.recommend.History`); those without DL-side history get the
         popularity order (``usable`` false)."""
         rows = binary_rows(hist.dl, per_user=True)
         return self._scores(rows), np.diff(rows.indptr) > 0

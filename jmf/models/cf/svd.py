@@ -1,4 +1,4 @@
-"""Truncated SVD of O1 (closed form), also the default initialiser of ``P`` and ``Q``.
+"""Truncated SVD of the CF-side matrix (closed form), also the default initialiser of ``P`` and ``Q``.
 
 ``O1 ≈ U_d Σ_d V_dᵀ`` with ``P = U_d Σ^½`` and ``Q = V_d Σ^½`` (design.md#the-cf-side), so that
 ``P Qᵀ`` is the best rank-d approximation.  The decomposition is a randomized SVD
@@ -90,7 +90,7 @@ class TruncatedSVD(ClosedFormModel):
                                   n_iter=self.n_iter, seed=seed)
         root = np.sqrt(s)
         self.user_factors = u * root          # P = U_d Σ^½   [U, d]
-        self.item_factors = vt.T * root       # Q = V_d Σ^½   [I_T, d]
+        self.item_factors = vt.T * root       # Q = V_d Σ^½   [I_CF, d]
         self.singular_values = s
         self._P, self._Q = jnp.asarray(self.user_factors), jnp.asarray(self.item_factors)
         return {"explained_variance": float(explained_variance(mat, s)[-1])}

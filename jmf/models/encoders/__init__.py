@@ -1,1 +1,1 @@
-"""DL-side encoders ``h_u = f_θ(x_u)`` over a user's padded O2 sequence (design.md#the-dl-side)."""
+"""DL-side encoders ``h_u = f_θ(x_u)`` over a user's padded DL-side sequence (design.md#the-dl-side)."""

@@ -13,7 +13,7 @@ class BehaviorEmbedding(nnx.Module):
 
     ``r̃`` is the behaviour's centred value (its rating minus the DL-side mean; 0 on implicit
     data) and ``w_r`` a learned direction, so an encoder can read how a user rates, not only what
-    they touched: on rating data a user's O2 leniency is the strongest cue for their O1 bias.
+    they touched: on rating data a user's DL-side leniency is the strongest cue for their CF-side bias.
 
     Args:
       n_items, n_categories: DL-side sizes without the pad (ids are 1-based, 0 = pad).

@@ -1,14 +1,14 @@
-"""Graph encoder: LightGCN-style propagation over the O2 user-item graph, read inductively per user.
+"""Graph encoder: LightGCN-style propagation over the DL-side user-item graph, read inductively per user.
 
-The O2 items' embeddings ``i^(0) = E_item + E_cat`` propagate through the users of the O2 training
-graph ``Â = D^-½ A D^-½`` (``A`` the binary ``[U, I_S]`` O2 matrix): ``i^(k+1) = Âᵀ Â i^(k)`` (item ->
-user -> item, no weights or activations, as LightGCN).  A user is represented from their own O2
-history only -- ``r_k = Σ_{j ∈ x_u} i^(k)_j / √(|x_u| d_j)``, the LightGCN user row ``Â i^(k)`` -- and
+The DL-side items' embeddings ``i^(0) = E_item + E_cat`` propagate through the users of the DL-side training
+graph ``Â = D^-½ A D^-½`` (``A`` the binary ``[U, I_DL]`` DL-side matrix): ``i^(k+1) = Âᵀ Â i^(k)`` (item ->
+user -> item, no weights or activations, as LightGCN).  A user is represented from their own
+DL-side history only -- ``r_k = Σ_{j ∈ x_u} i^(k)_j / √(|x_u| d_j)``, the LightGCN user row ``Â i^(k)`` -- and
 ``h_u = W · mean_k r_k + b``.  There is no free user table, so the encoder is inductive: a user who
-was not in training is encoded from their O2 behaviours (``jmf.load(...).recommend_new``), and a
-cold-start user gets the graph's view of their O2 items, not a bag of independent embeddings.
+was not in training is encoded from their DL-side behaviours (``jmf.load(...).recommend_new``), and a
+cold-start user gets the graph's view of their DL-side items, not a bag of independent embeddings.
 
-The graph is the split's O2 training matrix, handed to every call whole (``shared_keys``: built once
+The graph is the split's DL-side training matrix, handed to every call whole (``shared_keys``: built once
 per fit by :meth:`GraphEncoder.user_inputs`).  Ratings are not read (``ratings`` is accepted for the
 sequence encoders' interface and ignored).
 """
@@ -49,19 +49,20 @@ class GraphEncoder(nnx.Module):
 
     @staticmethod
     def graph_inputs(o2: sp.spmatrix, item_category: np.ndarray) -> dict:
-        """The shared inputs of the binary ``[U, I_S]`` O2 matrix and the O2 items' category positions + 1."""
+        """The shared inputs of the binary ``[U, I_DL]`` DL-side matrix and the DL-side items' category
+        positions + 1."""
         degree = np.diff(sp.csr_matrix(o2).tocsc().indptr).astype(np.float32)
         return {"o2_graph": bipartite_edges(o2, "symmetric"), "o2_item_degree": jnp.asarray(degree),
                 "o2_item_category": jnp.asarray(item_category, jnp.int32)}
 
     def user_inputs(self, split, seqs) -> dict:
-        """The O2 training graph of ``split`` (the joint model calls this once per fit)."""
+        """The DL-side training graph of ``split`` (the joint model calls this once per fit)."""
         positions = {c: k + 1 for k, c in enumerate(split.partition.dl_categories)}
         categories = np.array([positions[c] for c in split.data.item_category[split.dl_items]], np.int32)
         return self.graph_inputs(split.dl, categories)
 
     def item_layers(self, o2_graph, o2_item_category: jax.Array) -> list[jax.Array]:
-        """``[i^(0), ..., i^(K)]``, each ``[I_S, e]`` (row ``j`` is O2 item ``j``; no pad row)."""
+        """``[i^(0), ..., i^(K)]``, each ``[I_DL, e]`` (row ``j`` is DL-side item ``j``; no pad row)."""
         table = self.items.embedding[...][1:] + self.categories(o2_item_category)
         out = [table]
         for _ in range(self.layers):
@@ -73,9 +74,10 @@ class GraphEncoder(nnx.Module):
     def __call__(self, items: jax.Array, categories: jax.Array, mask: jax.Array, values: jax.Array | None = None,
                  *, o2_graph=None, o2_item_degree: jax.Array | None = None,
                  o2_item_category: jax.Array | None = None) -> jax.Array:
-        """``[B, L]`` O2 history (item ids + 1, 0 = pad) -> ``[B, out_dim]``."""
+        """``[B, L]`` DL-side history (item ids + 1, 0 = pad) -> ``[B, out_dim]``."""
         if o2_graph is None:
-            raise ConfigError("model/encoder=graph needs the O2 graph (its shared inputs; see GraphEncoder.user_inputs)")
+            raise ConfigError("model/encoder=graph needs the DL-side graph (its shared inputs; see "
+                              "GraphEncoder.user_inputs)")
         index = jnp.maximum(items - 1, 0)                                            # [B, L]
         length = jnp.maximum(mask.sum(1, keepdims=True), 1).astype(jnp.float32)     # [B, 1]
         weight = jnp.where(mask, jax.lax.rsqrt(length * jnp.maximum(o2_item_degree[index], 1.0)), 0.0)

@@ -11,7 +11,7 @@ names the tensor when one is missing or mis-shaped.  ``tests/models/test_lm.py``
 states and pooled embeddings to the PyTorch reference (``transformers.AutoModel``) within 1e-5.
 
 :class:`LMEncoder` is the DL-side encoder of the joint model (``model/encoder=lm``): the user's
-O2 history as text (:mod:`jmf.data.text`) -> BERT -> pooled ``h_u``.  ``finetune`` picks what
+DL-side history as text (:mod:`jmf.data.text`) -> BERT -> pooled ``h_u``.  ``finetune`` picks what
 trains: ``frozen`` (nothing in the encoder: the joint model's head learns on fixed text
 features), ``lora`` (adapters on the attention projections, :mod:`jmf.models.encoders.lora`)
 or ``full``.

@@ -1,8 +1,8 @@
 """BiTGCF (Liu et al., CIKM 2020): graph collaborative filtering in each domain, with the shared users'
 embeddings exchanged between the two domains' graphs at every layer.
 
-Each domain ``d`` (O2 = source ``s``, O1 = target ``t``) has its own user and item tables and its own
-graph ``Â_d = D̃^-1 (A_d + I)`` (row-normalised, with self loops).  A layer is
+Each domain ``d`` (the DL side = source ``s``, the CF side = target ``t``) has its own user and item tables
+and its own graph ``Â_d = D̃^-1 (A_d + I)`` (row-normalised, with self loops).  A layer is
 ``S = Â_d E``, ``E' = S + E ⊙ S`` (message dropout in training), then the *transfer* mixes the user
 rows of the two domains:
 

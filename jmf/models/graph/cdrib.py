@@ -1,8 +1,8 @@
 """CDRIB (Cao et al., ICDE 2022): cross-domain recommendation to cold-start users through a
 variational information bottleneck.
 
-Each domain (O2 = source ``s``, O1 = target ``t``) has its own user and item tables (N(0, 1)) and
-its own variational bipartite graph encoder (VBGE) over the row-normalised graph ``UV = D_u^-1 A``,
+Each domain (the DL side = source ``s``, the CF side = target ``t``) has its own user and item tables
+(N(0, 1)) and its own variational bipartite graph encoder (VBGE) over the row-normalised graph ``UV = D_u^-1 A``,
 ``VU = D_i^-1 Aᵀ``: ``layers - 1`` DGCN layers (``u' = ReLU(W[GCN(GCN(u, VU), UV) ‖ u])``, items
 mirrored, ``GCN(x, adj) = LeakyReLU(adj x W + b)``), then a last layer whose two heads give a mean
 and a log-std, ``σ = exp(0.1 + 0.9 softplus(min(logstd, 0.4)))`` and ``z = mean + ε σ`` (``mean`` in
@@ -41,7 +41,7 @@ Differences from the authors' code and why:
   test metrics of the best validated epoch of each domain without stopping early.
 * ``monitor: mrr`` is their selection metric, defined by the sampled protocol (999 negatives:
   ``eval.valid_protocol=test`` with ``eval=sampled``); when jmf validates by full ranking it is the
-  full-ranking MRR (mrr@I_T) instead.
+  full-ranking MRR (mrr@I_CF) instead.
 * ``adj @ (x W)`` is computed as ``(adj @ x) W`` when that multiplies fewer rows (the same value up
   to float rounding), and the two heads of the last layer share one propagation.
 * The authors' evaluation quirks are not copied (negatives are jmf's evaluator's; they do not
@@ -61,7 +61,7 @@ from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
 from jmf.models.graph.common import GraphModel, Triples
 from jmf.train import parallel
 
-DOMAINS = ("s", "t")          # source (O2, split.dl), target (O1, split.train)
+DOMAINS = ("s", "t")          # source (the DL side, split.dl), target (the CF side, split.train)
 PRIOR_SIGMA = float(np.exp(0.1 + 0.9 * np.log1p(np.exp(0.4))))   # σ of logstd = 1, clamped at 0.4
 
 

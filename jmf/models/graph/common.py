@@ -5,7 +5,7 @@ A graph model encodes the *whole* graph at every step (the authors' code does to
 item embedding moves at every step), so its parameters are dense pytrees updated by a dense optax
 optimiser; batches are index triples.  :class:`GraphModel` is an :class:`~jmf.models.base.EngineModel`:
 subclasses give ``init_params``, ``loss`` (one step's objective) and ``embed`` (the final user
-embeddings of the CF side and item embeddings of O1, in evaluation mode).
+embeddings and the CF-side item embeddings, in evaluation mode).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class GraphModel(EngineModel):
         raise NotImplementedError
 
     def embed(self, params: dict, data: dict) -> tuple[jax.Array, jax.Array]:
-        """Evaluation mode: ``([U, d'] user rows for ranking O1, [I_T, d'] O1 item rows)``."""
+        """Evaluation mode: ``([U, d'] user rows for ranking CF-side items, [I_CF, d'] CF-side item rows)``."""
         raise NotImplementedError
 
     def sample(self, rng: np.random.Generator, n_steps: int, epoch: int) -> dict[str, np.ndarray]:
@@ -196,12 +196,13 @@ class GraphModel(EngineModel):
         self._publish(fill(self.params, saved["arrays"], prefix="['params']"))
 
     def fold_tables(self) -> tuple[jax.Array, jax.Array | None]:
-        """The item tables a new user is folded in against: ``(O1 items [I_T, d'], O2 items or None)``."""
+        """The item tables a new user is folded in against: ``(CF-side items [I_CF, d'], DL-side items or
+    None)``."""
         return self.item_table, None
 
     def score_new(self, hist) -> tuple[np.ndarray, np.ndarray]:
-        """Fold-in: the implicit least-squares user vector on the final item embeddings (O1 rows, and O2
-        rows where the model embeds O2 items in the same space), scored like a known user."""
+        """Fold-in: the implicit least-squares user vector on the final item embeddings (CF-side rows, and
+        DL-side rows where the model embeds DL-side items in the same space), scored like a known user."""
         from jmf.models.foldin import implicit_fold_in, rows_present
 
         cf_table, dl_table = (None if t is None else np.asarray(t) for t in self.fold_tables())
@@ -221,7 +222,7 @@ class GraphModel(EngineModel):
 
     # --------------------------------------------------------------- inference
     def score(self, users: jax.Array) -> jax.Array:
-        """``[B] -> [B, I_T]``: dot products of the final embeddings."""
+        """``[B] -> [B, I_CF]``: dot products of the final embeddings."""
         return _scores(self.user_table, self.item_table, jnp.asarray(users))
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """DisenCDR (Cao et al., SIGIR 2022): disentangled domain-shared and domain-specific user representations,
 learned by variational bipartite graph encoders (VBGE), for cross-domain recommendation.
 
-Each domain (O2 = source ``s``, O1 = target ``t``) has N(0, 1) user and item tables and a *specific* VBGE over
-its row-normalised graph (``UV = D_u^-1 A``, ``VU = D_i^-1 Aᵀ``): ``layers - 1`` DGCN layers (``u' = ReLU(W[
+Each domain (DL side = source ``s``, CF side = target ``t``) has N(0, 1) user and item tables and a *specific*
+VBGE over its row-normalised graph (``UV = D_u^-1 A``, ``VU = D_i^-1 Aᵀ``): ``layers - 1`` DGCN layers (``u' = ReLU(W[
 GCN(GCN(u, VU), UV) ‖ u])``, items mirrored, ``GCN(x, adj) = LeakyReLU(adj x W + b)``), then a last layer
 with a mean and a log-std head per side, ``σ = exp(0.1 + 0.9 softplus(logstd))``, sampled as ``z = μ + ε
 exp(σ)`` in training (the authors' double exponential) and ``μ`` in evaluation, dropout before every layer.
@@ -14,7 +14,7 @@ training interaction of both domains (the user's positive in the other domain a 
 items there; one uniform negative per domain), plus each specific VBGE's ``KL_user + KL_item`` towards the
 prior ``N(0, σ_p)`` (``logstd = 1``: ``σ_p = 3.6036``), ``(1 - β) KL(q_sh ‖ prior)`` and ``β`` times the KL
 from ``q_sh`` to each domain's *share prior* (a user-only VBGE per domain on the specific user table).  For
-the first ``warmup_epochs`` epochs only the specific encoders run.  O1 items are ranked by ``μ_sh + μ_t``.
+the first ``warmup_epochs`` epochs only the specific encoders run.  CF-side items are ranked by ``μ_sh + μ_t``.
 
 Defaults: the authors' ``train_rec.py`` (cjx96/DisenCDR @ 4e6d60b): dim 128, GNN 2, dropout 0.3, LeakyReLU
 0.1, beta 0.9, batch 1024, Adam lr 1e-3 (their ``weight_decay=5e-4`` never reaches the optimiser), 50
@@ -58,7 +58,7 @@ from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
 from jmf.models.graph.cdrib import _dropout, _gcn_init, _linear, _mix, init_vbge
 from jmf.models.graph.common import GraphModel, Triples
 
-DOMAINS = ("s", "t")          # source (O2, split.dl), target (O1, split.train)
+DOMAINS = ("s", "t")          # source (the DL side, split.dl), target (the CF side, split.train)
 USER = ("gc1", "gc3", "user_union")          # the user path's GCNs and union of a VBGE layer
 ITEM = ("gc2", "gc4", "item_union")
 CROSS = {"s": ("gc1", "gc3", "source_user_union"), "t": ("gc2", "gc4", "target_user_union")}
@@ -178,7 +178,7 @@ class DisenCDR(GraphModel):
                                 self.leaky, seed, self.dropout)
 
     def embed(self, params, data):
-        """Evaluation: target users ``μ_sh + μ_t`` (the authors' ``evaluate_embedding``), O1 items ``μ``."""
+        """Evaluation: target users ``μ_sh + μ_t`` (the authors' ``evaluate_embedding``), CF-side items ``μ``."""
         mu_u, _, mu_i, _ = self.specific(params, data, "t", None)
         return self.shared(params, data, None)[0] + mu_u, mu_i
 

@@ -4,14 +4,14 @@
 final embedding ``(E^0 + ... + E^K)/(K+1)``, the score ``e_u·e_i``, trained by BPR with one uniform
 negative per positive and L2 on the batch's layer-0 rows, ``decay·½(‖e_u‖² + ‖e_i‖² + ‖e_j‖²)/B``.
 
-``graph``: ``target`` is the single-domain baseline (O1 only); ``merged`` propagates over O1 and O2
-items together (O2 items are extra nodes), so a user with no O1 history is still reached through
-their O2 items and the model transfers across categories.  Only O1 items are ranked.
+``graph``: ``target`` is the single-domain baseline (CF side only); ``merged`` propagates over the items of
+both sides together (DL-side items are extra nodes), so a user with no CF-side history is still reached through
+their DL-side items and the model transfers across categories.  Only CF-side items are ranked.
 
 Defaults follow the authors' PyTorch port (gusye1234/LightGCN-PyTorch ``parse.py``: dim 64, 3 layers,
 lr 1e-3, decay 1e-4, batch 2048, N(0, 0.1²) init).  Differences, on purpose:
 
-* batches are uniform training pairs (a permutation of O1 rows per epoch; ``merged`` adds O2 rows),
+* batches are uniform training pairs (a permutation of CF-side rows per epoch; ``merged`` adds DL-side rows),
   where the port draws a random user then one of its items; the negative is redrawn up to 5 times
   when it is a training item of the user (the port redraws until it is not);
 * epochs are selected on jmf's validation fold (``patience`` validations without improvement stop
@@ -38,7 +38,7 @@ class LightGCN(GraphModel):
       layers: propagation layers ``K``.
       decay: L2 weight on the batch's layer-0 rows.
       init_scale: std of the normal initialisation.
-      graph: ``target`` (O1) or ``merged`` (O1 + O2 items).
+      graph: ``target`` (CF side only) or ``merged`` (items of both sides).
       (the rest: :class:`~jmf.models.graph.common.GraphModel`)
     """
 
@@ -89,7 +89,7 @@ class LightGCN(GraphModel):
         return users, items[:self.n_cf_items]
 
     def fold_tables(self):
-        """O1 items, and on the merged graph the O2 items too (same space: one graph)."""
+        """CF-side items, and on the merged graph the DL-side items too (same space: one graph)."""
         if self.graph == "target":
             return self.item_table, None
         items = jax.jit(self.propagate)(self.params, self.data)[1]

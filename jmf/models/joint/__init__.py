@@ -1,11 +1,11 @@
 """``model=jmf``, the joint cross-category model, as a composition of parts (design.md#the-joint-model):
 
-* :mod:`~jmf.models.joint.model` -- the core: CF tables, O2 encoder, mapping head, on the engine;
+* :mod:`~jmf.models.joint.model` -- the core: CF tables, DL-side encoder, mapping head, on the engine;
 * :mod:`~jmf.models.joint.net` -- the dense NNX module (encoder, head, interest layer, ``L_DL`` heads);
 * :mod:`~jmf.models.joint.losses` -- ``L_CF + α L_DL + β L_map + γ L_transfer + δ L_interest``, one
   function per term;
 * :mod:`~jmf.models.joint.step`, :mod:`~jmf.models.joint.plan` -- its pure train step and batch plan;
-* :mod:`~jmf.models.joint.start` -- start-up variants (factors, item biases, the O2 user offset);
+* :mod:`~jmf.models.joint.start` -- start-up variants (factors, item biases, the DL-side user offset);
 * :mod:`~jmf.models.joint.terms` -- score terms added to the ranking after the fit.
 
 ``_target_: jmf.models.joint.JMF`` (``conf/model/jmf.yaml``).

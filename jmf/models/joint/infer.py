@@ -1,9 +1,9 @@
-"""The joint model on users outside training: their O2 history is encoded and mapped, no retraining.
+"""The joint model on users outside training: their DL-side history is encoded and mapped, no retraining.
 
 A new user is a cold-start user by construction: ``P̂_u`` and ``b̂_u`` come from the encoder and head
-exactly as for a training user without O1 history, from the same inputs -- their last ``max_len`` O2
-behaviours (time order), each rating centred by the training O2 mean, and (on ratings) their O2
-offset ``o_u`` against the training O2 item means.  The score terms read the same things of a new
+exactly as for a training user without CF-side history, from the same inputs -- their last ``max_len``
+DL-side behaviours (time order), each rating centred by the training DL-side mean, and (on ratings) their
+DL-side offset ``o_u`` against the training DL-side item means.  The score terms read the same things of a new
 user as of a known one (:class:`~jmf.models.joint.terms.UserVectors`).
 """
 
@@ -35,7 +35,7 @@ class NewUserInputs:
 
 
 def new_user_vectors(model, hist) -> tuple[UserVectors, np.ndarray]:
-    """``(UserVectors of the B new users, [B] whether each has O2 history to encode)``."""
+    """``(UserVectors of the B new users, [B] whether each has DL-side history to encode)``."""
     inputs: NewUserInputs = model.new_inputs
     keys = model.encoder_keys
     if set(keys) - {"values"}:

@@ -2,15 +2,15 @@
 
 ``L_JMF = L_CF + α L_DL + β L_map + γ L_transfer + δ L_interest (+ ρ L_rank on ratings) + reg``:
 
-* :func:`cf_term` -- ``L_CF``: the CF model on O1 with the user's own ``P_u`` (MSE on ratings,
+* :func:`cf_term` -- ``L_CF``: the CF model on the CF side with the user's own ``P_u`` (MSE on ratings,
   BPR / sampled softmax against negatives on implicit data); also ``L_transfer`` with ``P̂_u``;
 * :func:`reg_term` -- L2 on the touched CF rows;
-* :func:`map_term` -- ``L_map = ‖P̂_u − P_u‖²`` on users with O2 history;
-* :func:`transfer_term` -- ``L_transfer``: the CF loss of O1 with ``P̂_u`` in place of ``P_u`` (or
+* :func:`map_term` -- ``L_map = ‖P̂_u − P_u‖²`` on users with DL-side history;
+* :func:`transfer_term` -- ``L_transfer``: the CF loss of the CF side with ``P̂_u`` in place of ``P_u`` (or
   the literal head's sigmoid cross-entropy);
 * :func:`rank_term` -- ``L_rank`` (ratings only): which items a user rates, for ``P_u`` and ``P̂_u``;
-* :func:`interest_term` -- ``L_interest``: ``I_u`` against the user's O1 category distribution;
-* :func:`dl_term` -- ``L_DL``: masked-item prediction on O2.
+* :func:`interest_term` -- ``L_interest``: ``I_u`` against the user's CF-side category distribution;
+* :func:`dl_term` -- ``L_DL``: masked-item prediction on the DL side.
 
 :func:`joint_losses` evaluates them on one user-centric batch and returns the named parts;
 :func:`total_loss` weights them with :class:`LossWeights`.
@@ -98,17 +98,17 @@ def reg_term(pairs: Pairs, p: jax.Array, b_u: jax.Array, reg: float) -> jax.Arra
 
 
 def map_term(p_hat: jax.Array, p: jax.Array, has_dl: jax.Array) -> jax.Array:
-    """``L_map = ‖P̂_u − P_u‖²`` (``P_u`` held fixed) over users with O2 history."""
+    """``L_map = ‖P̂_u − P_u‖²`` (``P_u`` held fixed) over users with DL-side history."""
     return losses.weighted_mean(((p_hat - jax.lax.stop_gradient(p)) ** 2).sum(-1), has_dl)
 
 
 def transfer_term(net: JMFNet, mapped: Mapped, pairs: Pairs, neg_items: jax.Array, pair_dl: jax.Array,
                   kind: str, mean: float) -> jax.Array:
-    """``L_transfer``: O1's CF loss with ``P̂_u, b̂_u``; with the literal head, a sigmoid cross-entropy
+    """``L_transfer``: the CF-side loss with ``P̂_u, b̂_u``; with the literal head, a sigmoid cross-entropy
     of ``C_u = σ(W4 I_u + b4)`` on the user's items against the shared negatives."""
     if not net.literal:
         return cf_term(pairs, mapped.p_hat, mapped.bias_hat, pair_dl, kind, mean)
-    logits = pairs.expand(net.literal_logits(mapped.interest))                # [B*m, I_T]
+    logits = pairs.expand(net.literal_logits(mapped.interest))                # [B*m, I_CF]
     logits_pos = jnp.take_along_axis(logits, pairs.items[:, None], 1)[:, 0]
     logits_neg = jnp.where(pairs.not_pos, logits[:, neg_items], -1e9)
     return losses.weighted_mean(-jax.nn.log_sigmoid(logits_pos) - jax.nn.log_sigmoid(-logits_neg).mean(1), pair_dl)
@@ -131,7 +131,7 @@ def rank_term(pairs: Pairs, p: jax.Array, p_hat: jax.Array, r_i: jax.Array, r_ne
 
 
 def interest_term(interest: jax.Array, target: jax.Array, has_dl: jax.Array) -> jax.Array:
-    """``L_interest``: cross-entropy of ``softmax(I_u)`` against the user's O1 category distribution."""
+    """``L_interest``: cross-entropy of ``softmax(I_u)`` against the user's CF-side category distribution."""
     return losses.weighted_mean(-(target * jax.nn.log_softmax(interest)).sum(-1), has_dl)
 
 
@@ -161,7 +161,7 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
     p, b_u = rows["P"], rows["user_bias"][:, 0]
     out = {"cf": cf_term(pairs, p, b_u, pairs.weight, kind, mean), "reg": reg_term(pairs, p, b_u, reg)}
 
-    # P̂_u from the user's O2 sequence; only users with O2 history carry weight
+    # P̂_u from the user's DL-side sequence; only users with DL-side history carry weight
     mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users], seq["offset"][users],
                      **encoder_inputs(net, seq, users))
     has_dl = seq["mask"][users].any(1).astype(jnp.float32) * pairs.weight.reshape(B, m).max(1)   # [B]
@@ -177,8 +177,8 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
 
 def dl_term(net: JMFNet, users: jax.Array, seq: dict, key: jax.Array, n_negatives: int = 1024,
             full_softmax_max: int = 8192) -> jax.Array:
-    """``L_DL``: masked-item cross-entropy over O2 -- hide one valid behaviour, predict it and its
-    category from ``h_u`` of the rest.  Items: a full softmax when O2 has at most ``full_softmax_max``
+    """``L_DL``: masked-item cross-entropy over the DL side -- hide one valid behaviour, predict it and its
+    category from ``h_u`` of the rest.  Items: a full softmax when the DL side has at most ``full_softmax_max``
     items, else a sampled softmax over ``n_negatives`` uniform negatives shared by the batch (a shared
     draw keeps the embedding gradient a dense ``[N, d]`` block instead of a ``[B*N, d]`` scatter)."""
     items, cats, mask = seq["items"][users], seq["categories"][users], seq["mask"][users]

@@ -1,10 +1,10 @@
-"""``model=jmf``: the core joint model -- CF tables, O2 encoder, mapping head, ``L_JMF`` -- on the engine.
+"""``model=jmf``: the core joint model -- CF tables, DL-side encoder, mapping head, ``L_JMF`` -- on the engine.
 
 Schedule (design.md#the-objective): the start-up variants set ``P, Q`` (SVD by default) and the item biases
-(:mod:`~jmf.models.joint.start`) -> ``pretrain_epochs`` of ``L_DL`` alone on O2 -> ``epochs`` of the
+(:mod:`~jmf.models.joint.start`) -> ``pretrain_epochs`` of ``L_DL`` alone on the DL side -> ``epochs`` of the
 joint objective (:mod:`~jmf.models.joint.losses`), with early stopping on a validation metric (the
-best epoch's parameters are kept).  Cold-start users (no CF-side history) are scored from O2 alone,
-``s_ui = P̂_u·Q_i + b_i``; warm users use ``blend·P_u + (1-blend)·P̂_u``.  Score terms
+best epoch's parameters are kept).  Cold-start users (no CF-side history) are scored from their DL-side history
+alone, ``s_ui = P̂_u·Q_i + b_i``; warm users use ``blend·P_u + (1-blend)·P̂_u``.  Score terms
 (:mod:`~jmf.models.joint.terms`) add to the ranking after the fit.
 """
 
@@ -52,7 +52,8 @@ class JMF(EngineModel):
       weights: loss weights ``{cf, dl (α), map (β), transfer (γ), interest (δ), rank (ρ)}``.  ``rank``
         (ratings only) adds ``L_rank`` (:func:`~jmf.models.joint.losses.rank_term`); with ``rank > 0``,
         ``score`` ranks by its logits ``p_u·Q_i + r_i`` and ``predict`` rates ``μ + b_u + b_i + p_u·Q_i``.
-      epochs, pretrain_epochs: joint and O2-only epochs (an epoch = as many pairs as O1 has training rows).
+      epochs, pretrain_epochs: joint and DL-side-only epochs (an epoch = as many pairs as the CF side has training
+        rows).
       batch_size: users per global batch (divided over the devices of the ``data`` mesh axis).
       items_per_user: CF-side items drawn per user and step (``m``): the loss is a mean over a user's
         items, then over users (design.md#the-cf-side), and the encoder runs once per user.
@@ -60,13 +61,13 @@ class JMF(EngineModel):
         row-sparse optimiser of ``P, Q, b``.
       reg: L2 weight on the touched CF rows.
       negatives: uniform negatives per positive (ranking losses; also the literal head).
-      max_len: O2 sequence length ``L``.
+      max_len: DL-side sequence length ``L``.
       init: the factor start (``model/init``: :class:`~jmf.models.joint.start.SVDFactors` by default).
       bias_init: the item-bias start (``model/bias_init``: :class:`~jmf.models.joint.start.AutoBias`).
-      bias_damping: the shrinkage of the rating prior (``model=pop``'s ``damping``) and of the O2 offsets.
-      user_offset: on ratings, ``b̂_u`` adds ``a·o_u``, ``o_u`` the user's damped mean O2 residual
+      bias_damping: the shrinkage of the rating prior (``model=pop``'s ``damping``) and of the DL-side offsets.
+      user_offset: on ratings, ``b̂_u`` adds ``a·o_u``, ``o_u`` the user's damped mean DL-side residual
         (:func:`~jmf.models.joint.start.o2_user_offsets`) and ``a`` learned, started at its least-squares
-        fit on the warm users' O1 ratings.
+        fit on the warm users' CF-side ratings.
       blend: weight of ``P_u`` against ``P̂_u`` for warm users at inference.
       terms: score terms added to ``score`` (``model/terms``; name -> :class:`~jmf.models.joint.terms.ScoreTerm`).
       patience: epochs without validation improvement before stopping (0 = never stop early).
@@ -142,7 +143,7 @@ class JMF(EngineModel):
         state = engine.put_state(state, sharding)
         self.seq, dl_users = self._sequences(split, net, engine)
         self.has_cf = jnp.asarray(np.diff(split.train.indptr) > 0)
-        self.o2 = o2_rows(split, per_user=True)          # [U, I_S] what the score terms read of a user
+        self.o2 = o2_rows(split, per_user=True)          # [U, I_DL] what the score terms read of a user
         for term in self.terms.values():
             term.weight = term.weights[0]
             term.prepare(split)
@@ -175,7 +176,7 @@ class JMF(EngineModel):
 
     def _sequences(self, split: SplitData, net: JMFNet, engine: Engine) -> tuple[dict, np.ndarray]:
         """The device-resident per-user arrays the step and inference read (replicated), and the users
-        ``L_DL`` draws from (those with at least two O2 behaviours)."""
+        ``L_DL`` draws from (those with at least two DL-side behaviours)."""
         seqs = dl_sequences(split, self.max_len)
         dl_users = np.flatnonzero(seqs.mask.sum(1) >= 2).astype(np.int32)
         self.new_inputs = NewUserInputs(split, seqs.values, seqs.mask, self.bias_damping,
@@ -304,18 +305,18 @@ class JMF(EngineModel):
         return UserVectors(vec, bias, interest, self.o2[np.asarray(users)] if self.terms else None)
 
     def score(self, users: jax.Array) -> jax.Array:
-        """``[B, I_T]`` ranking scores (from ``rank_state`` when ``rank_monitor`` chose one), plus the terms."""
+        """``[B, I_CF]`` ranking scores (from ``rank_state`` when ``rank_monitor`` chose one), plus the terms."""
         state = self.state if self.rank_state is None else self.rank_state
         return self._rank(self.user_vectors(users, state), users, state)
 
     def score_new(self, hist) -> tuple[jax.Array, np.ndarray]:
-        """Users outside training (:class:`jmf.recommend.History`): ``([B, I_T] scores, [B] has O2 history)``."""
+        """Users outside training (:class:`jmf.recommend.History`): ``([B, I_CF] scores, [B] has DL-side history)``."""
         user, usable = new_user_vectors(self, hist)
         return self._rank(user, np.arange(len(hist.users)), self.state if self.rank_state is None
                           else self.rank_state), usable
 
     def interest_new(self, hist) -> jax.Array:
-        """``[B, K]`` interest distribution of users outside training, from their O2 history."""
+        """``[B, K]`` interest distribution of users outside training, from their DL-side history."""
         return jax.nn.softmax(new_user_vectors(self, hist)[0].interest, axis=-1)
 
     def _rank(self, user: UserVectors, users, state: TrainState) -> jax.Array:
@@ -365,7 +366,7 @@ def _user_vectors(graphdef, params, rest, tables, seq, has_cf, users, blend):
     warm = has_cf[users][:, None]
     has_dl = seq["mask"][users].any(1)[:, None]
     own, own_bias = tables["P"][users], tables["user_bias"][users, 0]
-    w = jnp.where(has_dl, blend, 1.0)  # a warm user without O2 history keeps P_u
+    w = jnp.where(has_dl, blend, 1.0)  # a warm user without DL-side history keeps P_u
     vec = jnp.where(warm, w * own + (1 - w) * mapped.p_hat, mapped.p_hat)
     bias = jnp.where(warm[:, 0], w[:, 0] * own_bias + (1 - w[:, 0]) * mapped.bias_hat, mapped.bias_hat)
     return vec, bias, mapped.interest

@@ -1,11 +1,11 @@
-"""The dense part of the joint model (design.md#the-joint-model): DL encoder on O2 + mapping head + interest layer.
+"""The dense part of the joint model (design.md#the-joint-model): DL-side encoder + mapping head + interest layer.
 
 Parameters live in two places, on purpose:
 
-* the CF tables ``P [U, d]``, ``Q [I_T, d]``, ``b_u``, ``b_i`` are plain arrays in the train
+* the CF tables ``P [U, d]``, ``Q [I_CF, d]``, ``b_u``, ``b_i`` are plain arrays in the train
   state, updated row-sparsely (a batch touches a few hundred rows of tables that can hold
   10^6 users);
-* everything dense (encoder ``f_θ``, head, interest layer ``W3``, the O2 prediction heads
+* everything dense (encoder ``f_θ``, head, interest layer ``W3``, the DL-side prediction heads
   of ``L_DL``) is the NNX module :class:`JMFNet`, updated by a dense optax optimiser.
 
 ``JMFNet.map(x_u)`` gives ``h_u``, ``P̂_u``, ``b̂_u`` and ``I_u``; :mod:`jmf.models.joint.losses`
@@ -27,19 +27,19 @@ from flax import nnx
 class Mapped(NamedTuple):
     h: jax.Array         # [B, d_h]  encoder output
     p_hat: jax.Array     # [B, d]    P̂_u
-    bias_hat: jax.Array  # [B]       b̂_u (the user bias predicted from O2)
+    bias_hat: jax.Array  # [B]       b̂_u (the user bias predicted from the DL side)
     interest: jax.Array  # [B, K]    I_u (logits over the CF-side categories)
 
 
 class JMFNet(nnx.Module):
-    """Encoder + head + interest layer + O2 prediction heads.
+    """Encoder + head + interest layer + DL-side prediction heads.
 
     Args:
       encoder: an encoder module (``out_dim`` attribute; ``(items, categories, mask) -> h``).
       head_fn: ``head_fn(d_in, d_out, rngs=...)`` builds the mapping head.
       dim: CF factor size ``d``.
-      n_cf_categories: ``K``; n_cf_items: ``I_T`` (for the literal head).
-      n_dl_items, n_dl_categories: O2 sizes (for the ``L_DL`` prediction heads).
+      n_cf_categories: ``K``; n_cf_items: ``I_CF`` (for the literal head).
+      n_dl_items, n_dl_categories: DL-side sizes (for the ``L_DL`` prediction heads).
     """
 
     def __init__(self, encoder: nnx.Module, head_fn, dim: int, n_cf_categories: int, n_cf_items: int,
@@ -51,7 +51,7 @@ class JMFNet(nnx.Module):
         self.interest = nnx.Linear(dim, n_cf_categories, rngs=rngs)        # I_u = W3 P̂_u + b3
         self.dl_items = nnx.Embed(n_dl_items + 1, d_h, embedding_init=nnx.initializers.normal(0.05), rngs=rngs)
         self.dl_categories = nnx.Linear(d_h, n_dl_categories + 1, rngs=rngs)
-        # b̂_u's O2 rating offset: a · (the user's damped mean O2 residual), a started by the model
+        # b̂_u's DL-side rating offset: a · (the user's damped mean DL-side residual), a started by the model
         self.offset_scale = nnx.Param(jnp.zeros(()))
         self.literal = bool(getattr(self.head, "literal", False))
         if self.literal:                                                    # C_u = σ(W4 I_u + b4)
@@ -59,7 +59,7 @@ class JMFNet(nnx.Module):
 
     def map(self, items: jax.Array, categories: jax.Array, mask: jax.Array, offset: jax.Array | None = None,
             **inputs: jax.Array) -> Mapped:
-        """``offset [B]``: the user's O2 rating offset (:func:`jmf.models.joint.start.o2_user_offsets`; 0 on
+        """``offset [B]``: the user's DL-side rating offset (:func:`jmf.models.joint.start.o2_user_offsets`; 0 on
         implicit data), added to ``b̂_u`` with the learned scale ``a``."""
         h = self.encoder(items, categories, mask, **inputs)
         p_hat = self.head(h)
@@ -69,14 +69,14 @@ class JMFNet(nnx.Module):
         return Mapped(h, p_hat, bias_hat, self.interest(p_hat))
 
     def literal_logits(self, interest: jax.Array) -> jax.Array:
-        """``[B, K]`` -> ``[B, I_T]`` logits of ``C_u``."""
+        """``[B, K]`` -> ``[B, I_CF]`` logits of ``C_u``."""
         return self.literal_out(jax.nn.softmax(interest, axis=-1))
 
 
 def encoder_inputs(net: JMFNet, seq: dict, users: jax.Array) -> dict[str, jax.Array]:
     """The extra inputs an encoder asks for: per-user arrays (its ``input_keys``, e.g. the LM encoder's
     ``tokens``) gathered for ``users``, and whole arrays (its ``shared_keys``, e.g. the graph encoder's
-    O2 graph); ``{}`` for the sequence encoders."""
+    DL-side graph); ``{}`` for the sequence encoders."""
     inputs = {k: seq[k][users] for k in getattr(net.encoder, "input_keys", ())}
     return {**inputs, **{k: seq[k] for k in getattr(net.encoder, "shared_keys", ())}}
 

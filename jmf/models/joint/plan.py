@@ -12,9 +12,9 @@ def user_batches(engine: Engine, csr, dl_users: np.ndarray, rng: np.random.Gener
                  items_per_user: int) -> EpochPlan:
     """One epoch of user-centric batches: ``B`` users x ``m`` of their CF-side items.
 
-    Drawn from ``rng`` (keyed by seed, phase and epoch); an epoch has as many pairs as O1 has
+    Drawn from ``rng`` (keyed by seed, phase and epoch); an epoch has as many pairs as the CF side has
     training rows, and its ``n_steps·B`` users are drawn by cycling over permutations of the warm
-    users, so there is no ragged last batch.  ``dl_users``: the users whose O2 sequences ``L_DL``
+    users, so there is no ragged last batch.  ``dl_users``: the users whose DL-side sequences ``L_DL``
     draws from (those with at least two behaviours).
     """
     B, m = batch_size, items_per_user

@@ -1,4 +1,4 @@
-"""Where the joint model starts: the CF factors, the item biases, and ``b̂_u``'s O2 rating offset.
+"""Where the joint model starts: the CF factors, the item biases, and ``b̂_u``'s DL-side rating offset.
 
 Start-up variants are small classes chosen in config, like heads and encoders:
 
@@ -6,7 +6,7 @@ Start-up variants are small classes chosen in config, like heads and encoders:
   or :class:`NormalFactors`;
 * item biases (``model/bias_init``): :class:`PriorBias` (the popularity baseline), :class:`ZeroBias`,
   or :class:`AutoBias` (the prior on ratings, zero on implicit data);
-* the user offset ``o_u`` (``model.user_offset``, ratings): each user's damped mean O2 residual,
+* the user offset ``o_u`` (``model.user_offset``, ratings): each user's damped mean DL-side residual,
   which ``b̂_u`` adds with a learned scale ``a`` started at its least-squares fit
   (:func:`o2_user_offsets`, :func:`fit_offset_scale`).  It is an input of the rating model that
   training adjusts (``a``), so it lives here, not among the post-fit score terms.
@@ -22,7 +22,7 @@ from jmf.errors import ConfigError
 
 
 class SVDFactors:
-    """``P = U_d Σ^½``, ``Q = V_d Σ^½`` of the (centred, on ratings) O1 training matrix."""
+    """``P = U_d Σ^½``, ``Q = V_d Σ^½`` of the (centred, on ratings) CF-side training matrix."""
 
     def __call__(self, split: SplitData, dim: int, center: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
         from jmf.models.cf.svd import TruncatedSVD
@@ -92,9 +92,10 @@ def log_popularity(train) -> np.ndarray:
 
 
 def o2_user_offsets(split: SplitData, damping: float) -> np.ndarray:
-    """``[U]`` float32: each user's O2 rating offset ``o_u = Σ_j (r_uj - m_j) / (n_u + damping)`` over
-    the user's O2 ratings, ``m_j`` the O2 item mean shrunk towards the O2 mean by ``damping``
-    pseudo-ratings (``model=pop``'s predictor on O2); 0 for users without O2 ratings and on implicit data."""
+    """``[U]`` float32: each user's DL-side rating offset ``o_u = Σ_j (r_uj - m_j) / (n_u + damping)`` over
+    the user's DL-side ratings, ``m_j`` the DL-side item mean shrunk towards the DL-side mean by ``damping``
+    pseudo-ratings (``model=pop``'s predictor on the DL side); 0 for users without DL-side ratings and on
+    implicit data."""
     dl = split.dl.tocoo()
     if split.implicit or dl.nnz == 0:
         return np.zeros(split.n_users, np.float32)
@@ -104,7 +105,8 @@ def o2_user_offsets(split: SplitData, damping: float) -> np.ndarray:
 
 
 def o2_item_means(split: SplitData, damping: float) -> np.ndarray:
-    """``[I_S]`` float64: each O2 item's mean rating shrunk towards the O2 mean by ``damping`` pseudo-ratings."""
+    """``[I_DL]`` float64: each DL-side item's mean rating shrunk towards the DL-side mean by ``damping``
+    pseudo-ratings."""
     dl = split.dl.tocoo()
     if dl.nnz == 0:
         return np.zeros(split.dl.shape[1])
@@ -114,8 +116,8 @@ def o2_item_means(split: SplitData, damping: float) -> np.ndarray:
 
 
 def fit_offset_scale(train, offsets: np.ndarray, prior: np.ndarray) -> float:
-    """The least-squares ``a`` in ``r_ui - prior_i ≈ a·o_u`` over the O1 training ratings ``train``
-    (``prior [I_T]``: the rating each item starts at; ``offsets [U]``); 0 without signal."""
+    """The least-squares ``a`` in ``r_ui - prior_i ≈ a·o_u`` over the CF-side training ratings ``train``
+    (``prior [I_CF]``: the rating each item starts at; ``offsets [U]``); 0 without signal."""
     coo = train.tocoo()
     x = offsets[coo.row].astype(np.float64)
     xx = float((x * x).sum())

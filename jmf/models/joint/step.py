@@ -27,7 +27,7 @@ class TrainState(NamedTuple):
     params: nnx.State        # dense NNX parameters (encoder, head, ...)
     rest: nnx.State          # non-parameter NNX state (RNG counters)
     opt_state: optax.OptState
-    tables: dict             # P [U, d], Q [I_T, d], user_bias [U, 1], item_bias, rank_bias [I_T, 1]
+    tables: dict             # P [U, d], Q [I_CF, d], user_bias [U, 1], item_bias, rank_bias [I_CF, 1]
     table_opt: dict          # row-sparse optimiser state per table
     rng: jax.Array           # base key; step keys are fold_in(rng, step)
 

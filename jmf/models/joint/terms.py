@@ -1,13 +1,13 @@
 """Score terms: what the joint model adds to its ranking after the fit, one small class each.
 
-A term is prepared from the training split and adds a ``[B, I_T]`` contribution to ``score``
+A term is prepared from the training split and adds a ``[B, I_CF]`` contribution to ``score``
 (never to ``predict``)::
 
     class ScoreTerm(Protocol):
         weight: float                       # the weight in use (0: off)
         weights: list[float]                # the choices; more than one -> chosen on validation
         def prepare(self, split) -> None    # from the training split only
-        def __call__(self, users, user) -> jax.Array   # [B] users, their UserVectors -> [B, I_T]
+        def __call__(self, users, user) -> jax.Array   # [B] users, their UserVectors -> [B, I_CF]
 
 The same term scores users the model was trained on and new users folded in from their history
 (``jmf.load(...).recommend_new``): what it reads of a user is in :class:`UserVectors`, never a row of
@@ -16,7 +16,7 @@ a training table.
 ``score = base + Σ_t w_t · t(users, user)``.  Terms are chosen in config as a list
 (``model/terms=[interest,neighbour]``, one YAML each in ``conf/model/terms/``, keyed by name) and
 their weights set there (``model.terms.neighbour.weight=[0,0.5,1,2,4,8]``).  A list of weights is a
-choice made on validation after the fit (:meth:`jmf.models.joint.JMF.choose_term_weights`).
+choice made on validation after the fit (:meth:`jmf.models.joint.JMF.choose_term_weight`).
 
 Built in: :class:`ItemNeighbourhood` (cross-category item co-occurrence, the neighbourhood half of
 "factorisation meets the neighbourhood", Koren 2008) and :class:`InterestReweighting` (the interest
@@ -44,7 +44,7 @@ class UserVectors(NamedTuple):
     vec: jax.Array        # [B, d] P̂_u (blended with P_u for warm users)
     bias: jax.Array       # [B]    user bias
     interest: jax.Array   # [B, K] interest logits I_u
-    o2: sp.csr_matrix | None = None   # [B, I_S] the users' binary O2 rows, each scaled by 1/|O2(u)|
+    o2: sp.csr_matrix | None = None   # [B, I_DL] the users' binary DL-side rows, each scaled by 1/|O2(u)|
 
 
 @runtime_checkable
@@ -77,15 +77,15 @@ class WeightedTerm:
 
 
 class ItemNeighbourhood(WeightedTerm):
-    """``log(ε + n_ui / max_k n_uk)``: the cross-category item neighbourhood of the user's O2 history.
+    """``log(ε + n_ui / max_k n_uk)``: the cross-category item neighbourhood of the user's DL-side history.
 
-    ``n_ui = Σ_{j ∈ O2(u)} K_ji / |O2(u)|`` with ``K`` the O2 -> O1 item kernel of the warm users'
+    ``n_ui = Σ_{j ∈ O2(u)} K_ji / |O2(u)|`` with ``K`` the DL -> CF item kernel of the warm users'
     *training* rows (:func:`neighbour_inputs`), ``ε = 1e-3``.  It carries item-level co-occurrence that
     a ``dim``-rank map smooths away.
 
     Args:
       weight: ``λ_nb`` (a list: chosen on validation).
-      kernel: ``count`` (``K_ji`` = warm users holding O2 item ``j`` and O1 item ``i``) or
+      kernel: ``count`` (``K_ji`` = warm users holding DL-side item ``j`` and CF-side item ``i``) or
         ``conditional`` (that count over the warm holders of ``j``: ``p(i|j)``).
     """
 
@@ -109,7 +109,7 @@ class ItemNeighbourhood(WeightedTerm):
 class InterestReweighting(WeightedTerm):
     """``log softmax(I_u)[c_i] − log p̄(c_i)``: the interest vector as ``p(c|u)``, so that
     ``p(i|u) ∝ p(i|u)·p(c_i|u)/p(c_i)``, ``c_i`` the item's CF-side category and ``p̄`` the warm users'
-    mean training category mix (a constant when O1 has one category)."""
+    mean training category mix (a constant when the CF side has one category)."""
 
     name = "interest"
 
@@ -122,7 +122,7 @@ class InterestReweighting(WeightedTerm):
 
 
 def category_prior(split: SplitData, interest: np.ndarray) -> tuple[jax.Array, jax.Array]:
-    """``([I_T] int32 CF-side category index of each item, [K] log mean training mix of the warm users)``."""
+    """``([I_CF] int32 CF-side category index of each item, [K] log mean training mix of the warm users)``."""
     item_category = cf_item_categories(split)
     warm = interest.sum(1) > 0
     mix = interest[warm].mean(0) if warm.any() else np.full(interest.shape[1], 1.0 / max(interest.shape[1], 1))
@@ -130,13 +130,13 @@ def category_prior(split: SplitData, interest: np.ndarray) -> tuple[jax.Array, j
 
 
 def o2_rows(split: SplitData, per_user: bool = False) -> sp.csr_matrix:
-    """``[U, I_S]`` float32 binary O2 rows; ``per_user``: each scaled by ``1/|O2(u)|``."""
+    """``[U, I_DL]`` float32 binary DL-side rows; ``per_user``: each scaled by ``1/|O2(u)|``."""
     return binary_rows(split.dl, per_user)
 
 
 def binary_rows(values: sp.spmatrix, per_user: bool = False) -> sp.csr_matrix:
     """``[B, I]`` float32 rows of ``values`` with 1 where a value is positive; ``per_user``: each row scaled
-    by one over its count (an empty row stays empty).  The training split's O2 rows and new users' alike."""
+    by one over its count (an empty row stays empty).  The training split's DL-side rows and new users' alike."""
     X = (values > 0).astype(np.float32).tocsr()
     if per_user:
         X = (sp.diags(1.0 / np.maximum(np.asarray(X.sum(1)).ravel(), 1.0)).astype(np.float32) @ X).tocsr()
@@ -144,17 +144,17 @@ def binary_rows(values: sp.spmatrix, per_user: bool = False) -> sp.csr_matrix:
 
 
 def cross_cooccurrence(split: SplitData, per_user: bool = False) -> sp.csr_matrix:
-    """``[I_S, I_T]`` float32 O2 -> O1 item co-occurrence ``C = XᵀY`` of the users' O2 rows ``X``
-    (:func:`o2_rows`) and binary O1 *training* rows ``Y`` (cold users' O1 rows are held out, so they
-    add nothing).  ``per_user``: each user's O2 row is scaled by ``1/|O2(u)|``."""
+    """``[I_DL, I_CF]`` float32 DL -> CF item co-occurrence ``C = XᵀY`` of the users' DL-side rows ``X``
+    (:func:`o2_rows`) and binary CF-side *training* rows ``Y`` (cold users' CF-side rows are held out, so they
+    add nothing).  ``per_user``: each user's DL-side row is scaled by ``1/|O2(u)|``."""
     Y = (split.train > 0).astype(np.float32).tocsr()
     return (o2_rows(split, per_user).T @ Y).tocsr().astype(np.float32)
 
 
 def neighbour_inputs(split: SplitData, kernel: str = "count") -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """:class:`ItemNeighbourhood`'s inputs: ``([U, I_S]`` users' O2 rows scaled by ``1/|O2(u)|``,
-    ``[I_S, I_T]`` kernel ``K``).  ``count``: ``K = XᵀY`` (:func:`cross_cooccurrence`); ``conditional``:
-    each row ``j`` of it divided by the number of warm users (O1 training history) holding ``j``."""
+    """:class:`ItemNeighbourhood`'s inputs: ``([U, I_DL]`` users' DL-side rows scaled by ``1/|O2(u)|``,
+    ``[I_DL, I_CF]`` kernel ``K``).  ``count``: ``K = XᵀY`` (:func:`cross_cooccurrence`); ``conditional``:
+    each row ``j`` of it divided by the number of warm users (CF-side training history) holding ``j``."""
     rows = o2_rows(split, per_user=True)
     K = cross_cooccurrence(split)
     if kernel == "conditional":
@@ -168,13 +168,13 @@ def neighbour_inputs(split: SplitData, kernel: str = "count") -> tuple[sp.csr_ma
 
 
 def neighbour_term(rows: sp.csr_matrix, kernel: sp.csr_matrix, users: np.ndarray, eps: float = 1e-3) -> np.ndarray:
-    """``[B, I_T]`` float32 ``log(ε + n_u / max_i n_ui)``, ``n_u = rows[u] @ kernel`` (a user without O2
-    history, or whose O2 items no warm user holds, gets the constant ``log ε``)."""
+    """``[B, I_CF]`` float32 ``log(ε + n_u / max_i n_ui)``, ``n_u = rows[u] @ kernel`` (a user without
+    DL-side history, or whose DL-side items no warm user holds, gets the constant ``log ε``)."""
     return log_normalised(rows[users] @ kernel, eps)
 
 
 def log_normalised(n, eps: float = 1e-3) -> np.ndarray:
-    """``log(ε + n_u / max_i n_ui)`` per row of the ``[B, I_T]`` neighbourhood scores ``n`` (sparse or dense)."""
+    """``log(ε + n_u / max_i n_ui)`` per row of the ``[B, I_CF]`` neighbourhood scores ``n`` (sparse or dense)."""
     n = np.asarray(n.todense() if sp.issparse(n) else n, np.float32)
     return np.log(eps + n / (n.max(1, keepdims=True) + 1e-9)).astype(np.float32)
 
