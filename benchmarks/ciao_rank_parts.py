@@ -45,7 +45,8 @@ def main() -> None:
     from hydra.utils import instantiate
 
     from cold_start import overrides_of
-    from jmf.config import CONF_DIR, register_configs
+    from jmf.config import CONF_DIR
+    from jmf.experiments import register_configs
     from jmf.evaluate.protocols import evaluate_full, evaluate_ratings, evaluation_users
     from jmf.models.base import RunContext
     from jmf.pipeline import build_split, load_data

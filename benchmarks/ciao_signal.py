@@ -54,12 +54,13 @@ class _Fixed:
 def _split(beta: str, seed: int):
     from hydra import compose, initialize_config_dir
 
-    from jmf.config import CONF_DIR, register_configs
+    from jmf.config import CONF_DIR
+    from jmf.experiments import register_configs
     from jmf.pipeline import build_split, load_data
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=ciao_cold_start", f"split.beta={beta}", "model=pop",
+        cfg = compose("train", overrides=["experiment=ciao_cold_start/pop", f"split.beta={beta}",
                                           f"seed={seed}"])   # conf/data/ciao.yaml reads $JMF_DATA_DIR
     data = load_data(cfg.data, seed)
     return data, build_split(data, cfg.partition, cfg.split, seed), cfg

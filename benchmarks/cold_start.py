@@ -97,7 +97,8 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
             reuse: bool = False) -> dict[str, float]:
     from hydra import compose, initialize_config_dir
 
-    from jmf.config import CONF_DIR, register_configs
+    from jmf.config import CONF_DIR
+    from jmf.experiments import register_configs
     from jmf.run import run
 
     register_configs()
@@ -145,7 +146,7 @@ def main() -> None:
                              "same overrides (e.g. a benchmark stopped between the seeds of a model)")
     args = parser.parse_args()
     data_dir()  # fail early when the real datasets are missing
-    from jmf.config import experiment_catalogue
+    from jmf.experiments import experiment_catalogue
 
     name = args.name or "cold_start_" + "_".join(args.tasks)
     raw = _load_runs(([(name, False)] if args.resume else []) + [(m, True) for m in args.merge_from],

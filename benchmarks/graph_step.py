@@ -33,7 +33,8 @@ def build(overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from jmf.config import CONF_DIR, register_configs
+    from jmf.config import CONF_DIR
+    from jmf.experiments import register_configs
     from jmf.models.base import RunContext
     from jmf.pipeline import build_split, load_data
 

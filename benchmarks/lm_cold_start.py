@@ -51,7 +51,7 @@ def compose(experiment: str, overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from jmf.config import register_configs
+    from jmf.experiments import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

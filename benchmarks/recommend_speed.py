@@ -43,7 +43,8 @@ def one(experiment: str, model: str, out_root: Path) -> dict:
     from hydra import compose, initialize_config_dir
 
     import jmf
-    from jmf.config import CONF_DIR, register_configs
+    from jmf.config import CONF_DIR
+    from jmf.experiments import register_configs
     from jmf.evaluate.protocols import evaluate_full
     from jmf.run import run
 

@@ -58,7 +58,8 @@ def one(task: str, ratio: float, seed: int) -> dict:
     from hydra.utils import instantiate
 
     from cold_start import overrides_of
-    from jmf.config import CONF_DIR, register_configs
+    from jmf.config import CONF_DIR
+    from jmf.experiments import register_configs
     from jmf.models.base import RunContext
     from jmf.pipeline import build_split, load_data
 

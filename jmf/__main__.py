@@ -33,8 +33,9 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from jmf.config import CONF_DIR, register_configs  # noqa: E402
-from jmf.errors import INTERRUPTED, show_traceback, user_error  # noqa: E402
+from jmf.config import CONF_DIR  # noqa: E402
+from jmf.errors import INTERRUPTED, JmfError, show_traceback, user_error  # noqa: E402
+from jmf.experiments import experiment_overrides, register_configs  # noqa: E402
 
 log = logging.getLogger("jmf")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)   # "Unable to initialize backend 'tpu'" on CPUs
@@ -99,7 +100,8 @@ def _print_help() -> None:
 
 
 def cli() -> None:
-    """The ``jmf-train`` console script: :func:`main`, with Hydra's config errors mapped to exit code 2.
+    """The ``jmf-train`` console script: :func:`main`, with Hydra's config errors mapped to exit code 2, and
+    ``experiment=<task> model=<name>`` read as the row ``experiment=<task>/<name>`` (:func:`experiment_overrides`).
 
     With no arguments at all it runs ``experiment=quickstart``: JMF on a synthetic cross-category cold start,
     compared with popularity (every other command keeps ``conf/train.yaml``'s defaults)."""
@@ -110,7 +112,14 @@ def cli() -> None:
     if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
         _print_help()
         return
-    register_configs(sys.argv[1:])        # the tasks, and the rows of those this command line names
+    try:
+        sys.argv[1:] = experiment_overrides(sys.argv[1:])   # experiment=<task> model=<name>: the row <task>/<name>
+        register_configs(sys.argv[1:])        # the tasks, and the rows this command line names
+    except JmfError as err:
+        if show_traceback():
+            raise
+        print(paragraph(err, "jmf-train"), file=sys.stderr)
+        sys.exit(USER_ERROR)
     try:
         main()
     except SystemExit as exit_:

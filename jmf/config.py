@@ -4,13 +4,12 @@ Hydra composes; these dataclasses type.  Fixed-shape groups (``partition``, ``sp
 ``eval``, ``trainer``, ``optim``) are registered as structured-config schemas, so a
 mistyped key or a wrong type fails while Hydra composes.  ``_target_`` groups (``data``,
 ``model``) are checked against the target's signature by :func:`check_target` before
-anything runs.  Experiments under ``experiments/`` are registered as the ``experiment``
-group (design.md#conventions: a root search path breaks ``experiment=glob(*)`` in Hydra 1.3.8).
+anything runs.  The schemas and the ``experiment`` group are put in Hydra's ConfigStore by
+:func:`jmf.experiments.register_configs`.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 import types
@@ -19,12 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from jmf.data.preprocess import PreprocessConfig
 from jmf.distributed import DistributedConfig
-from jmf.optim import OptimConfig
 from jmf.errors import ConfigError
 from jmf.jobdir import job_subdir
 
@@ -130,178 +126,12 @@ def data_dir() -> str:
     return os.environ.get("JMF_DATA_DIR", "").strip() or "data"
 
 
-def _register_resolvers() -> None:
+def register_resolvers() -> None:
+    """The ``${jmf_data_dir:}`` and ``${jmf_job_subdir:...}`` resolvers the configs use (idempotent)."""
     if not OmegaConf.has_resolver("jmf_data_dir"):
         OmegaConf.register_new_resolver("jmf_data_dir", data_dir)
     if not OmegaConf.has_resolver("jmf_job_subdir"):
         OmegaConf.register_new_resolver("jmf_job_subdir", job_subdir)
-
-
-def register_configs(argv: list[str] | None = None) -> None:
-    """Register schemas and experiments in Hydra's ConfigStore (idempotent), and the ``${jmf_data_dir:}``
-    resolver the dataset configs' ``root`` uses.
-
-    ``argv`` (a command line's overrides) registers the rows ``experiment=<task>/<row>`` of the tasks it
-    names only (every task's default row is always registered): Hydra deep-copies the whole store for
-    every config it composes, ~1 s with all ~240 rows.  ``None`` (library use) or a sweep over
-    experiments registers every row."""
-    _register_resolvers()
-    cs = ConfigStore.instance()
-    cs.store(group="partition", name="schema", node=PartitionConfig)
-    cs.store(group="split", name="schema", node=SplitConfig)
-    cs.store(group="eval", name="schema", node=EvalSchema)
-    cs.store(group="trainer", name="schema", node=TrainerConfig)
-    cs.store(group="optim", name="schema", node=OptimConfig)
-    tasks = None if argv is None else _requested_tasks(argv)
-    for name, rows in experiment_catalogue().items():
-        cs.store(group="experiment", name=name, node=_experiment_node(name), package="_global_")
-        for row in rows if tasks is None or name in tasks else ():
-            cs.store(group=f"experiment/{name}", name=row, node=_experiment_node(name, row), package="_global_")
-
-
-def _requested_tasks(argv: list[str]) -> set[str] | None:
-    """The tasks ``experiment=<task>[/<row>]`` overrides name; ``None`` (all) for a sweep over them."""
-    tasks = set()
-    for arg in argv:
-        key, _, value = arg.lstrip("+~").partition("=")
-        if key == "experiment":
-            if any(c in value for c in ",()[]*"):
-                return None
-            tasks.add(value.split("/", 1)[0].strip())
-    return tasks
-
-
-def experiment_catalogue() -> dict[str, list[str]]:
-    """``experiments/<task>.yaml`` -> the rows ``experiment=<task>/<row>`` it offers: one per file in
-    ``experiments/<task>/`` (a model with a table's settings) and one per ``conf/model/*.yaml`` with no
-    such file (that model at its conf defaults)."""
-    models = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-    out = {}
-    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
-        files = sorted(_row_files(path.stem))
-        out[path.stem] = files + [m for m in models if m not in files]
-    return out
-
-
-def _includes(task: str) -> list[str]:
-    """The experiments ``experiments/<task>.yaml`` includes (plain ``- <other experiment>`` entries)."""
-    defaults = _parsed(EXPERIMENTS_DIR / f"{task}.yaml").get("defaults") or []
-    return [e for e in defaults if isinstance(e, str) and "/" not in e]
-
-
-def _row_files(task: str) -> set[str]:
-    """The rows of ``experiments/<task>/`` and of the experiments it includes (which it inherits)."""
-    rows = {p.stem for p in (EXPERIMENTS_DIR / task).glob("*.yaml")}
-    for include in _includes(task):
-        rows |= _row_files(include)
-    return rows
-
-
-# Experiments (design.md#conventions).  ``experiments/<task>.yaml`` holds a task (data, partition, split, eval) and
-# its default row, either inline (``override /model: ...`` and ``model:`` keys) or as a reference
-# ``- <task>/<row>`` to ``experiments/<task>/<row>.yaml``; a row file holds one model's settings and may
-# start from a sibling row (``- <row>``).  ``experiment=<task>`` composes the task with its default row,
-# ``experiment=<task>/<row>`` the task with that row instead.  Plain includes (``- <other experiment>``)
-# bring the other experiment's task and, unless overridden, its default row.  The composition is done
-# here, so that a row can replace the model of its task (Hydra merges, it cannot remove keys).
-
-
-def _entries(node: DictConfig) -> list:
-    return list(node.get("defaults") or [])
-
-
-def _entry_key(entry) -> str:
-    """``{'override /model/encoder': 'cnn'}`` -> ``/model/encoder``; ``'task/row'`` -> ``task/row``."""
-    key = entry if isinstance(entry, str) else next(iter(entry))
-    return key.removeprefix("override ").strip()
-
-
-def _is_model(entry) -> bool:
-    key = _entry_key(entry)
-    return not isinstance(entry, str) and (key == "/model" or key.startswith("/model/"))
-
-
-def _load(path: Path) -> DictConfig:
-    return OmegaConf.create(_parsed(path))      # a new config: the cached containers are copied, not shared
-
-
-def _parsed(path: Path) -> dict:
-    """An experiment file as plain containers, parsed once per version of the file (read-only)."""
-    if not path.exists():
-        raise ConfigError(f"experiment: {path} does not exist (referenced from experiments/)")
-    return _parse(path, path.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=None)
-def _parse(path: Path, mtime_ns: int) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(path))
-
-
-def _task_part(name: str) -> tuple[list, dict]:
-    """The task of ``experiments/<name>.yaml`` (and of its includes): everything but the model."""
-    node = _load(EXPERIMENTS_DIR / f"{name}.yaml")
-    defaults, body = [], {}
-    for entry in _entries(node):
-        if isinstance(entry, str) and "/" not in entry:          # include another experiment
-            inc_defaults, inc_body = _task_part(entry)
-            defaults += inc_defaults
-            body = OmegaConf.merge(body, inc_body)
-        elif not isinstance(entry, str) and not _is_model(entry):
-            defaults.append(entry)
-    own = {k: v for k, v in node.items() if k not in ("defaults", "model")}
-    return defaults, OmegaConf.merge(body, own)
-
-
-def _model_part(name: str) -> tuple[list, dict]:
-    """The default row of ``experiments/<name>.yaml``: inline, a ``<task>/<row>`` reference, or inherited."""
-    node = _load(EXPERIMENTS_DIR / f"{name}.yaml")
-    entries = _entries(node)
-    refs = [e for e in entries if isinstance(e, str) and "/" in e]
-    inline = [e for e in entries if _is_model(e)]
-    if not refs and not inline and "model" not in node:
-        for include in (e for e in entries if isinstance(e, str)):
-            return _model_part(include)
-        return [], {}
-    defaults, body = [], {}
-    for ref in refs:
-        task, row = ref.split("/", 1)
-        ref_defaults, ref_body = _row_part(task, row)
-        defaults += ref_defaults
-        body = OmegaConf.merge(body, ref_body)
-    return defaults + inline, OmegaConf.merge(body, {"model": node.get("model", {})})
-
-
-def _row_part(task: str, row: str) -> tuple[list, dict]:
-    """``experiments/<task>/<row>.yaml`` (its sibling rows first), or ``model=<row>`` at its conf defaults."""
-    path = EXPERIMENTS_DIR / task / f"{row}.yaml"
-    if not path.exists():
-        for include in _includes(task):               # a row of an included experiment
-            if row in _row_files(include):
-                return _row_part(include, row)
-        return [{"override /model": row}], {}
-    node = _load(path)
-    defaults, body = [], {}
-    for entry in _entries(node):
-        if isinstance(entry, str):
-            sib_defaults, sib_body = _row_part(task, entry)
-            defaults += sib_defaults
-            body = OmegaConf.merge(body, sib_body)
-        else:
-            defaults.append(entry)
-    return defaults, OmegaConf.merge(body, {k: v for k, v in node.items() if k != "defaults"})
-
-
-def _experiment_node(name: str, row: str | None = None) -> DictConfig:
-    """``experiment=<name>`` (row ``None``) or ``experiment=<name>/<row>``, composed (see above)."""
-    task_defaults, task_body = _task_part(name)
-    model_defaults, model_body = _model_part(name) if row is None else _row_part(name, row)
-    defaults: dict[str, Any] = {}
-    for entry in task_defaults + model_defaults:          # a later override of a group replaces an earlier one
-        defaults.pop(_entry_key(entry), None)
-        defaults[_entry_key(entry)] = entry
-    node = OmegaConf.merge(task_body, model_body)
-    node.defaults = list(defaults.values())
-    return node
 
 
 def to_dataclass(cls, node: DictConfig | dict | None, key: str):
@@ -383,4 +213,4 @@ def _type_ok(value: Any, hint: Any) -> bool:
     return True
 
 
-_register_resolvers()   # at import too: a launcher's worker process resolves hydra.sweep.subdir
+register_resolvers()   # at import too: a launcher's worker process resolves hydra.sweep.subdir

@@ -15,7 +15,8 @@ from omegaconf import open_dict
 
 import jmf
 from jmf.artifact import ArtifactError
-from jmf.config import CONF_DIR, register_configs
+from jmf.config import CONF_DIR
+from jmf.experiments import register_configs
 from jmf.data.interactions import Interactions
 from jmf.recommend import RecommendError
 from jmf.run import run

@@ -11,7 +11,8 @@ import scipy.sparse as sp
 from flax import nnx
 from hydra import compose, initialize_config_dir
 
-from jmf.config import CONF_DIR, register_configs
+from jmf.config import CONF_DIR
+from jmf.experiments import register_configs
 from jmf.data.split import make_split, partition_categories
 from jmf.data.synthetic import synthetic
 from jmf.evaluate.protocols import EvalConfig, evaluate_split

@@ -276,7 +276,7 @@ def test_jmf_with_lm_encoder_end_to_end(tiny_folder, finetune):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from jmf.config import register_configs
+    from jmf.experiments import register_configs
     from jmf.evaluate.protocols import EvalConfig, evaluate_split
     from jmf.pipeline import build_split, load_data
 

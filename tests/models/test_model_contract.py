@@ -21,7 +21,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from jmf.config import CONF_DIR, register_configs
+from jmf.config import CONF_DIR
+from jmf.experiments import register_configs
 from jmf.data.split import make_split, partition_categories
 from jmf.data.synthetic import synthetic
 from jmf.evaluate.protocols import EvalConfig, evaluate_split

@@ -20,7 +20,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from jmf.config import CONF_DIR, register_configs
+from jmf.config import CONF_DIR
+from jmf.experiments import register_configs
 from jmf.evaluate.protocols import EvalConfig, evaluate_split
 from jmf.models.cf.popularity import Popularity
 from jmf.models.oracle import PlantedOracle

@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from jmf.config import CONF_DIR, register_configs
+from jmf.config import CONF_DIR
+from jmf.experiments import register_configs
 
 TINY = ["data.n_users=200", "data.n_items=100", "data.n_categories=4", "data.interactions_per_user=10"]
 LAUNCHERS = sorted(p.stem for p in (CONF_DIR / "hydra" / "launcher").glob("*.yaml"))
