@@ -129,8 +129,7 @@ def test_every_model_subclasses_exactly_one_family(name):
     """Every ``conf/model/*.yaml`` names a class of one family of :mod:`jmf.models.base`."""
     from hydra.utils import get_class
 
-    target = OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")["_target_"]
-    cls = get_class(target)
+    cls = get_class(_compose([f"model={name}"]).model._target_)
     assert sum(issubclass(cls, f) for f in FAMILIES) == 1, (name, cls.__mro__)
     assert family_of(cls).family in ("engine", "staged", "closed-form")
 
@@ -143,7 +142,7 @@ def test_the_families_are_what_the_docs_say():
                 "staged": {"cmf", "emcdr", "ptupcdr"}, "closed-form": {"pop", "svd", "ials", "cooc", "oracle"}}
     found: dict[str, set] = {}
     for name in MODELS:
-        cls = get_class(OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")["_target_"])
+        cls = get_class(_compose([f"model={name}"]).model._target_)
         found.setdefault(family_of(cls).family, set()).add(name)
     assert found == expected
     with pytest.raises(TypeError, match="several model families"):

@@ -6,6 +6,7 @@ import pytest
 
 from jmf.data.split import make_split, partition_categories
 from jmf.data.synthetic import synthetic
+from jmf.evaluate.validator import Validator
 from jmf.models.cdr import cmf, emcdr, ptupcdr
 from jmf.train.engine import RunContext
 
@@ -16,7 +17,6 @@ SMALL = {
     "ptupcdr": lambda: ptupcdr.PTUPCDR(dim=8, epochs=2, batch_size=64, meta_dim=8, max_len=8, meta_epochs=4,
                                        meta_batch_size=32, eval_every=1, patience=0),
 }
-MODULES = {"cmf": cmf, "emcdr": emcdr, "ptupcdr": ptupcdr}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_crashed_fit_resumes_to_the_same_model(split, tmp_path, monkeypatch, cap
     reference = SMALL[name]()
     reference.fit(split, _ctx(tmp_path / "ref", devices=1))
 
-    real, calls = MODULES[name].validate, []
+    real, calls = Validator.__call__, []
 
     def crash_on_second(*args, **kwargs):
         calls.append(1)
@@ -45,10 +45,10 @@ def test_crashed_fit_resumes_to_the_same_model(split, tmp_path, monkeypatch, cap
             raise KeyboardInterrupt("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(MODULES[name], "validate", crash_on_second)
+    monkeypatch.setattr(Validator, "__call__", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         SMALL[name]().fit(split, _ctx(tmp_path / "run", devices=1))
-    monkeypatch.setattr(MODULES[name], "validate", real)
+    monkeypatch.setattr(Validator, "__call__", real)
     resumed = SMALL[name]()
     with caplog.at_level("INFO", logger="jmf"):
         resumed.fit(split, _ctx(tmp_path / "run", devices=1))
