@@ -30,9 +30,9 @@ GROUPS = {
                               ("cold_start_", "search_")),
     "results-cf.md": ("The CF core: accuracy and speed", ("mf_ml100k", "speed_cf", "engine_speed", "recommend_speed")),
     "results-lm.md": ("LM encoder", ("lm_",)),
-    "results-analyses.md": ("Analyses: signals, validation noise, score parts",
+    "results-analyses.md": ("Analyses: signals, validation noise, score parts, refactor checks",
                             ("ciao_signal", "valid_noise", "ciao_rank_parts", "disencdr_", "graph_step",
-                             "authors_protocol", "cross_listed")),
+                             "authors_protocol", "cross_listed", "same_metrics")),
     "results-probes.md": ("Probe runs (read on validation or test, named in the notes)", ("probe_",)),
 }
 # task -> (main metric, label) for the headline

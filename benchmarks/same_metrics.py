@@ -3,7 +3,7 @@
 Each case is one ``jmf-train`` command (an experiment row, at its settings in ``experiments/``), run at the
 ``--before`` and ``--after`` revisions, each in a git worktree of its own (``--after .`` is the working
 tree), one after the other on this machine.  Every key of ``metrics.json`` must be equal except the
-wall-clock ones (``*seconds``), so ``max |delta|`` is 0 for an identical refactor.
+wall-clock ones (``*seconds``), so ``max abs delta`` is 0 for an identical refactor.
 
     python benchmarks/same_metrics.py --before a279dc0 --after .
 
@@ -67,7 +67,7 @@ def compare(before: dict, after: dict) -> dict:
     missing = [k for k in compared if k not in before or k not in after]
     deltas = [abs(before[k] - after[k]) for k in compared if k not in missing]
     return {"keys": len(compared), "differing": sum(before.get(k) != after.get(k) for k in compared),
-            "missing": len(missing), "max |delta|": max(deltas) if deltas else 0.0}
+            "missing": len(missing), "max abs delta": max(deltas) if deltas else 0.0}
 
 
 def main() -> None:
