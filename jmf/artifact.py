@@ -35,13 +35,12 @@ from jmf.data.split import SplitData
 from jmf.errors import ArtifactError
 from jmf.evaluate.registry import load_plugins
 from jmf.pipeline import build_split
-from jmf.pytrees import fill, flat_dict, flatten, nested  # noqa: F401  (fill, nested: re-exported)
+from jmf.pytrees import flat_dict, flatten
 from jmf.version import __version__
 
 log = logging.getLogger("jmf")
 FORMAT = 1
 VERSIONED = ("jmf", "jax", "flax", "numpy")
-__all__ = ["ArtifactError", "FORMAT", "fill", "flatten", "nested", "read", "save_model", "versions"]
 
 
 def versions() -> dict[str, str]:

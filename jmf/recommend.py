@@ -32,7 +32,6 @@ import scipy.sparse as sp
 from jmf.artifact import read
 from jmf.data.split import SplitData
 from jmf.errors import JmfError
-from jmf.evaluate.registry import load_plugins
 from jmf.models.base import FoldsIn, NewUserInterest
 from jmf.pipeline import eval_config, evaluate
 
@@ -113,9 +112,7 @@ class Recommender:
 
     def evaluate(self) -> dict[str, float]:
         """The run's ``valid/...`` and ``test/...`` metrics, recomputed from the loaded model."""
-        cfg = eval_config(self.cfg.get("eval"))
-        load_plugins(cfg.plugins)
-        return evaluate(self.model, self.split, cfg)
+        return evaluate(self.model, self.split, eval_config(self.cfg.get("eval")))
 
     # ------------------------------------------------------------------ new users
     def history(self, frame: pd.DataFrame, source: str = "history") -> History:

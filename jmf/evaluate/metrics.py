@@ -199,7 +199,7 @@ def _from_one_hot(metric: registry.RankingMetric):
         if k is None:
             raise ConfigError(f"metric {metric.name!r}: whole_list needs a sampled form (rank -> value)")
         ranks = jnp.arange(1, k + 1, dtype=jnp.float32)
-        hits = (jnp.arange(1, k + 1)[None, :] == rank[:, None]).astype(jnp.float32)
+        hits = (ranks[None, :] == rank[:, None]).astype(jnp.float32)
         return metric.fn(TopK(hits, jnp.ones(rank.shape, jnp.float32), 1.0 / jnp.log2(ranks + 1.0), k))
     return of_rank
 

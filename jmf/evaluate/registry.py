@@ -119,10 +119,11 @@ def is_rating(metric: str) -> bool:
     return isinstance(METRICS.get(base_name(metric)), RatingMetric)
 
 
-def monitor_forms() -> str:
-    """The valid monitor names, for messages: ``rmse|mae|<ndcg|...>@<k>|mrr``."""
+def monitor_forms(ratings: bool = True) -> str:
+    """The valid monitor names, for messages: ``rmse|mae|<ndcg|...>@<k>|mrr`` (``ratings``: with rating metrics)."""
     whole = [m.name for m in ranking() if m.whole_list]
-    return "|".join([m.name for m in rating()] + ["<" + "|".join(m.name for m in ranking()) + ">@<k>"] + whole)
+    rated = [m.name for m in rating()] if ratings else []
+    return "|".join(rated + ["<" + "|".join(m.name for m in ranking()) + ">@<k>"] + whole)
 
 
 def check_monitor(metric: str, key: str = "model.monitor", *, auto: bool = False, ratings: bool = True) -> None:
@@ -139,9 +140,8 @@ def check_monitor(metric: str, key: str = "model.monitor", *, auto: bool = False
     ok = (isinstance(entry, RankingMetric) and ((at and k.isdigit() and int(k) >= 1) or (not at and entry.whole_list))
           ) or (ratings and isinstance(entry, RatingMetric) and not at)
     if not ok:
-        forms = monitor_forms() if ratings else "|".join(
-            ["<" + "|".join(m.name for m in ranking()) + ">@<k>"] + [m.name for m in ranking() if m.whole_list])
-        raise ConfigError(f"{key}: {metric!r} is not {'auto|' if auto else ''}{forms} (metrics: jmf.evaluate.registry)")
+        raise ConfigError(f"{key}: {metric!r} is not {'auto|' if auto else ''}{monitor_forms(ratings)} "
+                          "(metrics: jmf.evaluate.registry)")
 
 
 def resolve_monitor(monitor: str, kind: str) -> str:

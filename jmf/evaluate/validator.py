@@ -10,6 +10,7 @@ itself.  Library use (no context) validates with the full protocol.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from jmf.data.split import SplitData
@@ -54,14 +55,13 @@ class Validator:
         full protocol, ``<name>@<number of CF-side items>``.
         """
         keys = list(keys) if keys is not None else ["model.monitor"] * len(names)
-        ks = sorted({int(n.split("@")[1]) for n in names if "@" in n})
+        ks = {int(n.split("@")[1]) for n in names if "@" in n}
         whole = [n for n in names if "@" not in n and not registry.is_rating(n)]
         cfg = (self.eval_config or EvalConfig()).for_validation(
-            tuple(ks or [10]), self.batch_size, ratings=any(registry.is_rating(n) for n in names))
+            tuple(sorted(ks or {10})), self.batch_size, ratings=any(registry.is_rating(n) for n in names))
         n_items = self.split.train.shape[1]
-        if whole and cfg.protocol == "full":
-            cfg = (self.eval_config or EvalConfig()).for_validation(tuple(sorted({*ks, n_items})) if ks else (n_items,),
-                                                                     self.batch_size, ratings=cfg.ratings)
+        if whole and cfg.protocol == "full":      # a whole-list metric ranks to the end of the list
+            cfg = dataclasses.replace(cfg, ks=tuple(sorted(ks | {n_items})))
         out = evaluate_split(model, self.split, "valid", cfg)
         if not out:
             return {}
