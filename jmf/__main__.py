@@ -12,6 +12,7 @@ import math
 import os
 import sys
 
+from jmf import hugepages
 from jmf.errors import USER_ERROR, paragraph
 from jmf.runlock import held_by_another
 
@@ -27,6 +28,7 @@ def _refuse_if_in_use(argv: list[str]) -> None:
 
 
 _refuse_if_in_use(sys.argv[1:])
+hugepages.ensure()     # once, before JAX loads: XLA's per-step buffers in huge pages (jmf/hugepages.py)
 
 import hydra  # noqa: E402 -- after the run-directory probe: a refused run never pays for loading them
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
