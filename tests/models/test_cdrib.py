@@ -89,6 +89,7 @@ def test_encoder_and_evaluation_table_match_a_dense_reference():
         ref_u, ref_i, (mu, lu, mi, li) = _np_vbge(params["enc"][d], table, params["emb"][f"{d}i"].astype(float), A)
         ref[d] = ref_u
         got_u, got_i, kl = encoded[d]
+        got_u, got_i = np.concatenate(got_u, 1), np.concatenate(got_i, 1)      # the layers side by side
         assert got_u.shape == (len(members), 18)
         np.testing.assert_allclose(got_u, ref_u[members], atol=1e-5)
         np.testing.assert_allclose(got_i, ref_i, atol=1e-5)

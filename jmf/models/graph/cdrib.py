@@ -58,7 +58,7 @@ import scipy.sparse as sp
 from jmf.data.split import SplitData
 from jmf.errors import ConfigError
 from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
-from jmf.models.graph.common import GraphModel, Triples
+from jmf.models.graph.common import GraphModel, MATMUL_DTYPES, Triples, dense
 from jmf.train import parallel
 
 DOMAINS = ("s", "t")          # source (the DL side, split.dl), target (the CF side, split.train)
@@ -74,6 +74,9 @@ class CDRIB(GraphModel):
       dropout: dropout rate before every layer.  leaky: LeakyReLU slope of the graph convolutions.
       beta: weight of the users' KL (the items' has weight 1).  margin: the critic's hinge margin.
       critic_users: overlapping users per step in the critic (and random users per negative pairing).
+      matmul_dtype: ``float32`` or ``bfloat16``: the encoders' dense products in bfloat16 with float32
+        accumulation (:func:`~jmf.models.graph.common.dense`; a speed option where the hardware has a
+        bfloat16 rate, checked against float32 by ``benchmarks/bf16_check.py``).
       (the rest: :class:`~jmf.models.graph.common.GraphModel`; ``weight_decay`` is the authors' coupled L2)
     """
 
@@ -82,13 +85,16 @@ class CDRIB(GraphModel):
     def __init__(self, dim: int = 128, layers: int = 3, dropout: float = 0.3, leaky: float = 0.1, beta: float = 1.5,
                  margin: float = 0.3, critic_users: int = 64, epochs: int = 100, batch_size: int = 1024,
                  lr: float = 1e-3, weight_decay: float = 5e-4, patience: int = 5, eval_every: int = 5,
-                 monitor: str = "mrr", eval_batch_size: int = 512):
+                 monitor: str = "mrr", eval_batch_size: int = 512, matmul_dtype: str = "float32"):
         self._init_base(dim, epochs, batch_size, lr, weight_decay, patience, eval_every, monitor, eval_batch_size)
         if layers < 1 or critic_users < 1 or not 0 <= dropout < 1:
             raise ConfigError(f"model.layers / critic_users / dropout: {layers} / {critic_users} / {dropout} must be "
                               ">= 1 / >= 1 / in [0, 1)")
         self.layers, self.dropout, self.leaky, self.beta, self.margin = layers, dropout, leaky, beta, margin
         self.critic_users = critic_users
+        if matmul_dtype not in MATMUL_DTYPES:
+            raise ConfigError(f"model.matmul_dtype: {matmul_dtype!r} is not one of {'|'.join(MATMUL_DTYPES)}")
+        self.matmul_dtype = matmul_dtype
 
     # --------------------------------------------------------------- data
     def prepare(self, split: SplitData) -> dict:
@@ -122,7 +128,7 @@ class CDRIB(GraphModel):
 
     # --------------------------------------------------------------- model
     def encode(self, params: dict, data: dict, key: jax.Array | None) -> dict:
-        """Both domains' ``(users [U_d, L·d], items [I_d, L·d], kl)``; ``key=None``: evaluation mode."""
+        """Both domains' ``(users, items, kl)`` (per-layer outputs, see :func:`vbge`); ``key=None``: evaluation."""
         seeds = (None, None) if key is None else jax.random.bits(key, (2,), jnp.uint32)
         return {d: vbge(params["enc"][d], params["emb"][f"{d}u"], params["emb"][f"{d}i"], data["graph"][d],
                         self.leaky, self.beta, seed, self.dropout)
@@ -131,11 +137,13 @@ class CDRIB(GraphModel):
     def loss(self, params, data, batch, key):
         out = self.encode(params, data, key)
         (su, si, kl_s), (tu, ti, kl_t) = out["s"], out["t"]
-        users = jnp.where(batch["from_s"][:, None], su[batch["user_s"]], tu[batch["user_t"]])     # swapped
+        users = jnp.where(batch["from_s"][:, None], layer_rows(su, batch["user_s"]),       # swapped
+                          layer_rows(tu, batch["user_t"]))
         tgt = batch["tgt"]
 
         def item(col):
-            return jnp.where(tgt[:, None], ti[jnp.where(tgt, batch[col], 0)], si[jnp.where(tgt, 0, batch[col])])
+            return jnp.where(tgt[:, None], layer_rows(ti, jnp.where(tgt, batch[col], 0)),
+                             layer_rows(si, jnp.where(tgt, 0, batch[col])))
         pos, neg = (users * item("pos")).sum(-1), (users * item("neg")).sum(-1)
         rows = jax.nn.softplus(-pos) + jax.nn.softplus(neg)                  # BCE(pos, 1) + BCE(neg, 0)
         n_t = tgt.sum()
@@ -145,11 +153,12 @@ class CDRIB(GraphModel):
         parts = {"bce_s": bce_s, "bce_t": bce_t, "kl_s": kl_s, "kl_t": kl_t, "critic": critic}
         return sum(parts.values()), parts
 
-    def critic_loss(self, mlp: list, su: jax.Array, tu: jax.Array, batch: dict) -> jax.Array:
+    def critic_loss(self, mlp: list, su: list, tu: list, batch: dict) -> jax.Array:
         """Hinge between the critic on shared users' two (unswapped) rows and on two random pairings."""
-        a, b = su[batch["crit_s"]], tu[batch["crit_t"]]
+        a, b = layer_rows(su, batch["crit_s"]), layer_rows(tu, batch["crit_t"])
         pos = critic(mlp, a, b)
-        neg_1, neg_2 = critic(mlp, a, tu[batch["rand_t"]]), critic(mlp, su[batch["rand_s"]], b)
+        neg_1 = critic(mlp, a, layer_rows(tu, batch["rand_t"]))
+        neg_2 = critic(mlp, layer_rows(su, batch["rand_s"]), b)
 
         def hinge(p, n):
             return jax.nn.relu(self.margin - jax.nn.sigmoid(p) + jax.nn.sigmoid(n)).mean()
@@ -157,9 +166,9 @@ class CDRIB(GraphModel):
 
     def embed(self, params, data):
         out = self.encode(params, data, None)
-        src, tgt = out["s"][0][data["eval_s"]], out["t"][0][data["eval_t"]]
+        src, tgt = layer_rows(out["s"][0], data["eval_s"]), layer_rows(out["t"][0], data["eval_t"])
         users = jnp.where(data["use_s"][:, None], src, jnp.where(data["use_t"][:, None], tgt, 0.0))
-        return users, out["t"][1]
+        return users, layer_rows(out["t"][1])
 
     # --------------------------------------------------------------- batches
     def steps_per_epoch(self) -> int:
@@ -222,8 +231,9 @@ def init_vbge(rng: np.random.Generator, dim: int, layers: int) -> dict:
 
 
 def vbge(p: dict, users: jax.Array, items: jax.Array, graph, leaky: float, beta: float,
-         seed: jax.Array | None = None, dropout: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(users [U, L·d], items [I, L·d], beta·KL_user + KL_item)`` of one domain; ``seed`` (a uint32
+         seed: jax.Array | None = None, dropout: float = 0.0) -> tuple[list, list, jax.Array]:
+    """``(users, items, beta·KL_user + KL_item)`` of one domain, ``users``/``items`` the ``L`` layers' outputs
+    ``[U, d]``/``[I, d]`` (a node's representation is their concatenation, :func:`layer_rows`); ``seed`` (a uint32
     scalar) draws the dropout masks and the reparameterisation noise, ``None``: evaluation mode."""
     outs_u, outs_i = [], []
     for j, layer in enumerate([*p["dgcn"], None]):
@@ -237,7 +247,13 @@ def vbge(p: dict, users: jax.Array, items: jax.Array, graph, leaky: float, beta:
             users, items = _dgcn_layer(layer, users, items, graph, leaky)
         outs_u.append(users)
         outs_i.append(items)
-    return jnp.concatenate(outs_u, 1), jnp.concatenate(outs_i, 1), kl
+    return outs_u, outs_i, kl
+
+
+def layer_rows(layers: list, index: jax.Array | None = None) -> jax.Array:
+    """``[n, L·d]`` representations (every layer's output side by side) of the rows ``index`` (all: None).
+    Training gathers the batch's rows layer by layer, so the ``[N, L·d]`` tables are never written."""
+    return jnp.concatenate([x if index is None else x[index] for x in layers], 1)
 
 
 def _dgcn_layer(p: dict, u: jax.Array, v: jax.Array, graph, leaky: float) -> tuple[jax.Array, jax.Array]:
@@ -268,15 +284,15 @@ def _gcn(x: jax.Array, heads: list, spread, n_out: int, leaky: float) -> list[ja
     """``LeakyReLU(adj @ (x W) + b)`` for each ``(W, b)`` of ``heads``, sharing one propagation; the
     product runs on the fewer rows: ``adj @ (x W)`` or ``(adj @ x) W`` (equal up to rounding)."""
     w = jnp.concatenate([h[0] for h in heads], 1) if len(heads) > 1 else heads[0][0]
-    y = spread(x @ w) if x.shape[0] <= n_out else spread(x) @ w
+    y = spread(dense(x, w)) if x.shape[0] <= n_out else dense(spread(x), w)
     parts = jnp.split(y, len(heads), axis=1) if len(heads) > 1 else [y]
     return [jax.nn.leaky_relu(part + b, leaky) for part, (_, b) in zip(parts, heads)]
 
 
 def _union(p: tuple, h: jax.Array, x: jax.Array) -> jax.Array:
-    """``Linear([h ‖ x])``."""
+    """``Linear([h ‖ x])`` as ``h W_h + x W_x + b``: the ``[N, 2d]`` concatenation is never written."""
     w, b = p
-    return jnp.concatenate([h, x], 1) @ w + b
+    return dense(h, w[:h.shape[1]]) + dense(x, w[h.shape[1]:]) + b
 
 
 def _reparameterise(mean: jax.Array, logstd: jax.Array, eps: jax.Array | None) -> tuple[jax.Array, jax.Array]:
