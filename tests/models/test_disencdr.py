@@ -135,6 +135,36 @@ def test_encoders_match_a_dense_reference():
     assert not np.allclose(want[0][2][4], want[0][2][3])          # the isolated item still gets its own row
 
 
+def test_bfloat16_products_stay_close_to_float32():
+    """``matmul_dtype: bfloat16``: every dense product takes bfloat16 inputs with float32 accumulation, and the
+    encoders' outputs stay within bfloat16 rounding of the float32 ones (8 bits of mantissa: ~0.4 % per
+    product); an unknown dtype is a config error."""
+    from jmf.errors import ConfigError
+    from jmf.models.graph.common import dense, matmul_dtype
+
+    rng = np.random.default_rng(1)
+    A = (rng.random((30, 20)) < 0.3).astype(float)
+    A[np.arange(20), np.arange(20)] = 1
+    graph = bipartite_edges(sp.csr_matrix(A), "row")
+    spec = init_vbge(rng, 16, 2)
+    u, v = (rng.standard_normal(shape).astype(np.float32) for shape in ((30, 16), (20, 16)))
+
+    def run(dtype):
+        with matmul_dtype(dtype):
+            return jax.jit(lambda p: disencdr.specific_vbge(p, u, v, graph, 0.1))(spec)
+    full, half = run("float32"), run("bfloat16")
+    for f, h in zip(full, half):
+        f, h = np.asarray(f), np.asarray(h)
+        assert not np.array_equal(f, h)
+        np.testing.assert_allclose(h, f, atol=0.05 * np.abs(f).max())
+    with matmul_dtype("bfloat16"):
+        eqn = jax.make_jaxpr(dense)(u, np.ones((16, 4), np.float32)).jaxpr.eqns
+    dot = next(e for e in eqn if e.primitive.name == "dot_general")
+    assert [x.aval.dtype for x in dot.invars] == [jnp.bfloat16] * 2 and dot.outvars[0].aval.dtype == jnp.float32
+    with pytest.raises(ConfigError, match="model.matmul_dtype"):
+        DisenCDR(matmul_dtype="float16")
+
+
 def _tiny_split():
     data = synthetic(n_users=60, n_items=40, n_categories=4, interactions_per_user=6, seed=0)
     return make_split(data, partition_categories(data, k=2), "cold_start", beta=0.3, seed=0)

@@ -10,6 +10,8 @@ embeddings and the CF-side item embeddings, in evaluation mode).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import math
 from typing import Any
@@ -84,6 +86,7 @@ class GraphModel(EngineModel):
     name = "graph"
     rates = False       # ranking models: the evaluators skip RMSE/MAE
     adam_state = "global"   # or "first_gradient": torch's per-parameter Adam state (see optimizer())
+    matmul_dtype = "float32"    # or "bfloat16" where the model's encoders take it (dense())
 
     def _init_base(self, dim: int, epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int,
                    eval_every: int, monitor: str, eval_batch_size: int) -> None:
@@ -141,7 +144,8 @@ class GraphModel(EngineModel):
 
         def step(state, batch, data):
             key, sub = jax.random.split(jax.random.fold_in(state["key"], batch["step"]))
-            (loss, parts), grads = jax.value_and_grad(self.loss, has_aux=True)(state["params"], data, batch, sub)
+            with matmul_dtype(self.matmul_dtype):
+                (loss, parts), grads = jax.value_and_grad(self.loss, has_aux=True)(state["params"], data, batch, sub)
             updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
             return ({"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
                      "key": state["key"]}, {"loss": loss, **parts})
@@ -156,7 +160,10 @@ class GraphModel(EngineModel):
                                                  "step": jax.device_put(np.int32(first + i), _replicated(engine))},
                              examples_per_step=self.batch_size)
 
-        self._embed = jax.jit(self.embed)
+        def embed(params, data):
+            with matmul_dtype(self.matmul_dtype):
+                return self.embed(params, data)
+        self._embed = jax.jit(embed)
         self.params = state["params"]
         # an engine epoch is ``eval_every`` model epochs, validated once at its end
         engine_plan = _every(plan, self.eval_every, self.epochs) if self.eval_every > 1 else plan
@@ -221,12 +228,40 @@ class GraphModel(EngineModel):
         return self.validator(self, self.monitor)
 
     # --------------------------------------------------------------- inference
+    def score_tables(self) -> tuple[jax.Array, jax.Array, None]:
+        return self.user_table, self.item_table, None
+
     def score(self, users: jax.Array) -> jax.Array:
         """``[B] -> [B, I_CF]``: dot products of the final embeddings."""
         return _scores(self.user_table, self.item_table, jnp.asarray(users))
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         raise ConfigError(f"model={self.name} ranks items; it has no rating scale (its tables report no RMSE)")
+
+
+MATMUL_DTYPES = ("float32", "bfloat16")
+_MATMUL_DTYPE = contextvars.ContextVar("jmf_graph_matmul_dtype", default="float32")
+
+
+@contextlib.contextmanager
+def matmul_dtype(name: str):
+    """Trace the graph encoders' dense products (:func:`dense`) in ``name`` (``float32`` or ``bfloat16``)."""
+    if name not in MATMUL_DTYPES:
+        raise ConfigError(f"model.matmul_dtype: {name!r} is not one of {'|'.join(MATMUL_DTYPES)}")
+    token = _MATMUL_DTYPE.set(name)
+    try:
+        yield
+    finally:
+        _MATMUL_DTYPE.reset(token)
+
+
+def dense(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w``; under ``matmul_dtype("bfloat16")`` both rounded to bfloat16 and accumulated in float32
+    (``preferred_element_type``): the products run at the bfloat16 rate where the hardware has one (CPUs with
+    AVX512_BF16 or AMX, GPUs, TPUs); sparse propagation and everything elementwise stay float32."""
+    if _MATMUL_DTYPE.get() == "float32":
+        return x @ w
+    return jnp.dot(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:

@@ -56,7 +56,7 @@ from jmf.data.split import SplitData
 from jmf.errors import ConfigError
 from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
 from jmf.models.graph.cdrib import _dropout, _gcn_init, _linear, _mix, init_vbge
-from jmf.models.graph.common import GraphModel, Triples
+from jmf.models.graph.common import GraphModel, MATMUL_DTYPES, Triples, dense
 
 DOMAINS = ("s", "t")          # source (the DL side, split.dl), target (the CF side, split.train)
 USER = ("gc1", "gc3", "user_union")          # the user path's GCNs and union of a VBGE layer
@@ -76,6 +76,9 @@ class DisenCDR(GraphModel):
       warmup_epochs: first epochs that train the specific encoders only.
       share_rate: ``user`` (per-user ``λ_u``, the paper) or ``last_user`` (the code's scalar).
       adam_state: ``global`` (optax's one step count) or ``first_gradient`` (torch's per-parameter state).
+      matmul_dtype: ``float32`` or ``bfloat16``: the encoders' dense products in bfloat16 with float32
+        accumulation (:func:`~jmf.models.graph.common.dense`; a speed option where the hardware has a
+        bfloat16 rate, checked against float32 by ``benchmarks/bf16_check.py``).
       (the rest: :class:`~jmf.models.graph.common.GraphModel`)
     """
 
@@ -84,7 +87,7 @@ class DisenCDR(GraphModel):
     def __init__(self, dim: int = 128, layers: int = 2, dropout: float = 0.3, leaky: float = 0.1, beta: float = 0.9,
                  warmup_epochs: int = 9, share_rate: str = "user", adam_state: str = "global", epochs: int = 50,
                  batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 0,
-                 eval_every: int = 10, monitor: str = "ndcg@10", eval_batch_size: int = 512):
+                 eval_every: int = 10, monitor: str = "ndcg@10", eval_batch_size: int = 512, matmul_dtype: str = "float32"):
         self._init_base(dim, epochs, batch_size, lr, weight_decay, patience, eval_every, monitor, eval_batch_size)
         if layers < 1 or not 0 <= dropout < 1 or warmup_epochs < 0 or not 0 <= beta <= 1:
             raise ConfigError(f"model.layers / dropout / warmup_epochs / beta: {layers} / {dropout} / "
@@ -95,6 +98,9 @@ class DisenCDR(GraphModel):
         if adam_state not in ("global", "first_gradient"):
             raise ConfigError(f"model.adam_state: {adam_state!r} is not global|first_gradient")
         self.warmup_epochs, self.share_rate, self.adam_state = warmup_epochs, share_rate, adam_state
+        if matmul_dtype not in MATMUL_DTYPES:
+            raise ConfigError(f"model.matmul_dtype: {matmul_dtype!r} is not one of {'|'.join(MATMUL_DTYPES)}")
+        self.matmul_dtype = matmul_dtype
 
     # --------------------------------------------------------------- data
     def prepare(self, split: SplitData) -> dict:
@@ -249,9 +255,9 @@ def _hop(p: dict, x: jax.Array, graph, names: list, leaky: float, to_item_side: 
     heads = [p[n] for n in names]
     if x.shape[0] > n_out:
         y = spread(x)
-        outs = [y @ w + b for w, b in heads]
+        outs = [dense(y, w) + b for w, b in heads]
     else:
-        outs = [spread(x @ w) + b for w, b in heads]
+        outs = [spread(dense(x, w)) + b for w, b in heads]
     return [jax.nn.leaky_relu(out, leaky) for out in outs]
 
 
@@ -272,14 +278,14 @@ def _heads(p: dict, x: jax.Array, graph, names: tuple, leaky: float, items: bool
     h_mean, h_logstd = _hop(p, h, graph, [f"{second}_mean", f"{second}_logstd"], leaky, items)
     (w_mean, b_mean), (w_logstd, b_logstd) = p[f"{union}_mean"], p[f"{union}_logstd"]
     d = h.shape[1]
-    x_mean, x_logstd = jnp.split(x @ jnp.concatenate([w_mean[d:], w_logstd[d:]], 1), 2, axis=1)
-    return h_mean @ w_mean[:d] + x_mean + b_mean, h_logstd @ w_logstd[:d] + x_logstd + b_logstd
+    x_mean, x_logstd = jnp.split(dense(x, jnp.concatenate([w_mean[d:], w_logstd[d:]], 1)), 2, axis=1)
+    return dense(h_mean, w_mean[:d]) + x_mean + b_mean, dense(h_logstd, w_logstd[:d]) + x_logstd + b_logstd
 
 
 def _union(p: tuple, h: jax.Array, x: jax.Array) -> jax.Array:
     """``Linear([h ‖ x])`` as ``h W_h + x W_x + b``: the ``[N, 2d]`` concatenation is never written."""
     w, b = p
-    return h @ w[:h.shape[1]] + x @ w[h.shape[1]:] + b
+    return dense(h, w[:h.shape[1]]) + dense(x, w[h.shape[1]:]) + b
 
 
 def _drop(seed: jax.Array | None, stream: int, x: jax.Array, rate: float) -> jax.Array:
