@@ -105,6 +105,7 @@ import jax
 import numpy as np
 
 from jmf.data.split import SplitData
+from jmf.evaluate.protocols import DotScores  # noqa: F401 -- the evaluator's contract, named beside the others
 from jmf.pytrees import nested
 from jmf.train.engine import Engine, FitResult
 from jmf.train.plan import EpochPlan, Phase, RunContext

@@ -154,3 +154,29 @@ def test_two_stage_top_k_equals_lax_top_k(n, k, group):
         want = np.asarray(jax.lax.top_k(scores, k)[1])
         got = np.asarray(jax.jit(lambda s: M.top_k_indices(s, k, group))(scores))
         np.testing.assert_array_equal(got, want)
+
+
+def test_full_ranking_from_score_tables_equals_the_score_function():
+    """``evaluate_full(..., tables=)`` (score, mask and rank in one program, larger batches) gives the metrics of
+    the two-program path, biases and excluded items included."""
+    import scipy.sparse as sp
+
+    from jmf.evaluate.protocols import evaluate_full
+
+    rng = np.random.default_rng(3)
+    n_users, n_items, d = 300, 5000, 8
+    U, V = rng.standard_normal((n_users, d)).astype(np.float32), rng.standard_normal((n_items, d)).astype(np.float32)
+    bias = rng.standard_normal(n_items).astype(np.float32)
+    exclude = sp.random(n_users, n_items, density=0.01, format="csr", random_state=1)
+    truth = sp.random(n_users, n_items, density=0.002, format="csr", random_state=2)
+    truth = (truth - truth.multiply(exclude != 0)).tocsr()
+    truth.eliminate_zeros()
+
+    def score(users):
+        return jnp.asarray(U)[users] @ jnp.asarray(V).T + jnp.asarray(bias)[None, :]
+    two = evaluate_full(score, exclude, truth, ks=(5, 20), batch_size=64)
+    one = evaluate_full(score, exclude, truth, ks=(5, 20), batch_size=64,
+                        tables=(jnp.asarray(U), jnp.asarray(V), jnp.asarray(bias)))
+    assert two and set(one) == set(two) and two["ndcg@20"] > 0
+    for k in two:
+        np.testing.assert_allclose(one[k], two[k], rtol=1e-6, atol=1e-7)

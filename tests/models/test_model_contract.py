@@ -27,7 +27,7 @@ from jmf.data.split import make_split, partition_categories
 from jmf.data.synthetic import synthetic
 from jmf.evaluate.protocols import EvalConfig, evaluate_split
 from jmf.models import base
-from jmf.models.base import FAMILIES, HasInterest, Model, RunContext, family_of
+from jmf.models.base import FAMILIES, DotScores, HasInterest, Model, RunContext, family_of
 from jmf.run import run
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
@@ -89,6 +89,10 @@ def test_library_use_fit_score_predict(name, split):
     users = np.asarray(split.cold_test_users[:5], np.int32)
     scores = np.asarray(model.score(jnp.asarray(users)))
     assert scores.shape == (5, split.train.shape[1]) and np.isfinite(scores).all()
+    if isinstance(model, DotScores):       # the evaluator's one-program path scores from these tables
+        users_table, items_table, bias = (None if t is None else np.asarray(t) for t in model.score_tables())
+        want = users_table[users] @ items_table.T + (0.0 if bias is None else bias[None, :])
+        np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-5)
     rows = split.test.tocoo()
     if name in ("ials",) or not getattr(model, "rates", True):   # ranking-only models: no rating scale
         return

@@ -122,6 +122,10 @@ class FactorScorer(StagedModel):
                        "items": jnp.asarray(items, jnp.float32), "item_bias": jnp.asarray(item_bias, jnp.float32)}
         self.mean = float(mean)
 
+    def score_tables(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        t = self.tables
+        return t["users"], t["items"], t["item_bias"]
+
     def score(self, users: jax.Array) -> jax.Array:
         """``[B]`` users -> ``[B, I_CF]`` scores ``P_u·Q_i + b_i``."""
         t = self.tables

@@ -217,6 +217,9 @@ class ImplicitALS(ClosedFormModel):
         self.X, self.Y = X, Y
         return {"train/epochs": float(self.epochs), "train/fit_seconds": time.perf_counter() - start}
 
+    def score_tables(self) -> tuple[jax.Array, jax.Array, None]:
+        return self.X, self.Y, None
+
     def score(self, users: jax.Array) -> jax.Array:
         return self.X[users] @ self.Y.T
 

@@ -235,6 +235,10 @@ class MatrixFactorization(EngineModel):
         return x @ p["Q"].T + item_bias[None, :], rows_present(hist.cf)
 
     # ------------------------------------------------------------------ scoring
+    def score_tables(self) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        p = self.params
+        return p["P"], p["Q"], p["item_bias"][:, 0] if self.use_bias else None
+
     def score(self, users: jax.Array) -> jax.Array:
         p = self.params
         s = p["P"][users] @ p["Q"].T

@@ -99,6 +99,9 @@ class TruncatedSVD(ClosedFormModel):
         self.user_factors, self.item_factors = np.asarray(self.user_factors), np.asarray(self.item_factors)
         self._P, self._Q = jnp.asarray(self.user_factors), jnp.asarray(self.item_factors)
 
+    def score_tables(self) -> tuple[jax.Array, jax.Array, None]:
+        return self._P, self._Q, None
+
     def score(self, users: jax.Array) -> jax.Array:
         return self._P[users] @ self._Q.T
 
