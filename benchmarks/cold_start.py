@@ -26,6 +26,7 @@ import time
 import traceback
 from pathlib import Path
 
+from jmf import hugepages
 from common import RESULTS, ROOT, data_dir, markdown_table, mean_std, write_results
 
 # task -> (experiment overrides, metrics reported)
@@ -94,24 +95,37 @@ def finished_run(out: Path, overrides: list[str]) -> dict[str, float] | None:
 
 
 def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
-            reuse: bool = False) -> dict[str, float]:
+            reuse: bool = False, resume: bool = False) -> dict[str, float]:
+    """One table cell's run.  ``resume``: continue the run folder's checkpoints where a killed run of the
+    same config left them (the engine's exact resume); a folder of another config starts fresh."""
     from hydra import compose, initialize_config_dir
 
     from jmf.config import CONF_DIR
     from jmf.experiments import register_configs
     from jmf.run import run
+    from jmf.train.checkpoint import CheckpointError
 
     register_configs()
-    # trainer.resume=false: a benchmark run always starts fresh (an old run directory of a changed
-    # experiment would otherwise stop it with a "different config" checkpoint error)
-    overrides = [*overrides_of(task, model, seed), "trainer.resume=false", *extra]
+    overrides = [*overrides_of(task, model, seed), *extra]
     out = out_root / task / MODELS[model] / f"seed{seed}"
     if reuse and (done := finished_run(out, overrides)) is not None:
         return sampled_means(done)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+
+    def fit(resume_run: bool) -> dict[str, float]:
+        # trainer.resume=false starts fresh over the folder's checkpoints
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[*overrides, f"trainer.resume={str(resume_run).lower()}"])
+        return run(cfg, out)
+
     start = time.perf_counter()
-    metrics = run(cfg, out)
+    try:
+        metrics = fit(resume)
+    except CheckpointError as err:
+        if not resume:
+            raise
+        print(f"[{task}] {model} seed {seed}: the run folder's checkpoints are unusable ({err}); starting fresh",
+              flush=True)
+        metrics = fit(False)
     metrics["bench/seconds"] = time.perf_counter() - start
     (out / "overrides.json").write_text(json.dumps(overrides))
     return sampled_means(metrics)
@@ -137,7 +151,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runs"))
     parser.add_argument("--name", default=None, help="result file stem (default: cold_start_<tasks>)")
     parser.add_argument("--resume", action="store_true",
-                        help="keep the finished (task, model, seed) runs of results/<name>.json and run the rest")
+                        help="keep the finished (task, model, seed) runs of results/<name>.json and run the rest, "
+                             "each continuing from its run folder's last checkpoint (a killed run resumes exactly)")
     parser.add_argument("--merge-from", nargs="*", default=[],
                         help="more result stems whose finished runs of --tasks are kept, replacing --resume's "
                              "(e.g. a slice run in another process)")
@@ -145,6 +160,7 @@ def main() -> None:
                         help="take a (task, model, seed) from its run folder under --out when it finished with the "
                              "same overrides (e.g. a benchmark stopped between the seeds of a model)")
     args = parser.parse_args()
+    hugepages.ensure()     # XLA's per-step buffers in huge pages (jmf/hugepages.py), before JAX loads
     data_dir()  # fail early when the real datasets are missing
     from jmf.experiments import experiment_catalogue
 
@@ -164,7 +180,7 @@ def main() -> None:
                 # a run that failed before and is tried again replaces its error row
                 raw = [r for r in raw if (r["task"], r["model"], r["seed"]) != (task, model, seed)]
                 try:
-                    metrics = run_one(task, model, seed, args.override, Path(args.out), args.reuse_runs)
+                    metrics = run_one(task, model, seed, args.override, Path(args.out), args.reuse_runs, args.resume)
                 except Exception as err:  # recorded, the table says so; the benchmark goes on
                     traceback.print_exc()
                     raw.append({"task": task, "model": model, "seed": seed, "error": f"{type(err).__name__}: {err}"})

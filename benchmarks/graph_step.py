@@ -17,6 +17,7 @@ import argparse
 import time
 
 from authors_protocol import AUTHORS_EPOCH_S
+from jmf import hugepages
 from common import markdown_table, write_results
 
 # label -> (experiment overrides, the authors' seconds per epoch on the same cores or None, a lower bound?)
@@ -94,6 +95,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    hugepages.ensure()     # XLA's per-step buffers in huge pages (jmf/hugepages.py), before JAX loads
     rows = []
     for name in args.models:
         overrides, authors, lower_bound = SETTINGS[name]

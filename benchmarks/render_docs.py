@@ -34,6 +34,7 @@ GROUPS = {
                             ("ciao_signal", "valid_noise", "ciao_rank_parts", "disencdr_", "graph_step",
                              "authors_protocol", "cross_listed", "same_metrics")),
     "results-probes.md": ("Probe runs (read on validation or test, named in the notes)", ("probe_",)),
+    "results-speed.md": ("Speed against the machine: roofline, and the bfloat16 check", ("roofline", "bf16_check")),
 }
 # task -> (main metric, label) for the headline
 HEADLINE = {"synthetic": "ndcg@10", "ciao-0.2": "ndcg@10", "ciao-0.5": "ndcg@10", "ciao-0.8": "ndcg@10",
