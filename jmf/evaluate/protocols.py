@@ -152,7 +152,8 @@ def evaluate_full(score_fn: ScoreFn, exclude: sp.csr_matrix, truth: sp.csr_matri
     ``progress``: optional ``advance(n)`` called per batch with its user count (and
     ``progress.set_total(n_users)`` once, when it has that attribute), e.g. a progress bar's.
     ``tables``: a :class:`~jmf.models.base.DotScores` model's ``score_tables()``, which ``score_fn`` computes
-    from: a batch is then scored, masked and ranked in one program.
+    from: a batch is then scored, masked and ranked in one program, its users sharded over this process's
+    devices (the tables replicated).
     """
     if users is None:
         users = np.flatnonzero(np.diff(truth.indptr) > 0)
@@ -164,15 +165,22 @@ def evaluate_full(score_fn: ScoreFn, exclude: sp.csr_matrix, truth: sp.csr_matri
     block = SCORE_BLOCK_ELEMENTS * (2 if tables is not None else 1)
     cap = 1 << max(4, int(block // max(exclude.shape[1], 1)).bit_length() - 1)
     batch_size = min(batch_size, cap, 1 << int(len(users) - 1).bit_length())
+    mesh = _eval_mesh() if tables is not None else None
+    if mesh is not None:      # every device ranks its share of each batch: the batch a multiple of the devices
+        batch_size = -(-max(batch_size, mesh.size) // mesh.size) * mesh.size
+        rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("users"))
+        tables = jax.device_put(tables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     _set_total(progress, len(users))
     sums: dict[str, float] = {}
-    for chunk, padded, weight in _user_batches(users, batch_size):
+    for i, (chunk, padded, weight) in enumerate(_user_batches(users, batch_size)):
         rel = _padded_indices(truth, padded)
         excl = _padded_indices(exclude, padded)
         rel[len(chunk):] = -1
+        if mesh is not None and i % 8 == 7:
+            jax.block_until_ready(sums)   # at most 8 sharded batches in flight (XLA CPU's cross-device sums)
         if tables is not None:
-            out = _full_batch_dot(*tables, jnp.asarray(padded), jnp.asarray(rel), jnp.asarray(excl),
-                                  jnp.asarray(weight), tuple(ks))
+            batch = (padded, rel, excl, weight) if mesh is None else jax.device_put((padded, rel, excl, weight), rows)
+            out = _full_batch_dot(*tables, *batch, tuple(ks))
         else:
             out = _full_batch_jit(score_fn(jnp.asarray(padded)), jnp.asarray(rel), jnp.asarray(excl),
                                   jnp.asarray(weight), tuple(ks))
@@ -181,6 +189,12 @@ def evaluate_full(score_fn: ScoreFn, exclude: sp.csr_matrix, truth: sp.csr_matri
         if progress is not None:
             progress(len(chunk))
     return {k: float(v) / len(users) for k, v in sums.items()}
+
+
+def _eval_mesh() -> jax.sharding.Mesh | None:
+    """This process's devices as one ``users`` axis, or ``None`` with a single device."""
+    devices = jax.local_devices()
+    return None if len(devices) == 1 else jax.sharding.Mesh(np.array(devices), ("users",))
 
 
 def sample_negatives(exclude: sp.csr_matrix, users: np.ndarray, positives: np.ndarray, n: int,

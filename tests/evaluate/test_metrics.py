@@ -180,3 +180,33 @@ def test_full_ranking_from_score_tables_equals_the_score_function():
     assert two and set(one) == set(two) and two["ndcg@20"] > 0
     for k in two:
         np.testing.assert_allclose(one[k], two[k], rtol=1e-6, atol=1e-7)
+
+
+def test_full_ranking_sharded_over_devices_equals_one_device():
+    """With several devices the evaluator splits each batch's users over them: the same metrics as one device
+    (a subprocess with 1 and with 4 forced CPU devices)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import json, jax, jax.numpy as jnp, numpy as np, scipy.sparse as sp
+from jmf.evaluate.protocols import evaluate_full
+rng = np.random.default_rng(5)
+U, V = rng.standard_normal((333, 8)).astype(np.float32), rng.standard_normal((4000, 8)).astype(np.float32)
+exclude = sp.random(333, 4000, density=0.01, format="csr", random_state=1)
+truth = sp.random(333, 4000, density=0.003, format="csr", random_state=2)
+tables = (jnp.asarray(U), jnp.asarray(V), None)
+print(json.dumps([len(jax.devices()), evaluate_full(None, exclude, truth, ks=(10,), batch_size=24, tables=tables)]))
+"""
+    out = {}
+    for n in (1, 4):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        devices, out[n] = json.loads(res.stdout.strip().splitlines()[-1])
+        assert devices == n
+    assert out[1]["ndcg@10"] > 0 and set(out[1]) == set(out[4])
+    for k in out[1]:
+        np.testing.assert_allclose(out[4][k], out[1][k], rtol=1e-6)
