@@ -356,6 +356,25 @@ def table_row(name: str, r: dict, matmul: float, stream: float) -> dict:
             "products share": "" if alone is None else round(alone / r["ms"], 3), "note": note}
 
 
+def speedups(results: dict[str, dict]) -> list[str]:
+    """One sentence per graph step timed at ``--ref`` too: its speed-up, and the most a float32 step can reach
+    (the ref step's time over the current step's dense products alone)."""
+    lines = []
+    for name, r in results.items():
+        if "@" in name:
+            continue
+        ref = next((v for k, v in results.items() if k.startswith(f"{name} @")), None)
+        if ref is None:
+            continue
+        tag = next(k for k in results if k.startswith(f"{name} @")).split("@", 1)[1]
+        line = f"* **{name}**: {ref['ms']:.0f} ms at {tag}, {r['ms']:.0f} ms now: {ref['ms'] / r['ms']:.2f}x"
+        if r.get("products ms"):
+            line += (f"; its dense products alone take {r['products ms']:.0f} ms here, so no float32 step passes "
+                     f"{ref['ms'] / r['products ms']:.2f}x over {tag} on this machine")
+        lines.append(line + ".")
+    return lines
+
+
 def markdown(rows: list[dict]) -> str:
     """The table, each column at its own precision."""
     digits = {"GFLOP": 3, "GB accessed": 3, "measured ms": 1, "roofline ms": 1, "fraction": 3,
@@ -403,6 +422,8 @@ def main() -> None:
               f"{first[MATMUL]:.1f} at the start and {last[MATMUL]:.1f} at the end), in-place streaming "
               f"{used[STREAM]:.1f} GB/s ({first[STREAM]:.1f}, {last[STREAM]:.1f}); tall matmuls (information only) "
               + ", ".join(f"{k} {used['matmul GFLOP/s ' + k]:.1f}" for k in TALL) + " GFLOP/s.\n\n")
+    if args.ref and speedups(results):
+        header += "\n".join(speedups(results)) + "\n\n"
     extra = {"device_kind": device, "rates_start": rates[0], "rates_end": rates[1], "rates_used": used,
              "ref": args.ref, "repeats": repeats, "raw": results}
     write_results(args.name or ("roofline_quick" if args.quick else "roofline"), header + markdown(rows), rows, extra)
