@@ -26,6 +26,10 @@ metrics at the default ``ks`` in one program, random tables, at the batch ``eval
   ``cond``), each timed alone at its shape and summed: the float32 arithmetic at the rate this machine gives
   those tall, thin shapes, below which no float32 step can go; ``products share``: that over measured ms (near 1:
   the step is its products, and only fewer or faster products, bfloat16, make it faster).
+* ``sparse alone ms``, ``sparse share``: the same for the step's sparse products (graph propagation, each
+  ``BCSR`` product timed alone on the model's own graph): random rows gathered, bound by memory latency rather
+  than streaming bandwidth, which is why a propagation-bound step (LightGCN, BiTGCF) sits below the streaming
+  roofline.
 * ``note``: the evaluator's batch of users, or the JMF data's users.
 
 Rows named ``<row> @<commit>`` come from ``--ref``: the same step timed by a subprocess importing the old
@@ -128,25 +132,50 @@ def dot_products(jitted, *args) -> dict[tuple, int]:
                 a, b = (v.aval for v in eqn.invars[:2])
                 key = (tuple(a.shape), tuple(b.shape), str(a.dtype), repr(eqn.params["dimension_numbers"]))
                 found[key] = found.get(key, 0) + 1
+            elif eqn.primitive.name == "bcsr_dot_general":      # (data, indices, indptr, dense)
+                nnz, rows, dense = eqn.invars[0].aval.shape[0], eqn.invars[2].aval.shape[0] - 1, eqn.invars[3].aval
+                key = ("sparse", nnz, rows, tuple(dense.shape))
+                found[key] = found.get(key, 0) + 1
     walk(jax.make_jaxpr(jitted)(*args).jaxpr)
     return found
 
 
-def products_alone_ms(products: dict[tuple, int], repeats: int) -> float:
-    """The time of ``products`` (:func:`dot_products`) each run alone at its shape, summed over their counts: the
-    step's dense arithmetic at the rate this machine gives those shapes (a floor no float32 step goes below)."""
+def products_alone_ms(products: dict[tuple, int], repeats: int, matrices: list | None = None) -> dict[str, float]:
+    """The time of ``products`` (:func:`dot_products`) each run alone at its shape, summed over their counts:
+    ``{"dense": ms, "sparse": ms}``, the step's dense arithmetic at the rate this machine gives those shapes (a
+    floor no float32 step goes below) and its sparse products (graph propagation: ``matrices``, the model's
+    ``BCSR`` graphs, matched to each product by its number of entries and rows)."""
     import ast
 
     import jax
     import jax.numpy as jnp
 
-    total = 0.0
-    for (a_shape, b_shape, dtype, dims), count in products.items():
+    total = {"dense": 0.0, "sparse": 0.0}
+    for key, count in products.items():
+        if key[0] == "sparse":
+            _, nnz, rows, dense_shape = key
+            matrix = next((m for m in matrices or [] if m.nse == nnz and m.shape[0] == rows), None)
+            if matrix is None:
+                continue
+            x = jnp.ones(dense_shape, jnp.float32)
+            f = jax.jit(lambda m, y: m @ y)
+            total["sparse"] += count * median_ms(lambda: f(matrix, x), max(3, repeats), min_s=0.2)
+            continue
+        a_shape, b_shape, dtype, dims = key
         numbers = ast.literal_eval(dims)
         a, b = jnp.ones(a_shape, dtype), jnp.ones(b_shape, dtype)
         f = jax.jit(lambda x, y, n=numbers: jax.lax.dot_general(x, y, n, preferred_element_type=jnp.float32))
-        total += count * median_ms(lambda: f(a, b), max(3, repeats), min_s=0.2)
+        total["dense"] += count * median_ms(lambda: f(a, b), max(3, repeats), min_s=0.2)
     return total
+
+
+def sparse_matrices(tree) -> list:
+    """The ``BCSR`` matrices in a model's device data (its graphs)."""
+    import jax
+    from jax.experimental import sparse as jsparse
+
+    return [x for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, jsparse.BCSR))
+            if isinstance(x, jsparse.BCSR)]
 
 
 def _contents(cell) -> object:
@@ -156,8 +185,9 @@ def _contents(cell) -> object:
         return None
 
 
-def time_step(phase, state, batch, repeats: int) -> dict[str, float]:
-    """``{"ms", "flops", "bytes"}`` of one training step, its (donated) state carried from call to call."""
+def time_step(phase, state, batch, repeats: int, matrices: list | None = None) -> dict[str, float]:
+    """``{"ms", "flops", "bytes", "products ms", "sparse ms"}`` of one training step, its (donated) state carried
+    from call to call (``matrices``: the model's graphs, for its sparse products)."""
     step, cost = compiled_step(phase)
     box = [state]
 
@@ -166,7 +196,12 @@ def time_step(phase, state, batch, repeats: int) -> dict[str, float]:
         return metrics
     ms = median_ms(call, repeats)
     products = cost.pop("products", None)
-    return {"ms": ms, **cost, **({"products ms": products_alone_ms(products, repeats)} if products else {})}
+    out = {"ms": ms, **cost, "_call": call}          # "_call": the step again, for interleaved timings (--ref)
+    if products:
+        alone = products_alone_ms(products, repeats, matrices)
+        out.update({**({"products ms": alone["dense"]} if alone["dense"] else {}),
+                    **({"sparse ms": alone["sparse"]} if alone["sparse"] else {})})
+    return out
 
 
 # ------------------------------------------------------------------ the machine's rates
@@ -201,7 +236,7 @@ def graph_row(name: str, repeats: int) -> dict[str, float]:
     from graph_step import SETTINGS, build, shared_on
 
     model, phase, state, _ = build(SETTINGS[name][0])
-    return time_step(phase, state, shared_on(model, phase.plan(0).batch(0)), repeats)
+    return time_step(phase, state, shared_on(model, phase.plan(0).batch(0)), repeats, sparse_matrices(model.data))
 
 
 def build_any(overrides: list[str]):
@@ -231,23 +266,27 @@ def build_any(overrides: list[str]):
 
 
 def worker(settings: dict[str, list[str]], repeats: int) -> None:
-    """``--worker``: print where ``jmf`` comes from, then one JSON line ``{row: {ms, flops, bytes}}``."""
+    """``--worker``: print where ``jmf`` comes from and one JSON line ``{row: {ms, flops, bytes}}``, then time the row
+    named on each line of stdin again (one JSON line ``{"ms": ...}`` each) until ``quit``."""
     import jax.numpy as jnp
 
     import jmf
 
     print(f"jmf: {jmf.__file__}", flush=True)
-    out = {}
+    out, calls = {}, {}
     for name, overrides in settings.items():
         model, phase, state = build_any(overrides)
         batch = phase.plan(0).batch(0)
         if hasattr(model, "warmup_epochs"):        # graph_step.shared_on: DisenCDR past its warm-up
             batch = {**batch, "step": jnp.int32(model.warmup_epochs * model.steps_per_epoch())}
         out[name] = time_step(phase, state, batch, repeats)
+        calls[name] = out[name].pop("_call")
         print(f"{name}: {out[name]}", flush=True)
-        del model, phase, state
-        gc.collect()
-    print(json.dumps(out))
+    print(json.dumps(out), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        print(json.dumps({"ms": median_ms(calls[line.strip()], repeats)}), flush=True)
 
 
 def jmf_row(name: str, repeats: int, quick: bool) -> dict[str, float]:
@@ -308,8 +347,10 @@ def measure(name: str, repeats: int, quick: bool) -> dict[str, float]:
     return out
 
 
-def ref_rows(commit: str, rows: list[str], repeats: int) -> dict[str, dict]:
-    """The graph ``rows`` at ``commit``, timed in a subprocess importing ``jmf`` from a worktree of it."""
+def ref_rows(commit: str, rows: list[str], repeats: int, results: dict[str, dict], rounds: int) -> dict[str, dict]:
+    """The graph ``rows`` at ``commit``, timed in a subprocess importing ``jmf`` from a worktree of it (as that code
+    ran: without this run's huge pages), interleaved with this run's own steps ``rounds`` more times, so a machine
+    that speeds up or slows down during the run moves both alike; each side keeps its fastest median."""
     from graph_step import SETTINGS
 
     short = subprocess.run(["git", "rev-parse", "--short", commit], cwd=ROOT, capture_output=True, text=True,
@@ -317,18 +358,34 @@ def ref_rows(commit: str, rows: list[str], repeats: int) -> dict[str, dict]:
     tree = Path(f"/tmp/jmf-ref-{short}")
     if not tree.exists():
         subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "_JMF_HUGEPAGES_SET")}
+    env.update({"JMF_HUGEPAGES": "0", "PYTHONPATH": os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])})
     settings = json.dumps({row: SETTINGS[row][0] for row in rows})
     cmd = [sys.executable, str(Path(__file__).resolve()), "--repeats", str(repeats), "--worker", settings]
-    res = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
-    sys.stderr.write(res.stderr[-3000:] if res.returncode else "")
-    lines = res.stdout.splitlines()
-    print("\n".join(f"  [@{short}] {line}" for line in lines[:-1]), flush=True)
-    if res.returncode or not lines:
-        raise RuntimeError(f"--ref {commit}: the worker failed (exit {res.returncode})")
+    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:
+        print(f"  [@{short}] {line.rstrip()[:300]}", flush=True)
+        lines.append(line)
+        if line.startswith("{"):
+            break
+    if not lines or not lines[-1].startswith("{"):
+        raise RuntimeError(f"--ref {commit}: the worker failed (exit {proc.wait()})")
     if not any(line.startswith("jmf: " + str(tree)) for line in lines):
         raise RuntimeError(f"--ref {commit}: the worker did not import jmf from {tree}")
-    return {f"{row} @{short}": v for row, v in json.loads(lines[-1]).items()}
+    ref = json.loads(lines[-1])
+    for round_ in range(rounds):
+        for row in rows:
+            results[row]["ms"] = min(results[row]["ms"], median_ms(results[row]["_call"], repeats))
+            proc.stdin.write(row + "\n")
+            proc.stdin.flush()
+            ref[row]["ms"] = min(ref[row]["ms"], json.loads(proc.stdout.readline())["ms"])
+            print(f"round {round_ + 1}: {row} {results[row]['ms']:.1f} ms now, {ref[row]['ms']:.1f} ms @{short}",
+                  flush=True)
+    proc.stdin.write("quit\n")
+    proc.stdin.close()
+    proc.wait()
+    return {f"{row} @{short}": v for row, v in ref.items()}
 
 
 def _huge_pages() -> None:
@@ -347,13 +404,15 @@ def table_row(name: str, r: dict, matmul: float, stream: float) -> dict:
     t_flops, t_bytes = r.get("flops", 0.0) / matmul / 1e6, r.get("bytes", 0.0) / stream / 1e6   # ms
     roof = max(t_flops, t_bytes)
     note = f"batch {r['batch']}" if "batch" in r else f"{r['users']:,} users" if "users" in r else ""
-    alone = r.get("products ms")
+    alone, sparse = r.get("products ms"), r.get("sparse ms")
     return {"row": name, "GFLOP": round(r.get("flops", 0.0) / 1e9, 3),
             "GB accessed": round(r.get("bytes", 0.0) / 1e9, 3),
             "measured ms": round(r["ms"], 2), "roofline ms": round(roof, 2), "fraction": round(roof / r["ms"], 3),
             "bound": "matmul" if t_flops >= t_bytes else "memory",
             "products alone ms": "" if alone is None else round(alone, 2),
-            "products share": "" if alone is None else round(alone / r["ms"], 3), "note": note}
+            "products share": "" if alone is None else round(alone / r["ms"], 3),
+            "sparse alone ms": "" if sparse is None else round(sparse, 2),
+            "sparse share": "" if sparse is None else round(sparse / r["ms"], 3), "note": note}
 
 
 def speedups(results: dict[str, dict]) -> list[str]:
@@ -378,7 +437,7 @@ def speedups(results: dict[str, dict]) -> list[str]:
 def markdown(rows: list[dict]) -> str:
     """The table, each column at its own precision."""
     digits = {"GFLOP": 3, "GB accessed": 3, "measured ms": 1, "roofline ms": 1, "fraction": 3,
-              "products alone ms": 1, "products share": 2}
+              "products alone ms": 1, "products share": 2, "sparse alone ms": 1, "sparse share": 2}
     return markdown_table([{k: f"{v:.{digits[k]}f}" if k in digits and v != "" else v for k, v in r.items()}
                            for r in rows])
 
@@ -390,6 +449,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per row (default 5, --quick 3)")
     parser.add_argument("--name", default=None, help="result file stem (default roofline, --quick roofline_quick)")
     parser.add_argument("--ref", default=None, metavar="COMMIT", help="also time the graph steps at this commit")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="with --ref: times each graph step and its ref again, alternately, this many rounds")
     parser.add_argument("--worker", metavar="SETTINGS", help=argparse.SUPPRESS)   # JSON {row: overrides}
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
@@ -409,7 +470,7 @@ def main() -> None:
               f"({time.perf_counter() - start:.0f}s with building and compiling)", flush=True)
     graph = [r for r in args.rows if r in GRAPH]
     if args.ref and graph:
-        results.update(ref_rows(args.ref, graph, repeats))
+        results.update(ref_rows(args.ref, graph, repeats, results, args.rounds))
     elif args.ref:
         print(f"--ref {args.ref}: no graph step among --rows, nothing timed there", flush=True)
     rates.append(machine_rates(max(repeats, 5)))
@@ -424,6 +485,8 @@ def main() -> None:
               + ", ".join(f"{k} {used['matmul GFLOP/s ' + k]:.1f}" for k in TALL) + " GFLOP/s.\n\n")
     if args.ref and speedups(results):
         header += "\n".join(speedups(results)) + "\n\n"
+    for r in results.values():
+        r.pop("_call", None)
     extra = {"device_kind": device, "rates_start": rates[0], "rates_end": rates[1], "rates_used": used,
              "ref": args.ref, "repeats": repeats, "raw": results}
     write_results(args.name or ("roofline_quick" if args.quick else "roofline"), header + markdown(rows), rows, extra)
