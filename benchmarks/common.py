@@ -104,7 +104,7 @@ def write_results(name: str, markdown: str, rows: Sequence[dict], extra: dict | 
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    payload = {"command": command, "machine": machine(), "commit": _commit(), "rows": list(rows), **(extra or {})}
+    payload = {"command": command, "machine": machine(), "commit": STARTED_AT, "rows": list(rows), **(extra or {})}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
 
 
@@ -120,6 +120,10 @@ def _commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}{'+dirty' if dirty else ''}" if head else "unknown"
+
+
+# the code the benchmark runs is the code at its start: later edits to the tree do not change a running process
+STARTED_AT = _commit()
 
 
 def _jsonable(value: object) -> object:

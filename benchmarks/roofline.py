@@ -22,8 +22,8 @@ metrics at the default ``ks`` in one program, random tables, at the batch ``eval
   over ``--repeats`` calls (more for short ones: at least 0.5 s of calls).
 * ``roofline ms``: ``max(flops / matmul rate, bytes / bandwidth)``, the time the machine's own rates allow.
 * ``fraction``: roofline ms / measured ms (1 = at the roofline); ``bound``: which of the two terms is larger.
-* ``products alone ms``: the training step's dense products (``dot_general`` in its jaxpr, both branches of a
-  ``cond``), each timed alone at its shape and summed: the float32 arithmetic at the rate this machine gives
+* ``products alone ms``: the program's dense products (``dot_general`` and convolutions in its jaxpr, both branches
+  of a ``cond``), each timed alone at its shape and summed: the float32 arithmetic at the rate this machine gives
   those tall, thin shapes, below which no float32 step can go; ``products share``: that over measured ms (near 1:
   the step is its products, and only fewer or faster products, bfloat16, make it faster).
 * ``sparse alone ms``, ``sparse share``: the same for the step's sparse products (graph propagation, each
@@ -41,6 +41,7 @@ present.  Writes ``benchmarks/results/<name>.{md,csv,json}`` (default ``roofline
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import importlib
 import json
@@ -132,6 +133,10 @@ def dot_products(jitted, *args) -> dict[tuple, int]:
                 a, b = (v.aval for v in eqn.invars[:2])
                 key = (tuple(a.shape), tuple(b.shape), str(a.dtype), repr(eqn.params["dimension_numbers"]))
                 found[key] = found.get(key, 0) + 1
+            elif eqn.primitive.name == "conv_general_dilated":
+                a, b = (v.aval for v in eqn.invars[:2])
+                key = ("conv", tuple(a.shape), tuple(b.shape), str(a.dtype), tuple(sorted(eqn.params.items())))
+                found[key] = found.get(key, 0) + 1
             elif eqn.primitive.name == "bcsr_dot_general":      # (data, indices, indptr, dense)
                 nnz, rows, dense = eqn.invars[0].aval.shape[0], eqn.invars[2].aval.shape[0] - 1, eqn.invars[3].aval
                 key = ("sparse", nnz, rows, tuple(dense.shape))
@@ -160,6 +165,12 @@ def products_alone_ms(products: dict[tuple, int], repeats: int, matrices: list |
             x = jnp.ones(dense_shape, jnp.float32)
             f = jax.jit(lambda m, y: m @ y)
             total["sparse"] += count * median_ms(lambda: f(matrix, x), max(3, repeats), min_s=0.2)
+            continue
+        if key[0] == "conv":
+            _, a_shape, b_shape, dtype, params = key
+            a, b = jnp.ones(a_shape, dtype), jnp.ones(b_shape, dtype)
+            f = jax.jit(lambda x, y, p=dict(params): jax.lax.conv_general_dilated_p.bind(x, y, **p))
+            total["dense"] += count * median_ms(lambda: f(a, b), max(3, repeats), min_s=0.2)
             continue
         a_shape, b_shape, dtype, dims = key
         numbers = ast.literal_eval(dims)
@@ -332,7 +343,9 @@ def eval_row(n_items: int, dim: int, repeats: int) -> dict[str, float]:
     weight = jnp.ones(batch, jnp.float32)
     compiled = protocols._full_batch_dot.lower(U, V, None, users, rel, excl, weight, ks).compile()
     ms = median_ms(lambda: compiled(U, V, None, users, rel, excl, weight), repeats)
-    return {"ms": ms, **xla_cost(compiled), "batch": batch}
+    program = functools.partial(protocols._full_batch_dot, ks=ks)
+    alone = products_alone_ms(dot_products(program, U, V, None, users, rel, excl, weight), repeats)
+    return {"ms": ms, **xla_cost(compiled), "batch": batch, "products ms": alone["dense"]}
 
 
 def measure(name: str, repeats: int, quick: bool) -> dict[str, float]:
