@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import sys
+from pathlib import Path
 
 from jmf import hugepages
 from jmf.errors import USER_ERROR, paragraph
@@ -27,8 +28,15 @@ def _refuse_if_in_use(argv: list[str]) -> None:
                 sys.exit(USER_ERROR)
 
 
+def _is_the_command() -> bool:
+    """Whether this process is ``jmf-train`` / ``python -m jmf`` (not a program that imports this module)."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    return program.name == "jmf-train" or (program.suffix == ".py" and program.resolve() == Path(__file__).resolve())
+
+
 _refuse_if_in_use(sys.argv[1:])
-hugepages.ensure()     # once, before JAX loads: XLA's per-step buffers in huge pages (jmf/hugepages.py)
+if _is_the_command():     # not when a program (pytest, a notebook) imports this module
+    hugepages.ensure()     # once, before JAX loads: XLA's per-step buffers in huge pages (jmf/hugepages.py)
 
 import hydra  # noqa: E402 -- after the run-directory probe: a refused run never pays for loading them
 from hydra.core.hydra_config import HydraConfig  # noqa: E402

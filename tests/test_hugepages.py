@@ -46,3 +46,16 @@ def test_never_after_jax_is_loaded():
     import jax  # noqa: F401 -- loaded in this process, as under pytest
 
     assert not hugepages.wanted({})
+
+
+def test_only_the_command_itself_runs_again():
+    """``python -m jmf`` re-executes; a program that imports ``jmf.__main__`` (pytest, a notebook) never does."""
+    code = ("import os, sys; sys.argv = ['host-program']; import jmf.__main__; "
+            "print(os.environ.get('GLIBC_TUNABLES', ''))")
+    base = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "_JMF_HUGEPAGES_SET", hugepages.ENV)}
+    out = subprocess.run([sys.executable, "-c", code], env=base, capture_output=True, text=True, check=True,
+                         timeout=120)
+    assert out.stdout.strip().splitlines()[-1:] in ([""], [])
+    shown = subprocess.run([sys.executable, "-m", "jmf", "--help"], env=base, capture_output=True, text=True,
+                           timeout=120)
+    assert shown.returncode == 0
