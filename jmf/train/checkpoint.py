@@ -62,7 +62,8 @@ def _not_an_interrupt(record: logging.LogRecord) -> bool:
 
 
 class Checkpointer:
-    """Save and restore ``(state, meta)`` at integer steps; ``latest`` and ``best`` series.
+    """Save and restore ``(state, meta)`` at integer steps; ``latest`` and ``best`` series (and ``best_<name>``
+    for a phase's further :class:`~jmf.train.plan.Selection`).
 
     Args:
       directory: the ``checkpoints`` folder of a run.
@@ -76,19 +77,36 @@ class Checkpointer:
         absl.setLevel(logging.WARNING)  # orbax logs every save/restore step at INFO
         absl.addFilter(_not_an_interrupt)  # a no-op when already there
         self.directory = Path(directory).absolute()
-        self._managers = {}
-        for name, n in (("latest", max(1, keep)), ("best", 1)):
-            options = ocp.CheckpointManagerOptions(max_to_keep=n, create=True, cleanup_tmp_directories=True,
-                                                   enable_async_checkpointing=async_save)
-            self._managers[name] = ocp.CheckpointManager(self.directory / name, options=options,
-                                                         handler_registry=_registry(self.directory))
+        self._managers, self._async = {}, async_save
+        self._add("latest", max(1, keep))
+        self._add("best", 1)
+        # the best checkpoints of a phase's further selections (``best_<name>``), already on disk
+        if self.directory.is_dir():
+            for sub in sorted(self.directory.iterdir()):
+                if sub.is_dir() and sub.name.startswith("best_"):
+                    self._add(sub.name, 1)
+
+    def _add(self, series: str, keep: int) -> ocp.CheckpointManager:
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+                                               enable_async_checkpointing=self._async)
+        self._managers[series] = ocp.CheckpointManager(self.directory / series, options=options,
+                                                       handler_registry=_registry(self.directory))
+        return self._managers[series]
+
+    def _manager(self, series: str) -> ocp.CheckpointManager:
+        """The manager of ``series``: ``latest``, ``best``, or ``best_<name>`` (made on first use, keeping one)."""
+        if series not in self._managers:
+            if not series.startswith("best_"):
+                raise CheckpointError(f"unknown checkpoint series {series!r} (latest, best, best_<name>)")
+            self._add(series, 1)
+        return self._managers[series]
 
     def latest_step(self, series: str = "latest") -> int | None:
-        return self._managers[series].latest_step()
+        return self._manager(series).latest_step()
 
     def all_steps(self, series: str = "latest") -> list[int]:
         """The saved steps of ``series``, newest first."""
-        return sorted(self._managers[series].all_steps(), reverse=True)
+        return sorted(self._manager(series).all_steps(), reverse=True)
 
     def discard_after(self, step: int) -> None:
         """Delete every checkpoint of either series newer than ``step`` (a fallback below them redoes their steps)."""
@@ -102,12 +120,12 @@ class Checkpointer:
     def save(self, step: int, state, meta: dict, series: str = "latest") -> None:
         meta = {"format": FORMAT, **meta}
         args = ocp.args.Composite(state=ocp.args.StandardSave(_unwrap_keys(state)), meta=ocp.args.JsonSave(meta))
-        self._managers[series].save(step, args=args, force=True)
+        self._manager(series).save(step, args=args, force=True)
         log.debug("checkpoint %s step %d", series, step)
 
     def read_meta(self, step: int, series: str = "latest") -> dict:
         try:
-            meta = self._managers[series].restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            meta = self._manager(series).restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         except Exception as err:
             raise CheckpointError(f"checkpoint {self.path(step, series)} is corrupt or unreadable "
                                   f"({type(err).__name__}: {err}); delete it or run with trainer.resume=false") from err
@@ -120,7 +138,7 @@ class Checkpointer:
         """The state at ``step``, shaped, typed and sharded like ``template``."""
         plain = _unwrap_keys(template)
         try:
-            out = self._managers[series].restore(
+            out = self._manager(series).restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(plain))))["state"]
         except Exception as err:
             raise CheckpointError(

@@ -57,7 +57,7 @@ import jax
 import numpy as np
 
 from jmf.pytrees import flat_dict
-from jmf.train.plan import EpochPlan, Phase, RunContext  # noqa: F401  (re-exported: the engine's API)
+from jmf.train.plan import EpochPlan, Phase, RunContext, Selection  # noqa: F401  (re-exported: the engine's API)
 from jmf.errors import JmfError
 from jmf.train import parallel
 from jmf.train.checkpoint import Checkpointer, CheckpointError
@@ -99,6 +99,7 @@ class Progress:
     history: list = field(default_factory=list)       # validation values per epoch
     losses: list = field(default_factory=list)        # mean training loss per epoch
     done: dict = field(default_factory=dict)          # summaries of finished phases
+    selected: dict = field(default_factory=dict)      # the phase's further selections: name -> book (_select_more)
 
 
 @dataclass
@@ -108,6 +109,7 @@ class PhaseSummary:
     history: list
     best: float | None
     best_epoch: int
+    selected: dict = field(default_factory=dict)   # a further selection's name -> {history, best, best_epoch}
 
 
 @dataclass
@@ -117,6 +119,7 @@ class FitResult:
     phases: dict[str, PhaseSummary]
     resumed_from: int | None
     global_step: int
+    selected: dict = field(default_factory=dict)   # a Selection's name -> its best state (phases in order)
 
 
 class Engine:
@@ -173,6 +176,7 @@ class Engine:
     def fit(self, phases: list[Phase], state) -> FitResult:
         """Run ``phases`` from ``state`` (or from the run's checkpoint); see the module docstring."""
         ck, prog, best_state, resumed = self.checkpointer, Progress(), None, None
+        selected: dict = {}         # a Selection's name -> its best state
         if ck is not None:
             state, prog, resumed = self._maybe_resume(ck, state)
             ck = self.checkpointer   # resume=false replaces it
@@ -182,19 +186,24 @@ class Engine:
             for index, phase in enumerate(phases):
                 if index < prog.phase:
                     continue
-                state, best_state = self._run_phase(phase, state, prog, ck, logger, best_state)
+                state, best_state = self._run_phase(phase, state, prog, ck, logger, best_state, selected)
                 prog.done[phase.name] = dataclasses.asdict(PhaseSummary(
-                    prog.epoch, prog.losses, prog.history, prog.best, prog.best_epoch))
+                    prog.epoch, prog.losses, prog.history, prog.best, prog.best_epoch,
+                    {k: {n: book[n] for n in ("history", "best", "best_epoch")} for k, book in prog.selected.items()}))
                 if phase.validate is not None and prog.best_step >= 0 and ck is not None:
                     ck.wait()
                     best_state = ck.restore(prog.best_step, state, "best")
+                for name, book in prog.selected.items():
+                    if book["best_step"] >= 0 and ck is not None:
+                        ck.wait()
+                        selected[name] = ck.restore(book["best_step"], state, f"best_{name}")
                 prog = Progress(phase=index + 1, global_step=prog.global_step, done=prog.done)
         finally:
             logger.close()
             if ck is not None:
                 ck.wait()
         summaries = {name: PhaseSummary(**s) for name, s in prog.done.items()}
-        return FitResult(state, best_state, summaries, resumed, prog.global_step)
+        return FitResult(state, best_state, summaries, resumed, prog.global_step, selected)
 
     def _maybe_resume(self, ck: Checkpointer, state):
         step = ck.latest_step()
@@ -226,8 +235,10 @@ class Engine:
             if broken:
                 log.warning("checkpoint(s) in %s unusable (%s); resumed from the newest intact one, step %d",
                             ck.directory, "; ".join(broken), step)
-                if jax.process_index() == 0:
-                    ck.discard_after(step)
+            if jax.process_index() == 0:
+                # a best checkpoint newer than the resumed step (killed between it and its epoch's latest
+                # one) is redone with its epoch, at the same step
+                ck.discard_after(step)
             log.info("resumed from step %d (%s)", step, ck.path(step))
             return restored, Progress(**meta["progress"]), step
         raise CheckpointError(f"no intact checkpoint in {ck.directory}: every one is corrupt or partial "
@@ -245,7 +256,8 @@ class Engine:
     def _meta(self, prog: Progress) -> dict:
         return {"name": self.name, "progress": dataclasses.asdict(prog), "compat": self.ctx.compat}
 
-    def _run_phase(self, phase: Phase, state, prog: Progress, ck, logger: MetricLogger, best_state):
+    def _run_phase(self, phase: Phase, state, prog: Progress, ck, logger: MetricLogger, best_state,
+                   selected: dict):
         every = self.ctx.checkpoint_every
         while prog.epoch < phase.epochs and not prog.stopped:
             plan = phase.plan(prog.epoch)
@@ -288,6 +300,7 @@ class Engine:
                 else:
                     prog.bad_epochs += 1
                     prog.stopped = bool(phase.patience and prog.bad_epochs >= phase.patience)
+            better = self._select_more(phase, state, prog, record) if phase.selections else []
             prog.losses.append(loss)
             prog.epoch += 1
             prog.step_in_epoch, prog.loss_sum = 0, 0.0
@@ -301,9 +314,31 @@ class Engine:
                     ck.save(prog.global_step, state, self._meta(prog), series="best")
                 else:
                     best_state = copy_state(state)
+            for name in better:
+                if ck is not None:
+                    ck.save(prog.global_step, state, self._meta(prog), series=f"best_{name}")
+                else:
+                    selected[name] = copy_state(state)
             if ck is not None:
                 ck.save(prog.global_step, state, self._meta(prog))
         return state, best_state
+
+    @staticmethod
+    def _select_more(phase: Phase, state, prog: Progress, record: dict) -> list[str]:
+        """Validate ``phase.selections`` after an epoch (``record`` gets their values); returns the names
+        whose best improved at this epoch."""
+        better = []
+        for sel in phase.selections:
+            book = prog.selected.setdefault(sel.name, {"history": [], "best": None, "best_epoch": -1,
+                                                       "best_step": -1})
+            value = float(sel.validate(state))
+            score = value if sel.mode == "max" else -value
+            book["history"].append(value)
+            record[f"{phase.name}/{sel.name}"] = value
+            if math.isfinite(score) and (book["best"] is None or score > book["best"]):
+                book["best"], book["best_epoch"], book["best_step"] = score, prog.epoch, prog.global_step
+                better.append(sel.name)
+        return better
 
     @contextlib.contextmanager
     def _checkpoint_on_interrupt(self, pending: list, prog: Progress, phase: Phase, logger: MetricLogger, ck,

@@ -84,6 +84,9 @@ class Phase:
       mode: ``max`` or ``min``: which direction of ``validate`` is better.
       patience: epochs without improvement before the phase stops (0: never early).
       metric: name of the validated metric in logs.
+      selections: more selections over the same epochs, each with its own validated metric, best epoch
+        and best checkpoint (:class:`Selection`; e.g. the DL side of a model that trains both sides);
+        early stopping follows ``validate`` alone.
     """
 
     name: str
@@ -94,3 +97,22 @@ class Phase:
     mode: str = "max"
     patience: int = 0
     metric: str = "valid"
+    selections: tuple["Selection", ...] = ()
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A second best-epoch choice inside a :class:`Phase`: ``validate(state) -> float`` after each epoch
+    (after the phase's own validation), ``mode`` ``max`` or ``min``.  The engine logs it as
+    ``<phase>/<name>``, keeps its best state (a ``best_<name>`` checkpoint series on the engine, restored
+    on resume like the others) and returns it in :attr:`FitResult.selected <jmf.train.engine.FitResult>`."""
+
+    name: str
+    validate: Callable[[Any], float]
+    mode: str = "max"
+
+    def __post_init__(self):
+        if not self.name.isidentifier():
+            raise ValueError(f"Selection name {self.name!r} must be an identifier (it names a checkpoint series)")
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"Selection {self.name!r}: mode {self.mode!r} is not max|min")

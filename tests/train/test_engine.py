@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jmf.train.checkpoint import CheckpointError
-from jmf.train.engine import Engine, EpochPlan, NonFiniteLossError, Phase, RunContext
+from jmf.train.engine import Engine, EpochPlan, NonFiniteLossError, Phase, RunContext, Selection
 
 N, D, B = 256, 8, 32
 
@@ -30,7 +30,7 @@ def _step(state, batch):
     return {"w": state["w"] - 0.1 * g + noise, "rng": state["rng"], "step": state["step"] + 1}, {"loss": loss}
 
 
-def _fit(ctx=None, epochs=3, stop_after=None, step=_step, validate=True, patience=0, guard=False):
+def _fit(ctx=None, epochs=3, stop_after=None, step=_step, validate=True, patience=0, guard=False, selections=()):
     """Fit the toy; ``stop_after=k`` raises after k steps (an interrupted run)."""
     x, y = _data()
     engine = Engine(ctx, name="toy", seed=0)
@@ -56,7 +56,7 @@ def _fit(ctx=None, epochs=3, stop_after=None, step=_step, validate=True, patienc
 
     with jax.transfer_guard("disallow") if guard else contextlib.nullcontext():
         result = engine.fit([Phase("train", epochs, plan, counted, validate=val if validate else None,
-                                   patience=patience)], state)
+                                   patience=patience, selections=selections)], state)
     return engine, result
 
 
@@ -206,3 +206,38 @@ def test_same_seed_same_result():
     _, b = _fit(epochs=2)
     np.testing.assert_array_equal(np.asarray(a.state["w"]), np.asarray(b.state["w"]))
     assert a.phases["train"].losses == b.phases["train"].losses
+
+
+def _mid(s):
+    """A second selection whose best is the end of epoch 1 (step 2 * N // B), whatever the main one picks."""
+    return -abs(int(s["step"]) - 2 * (N // B))
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_a_further_selection_keeps_its_own_best_state(tmp_path, checkpointed):
+    ctx = _ctx(tmp_path) if checkpointed else RunContext(checkpoint=False, progress=False)
+    _, result = _fit(ctx, epochs=4, selections=(Selection("mid", _mid),))
+    assert int(result.best_state["step"]) == 4 * (N // B)          # the main validation: the last epoch
+    assert int(result.selected["mid"]["step"]) == 2 * (N // B)
+    book = result.phases["train"].selected["mid"]
+    assert book["best_epoch"] == 1 and book["history"] == [-(N // B), 0, -(N // B), -2 * (N // B)]
+    if checkpointed:
+        assert (tmp_path / "checkpoints" / "best_mid").is_dir()
+
+
+def test_a_further_selection_resumes_exactly(tmp_path):
+    """Killed in epoch 3 (after the selection's best at epoch 1): the resumed run restores that best state."""
+    _, full = _fit(RunContext(checkpoint=False, progress=False), epochs=4, selections=(Selection("mid", _mid),))
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_ctx(tmp_path), epochs=4, stop_after=2 * (N // B) + 3, selections=(Selection("mid", _mid),))
+    _, resumed = _fit(_ctx(tmp_path), epochs=4, selections=(Selection("mid", _mid),))
+    assert resumed.resumed_from is not None
+    np.testing.assert_array_equal(np.asarray(resumed.selected["mid"]["w"]), np.asarray(full.selected["mid"]["w"]))
+    assert resumed.phases["train"].selected["mid"]["best_epoch"] == 1
+
+
+def test_selection_names_and_modes_are_checked():
+    with pytest.raises(ValueError, match="identifier"):
+        Selection("dl/ndcg", _mid)
+    with pytest.raises(ValueError, match="max|min"):
+        Selection("dl", _mid, mode="up")
