@@ -50,6 +50,7 @@ class SplitConfig:
     cold_valid_fraction: float = 0.1
     min_train: int = 1
     valid_is_test: bool = False   # select epochs on the test fold (the DisenCDR/CDRIB authors' protocol)
+    dl_folds: bool = False        # predefined: the DL side keeps its test fold and gets a validation fold
     seed: int | None = None   # default: the run's seed
 
 
@@ -68,6 +69,7 @@ class EvalSchema:
     test_full: bool = False
     valid_protocol: str = "full"    # full | test: models validate (select epochs) with the test's protocol
     plugins: list[str] = field(default_factory=list)   # modules that register a project's own metrics
+    select_on_test: bool = False    # also report test figures at the test-best validation epoch (authors')
 
 
 @dataclass

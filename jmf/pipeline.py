@@ -20,7 +20,7 @@ from jmf.data.preprocess import PreprocessConfig, preprocess
 from jmf.data.split import SplitData, make_split, partition_categories
 from jmf.errors import ConfigError
 from jmf.evaluate.protocols import EvalConfig, evaluate_split, evaluate_test_extras
-from jmf.models.base import RunContext
+from jmf.models.base import BothSides, RunContext
 from jmf.models.cf.popularity import Popularity
 from jmf.preflight import check_values
 from jmf.train.observe import array_fingerprint, file_fingerprint, progress
@@ -76,7 +76,8 @@ def build_split(data: Interactions, partition_cfg: DictConfig, split_cfg: DictCo
 
 def evaluate(model, split: SplitData, eval_cfg: EvalConfig, show_progress: bool = False) -> dict[str, float]:
     """``valid/<metric>`` and ``test/<metric>`` of a fitted model under the run's ``eval`` group (and the
-    test fold's extra protocols: ``test/s<seed>/...``, ``test/full/...``)."""
+    test fold's extra protocols: ``test/s<seed>/...``, ``test/full/...``); with ``split.dl_folds`` and a
+    model that trains both sides, the DL side's as ``dl/valid/...``, ``dl/test/...``."""
     metrics: dict[str, float] = {}
     results: dict[str, dict[str, float]] = {}
     for fold in ("valid", "test"):
@@ -88,6 +89,8 @@ def evaluate(model, split: SplitData, eval_cfg: EvalConfig, show_progress: bool 
             for name, value in evaluate_test_extras(model, split, eval_cfg, progress=advance,
                                                     main=results["test"]).items():
                 metrics[f"test/{name}"] = value
+    if split.has_dl_folds and isinstance(model, BothSides) and (view := model.dl_view()) is not None:
+        metrics.update({f"dl/{k}": v for k, v in evaluate(view, split.mirrored(), eval_cfg, show_progress).items()})
     return metrics
 
 

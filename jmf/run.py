@@ -24,7 +24,7 @@ from jmf.config import TrainerConfig, check_target, to_dataclass
 from jmf.errors import ConfigError
 from jmf.evaluate import registry
 from jmf.evaluate.protocols import EvalConfig
-from jmf.models.base import HasInterest, Model, RunContext
+from jmf.models.base import BothSides, HasInterest, Model, RunContext
 from jmf.outputs import write_outputs
 from jmf.pipeline import baseline_metrics, build_split, eval_config, evaluate, load_data
 from jmf.preflight import RunDirLock, check_model_sizes, check_split, clamp_dim
@@ -72,6 +72,15 @@ def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfi
     if not isinstance(model, Model):
         raise ConfigError(f"model._target_: {type(model).__name__} is not a model (fit(split, ctx), score(users), "
                          "predict(users, items): see jmf.models.base)")
+    if split.has_dl_folds and not isinstance(model, BothSides):
+        raise ConfigError(f"split.dl_folds=true: {type(model).__name__} does not rank the DL side's items "
+                          "(a model that trains both sides does: model=disencdr, cdrib, bitgcf)")
+    if split.has_dl_folds and eval_cfg.candidates:
+        raise ConfigError(f"split.dl_folds=true with eval.candidates={eval_cfg.candidates!r}: the candidate file "
+                          "lists CF-side items only; evaluate the DL side with drawn negatives (eval.candidates=null)")
+    if eval_cfg.select_on_test and not getattr(model, "selects_on_test", False):
+        raise ConfigError(f"eval.select_on_test=true: {type(model).__name__} does not validate on the engine "
+                          "epoch by epoch (the graph models do: lightgcn, bitgcf, disencdr, cdrib)")
     if trainer.interest and not isinstance(model, HasInterest):
         raise ConfigError(f"trainer.interest: {type(model).__name__} has no interest vector (use model=jmf)")
     start = time.perf_counter()

@@ -58,7 +58,7 @@ def common_users(folder: Path) -> int:
     return len(np.unique(cols["user"]))
 
 
-def load_cdrib(root: str | Path, pair: str = "sport_cloth") -> Interactions:
+def load_cdrib(root: str | Path, pair: str = "sport_cloth", both_folds: bool = False) -> Interactions:
     """Load CDRIB's cold-start split into domain ``a`` of ``pair="a_b"``.
 
     Raw counts: ``cloth_sport`` 187,880 train rows and 907 cold test users;
@@ -67,6 +67,10 @@ def load_cdrib(root: str | Path, pair: str = "sport_cloth") -> Interactions:
     Args:
       root: folder holding ``<a>_<b>/`` and ``<b>_<a>/``.
       pair: ``"<target>_<source>"``: the folder whose valid/test rows are evaluated.
+      both_folds: read b's ``valid.txt`` / ``test.txt`` too (folds ``VALID`` / ``TEST``; their users are
+        common users, their items b's training items, so no id changes), for a model that trains both
+        domains to be evaluated on both in one run (``split.dl_folds=true``: CDRIB's two directions).
+        Without ``split.dl_folds``, ``split=predefined`` drops them again.
     """
     root = Path(root)
     target, source = split_pair(pair)
@@ -77,8 +81,13 @@ def load_cdrib(root: str | Path, pair: str = "sport_cloth") -> Interactions:
                          f"({n_common} vs {common_users(source_dir)})")
     parts = [(target_dir / "train.txt", TRAIN), (target_dir / "valid.txt", VALID),
              (target_dir / "test.txt", TEST), (source_dir / "train.txt", TRAIN)]
+    if both_folds:
+        parts += [(source_dir / "valid.txt", VALID), (source_dir / "test.txt", TEST)]
     cols = [read_columns(path, ("user", "item")) for path, _ in parts]
-    _report_cold(pair, [c["user"] for c in cols], [c["item"] for c in cols], n_common)
+    _report_cold(pair, [c["user"] for c in cols[:4]], [c["item"] for c in cols[:4]], n_common)
+    if both_folds:
+        _report_cold(f"{source}_{target}", [cols[i]["user"] for i in (3, 4, 5, 0)],
+                     [cols[i]["item"] for i in (3, 4, 5, 0)], n_common)
     user = np.concatenate([c["user"] for c in cols])
     item = np.concatenate([c["item"] for c in cols])
     n_target = sum(len(c["user"]) for c in cols[:3])

@@ -7,10 +7,14 @@
   rows) and ``predefined`` (the dataset's own folds).  DL-side rows are always training data,
   except that ``predefined`` drops DL-side rows of the dataset's own valid/test folds: the
   dataset's authors held them out (DisenCDR trains on ``train.txt`` of both domains only).
+  With ``dl_folds=True`` (``predefined`` only) the DL side keeps its test fold and gets a validation
+  fold by the CF side's rule, so a model that trains both sides is evaluated on both in one run
+  (:meth:`SplitData.mirrored`: the DL side as the CF side).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -96,6 +100,24 @@ class SplitData:
     dl_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # rows of ``data`` in the DL side
     cold_valid_users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     cold_test_users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    dl_valid: sp.csr_matrix | None = None    # [U, I_DL] DL-side validation fold (``dl_folds``; else None)
+    dl_test: sp.csr_matrix | None = None     # [U, I_DL] DL-side test fold
+
+    @property
+    def has_dl_folds(self) -> bool:
+        """Whether the DL side has its own valid/test folds (``split.dl_folds``)."""
+        return self.dl_test is not None
+
+    def mirrored(self) -> SplitData:
+        """The same split seen from the DL side: its training, validation and test folds as ``train``,
+        ``valid`` and ``test``, the CF side as its DL side (``mirrored().mirrored()`` is this split)."""
+        if not self.has_dl_folds:
+            raise ConfigError("the DL side has no valid/test folds to evaluate: set split.dl_folds=true "
+                              "(split=predefined)")
+        return dataclasses.replace(
+            self, partition=Partition(self.partition.dl_categories, self.partition.cf_categories),
+            cf_items=self.dl_items, dl_items=self.cf_items, train=self.dl, valid=self.dl_valid, test=self.dl_test,
+            dl=self.train, train_rows=self.dl_rows, dl_rows=self.train_rows, dl_valid=self.valid, dl_test=self.test)
 
     @property
     def n_users(self) -> int:
@@ -106,14 +128,17 @@ class SplitData:
         return self.data.implicit
 
     def counts(self) -> dict[str, int]:
-        return {"rows/train": int(self.train.nnz), "rows/valid": int(self.valid.nnz),
-                "rows/test": int(self.test.nnz), "rows/dl": int(self.dl.nnz)}
+        out = {"rows/train": int(self.train.nnz), "rows/valid": int(self.valid.nnz),
+               "rows/test": int(self.test.nnz), "rows/dl": int(self.dl.nnz)}
+        if self.has_dl_folds:
+            out.update({"rows/dl_valid": int(self.dl_valid.nnz), "rows/dl_test": int(self.dl_test.nnz)})
+        return out
 
 
 def make_split(data: Interactions, partition: Partition, method: str = "ratio", *, seed: int = 0,
                test_ratio: float = 0.2, valid_ratio: float = 0.1, by: str = "user", order: str = "time",
                beta: float = 0.2, cold_valid_fraction: float = 0.1, min_train: int = 1,
-               valid_is_test: bool = False) -> SplitData:
+               valid_is_test: bool = False, dl_folds: bool = False) -> SplitData:
     """Hold out CF-side interactions (see module docstring).
 
     Args:
@@ -130,8 +155,14 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
       valid_is_test: the validation fold *is* the test fold (needs ``valid_ratio=0`` and, for
         ``cold_start``, ``cold_valid_fraction=0``): epochs are selected on test, as the DisenCDR and CDRIB
         authors' code reports its best evaluation.  Optimistic; only to set jmf beside those figures.
+      dl_folds: ``predefined`` only: the DL side keeps the dataset's test fold, and a validation fold is
+        carved from its training rows as from the CF side's (after the CF side's, so the CF side is
+        the same as without), or is its test fold with ``valid_is_test``: ``dl_valid``, ``dl_test``.
     """
     _check_valid_is_test(valid_is_test, method, valid_ratio, cold_valid_fraction)
+    if dl_folds and method != "predefined":
+        raise ConfigError(f"split.dl_folds=true needs split=predefined (the dataset's own folds on both sides), "
+                          f"not split.method={method!r}")
     rng = np.random.default_rng(seed)
     cat = data.item_category[data.item]
     cf_row = np.isin(cat, partition.cf_categories)
@@ -143,7 +174,7 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
     dl_row = ~cf_row
 
     if method == "predefined":
-        fold, dl_row = _predefined_folds(data, cf_row, rng, valid_ratio)
+        fold, dl_row = _predefined_folds(data, cf_row, rng, valid_ratio, dl_folds)
     elif method == "ratio":
         _ratio_folds(data, rows, fold, rng, test_ratio, valid_ratio, by, order, min_train)
     elif method == "loo":
@@ -159,13 +190,17 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
         log.warning("split.valid_is_test: epochs are selected on the test fold (the authors' protocol; optimistic)")
         cold_valid = cold_test
     side = _side_matrix(data)
+    dl_side = {}
+    if dl_folds:
+        dl_side = {"dl_valid": side(~cf_row & (fold == (TEST if valid_is_test else VALID)), dl_items),
+                   "dl_test": side(~cf_row & (fold == TEST), dl_items)}
     return SplitData(
         data=data, partition=partition, cf_items=cf_items, dl_items=dl_items,
         train=side(cf_row & (fold == TRAIN), cf_items),
         valid=side(cf_row & (fold == (TEST if valid_is_test else VALID)), cf_items),
         test=side(cf_row & (fold == TEST), cf_items), dl=side(dl_row, dl_items),
         train_rows=np.flatnonzero(cf_row & (fold == TRAIN)), dl_rows=np.flatnonzero(dl_row),
-        cold_valid_users=cold_valid, cold_test_users=cold_test,
+        cold_valid_users=cold_valid, cold_test_users=cold_test, **dl_side,
     )
 
 
@@ -204,22 +239,28 @@ def _ratio_folds(data: Interactions, rows: np.ndarray, fold: np.ndarray, rng: np
 
 
 def _predefined_folds(data: Interactions, cf_row: np.ndarray, rng: np.random.Generator,
-                      valid_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+                      valid_ratio: float, dl_folds: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The dataset's own folds (a validation slice carved from training when none ships); returns
-    ``(fold, dl_row)``: the DL side keeps only its training rows."""
+    ``(fold, dl_row)``: the DL side keeps only its training rows (``dl_folds``: its folds too, with a
+    validation slice carved the same way, after the CF side's)."""
     if data.fold is None:
         raise DataError(f"split=predefined: dataset {data.name} ships no folds")
     fold = data.fold.copy()
     dl_row = ~cf_row & (fold == TRAIN)
-    if (~cf_row & ~dl_row).any():
+    if (~cf_row & ~dl_row).any() and not dl_folds:
         log.info("predefined: %d DL-side valid/test rows of %s are held out, not used as DL-side history",
                  int((~cf_row & ~dl_row).sum()), data.name)
-    fold[~cf_row] = TRAIN
+    if not dl_folds:
+        fold[~cf_row] = TRAIN
     if not 0 <= valid_ratio <= 1:
         raise DataError(f"split.valid_ratio: {valid_ratio} must be in [0, 1] with split=predefined "
                          "(the fraction of users that lend one training row to validation)")
     if valid_ratio > 0 and not (cf_row & (fold == VALID)).any():
         _carve_valid(data, np.flatnonzero(cf_row & (fold == TRAIN)), fold, rng, valid_ratio)
+    if dl_folds:
+        if valid_ratio > 0 and not (~cf_row & (fold == VALID)).any():
+            _carve_valid(data, np.flatnonzero(~cf_row & (fold == TRAIN)), fold, rng, valid_ratio)
+        dl_row = ~cf_row & (fold == TRAIN)
     return fold, dl_row
 
 
@@ -247,7 +288,7 @@ def _cold_users(data: Interactions, partition: Partition, cf_row: np.ndarray, rn
 def _carve_valid(data: Interactions, rows: np.ndarray, fold: np.ndarray, rng: np.random.Generator,
                  fraction: float) -> None:
     """A validation slice carved from training (folds that ship none, e.g. DisenCDR's): one random
-    training row of a ``fraction`` of the users with at least two CF-side training rows becomes
+    training row of a ``fraction`` of the users with at least two of ``rows`` (one side's training rows) becomes
     ``VALID``, so model selection never looks at the dataset's test fold."""
     counts = np.bincount(data.user[rows], minlength=data.n_users)
     eligible = np.flatnonzero(counts >= 2)

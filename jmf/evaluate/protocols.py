@@ -51,6 +51,10 @@ class EvalConfig:
         Models validate through :class:`jmf.evaluate.validator.Validator`, which reads this.
       plugins: modules imported at the start of a run that register a project's own metrics
         (:func:`jmf.evaluate.registry.register`).
+      select_on_test: also report the test fold's figures at the validation epoch whose *test* figure of the
+        monitor is best (``test_selected/<metric>``, ``test_selected/epoch``): the selection the DisenCDR
+        authors' code reports, beside jmf's selection on validation in the same run (optimistic; the gap
+        between the two is what selecting on test buys).  Models that validate on the engine (graph models).
     """
 
     protocol: str = "full"
@@ -64,6 +68,7 @@ class EvalConfig:
     test_full: bool = False
     valid_protocol: str = "full"
     plugins: tuple[str, ...] = ()
+    select_on_test: bool = False
 
     def __post_init__(self):
         if self.protocol not in ("full", "sampled"):

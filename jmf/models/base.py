@@ -111,7 +111,7 @@ from jmf.train.engine import Engine, FitResult
 from jmf.train.plan import EpochPlan, Phase, RunContext
 from jmf.train.stages import StageResult, stage_engine, train_passes
 
-__all__ = ["AttributeState", "ClosedFormModel", "EngineModel", "EpochPlan", "FAMILIES", "FoldsIn", "HasInterest",
+__all__ = ["AttributeState", "BothSides", "ClosedFormModel", "EngineModel", "EpochPlan", "FAMILIES", "FoldsIn", "HasInterest",
            "Model", "NewUserInterest", "Phase", "RunContext", "Saveable", "StageResult", "StagedModel", "TrainPlan",
            "family_of", "stage_engine", "train_passes"]
 
@@ -166,6 +166,17 @@ class NewUserInterest(Protocol):
 
     def interest_new(self, hist) -> Any:
         """``hist`` -> ``[B, K]`` distribution over the CF-side categories."""
+        ...
+
+
+@runtime_checkable
+class BothSides(Protocol):
+    """A model that trains the DL side as a second target and ranks its items (DisenCDR, CDRIB, BiTGCF): with
+    ``split.dl_folds=true`` one run is validated and tested on both sides (``dl/...`` metrics)."""
+
+    def dl_view(self) -> Any:
+        """The fitted model as a :class:`Model` of the DL side (at the DL side's own best epoch), to evaluate on
+        ``split.mirrored()``; ``None`` when the split has no DL folds."""
         ...
 
 

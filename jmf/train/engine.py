@@ -109,7 +109,8 @@ class PhaseSummary:
     history: list
     best: float | None
     best_epoch: int
-    selected: dict = field(default_factory=dict)   # a further selection's name -> {history, best, best_epoch}
+    selected: dict = field(default_factory=dict)   # a further selection's name -> {history, best, best_epoch,
+    #                                                best_metrics}
 
 
 @dataclass
@@ -189,7 +190,8 @@ class Engine:
                 state, best_state = self._run_phase(phase, state, prog, ck, logger, best_state, selected)
                 prog.done[phase.name] = dataclasses.asdict(PhaseSummary(
                     prog.epoch, prog.losses, prog.history, prog.best, prog.best_epoch,
-                    {k: {n: book[n] for n in ("history", "best", "best_epoch")} for k, book in prog.selected.items()}))
+                    {k: {n: book[n] for n in ("history", "best", "best_epoch", "best_metrics")}
+                     for k, book in prog.selected.items()}))
                 if phase.validate is not None and prog.best_step >= 0 and ck is not None:
                     ck.wait()
                     best_state = ck.restore(prog.best_step, state, "best")
@@ -330,14 +332,19 @@ class Engine:
         better = []
         for sel in phase.selections:
             book = prog.selected.setdefault(sel.name, {"history": [], "best": None, "best_epoch": -1,
-                                                       "best_step": -1})
-            value = float(sel.validate(state))
+                                                       "best_step": -1, "best_metrics": {}})
+            out = sel.validate(state)
+            value, figures = (out if isinstance(out, tuple) else (out, {}))
+            value = float(value)
             score = value if sel.mode == "max" else -value
             book["history"].append(value)
             record[f"{phase.name}/{sel.name}"] = value
             if math.isfinite(score) and (book["best"] is None or score > book["best"]):
-                book["best"], book["best_epoch"], book["best_step"] = score, prog.epoch, prog.global_step
-                better.append(sel.name)
+                book["best"], book["best_epoch"] = score, prog.epoch
+                book["best_metrics"] = {k: float(v) for k, v in figures.items()}
+                if sel.keep_state:
+                    book["best_step"] = prog.global_step
+                    better.append(sel.name)
         return better
 
     @contextlib.contextmanager

@@ -102,14 +102,17 @@ class Phase:
 
 @dataclass(frozen=True)
 class Selection:
-    """A second best-epoch choice inside a :class:`Phase`: ``validate(state) -> float`` after each epoch
-    (after the phase's own validation), ``mode`` ``max`` or ``min``.  The engine logs it as
-    ``<phase>/<name>``, keeps its best state (a ``best_<name>`` checkpoint series on the engine, restored
-    on resume like the others) and returns it in :attr:`FitResult.selected <jmf.train.engine.FitResult>`."""
+    """A second best-epoch choice inside a :class:`Phase`: ``validate(state) -> float`` (or ``(float, {name:
+    float})``: more figures of that epoch) after each epoch (after the phase's own validation), ``mode``
+    ``max`` or ``min``.  The engine logs it as ``<phase>/<name>``, keeps the figures of its best epoch in
+    the phase summary (``best_metrics``) and, with ``keep_state``, its best state (a ``best_<name>``
+    checkpoint series on the engine, restored on resume like the others), returned in
+    :attr:`FitResult.selected <jmf.train.engine.FitResult>`."""
 
     name: str
-    validate: Callable[[Any], float]
+    validate: Callable[[Any], Any]
     mode: str = "max"
+    keep_state: bool = True
 
     def __post_init__(self):
         if not self.name.isidentifier():

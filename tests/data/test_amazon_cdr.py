@@ -70,6 +70,39 @@ def test_predefined_split_holds_out_the_other_domains_test_rows(data_dir):
         make_split(data, partition, "predefined", valid_ratio=1.5)
 
 
+@pytest.mark.parametrize("valid_is_test", [False, True])
+def test_dl_folds_give_the_other_domain_its_folds_and_leave_the_cf_side_alone(data_dir, valid_is_test):
+    """split.dl_folds: the sport side keeps its 8,326 test rows and lends validation rows like the cloth side,
+    whose folds are those of the split without; the mirror is the split with the domains swapped."""
+    data = load_amazon_cdr(data_dir / "amazon-cdr", "sport_cloth")
+    partition = partition_categories(data, cf_categories=["cloth"])
+    ratio = 0.0 if valid_is_test else 1.0
+    plain = make_split(data, partition, "predefined", valid_ratio=ratio, seed=3, valid_is_test=valid_is_test)
+    both = make_split(data, partition, "predefined", valid_ratio=ratio, seed=3, valid_is_test=valid_is_test,
+                      dl_folds=True)
+    assert not plain.has_dl_folds and both.has_dl_folds
+    for fold in ("train", "valid", "test"):
+        assert (getattr(both, fold) != getattr(plain, fold)).nnz == 0
+    assert both.dl_test.nnz == 8326 and (np.diff(both.dl_test.indptr) <= 1).all()
+    if valid_is_test:
+        assert (both.dl_valid != both.dl_test).nnz == 0 and (both.dl != plain.dl).nnz == 0
+    else:
+        eligible = np.diff(plain.dl.indptr) >= 2
+        assert set(np.flatnonzero(np.diff(both.dl_valid.indptr))) == set(np.flatnonzero(eligible))
+        assert both.dl.nnz + both.dl_valid.nnz == 92_612 and both.dl.multiply(both.dl_valid).nnz == 0
+    assert both.dl.multiply(both.dl_test).nnz == 0
+    mirror = both.mirrored()
+    assert (mirror.train != both.dl).nnz == 0 and (mirror.test != both.dl_test).nnz == 0
+    assert (mirror.dl != both.train).nnz == 0 and list(mirror.cf_items) == list(both.dl_items)
+    assert mirror.counts()["rows/dl_test"] == both.test.nnz
+    back = mirror.mirrored()
+    assert (back.valid != both.valid).nnz == 0 and list(back.partition.cf_categories) == list(partition.cf_categories)
+    with pytest.raises(ValueError, match="split.dl_folds=true"):
+        plain.mirrored()
+    with pytest.raises(ValueError, match="split.dl_folds=true needs split=predefined"):
+        make_split(data, partition, "ratio", dl_folds=True)
+
+
 def _pair_folder(root, folder, train="0\t1\t1\n1\t2\t1\n", test="0\t2\t1\n"):
     (root / folder).mkdir(parents=True, exist_ok=True)
     (root / folder / "train.txt").write_text(train)

@@ -31,6 +31,27 @@ def test_cold_start_counts(data_dir, pair):
     assert not any(":" in u for u in data.user_ids[cold])
 
 
+def test_both_folds_make_one_split_hold_both_directions(data_dir):
+    """``both_folds`` + ``split.dl_folds``: the sport_cloth split's mirror is the cloth_sport split (same users,
+    folds and training rows), and without ``dl_folds`` the split is the plain one."""
+    data = load_cdrib(data_dir / "cdrib", "sport_cloth", both_folds=True)
+    plain_data = load_cdrib(data_dir / "cdrib", "sport_cloth")
+    assert list(data.user_ids) == list(plain_data.user_ids) and list(data.item_ids) == list(plain_data.item_ids)
+    partition = partition_categories(data, cf_categories=["sport"])
+    both = make_split(data, partition, "predefined", dl_folds=True)
+    plain = make_split(plain_data, partition, "predefined")
+    assert all((getattr(both, f) != getattr(plain, f)).nnz == 0 for f in ("train", "valid", "test", "dl"))
+    assert make_split(data, partition, "predefined").counts() == plain.counts()
+    other = load_cdrib(data_dir / "cdrib", "cloth_sport")
+    mirror, ref = both.mirrored(), make_split(other, partition_categories(other, cf_categories=["cloth"]), "predefined")
+    assert mirror.counts() == {**ref.counts(), "rows/dl_valid": 3589, "rows/dl_test": 3546}
+    ids = np.asarray(data.user_ids)
+    for fold in ("train", "valid", "test"):   # the same (user, item) pairs under the raw ids
+        a, b = getattr(mirror, fold).tocoo(), getattr(ref, fold).tocoo()
+        items_a, items_b = np.asarray(data.item_ids)[mirror.cf_items], np.asarray(other.item_ids)[ref.cf_items]
+        assert sorted(zip(ids[a.row], items_a[a.col])) == sorted(zip(np.asarray(other.user_ids)[b.row], items_b[b.col]))
+
+
 @pytest.mark.parametrize("pair", sorted(COUNTS))
 def test_file_structure(data_dir, pair):
     target, source = pair.split("_")

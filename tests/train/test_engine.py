@@ -241,3 +241,12 @@ def test_selection_names_and_modes_are_checked():
         Selection("dl/ndcg", _mid)
     with pytest.raises(ValueError, match="max|min"):
         Selection("dl", _mid, mode="up")
+
+
+def test_a_selection_without_state_keeps_the_figures_of_its_best_epoch(tmp_path):
+    def figures(s):
+        return _mid(s), {"step": float(s["step"])}
+    _, result = _fit(_ctx(tmp_path), epochs=4, selections=(Selection("figs", figures, keep_state=False),))
+    book = result.phases["train"].selected["figs"]
+    assert book["best_epoch"] == 1 and book["best_metrics"] == {"step": 2.0 * (N // B)}
+    assert "figs" not in result.selected and not (tmp_path / "checkpoints" / "best_figs").exists()

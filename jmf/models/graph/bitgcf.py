@@ -120,6 +120,12 @@ class BiTGCF(GraphModel):
         layers = self.layers_of(params, data, None)
         return _final(layers["tu"]), _final(layers["ti"])
 
+    trains_both_sides = True      # a dual-target model: the source side's tables are trained alike
+
+    def embed_dl(self, params, data):
+        layers = self.layers_of(params, data, None)
+        return _final(layers["su"]), _final(layers["si"])
+
     def steps_per_epoch(self) -> int:
         return max(1, -(-len(self.triples["t"]) // self.batch_size))
 

@@ -118,7 +118,10 @@ class CDRIB(GraphModel):
         return {"graph": {d: bipartite_edges(mats[d][self.members[d]], "row") for d in DOMAINS},
                 "eval_s": jnp.asarray(np.maximum(self.local["s"], 0), jnp.int32),
                 "eval_t": jnp.asarray(np.maximum(self.local["t"], 0), jnp.int32),
-                "use_s": jnp.asarray(use_s), "use_t": jnp.asarray(~use_s & (self.local["t"] >= 0))}
+                "use_s": jnp.asarray(use_s), "use_t": jnp.asarray(~use_s & (self.local["t"] >= 0)),
+                # the DL side mirrored: a user with target rows is ranked on source items by its target row
+                "dl_use_t": jnp.asarray(self.local["t"] >= 0),
+                "dl_use_s": jnp.asarray((self.local["t"] < 0) & use_s)}
 
     def init_params(self, split: SplitData, key: jax.Array) -> dict:
         # host draws seeded by the key: jax.random compiled one kernel per parameter (44 s for this model)
@@ -169,6 +172,16 @@ class CDRIB(GraphModel):
         src, tgt = layer_rows(out["s"][0], data["eval_s"]), layer_rows(out["t"][0], data["eval_t"])
         users = jnp.where(data["use_s"][:, None], src, jnp.where(data["use_t"][:, None], tgt, 0.0))
         return users, layer_rows(out["t"][1])
+
+    trains_both_sides = True
+
+    def embed_dl(self, params, data):
+        """The source domain ranked as the authors rank it (their second direction): a user with target rows
+        (a cold source user) by its target representation, the others by their source one."""
+        out = self.encode(params, data, None)
+        src, tgt = layer_rows(out["s"][0], data["eval_s"]), layer_rows(out["t"][0], data["eval_t"])
+        users = jnp.where(data["dl_use_t"][:, None], tgt, jnp.where(data["dl_use_s"][:, None], src, 0.0))
+        return users, layer_rows(out["s"][1])
 
     # --------------------------------------------------------------- batches
     def steps_per_epoch(self) -> int:

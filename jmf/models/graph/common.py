@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import math
 from typing import Any
@@ -24,10 +25,12 @@ import scipy.sparse as sp
 
 from jmf.data.split import SplitData
 from jmf.models.base import EngineModel, EpochPlan, Phase, RunContext, TrainPlan
+from jmf.train.plan import Selection
 from jmf.train import parallel
 from jmf.train.engine import Engine, FitResult
 from jmf.errors import ConfigError
 from jmf.evaluate import registry
+from jmf.evaluate.protocols import evaluate_split
 from jmf.evaluate.validator import Validator
 
 log = logging.getLogger(__name__)
@@ -117,6 +120,15 @@ class GraphModel(EngineModel):
         """Evaluation mode: ``([U, d'] user rows for ranking CF-side items, [I_CF, d'] CF-side item rows)``."""
         raise NotImplementedError
 
+    # a model that trains the DL side as a second target sets ``trains_both_sides`` and gives ``embed_dl``
+    trains_both_sides = False
+    selects_on_test = True      # eval.select_on_test: the test figures at each validation (see setup)
+
+    def embed_dl(self, params: dict, data: dict) -> tuple[jax.Array, jax.Array]:
+        """Evaluation mode, the DL side: ``([U, d'] user rows for ranking DL-side items, [I_DL, d'] DL-side
+        item rows)``: with ``split.dl_folds``, the run validates (its own best epoch) and tests the DL side too."""
+        raise NotImplementedError
+
     def sample(self, rng: np.random.Generator, n_steps: int, epoch: int) -> dict[str, np.ndarray]:
         """``n_steps`` batches of arrays ``[n_steps, B, ...]`` for model epoch ``epoch`` (each batch's
         ``B`` axis is sharded over the devices); draw everything from ``rng``."""
@@ -131,6 +143,12 @@ class GraphModel(EngineModel):
             raise ConfigError(f"model={self.name}: {split.data.name} has no CF-side training interactions")
         ctx = ctx or RunContext()
         self.validator = Validator.of(ctx, split, self.eval_batch_size)
+        self.dl_validator = None
+        if split.has_dl_folds:
+            if not self.trains_both_sides:
+                raise ConfigError(f"split.dl_folds=true: model={self.name} does not rank the DL side's items "
+                                  "(a model that trains both sides does: disencdr, cdrib, bitgcf)")
+            self.dl_validator = Validator.of(ctx, split.mirrored(), self.eval_batch_size)
         engine = self.engine = Engine(ctx, name=self.name)
         parallel.check_batch_size(self.batch_size, engine.mesh, "model.batch_size")
         self.split = split
@@ -160,16 +178,27 @@ class GraphModel(EngineModel):
                                                  "step": jax.device_put(np.int32(first + i), _replicated(engine))},
                              examples_per_step=self.batch_size)
 
-        def embed(params, data):
+        def embed(params, data, side="cf"):
             with matmul_dtype(self.matmul_dtype):
-                return self.embed(params, data)
-        self._embed = jax.jit(embed)
-        self.params = state["params"]
+                return self.embed(params, data) if side == "cf" else self.embed_dl(params, data)
+        self._embed = jax.jit(embed, static_argnames="side")
+        self.params = self.dl_params = state["params"]
         # an engine epoch is ``eval_every`` model epochs, validated once at its end
         engine_plan = _every(plan, self.eval_every, self.epochs) if self.eval_every > 1 else plan
+        selections = ()
+        if self.dl_validator is not None and self.dl_validator.has_data:
+            selections = (Selection("dl", self._validate_dl, self.mode),)
+        self._test_cfg = None
+        if ctx.eval_config is not None and ctx.eval_config.select_on_test:
+            # the authors' selection beside jmf's: the test figures of each validated epoch, the best kept
+            self._test_cfg = dataclasses.replace(ctx.eval_config, ratings=False, test_sampling_seeds=(),
+                                                 test_full=False, batch_size=self.eval_batch_size)
+            selections += (Selection("test", self._test_figures, self.mode, keep_state=False),)
+            if self.dl_validator is not None:
+                selections += (Selection("dl_test", self._test_figures_dl, self.mode, keep_state=False),)
         phase = Phase("train", -(-self.epochs // self.eval_every), engine_plan, lambda s, b: jitted(s, b, self.data),
                       validate=self._validate if self.validator.has_data else None, patience=self.patience,
-                      metric=self.monitor)
+                      metric=self.monitor, mode=Validator.mode(self.monitor), selections=selections)
         return TrainPlan(engine, state, [phase])
 
     def optimizer(self) -> optax.GradientTransformation:
@@ -190,8 +219,41 @@ class GraphModel(EngineModel):
         info = {"train/loss": summary.losses[-1] if summary.losses else math.nan,
                 "train/epochs": float(len(summary.losses) * self.eval_every)}
         if summary.best is not None:
-            info[f"train/best_valid_{self.monitor}"] = summary.best
+            info[f"train/best_valid_{self.monitor}"] = summary.best if self.mode == "max" else -summary.best
+        if self.dl_validator is not None:
+            # the DL side's own best epoch (the last one when it has no validation rows)
+            self.dl_params = result.selected.get("dl", result.state)["params"]
+            book = summary.selected.get("dl")
+            if book and book["best"] is not None:
+                info[f"train/dl/best_valid_{self.monitor}"] = book["best"] if self.mode == "max" else -book["best"]
+                info["train/dl/best_epoch"] = float((book["best_epoch"] + 1) * self.eval_every)
+        for name, prefix in (("test", ""), ("dl_test", "dl/")):
+            book = summary.selected.get(name)
+            if book and book["best"] is not None:
+                info.update({f"{prefix}test_selected/{k}": v for k, v in book["best_metrics"].items()})
+                info[f"{prefix}test_selected/epoch"] = float((book["best_epoch"] + 1) * self.eval_every)
         return info
+
+    def _test_figures(self, state, dl: bool = False) -> tuple[float, dict[str, float]]:
+        """The test fold's figures of this epoch (``eval.select_on_test``) and the monitor's among them."""
+        if dl:
+            model, split = TablesModel(*self._embed(state["params"], self.data, side="dl"), self.name), \
+                self.split.mirrored()
+        else:
+            self._publish(state["params"])
+            model, split = self, self.split
+        out = evaluate_split(model, split, "test", self._test_cfg)
+        if self.monitor not in out:
+            raise ConfigError(f"model.monitor: {self.monitor!r} not among the test fold's metrics {sorted(out)} "
+                              "(eval.select_on_test selects on it)")
+        return out[self.monitor], out
+
+    def _test_figures_dl(self, state) -> tuple[float, dict[str, float]]:
+        return self._test_figures(state, dl=True)
+
+    @property
+    def mode(self) -> str:
+        return Validator.mode(self.monitor)
 
     def fitted_state(self) -> dict:
         return {"params": self.params}
@@ -227,6 +289,17 @@ class GraphModel(EngineModel):
         self._publish(state["params"])
         return self.validator(self, self.monitor)
 
+    def _validate_dl(self, state) -> float:
+        return self.dl_validator(TablesModel(*self._embed(state["params"], self.data, side="dl"), self.name),
+                                 self.monitor)
+
+    def dl_view(self) -> "TablesModel | None":
+        """The fitted model on the DL side (users ranking DL-side items, at the DL side's own best epoch), for
+        :func:`jmf.pipeline.evaluate` on ``split.mirrored()``; ``None`` without ``split.dl_folds``."""
+        if getattr(self, "dl_validator", None) is None:
+            return None
+        return TablesModel(*self._embed(self.dl_params, self.data, side="dl"), self.name)
+
     # --------------------------------------------------------------- inference
     def score_tables(self) -> tuple[jax.Array, jax.Array, None]:
         return self.user_table, self.item_table, None
@@ -234,6 +307,28 @@ class GraphModel(EngineModel):
     def score(self, users: jax.Array) -> jax.Array:
         """``[B] -> [B, I_CF]``: dot products of the final embeddings."""
         return _scores(self.user_table, self.item_table, jnp.asarray(users))
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        raise ConfigError(f"model={self.name} ranks items; it has no rating scale (its tables report no RMSE)")
+
+
+class TablesModel:
+    """A fitted model that scores by the dot products of two tables (``users [U, d] @ items [I, d]ᵀ``): a
+    graph model's DL side (:meth:`GraphModel.dl_view`), evaluated like any ranking model."""
+
+    rates = False
+
+    def __init__(self, user_table: jax.Array, item_table: jax.Array, name: str = "tables"):
+        self.user_table, self.item_table, self.name = user_table, item_table, name
+
+    def score_tables(self) -> tuple[jax.Array, jax.Array, None]:
+        return self.user_table, self.item_table, None
+
+    def score(self, users: jax.Array) -> jax.Array:
+        return _scores(self.user_table, self.item_table, jnp.asarray(users))
+
+    def fit(self, split: SplitData, ctx: RunContext | None = None) -> dict[str, float]:
+        raise ConfigError(f"{self.name}'s DL-side tables are fitted with the model; they are not fitted alone")
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         raise ConfigError(f"model={self.name} ranks items; it has no rating scale (its tables report no RMSE)")

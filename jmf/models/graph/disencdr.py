@@ -188,6 +188,13 @@ class DisenCDR(GraphModel):
         mu_u, _, mu_i, _ = self.specific(params, data, "t", None)
         return self.shared(params, data, None)[0] + mu_u, mu_i
 
+    trains_both_sides = True
+
+    def embed_dl(self, params, data):
+        """The source domain, as the authors evaluate it: users ``μ_sh + μ_s``, DL-side items ``μ``."""
+        mu_u, _, mu_i, _ = self.specific(params, data, "s", None)
+        return self.shared(params, data, None)[0] + mu_u, mu_i
+
     # --------------------------------------------------------------- batches
     def steps_per_epoch(self) -> int:
         return max(1, -(-sum(len(t) for t in self.triples.values()) // self.batch_size))
