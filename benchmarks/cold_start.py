@@ -49,6 +49,10 @@ TASKS: dict[str, tuple[str, list[str], list[str]]] = {
     "cdrib-sport": ("cdrib_sport_cloth", [], CDRIB),
     "cdrib-cloth": ("cdrib_cloth_sport", [], CDRIB),
 }
+# a task -> its mirror: the run of a model that trains both sides with split.dl_folds=true (its experiment row says
+# so, e.g. experiments/amazon_phone_electronic/disencdr.yaml) gives the mirror task's row too, from its dl/ metrics
+MIRROR = {"amazon-phone": "amazon-elec", "amazon-elec": "amazon-phone", "amazon-sport": "amazon-cloth",
+          "amazon-cloth": "amazon-sport", "cdrib-sport": "cdrib-cloth", "cdrib-cloth": "cdrib-sport"}
 # model name (table row) -> experiment row (experiments/<experiment>/<row>.yaml, or conf/model/<row>.yaml)
 MODELS: dict[str, str] = {
     "pop": "pop",
@@ -172,7 +176,6 @@ def main() -> None:
         rows = experiment_catalogue()[TASKS[task][0]]     # a tuned row exists only where the search wrote it
         models = [ALIASES.get(m, m) for m in args.models] if args.models else [
             m for m in MODELS if (m != "oracle" or task.startswith("synthetic")) and MODELS[m] in rows]
-        metric_names = TASKS[task][2]
         for model in models:
             for seed in args.seeds:
                 if (task, model, seed) in done:
@@ -185,17 +188,36 @@ def main() -> None:
                     traceback.print_exc()
                     raw.append({"task": task, "model": model, "seed": seed, "error": f"{type(err).__name__}: {err}"})
                     continue
-                # the validation fold's metrics too (where the run has them), for choices made on validation
-                valid = {v: metrics[v] for v in ("valid/" + k.split("/")[-1] for k in metric_names) if v in metrics}
-                # JMF's score-term weight chosen on validation, and the validation metric of every weight tried
-                valid.update({k: v for k, v in metrics.items() if k.startswith("train/") and "neighbour_score" in k})
-                raw.append({"task": task, "model": model, "seed": seed,
-                            **{k: metrics.get(k, math.nan) for k in metric_names}, **valid,
-                            "seconds": metrics["bench/seconds"], "overrides": " ".join(args.override)})
-                print(f"[{task}] {model} seed {seed}: " + ", ".join(
-                    f"{k.split('/', 1)[1]} {metrics.get(k, math.nan):.4f}" for k in metric_names)
-                    + f" ({metrics['bench/seconds']:.0f}s)", flush=True)
+                raw.append(_row(task, model, seed, metrics, " ".join(args.override)))
+                if task in MIRROR and any(k.startswith("dl/test/") for k in metrics):
+                    # one run, both sides: the DL side's figures are the mirror task's row (same seed)
+                    mirror = MIRROR[task]
+                    raw = [r for r in raw if (r["task"], r["model"], r["seed"]) != (mirror, model, seed)]
+                    dl = sampled_means({k[3:]: v for k, v in metrics.items() if k.startswith("dl/")})
+                    raw.append(_row(mirror, model, seed, {**dl, "bench/seconds": metrics["bench/seconds"]},
+                                    " ".join(args.override), both_sides_of=task))
+                    done.add((mirror, model, seed))
             _write(name, args.tasks, raw)   # after every model, so a cut-short benchmark keeps its rows
+
+
+def _row(task: str, model: str, seed: int, metrics: dict[str, float], overrides: str,
+         both_sides_of: str | None = None) -> dict:
+    """One result row of a run's metrics: the task's metrics, the validation fold's (for choices made on
+    validation), the test-selected figures (``eval.select_on_test``), the seconds; printed."""
+    metric_names = TASKS[task][2]
+    valid = {v: metrics[v] for v in ("valid/" + k.split("/")[-1] for k in metric_names) if v in metrics}
+    # JMF's score-term weight chosen on validation, and the validation metric of every weight tried
+    valid.update({k: v for k, v in metrics.items() if k.startswith("train/") and "neighbour_score" in k})
+    selected = {k: v for k, v in metrics.items() if k.startswith("test_selected/") or k.startswith("test/s0/")}
+    row = {"task": task, "model": model, "seed": seed, **{k: metrics.get(k, math.nan) for k in metric_names},
+           **valid, **selected, "seconds": metrics["bench/seconds"], "overrides": overrides}
+    if both_sides_of:
+        row["both_sides_of"] = both_sides_of    # the DL side of that task's run (split.dl_folds)
+    print(f"[{task}] {model} seed {seed}: " + ", ".join(
+        f"{k.split('/', 1)[1]} {metrics.get(k, math.nan):.4f}" for k in metric_names)
+        + (f" (the DL side of the {both_sides_of} run)" if both_sides_of else f" ({metrics['bench/seconds']:.0f}s)"),
+        flush=True)
+    return row
 
 
 def _load_runs(stems: list[tuple[str, bool]], merged_tasks: set[str] | None = None) -> list[dict]:
@@ -225,14 +247,27 @@ def _table_rows(task: str, raw: list[dict]) -> list[dict]:
         if not runs:
             continue
         row = {"task": task, "model": model, "seeds": len(runs)}
-        for k in metric_names:
+        for k in [*metric_names, *_selected_keys(runs)]:
             values = [r[k] for r in runs if k in r and r[k] is not None and not math.isnan(r[k])]
             if values:
                 mean, std = mean_std(values)
-                row[k.split("/", 1)[1]] = f"{mean:.4f} ± {std:.4f}"
+                row[_label(k)] = f"{mean:.4f} ± {std:.4f}"
         row["s/run"] = f"{mean_std([r['seconds'] for r in runs])[0]:.0f}"
         rows.append(row)
     return rows
+
+
+def _label(key: str) -> str:
+    """A table column: ``test/sampled/hr@10`` -> ``sampled/hr@10``; ``test_selected/hr@10`` -> ``on test: hr@10``."""
+    head, tail = key.split("/", 1)
+    return f"on test: {tail}" if head == "test_selected" else tail
+
+
+def _selected_keys(runs: list[dict]) -> list[str]:
+    """The test-selected figures of ``runs`` (``eval.select_on_test``) and the sampler they are drawn with."""
+    present = {k for r in runs for k in r}
+    keys = [k for k in ("test_selected/hr@10", "test_selected/ndcg@10") if k in present]
+    return [*keys, *(k.replace("test_selected/", "test/s0/") for k in keys)] if keys else []
 
 
 def _write(name: str, tasks: list[str], raw: list[dict]) -> None:
@@ -243,9 +278,13 @@ def _write(name: str, tasks: list[str], raw: list[dict]) -> None:
         task_rows = _table_rows(task, raw)
         rows += task_rows
         if task_rows:
-            cols = ["model", "seeds", *(k.split("/", 1)[1] for k in TASKS[task][2]), "s/run"]
+            extra = _selected_keys([r for r in raw if r["task"] == task and "error" not in r])
+            cols = ["model", "seeds", *(_label(k) for k in [*TASKS[task][2], *extra]), "s/run"]
             command = " ".join(["experiment=" + TASKS[task][0] + "/<row>", *TASKS[task][1]])
-            sections.append(f"### {task} (`{command}`)\n\n" + markdown_table(task_rows, cols))
+            mirrored = sorted({f"{r['model']}: the DL side of the {r['both_sides_of']} runs" for r in raw
+                               if r["task"] == task and r.get("both_sides_of") and "error" not in r})
+            note = f"\n\nOne run, both sides (`split.dl_folds`): {'; '.join(mirrored)}." if mirrored else ""
+            sections.append(f"### {task} (`{command}`)\n\n" + markdown_table(task_rows, cols) + note)
     failed = [r for r in raw if "error" in r]
     if failed:
         sections.append("Failed runs:\n\n" + "\n".join(f"* {r['task']} {r['model']} seed {r['seed']}: {r['error']}"
