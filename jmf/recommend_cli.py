@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--explain", action="store_true", help="also write <out>.explain.csv")
     parser.add_argument("--no-strict", action="store_true", help="load a model written by other package versions")
     args = parser.parse_args(argv)
+    from jmf import compile_cache
+
+    compile_cache.enable()
     try:
         summary = _run(args)
     except Exception as err:     # noqa: BLE001 -- user errors are printed, the rest re-raised

@@ -8,6 +8,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))   # helpers shared by test files (docs_runner)
 os.environ.setdefault("JMF_DATA_DIR", str((ROOT.parent / "shared" / "data").resolve()))
+# no persistent compilation cache unless a test asks for one (tests/test_compile_cache.py): every test compiles
+# as a fresh process would, and nothing is written under the user's cache folder
+os.environ.setdefault("JMF_COMPILE_CACHE", "off")
 
 import pytest  # noqa: E402
 
