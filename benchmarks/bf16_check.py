@@ -2,7 +2,7 @@
 trained twice, once per dtype, and their metrics side by side.
 
     python benchmarks/bf16_check.py --tasks amazon-phone --models disencdr \\
-        --override model.epochs=10 model.eval_every=10            # DisenCDR, the authors' batch (~1 h a dtype here)
+        --override model.epochs=10 model.eval_every=10 --resume   # DisenCDR, the authors' batch (~1 h a dtype here)
     python benchmarks/bf16_check.py --tasks cdrib-sport --models cdrib --override model.epochs=5
 
 Train long enough for the metrics to mean something: DisenCDR at batch 8192 after 4 epochs is still at chance
@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every run")
     parser.add_argument("--name", default=None, help="result stem suffix: bf16_check_<name>")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "bf16_check"))
+    parser.add_argument("--resume", action="store_true",
+                        help="take finished runs from their folders and continue killed ones from their checkpoints")
     args = parser.parse_args()
     hugepages.ensure()
     from cold_start import TASKS, run_one
@@ -49,7 +51,7 @@ def main() -> None:
             per_dtype = {}
             for dtype in DTYPES:
                 runs = [run_one(task, model, seed, [*args.override, f"model.matmul_dtype={dtype}"],
-                                Path(args.out) / dtype) for seed in args.seeds]
+                                Path(args.out) / dtype, reuse=args.resume, resume=args.resume) for seed in args.seeds]
                 per_dtype[dtype] = runs
                 row = {"task": task, "model": model, "matmul_dtype": dtype, "seeds": len(runs)}
                 for k in metric_names:
