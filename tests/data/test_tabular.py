@@ -70,3 +70,21 @@ def test_read_columns(tmp_path):
     path.write_text("1\t2\n3\t4\t5\n")
     with pytest.raises(ValueError, match=r"pairs.txt: expected 2 '\\t'-separated fields"):
         read_columns(path, ("user", "item"))
+
+
+@pytest.mark.parametrize("ratings", [False, True])
+def test_the_synthetic_table_command_writes_what_data_csv_reads(tmp_path, ratings, capsys):
+    """``python -m jmf.data.synthetic out.csv`` (the README tour's data) round-trips through the CSV loader."""
+    from jmf.data.synthetic import main, synthetic
+
+    path = tmp_path / "behaviour.csv"
+    assert main([str(path), "--users", "50", "--items", "30", "--categories", "3", "--seed", "2"]
+                + (["--ratings"] if ratings else [])) == 0
+    assert f"wrote {path}" in capsys.readouterr().out
+    loaded = load_table(path, value_col="rating" if ratings else None, time_col="ts", category_col="genre")
+    ref = synthetic(n_users=50, n_items=30, n_categories=3, interactions_per_user=40.0, shared_dim=3, specific_dim=0,
+                    shared_weight=1.0, temperature=0.25, implicit=not ratings, seed=2)
+    assert len(loaded) == len(ref) and loaded.implicit == (not ratings)
+    assert sorted(loaded.category_names) == list(ref.category_names)
+    if ratings:
+        assert sorted(loaded.value.tolist()) == sorted(ref.value.tolist())
