@@ -22,8 +22,12 @@ it validates) and hands the loop to :class:`Engine`::
 * At most ``max_inflight`` steps are dispatched and not yet waited for (the oldest is
   waited for before another is dispatched): this bounds host memory and avoids XLA's CPU
   all-reduce rendezvous deadlock with many forced host devices on few cores.
-* Checkpoints (``ctx.out_dir/checkpoints``): every ``checkpoint_every`` steps, at every
-  epoch end (after validation), and the best validation epoch.  They hold the state pytree
+* Checkpoints (``ctx.out_dir/checkpoints``): every ``checkpoint_every`` steps, at epoch ends
+  (after validation), and the best validation epoch.  An epoch end is saved when it is the first
+  of the fit or the last of a phase, when the phase stops early or saved a best state there, or
+  when :data:`EPOCH_CHECKPOINT_SECONDS` have passed since the last save: short epochs (MF's
+  whole-epoch scans, ~0.1 s) do not pay an orbax write each, and a kill loses at most that much
+  training, redone exactly on resume.  They hold the state pytree
   and :class:`Progress` (phase, epoch, step in epoch, loss so far, early-stopping book), so a
   killed run resumes exactly; a run with an unusable checkpoint stops with
   :class:`~jmf.train.checkpoint.CheckpointError` rather than starting again.
@@ -67,6 +71,9 @@ log = logging.getLogger("jmf")
 
 
 _progress = {"step": 0}     # the last finished step of this process, for the Ctrl-C message
+
+# The most training (wall seconds) an epoch-end checkpoint may be skipped for; see the module docstring.
+EPOCH_CHECKPOINT_SECONDS = 10.0
 
 
 def last_step() -> int:
@@ -261,6 +268,7 @@ class Engine:
     def _run_phase(self, phase: Phase, state, prog: Progress, ck, logger: MetricLogger, best_state,
                    selected: dict):
         every = self.ctx.checkpoint_every
+        last_save = None            # when this phase last wrote a periodic checkpoint (None: not yet)
         while prog.epoch < phase.epochs and not prog.stopped:
             plan = phase.plan(prog.epoch)
             start, first = time.perf_counter(), prog.step_in_epoch
@@ -284,6 +292,7 @@ class Engine:
                         self._drain(pending, len(pending), prog, phase, logger)
                         prog.step_in_epoch = i + 1
                         ck.save(prog.global_step, state, self._meta(prog))
+                        last_save = time.perf_counter()
                 self._drain(pending, len(pending), prog, phase, logger)
             seconds = time.perf_counter() - start
             n_run = plan.n_steps - first
@@ -321,8 +330,11 @@ class Engine:
                     ck.save(prog.global_step, state, self._meta(prog), series=f"best_{name}")
                 else:
                     selected[name] = copy_state(state)
-            if ck is not None:
+            if ck is not None and (last_save is None or improved or better or prog.stopped
+                                   or prog.epoch >= phase.epochs
+                                   or time.perf_counter() - last_save >= EPOCH_CHECKPOINT_SECONDS):
                 ck.save(prog.global_step, state, self._meta(prog))
+                last_save = time.perf_counter()
         return state, best_state
 
     @staticmethod

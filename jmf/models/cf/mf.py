@@ -4,7 +4,7 @@
 ``softmax`` (sampled softmax over uniform negatives) on implicit feedback.  Each step
 updates only the embedding rows the batch touches (:func:`jmf.optim.sparse_rows_update`),
 and a whole epoch is one ``lax.scan`` inside one ``jax.jit`` call: no per-step dispatch; the
-engine (:mod:`jmf.train.engine`) runs it as a one-step epoch, with per-epoch checkpoints.
+engine (:mod:`jmf.train.engine`) runs it as a one-step epoch, with epoch-end checkpoints.
 The epoch's order is drawn from ``(sampling seed, epoch)`` and negatives on the device from
 ``fold_in(key(sampling seed), epoch)``, so a run is a pure function of its seeds and a
 resumed run repeats exactly.
@@ -93,7 +93,7 @@ class MatrixFactorization(EngineModel):
         """The engine, the placed initial state ``{params, opt_state}`` and the one ``train`` phase.
 
         One engine step per epoch (the epoch is one ``lax.scan``).  ``ctx`` (from ``jmf.run``) adds
-        per-epoch checkpoints/resume and logs, and shards each batch over the ``data`` mesh axis;
+        epoch-end checkpoints/resume and logs, and shards each batch over the ``data`` mesh axis;
         with ``ctx.devices=None`` (library use) the fit runs on one device.
         """
         train = split.train.tocoo()
@@ -127,7 +127,8 @@ class MatrixFactorization(EngineModel):
         epoch_fn = self._make_epoch_fn(tx, split.train.shape[1], user_counts)
 
         def step(state, batch):
-            params, opt_state, loss = epoch_fn(state["params"], state["opt_state"], batch["rows"], batch["key"])
+            params, opt_state, loss = epoch_fn(state["params"], state["opt_state"],
+                                               _epoch_batches(batch["train"], batch["order"], train.nnz), batch["key"])
             return {"params": params, "opt_state": opt_state}, {"loss": loss}
 
         plan = self._epoch_plan(engine, train)
@@ -135,25 +136,25 @@ class MatrixFactorization(EngineModel):
         return TrainPlan(engine, state, [Phase("train", self.epochs, plan, engine.jit_step(step, sharding))])
 
     def _epoch_plan(self, engine: Engine, train) -> Callable[[int], EpochPlan]:
-        """``epoch -> EpochPlan``: one step whose batch is the whole epoch ``[n_batches, B]`` (a scan)."""
+        """``epoch -> EpochPlan``: one step whose batch is the whole epoch (a scan over ``[n_batches, B]``).
+
+        The training triples go to the devices once; an epoch sends only its order, ``[n_batches, B]``
+        int32 row numbers (sharded over ``data`` along B), and the step gathers the batches from them
+        (:func:`_epoch_batches`).
+        """
         n = train.nnz
         n_batches = -(-n // self.batch_size)
-        rows = np.asarray(train.row, np.int32)
-        cols = np.asarray(train.col, np.int32)
-        vals = np.asarray(train.data, np.float32)
+        triples = parallel.put_replicated({"users": np.asarray(train.row, np.int32),      # [n] each
+                                           "items": np.asarray(train.col, np.int32),
+                                           "values": np.asarray(train.data, np.float32)}, engine.mesh)
         base_key = jax.random.key(engine.sampling_seed)
 
         def plan(epoch: int) -> EpochPlan:
-            perm = engine.epoch_rng(0, epoch).permutation(n)
-            pad = n_batches * self.batch_size - n  # the ragged last batch: padded rows of weight 0
-            idx = np.concatenate([perm, np.zeros(pad, np.int64)])
-            weight = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-            shape = (n_batches, self.batch_size)
-            # [n_batches, B] each, sharded over "data" along B; the scan walks axis 0
-            batches = {"users": rows[idx].reshape(shape), "items": cols[idx].reshape(shape),
-                       "values": vals[idx].reshape(shape), "weight": weight.reshape(shape)}
+            order = np.zeros(n_batches * self.batch_size, np.int32)  # the ragged last batch: row 0, weight 0
+            order[:n] = engine.epoch_rng(0, epoch).permutation(n)
             key = jax.random.fold_in(base_key, epoch)
-            return EpochPlan(1, lambda i: {"rows": engine.put_batch(batches, axis=1),
+            return EpochPlan(1, lambda i: {"train": triples,
+                                           "order": engine.put_batch(order.reshape(n_batches, self.batch_size), axis=1),
                                            "key": parallel.put_replicated(key, engine.mesh)}, examples_per_step=n)
         return plan
 
@@ -181,6 +182,22 @@ class MatrixFactorization(EngineModel):
                 main = fn(pos, neg, w)
             return main + losses.weighted_mean(penalty, w)
 
+        def mse_step(carry, batch):
+            """One batch of the ``mse`` loss: no negatives, so each table's duplicate rows are grouped
+            before the scan (:func:`_first_occurrence`), not by a sort in every step."""
+            params, opt_state = carry
+            users, items = batch["users"], batch["items"]
+            rows = {"P": params["P"][users], "Q": params["Q"][items],
+                    "user_bias": params["user_bias"][users], "item_bias": params["item_bias"][items]}
+            loss, grads = jax.value_and_grad(example_loss)(rows, batch, None)
+            side = {"P": "user", "user_bias": "user", "Q": "item", "item_bias": "item"}
+            new_params, new_state = {}, {}
+            for name in params:
+                new_params[name], new_state[name] = _grouped_rows_update(
+                    tx, params[name], opt_state[name], batch[f"{side[name]}_group"], batch[f"{side[name]}_target"],
+                    grads[name])
+            return (new_params, new_state), loss
+
         def step(carry, batch):
             params, opt_state, key = carry
             key, sub = jax.random.split(key)
@@ -206,6 +223,11 @@ class MatrixFactorization(EngineModel):
             return (new_params, new_state, key), loss
 
         def epoch(params, opt_state, batches, key):
+            if loss_name == "mse":
+                for side, ids, table in (("user", batches["users"], "P"), ("item", batches["items"], "Q")):
+                    batches[f"{side}_group"], batches[f"{side}_target"] = _first_occurrence(ids, params[table].shape[0])
+                (params, opt_state), loss = jax.lax.scan(mse_step, (params, opt_state), batches)
+                return params, opt_state, loss.mean()
             (params, opt_state, _), loss = jax.lax.scan(step, (params, opt_state, key), batches)
             return params, opt_state, loss.mean()
 
@@ -258,3 +280,48 @@ class MatrixFactorization(EngineModel):
     @property
     def item_factors(self) -> np.ndarray:
         return np.asarray(self.params["Q"])
+
+
+def _epoch_batches(train: dict, order: jax.Array, n: int) -> dict:
+    """The epoch's batches, gathered on the device: ``train`` ``{users, items, values}`` ``[n]`` each,
+    ``order`` ``[n_batches, B]`` row numbers (the epoch's permutation, then padding) -> ``{users, items,
+    values, weight}`` ``[n_batches, B]`` each; the padding has weight 0."""
+    position = jnp.arange(order.size, dtype=jnp.int32).reshape(order.shape)
+    return {"users": train["users"][order], "items": train["items"][order], "values": train["values"][order],
+            "weight": (position < n).astype(jnp.float32)}
+
+
+def _first_occurrence(ids: jax.Array, n_rows: int) -> tuple[jax.Array, jax.Array]:
+    """Group each step's repeated rows, for all steps at once: ``ids`` ``[S, B]`` -> ``(group, target)``.
+
+    ``group[s, j]`` is the position in step ``s`` of the first occurrence of ``ids[s, j]``;
+    ``target[s, j]`` is ``ids[s, j]`` at a first occurrence and ``n_rows`` (out of range: dropped) at a
+    repeat.  Gradients summed by ``group`` (in step order, as ``jax.ops.segment_sum`` over
+    ``jnp.unique``'s inverse does) and added at ``target`` update each row once.
+    """
+    width = ids.shape[-1]
+    position = jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), ids.shape)
+    order = jnp.argsort(ids, axis=-1, stable=True)            # [S, B]: equal ids together, in step order
+    ranked = jnp.take_along_axis(ids, order, axis=-1)
+    starts = jnp.concatenate([jnp.ones(ids.shape[:-1] + (1,), bool), ranked[..., 1:] != ranked[..., :-1]], -1)
+    run_start = jax.lax.cummax(jnp.where(starts, position, 0), axis=ids.ndim - 1)
+    first = jnp.take_along_axis(order, run_start, axis=-1)   # in sorted order: the run's first position
+    group = jnp.put_along_axis(jnp.zeros_like(ids), order, first, axis=-1, inplace=False)
+    return group, jnp.where(group == position, ids, n_rows)
+
+
+def _grouped_rows_update(tx, table: jax.Array, state, group: jax.Array, target: jax.Array, row_grads: jax.Array):
+    """:func:`jmf.optim.sparse_rows_update` with the repeats grouped beforehand (:func:`_first_occurrence`):
+    the same sums, the same update of each touched row, and no sort in the step."""
+    n = table.shape[0]
+    grads = jnp.zeros_like(row_grads).at[group].add(row_grads)      # [B, ...]: a repeat's rows sum at its first
+
+    def per_row(leaf) -> bool:
+        return hasattr(leaf, "shape") and leaf.ndim == table.ndim and leaf.shape[0] == n
+
+    rows = table.at[target].get(mode="fill", fill_value=0)
+    row_state = jax.tree.map(lambda s: s.at[target].get(mode="fill", fill_value=0) if per_row(s) else s, state)
+    updates, new_row_state = tx.update(grads, row_state, rows)
+    table = table.at[target].add(updates, mode="drop")
+    state = jax.tree.map(lambda s, r: s.at[target].set(r, mode="drop") if per_row(s) else r, state, new_row_state)
+    return table, state
