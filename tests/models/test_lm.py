@@ -303,3 +303,46 @@ def test_jmf_with_lm_encoder_end_to_end(tiny_folder, finetune):
         assert b and any(float(np.abs(x).max()) > 0 for x in b)
     else:
         assert len(moved) > len(pretrained) // 2
+
+
+# ----------------------------------------------------------------------------- length-bucketed encoding
+def test_bucket_lengths_and_plan():
+    from jmf.models.encoders.length_buckets import bucket_lengths, plan_batches, text_lengths
+
+    assert bucket_lengths(512) == (16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+    assert bucket_lengths(40, smallest=8) == (8, 16, 24, 32, 40) and bucket_lengths(10) == (10,)
+    valid = np.arange(12)[None] < np.array([3, 12, 0, 7, 9, 1])[:, None]
+    valid[3, 2] = False                                     # a hole inside a text does not shorten it
+    lengths = text_lengths(valid)
+    assert lengths.tolist() == [3, 12, 0, 7, 9, 1]
+    plan = plan_batches(lengths, 4, (4, 8, 12))
+    assert [(rows.tolist(), T) for rows, T in plan] == [([1, 4, 3, 0], 12), ([5, 2], 4)]
+
+
+@pytest.mark.parametrize("which", ["tiny", "minilm"])
+def test_bucketed_encoding_equals_one_padded_batch(which, tiny_folder, minilm):
+    """Sorted, bucket-padded batches give every text the encoding it gets padded to the table's width, in the
+    input order, compiling once per bucket length used."""
+    from jmf.models.encoders.length_buckets import encode_bucketed
+    from jmf.models.encoders.lm import jit_pool
+
+    folder = tiny_folder if which == "tiny" else minilm
+    tok = load_tokenizer(folder)
+    texts = SENTENCES[::-1] + SENTENCES[2:5]                            # 10 texts, 2-52 tokens, out of length order
+    enc = tok(texts, padding="max_length", max_length=64, return_tensors="np")
+    tokens, valid = enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(bool)
+    bert = load_bert(folder)
+    reference = np.asarray(jit_encode(bert)(jnp.asarray(tokens), jnp.asarray(valid))[1])     # [10, H], T = 64
+    traces, pooled = [], jit_pool(bert)
+
+    def counted(ids, mask):
+        traces.append(ids.shape)
+        return pooled(ids, mask)
+
+    counted_jit = jax.jit(counted)
+    bucketed = encode_bucketed(counted_jit, tokens, valid, batch_size=4, buckets=(8, 16, 32, 64))
+    np.testing.assert_allclose(bucketed, reference, atol=1e-5, rtol=0)
+    assert sorted(traces) == [(4, 8), (4, 16), (4, 64)]        # 3 batches: 18-52 tokens, 3-16, 2 and 2 (ragged)
+    again = encode_bucketed(counted_jit, tokens, valid, batch_size=4, buckets=(8, 16, 32, 64))
+    np.testing.assert_array_equal(again, bucketed)
+    assert len(traces) == 3                                    # no new shapes: no new compiles

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jmf.models.encoders.length_buckets import encode_bucketed
 from jmf.models.encoders.lora import Dense, Embedding, LayerNorm, LoRASpec
 from jmf.errors import ConfigError, DataFileError
 
@@ -166,6 +167,22 @@ def jit_encode(bert: Bert, pooling: str = "mean", normalize: bool = False):
     def encode(state, input_ids, attention_mask):
         states = nnx.merge(graphdef, state)(input_ids, attention_mask)
         return states, pool(states, attention_mask.astype(bool), pooling, normalize)
+
+    return functools.partial(encode, state)
+
+
+def jit_pool(bert: Bert, pooling: str = "mean", normalize: bool = False):
+    """A jitted ``(input_ids, attention_mask) -> pooled [B, H]`` on ``bert``'s weights.
+
+    The token states stay inside the compiled program (no ``[B, T, H]`` output buffer); this is what
+    :func:`jmf.models.encoders.length_buckets.encode_bucketed` runs over whole sets of texts.
+    """
+    graphdef, state = nnx.split(bert)
+
+    @jax.jit
+    def encode(state, input_ids, attention_mask):
+        mask = attention_mask.astype(bool)
+        return pool(nnx.merge(graphdef, state)(input_ids, mask), mask, pooling, normalize)
 
     return functools.partial(encode, state)
 
@@ -324,23 +341,17 @@ class LMEncoder(nnx.Module):
 
     def user_inputs(self, split, seqs, batch_size: int = 64) -> dict[str, np.ndarray]:
         """Per-user ``tokens``, ``token_pos`` ``[U, T]`` for ``seqs`` (the hook the joint model calls once);
-        with ``finetune=frozen`` the pooled ``[U, H]`` encodings instead."""
+        with ``finetune=frozen`` the pooled ``[U, H]`` encodings instead, computed in length-bucketed
+        batches of ``batch_size`` users (:func:`jmf.models.encoders.length_buckets.encode_bucketed`)."""
         from jmf.data.text import behaviour_tokens
 
         table = behaviour_tokens(split, seqs, load_tokenizer(self.folder), self.template, self.max_tokens,
                                  cache_key=self.folder)
         if self.finetune != "frozen":
             return {"tokens": table.tokens, "token_pos": table.token_pos}
-        encode = jit_encode(self.bert, self.pooling, self.normalize)
-        pooled = []
-        for start in range(0, len(table.tokens), batch_size):
-            chunk = np.zeros((batch_size, self.max_tokens), np.int32)          # one shape: one compile
-            valid = np.zeros((batch_size, self.max_tokens), bool)
-            n = min(batch_size, len(table.tokens) - start)
-            chunk[:n] = table.tokens[start:start + n]
-            valid[:n] = table.token_pos[start:start + n] >= -1                  # behaviours and specials
-            pooled.append(np.asarray(encode(jnp.asarray(chunk), jnp.asarray(valid))[1])[:n])
-        return {"pooled": np.concatenate(pooled).astype(np.float32)}
+        valid = table.token_pos >= -1                                            # behaviours and specials
+        encode = jit_pool(self.bert, self.pooling, self.normalize)
+        return {"pooled": encode_bucketed(encode, table.tokens, valid, batch_size)}
 
     def __call__(self, items: jax.Array, categories: jax.Array, mask: jax.Array, tokens: jax.Array | None = None,
                  token_pos: jax.Array | None = None, pooled: jax.Array | None = None) -> jax.Array:
