@@ -15,9 +15,17 @@ factors stay in cache, and ``lax.map`` walks the chunks.  Measured on 2 CPU core
 interactions (``benchmarks/speed_cf.py``), this is 10x faster per epoch than one
 ``segment_sum`` over all nonzeros per CG step (scatter-adds of ``[nnz, d]``) and 2x faster
 than the same buckets without chunks (``[nnz, d]`` gathered factors stream through memory
-eight times per half-epoch).  One half-epoch is one ``jax.jit`` call per side; it compiles
-once per matrix (one while loop per bucket, about a second each).  (A whole Cholesky
+eight times per half-epoch).  One half-epoch is one ``jax.jit`` call per bucket and one that
+writes their rows into the factors; each compiles once per matrix.  (A whole Cholesky
 epoch in one jit hung in the CPU LAPACK call on this machine; CG has no such call.)
+
+Memory (``benchmarks/ials_scale.py``, 10M interactions, d=64, 2 devices: peak RSS 2.37 GB
+before, 1.51 GB after; ``implicit`` 0.51 GB).  Host buckets go to their sharded place one at a
+time, straight from NumPy: a single-device copy first, resharded, compiled one program per
+array shape (about 0.4 GB and a minute at that scale).  One program per bucket, not one per
+half-epoch, keeps XLA's compile-time peak to one bucket's loop.  What remains above
+``implicit``: JAX and XLA themselves (about 0.19 GB once imported), the compiled loops, and
+the factors, which every device holds whole (one copy per device).
 
 Devices.  Each bucket's chunks are split over a 1-D mesh of the local devices
 (``jax.shard_map``; ``X`` and ``Y`` replicated), and every device walks its own chunks.  The
@@ -37,6 +45,7 @@ setting, so this is a per-run choice, not a package default.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from functools import cached_property, partial
 from typing import NamedTuple
 
@@ -61,36 +70,37 @@ class _Bucket(NamedTuple):
 
 
 def _bucketize(csr: sp.csr_matrix, alpha: float, dim: int, min_width: int, chunk_bytes: int,
-               n_shards: int = 1) -> tuple[_Bucket, ...]:
-    """CSR ``[n, m]`` -> buckets covering every row (empty rows too: their CG shrinks them, as in ``implicit``).
+               n_shards: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """CSR ``[n, m]`` -> host buckets covering every row (empty rows too: their CG shrinks them, as in ``implicit``).
 
-    Each bucket's chunk count is padded to a multiple of ``n_shards`` (padding rows: id ``n``, dropped).
+    Yields ``(rows, cols, conf)`` of each bucket in turn (shapes of :class:`_Bucket`), so that the
+    caller can move one to the devices before the next is built: the host holds one bucket at a
+    time.  Each bucket's chunk count is padded to a multiple of ``n_shards`` (padding rows: id ``n``, dropped).
     """
     n_rows = csr.shape[0]
     lengths = np.diff(csr.indptr)
     # padded widths on a half-octave grid (2^k and 1.5·2^k): at most 33% padding, 17% on average
     grid = np.unique(np.concatenate([1 << np.arange(40), 3 << np.arange(39)]))
     grid = grid[grid >= min_width]
-    width = grid[np.searchsorted(grid, np.maximum(lengths, 1))]
-    buckets = []
-    for L in np.unique(width):
-        rows = np.flatnonzero(width == L).astype(np.int32)
+    widths, row_bucket = np.unique(grid[np.searchsorted(grid, np.maximum(lengths, 1))], return_inverse=True)
+    # the bucket of every stored entry, 1 byte each (the grid has < 256 widths): a bucket's entries,
+    # in CSR order, are exactly its rows' entries in row-major order
+    entry_bucket = np.repeat(row_bucket.astype(np.uint8), lengths)
+    for b, L in enumerate(widths.tolist()):
+        rows = np.flatnonzero(row_bucket == b).astype(np.int32)
         C = int(min(len(rows), max(1, chunk_bytes // (L * dim * 4))))
         n_chunks = -(-len(rows) // C)
         n_chunks = -(-n_chunks // n_shards) * n_shards
-        n_slots = lengths[rows]
+        filled = np.arange(L, dtype=np.int32) < lengths[rows][:, None].astype(np.int32)   # [rows, L]
+        entries = entry_bucket == b
         cols = np.zeros((n_chunks * C, L), np.int32)
+        cols[:len(rows)][filled] = csr.indices[entries]
         conf = np.zeros((n_chunks * C, L), np.float32)
-        slot_row = np.repeat(np.arange(len(rows)), n_slots)
-        slot = np.arange(n_slots.sum()) - np.repeat(np.cumsum(n_slots) - n_slots, n_slots)
-        src = np.repeat(csr.indptr[rows], n_slots) + slot
-        cols[slot_row, slot] = csr.indices[src]
-        conf[slot_row, slot] = alpha * csr.data[src]
+        conf[:len(rows)][filled] = alpha * csr.data[entries]
+        del filled, entries
         padded_rows = np.full(n_chunks * C, n_rows, np.int32)
         padded_rows[:len(rows)] = rows
-        buckets.append(_Bucket(jnp.asarray(padded_rows.reshape(n_chunks, C)),
-                               jnp.asarray(cols.reshape(n_chunks, C, L)), jnp.asarray(conf.reshape(n_chunks, C, L))))
-    return tuple(buckets)
+        yield padded_rows.reshape(n_chunks, C), cols.reshape(n_chunks, C, L), conf.reshape(n_chunks, C, L)
 
 
 def _cg_chunk(X, Y, YtY, cg_steps: int, chunk):
@@ -121,15 +131,15 @@ def _cg_chunk(X, Y, YtY, cg_steps: int, chunk):
     return x
 
 
-def _cg_half_epoch(X, Y, *buckets: _Bucket, reg: float, cg_steps: int, mesh: Mesh | None = None):
-    """Update every row of ``X`` ``[n, d]`` given ``Y`` ``[m, d]`` and the rows' buckets (see :func:`_bucketize`).
+@partial(jax.jit, static_argnames=("reg",))
+def _gram(Y, reg: float):
+    """``YᵀY + λI`` ``[d, d]``."""
+    return Y.T @ Y + reg * jnp.eye(Y.shape[1], dtype=Y.dtype)
 
-    With ``mesh`` (1-D), each bucket's chunk axis is split over its devices (chunk counts must
-    divide: ``_bucketize(..., n_shards)``); ``X`` and ``Y`` are replicated.
-    """
-    YtY = Y.T @ Y + reg * jnp.eye(Y.shape[1], dtype=Y.dtype)
-    out = X
 
+@partial(jax.jit, static_argnames=("cg_steps", "mesh"))
+def _cg_bucket(X, Y, YtY, bucket: _Bucket, cg_steps: int, mesh: Mesh | None):
+    """New factors ``[n_chunks, C, d]`` of one bucket's rows (split over ``mesh`` like the bucket)."""
     def walk(X, Y, YtY, rows, cols, conf):
         return jax.lax.map(partial(_cg_chunk, X, Y, YtY, cg_steps), (rows, cols, conf))   # [chunks, C, d]
 
@@ -137,15 +147,34 @@ def _cg_half_epoch(X, Y, *buckets: _Bucket, reg: float, cg_steps: int, mesh: Mes
         axis = mesh.axis_names[0]
         walk = jax.shard_map(walk, mesh=mesh, in_specs=(P(), P(), P(), P(axis), P(axis), P(axis)),
                              out_specs=P(axis), check_vma=False)
-    for bucket in buckets:
-        x = walk(X, Y, YtY, *bucket)
-        out = out.at[bucket.rows.reshape(-1)].set(x.reshape(-1, X.shape[1]), mode="drop")
+    return walk(X, Y, YtY, *bucket)
+
+
+@partial(jax.jit, static_argnames=("mesh",), donate_argnums=0)
+def _scatter(X, rows: tuple[jax.Array, ...], new: tuple[jax.Array, ...], mesh: Mesh | None):
+    """``X`` with ``X[rows[b]] = new[b]`` for every bucket ``b`` (padding rows dropped), in place."""
+    for r, x in zip(rows, new):
+        X = X.at[r.reshape(-1)].set(x.reshape(-1, X.shape[1]), mode="drop")
     if mesh is not None:  # keep the factors replicated: the next half-epoch compiles for the same layout
-        out = jax.lax.with_sharding_constraint(out, NamedSharding(mesh, P()))
-    return out
+        X = jax.lax.with_sharding_constraint(X, NamedSharding(mesh, P()))
+    return X
 
 
-_cg_jit = jax.jit(_cg_half_epoch, static_argnames=("reg", "cg_steps", "mesh"), donate_argnums=0)
+def _cg_half_epoch(X, Y, *buckets: _Bucket, reg: float, cg_steps: int, mesh: Mesh | None = None):
+    """Update every row of ``X`` ``[n, d]`` given ``Y`` ``[m, d]`` and the rows' buckets (see :func:`_bucketize`).
+
+    ``X`` is donated.  With ``mesh`` (1-D), each bucket's chunk axis is split over its devices
+    (chunk counts must divide: ``_bucketize(..., n_shards)``); ``X`` and ``Y`` are replicated.
+    One jitted CG call per bucket (no collectives: each device keeps its chunks' results; with an
+    all-gather in each, the queued calls' rendezvous timed out on a loaded 2-core machine), then
+    one call that writes them all into ``X``, rather than one program for the whole half-epoch:
+    the results are the same, but XLA compiles one bucket's loop at a time, which keeps its
+    compile-time memory to about one bucket's (one program took hundreds of MB more at its
+    peak; ``benchmarks/ials_scale.py``).
+    """
+    YtY = _gram(Y, reg)
+    new = tuple(_cg_bucket(X, Y, YtY, bucket, cg_steps, mesh) for bucket in buckets)
+    return _scatter(X, tuple(bucket.rows for bucket in buckets), new, mesh)
 
 
 class ImplicitALS(ClosedFormModel):
@@ -182,16 +211,24 @@ class ImplicitALS(ClosedFormModel):
         return Mesh(np.array(local[:self.devices or len(local)]), ("chunks",))
 
     def prepare(self, matrix: sp.csr_matrix) -> tuple[tuple[_Bucket, ...], tuple[_Bucket, ...]]:
-        """Device buckets of the rows of ``matrix`` ``[U, I]`` (user side) and of its transpose (item side)."""
-        csr = matrix.tocsr().astype(np.float32)
-        csr.sum_duplicates()
+        """Device buckets of the rows of ``matrix`` ``[U, I]`` (user side) and of its transpose (item side).
+
+        Each host bucket goes straight to its chunk-sharded place (no single-device copy first, whose
+        resharding would compile one program per array shape) and is freed before the next is built.
+        """
+        csr = matrix.tocsr().astype(np.float32, copy=False)   # no copy of a float32 CSR
+        if not csr.has_canonical_format:
+            csr = csr.copy()   # sum_duplicates works in place: leave the caller's matrix alone
+            csr.sum_duplicates()
         if (csr.data <= 0).any():
             raise ConfigError("model=ials: training values must be positive (confidence = alpha * value)")
-        sides = (csr, csr.T.tocsr())
-        mesh = self.mesh
-        split = NamedSharding(mesh, P("chunks"))
-        return tuple(tuple(jax.device_put(b, split) for b in _bucketize(
-            m, self.alpha, self.dim, self.min_width, self.chunk_bytes, mesh.size)) for m in sides)
+        split = NamedSharding(self.mesh, P("chunks"))
+
+        def side(m: sp.csr_matrix) -> tuple[_Bucket, ...]:
+            return tuple(_Bucket(*(jax.device_put(a, split) for a in bucket)) for bucket in _bucketize(
+                m, self.alpha, self.dim, self.min_width, self.chunk_bytes, self.mesh.size))
+
+        return side(csr), side(csr.T.tocsr())
 
     def init_factors(self, n_users: int, n_items: int, seed: int):
         key_u, key_i = jax.random.split(jax.random.key(seed))
@@ -200,11 +237,12 @@ class ImplicitALS(ClosedFormModel):
 
     def replicate(self, *arrays):
         """``arrays`` placed on every device of :attr:`mesh` (the factors' layout)."""
-        return tuple(jax.device_put(jnp.asarray(a), NamedSharding(self.mesh, P())) for a in arrays)
+        # from the host: a single-device array's move to every device would compile a program
+        return tuple(jax.device_put(np.asarray(a, np.float32), NamedSharding(self.mesh, P())) for a in arrays)
 
     def epoch(self, X, Y, user_side, item_side):
-        X = _cg_jit(X, Y, *user_side, reg=self.reg, cg_steps=self.cg_steps, mesh=self.mesh)
-        Y = _cg_jit(Y, X, *item_side, reg=self.reg, cg_steps=self.cg_steps, mesh=self.mesh)
+        X = _cg_half_epoch(X, Y, *user_side, reg=self.reg, cg_steps=self.cg_steps, mesh=self.mesh)
+        Y = _cg_half_epoch(Y, X, *item_side, reg=self.reg, cg_steps=self.cg_steps, mesh=self.mesh)
         return X, Y
 
     def fit(self, split: SplitData, ctx: RunContext | None = None) -> dict[str, float]:
