@@ -159,20 +159,39 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
         carved from its training rows as from the CF side's (after the CF side's, so the CF side is
         the same as without), or is its test fold with ``valid_is_test``: ``dl_valid``, ``dl_test``.
     """
-    _check_valid_is_test(valid_is_test, method, valid_ratio, cold_valid_fraction)
-    if dl_folds and method != "predefined":
-        raise ConfigError(f"split.dl_folds=true needs split=predefined (the dataset's own folds on both sides), "
-                          f"not split.method={method!r}")
+    _check_valid_is_test(valid_is_test, method, valid_ratio, cold_valid_fraction, dl_folds)
     rng = np.random.default_rng(seed)
     cat = data.item_category[data.item]
     cf_row = np.isin(cat, partition.cf_categories)
     cf_items = np.flatnonzero(np.isin(data.item_category, partition.cf_categories)).astype(np.int32)
     dl_items = np.flatnonzero(np.isin(data.item_category, partition.dl_categories)).astype(np.int32)
+    fold, dl_row, cold_test, cold_valid = _folds(data, partition, cf_row, method, rng, test_ratio, valid_ratio, by,
+                                                 order, beta, cold_valid_fraction, min_train, dl_folds)
+    if valid_is_test:
+        log.warning("split.valid_is_test: epochs are selected on the test fold (the authors' protocol; optimistic)")
+        cold_valid = cold_test
+    side = _side_matrix(data)
+    valid_fold = TEST if valid_is_test else VALID
+    dl_side = {}
+    if dl_folds:
+        dl_side = {"dl_valid": side(~cf_row & (fold == valid_fold), dl_items), "dl_test": side(~cf_row & (fold == TEST),
+                                                                                              dl_items)}
+    return SplitData(
+        data=data, partition=partition, cf_items=cf_items, dl_items=dl_items,
+        train=side(cf_row & (fold == TRAIN), cf_items), valid=side(cf_row & (fold == valid_fold), cf_items),
+        test=side(cf_row & (fold == TEST), cf_items), dl=side(dl_row, dl_items),
+        train_rows=np.flatnonzero(cf_row & (fold == TRAIN)), dl_rows=np.flatnonzero(dl_row),
+        cold_valid_users=cold_valid, cold_test_users=cold_test, **dl_side)
+
+
+def _folds(data: Interactions, partition: Partition, cf_row: np.ndarray, method: str, rng: np.random.Generator,
+           test_ratio: float, valid_ratio: float, by: str, order: str, beta: float, cold_valid_fraction: float,
+           min_train: int, dl_folds: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's fold by ``method``; returns ``(fold, DL-side training rows, cold test users, cold valid users)``."""
     fold = np.full(len(data), TRAIN, np.int8)
     cold_valid = cold_test = np.zeros(0, np.int32)
     rows = np.flatnonzero(cf_row)
     dl_row = ~cf_row
-
     if method == "predefined":
         fold, dl_row = _predefined_folds(data, cf_row, rng, valid_ratio, dl_folds)
     elif method == "ratio":
@@ -185,29 +204,17 @@ def make_split(data: Interactions, partition: Partition, method: str = "ratio", 
         fold[cf_row & np.isin(data.user, cold_valid)] = VALID
     else:
         raise DataError(f"split: unknown method {method!r} (ratio|loo|cold_start|predefined)")
-
-    if valid_is_test:
-        log.warning("split.valid_is_test: epochs are selected on the test fold (the authors' protocol; optimistic)")
-        cold_valid = cold_test
-    side = _side_matrix(data)
-    dl_side = {}
-    if dl_folds:
-        dl_side = {"dl_valid": side(~cf_row & (fold == (TEST if valid_is_test else VALID)), dl_items),
-                   "dl_test": side(~cf_row & (fold == TEST), dl_items)}
-    return SplitData(
-        data=data, partition=partition, cf_items=cf_items, dl_items=dl_items,
-        train=side(cf_row & (fold == TRAIN), cf_items),
-        valid=side(cf_row & (fold == (TEST if valid_is_test else VALID)), cf_items),
-        test=side(cf_row & (fold == TEST), cf_items), dl=side(dl_row, dl_items),
-        train_rows=np.flatnonzero(cf_row & (fold == TRAIN)), dl_rows=np.flatnonzero(dl_row),
-        cold_valid_users=cold_valid, cold_test_users=cold_test, **dl_side,
-    )
+    return fold, dl_row, cold_test, cold_valid
 
 
-def _check_valid_is_test(valid_is_test: bool, method: str, valid_ratio: float, cold_valid_fraction: float) -> None:
+def _check_valid_is_test(valid_is_test: bool, method: str, valid_ratio: float, cold_valid_fraction: float,
+                         dl_folds: bool = False) -> None:
     if valid_is_test and (cold_valid_fraction if method == "cold_start" else valid_ratio) > 0:
         raise ConfigError("split.valid_is_test=true selects on the test fold: set split.valid_ratio=0 "
                           "(and split.cold_valid_fraction=0 with split=cold_start) so no training row is held out")
+    if dl_folds and method != "predefined":
+        raise ConfigError(f"split.dl_folds=true needs split=predefined (the dataset's own folds on both sides), "
+                          f"not split.method={method!r}")
 
 
 def _side_matrix(data: Interactions):

@@ -22,15 +22,12 @@ it validates) and hands the loop to :class:`Engine`::
 * At most ``max_inflight`` steps are dispatched and not yet waited for (the oldest is
   waited for before another is dispatched): this bounds host memory and avoids XLA's CPU
   all-reduce rendezvous deadlock with many forced host devices on few cores.
-* Checkpoints (``ctx.out_dir/checkpoints``): every ``checkpoint_every`` steps, at epoch ends
-  (after validation), and the best validation epoch.  An epoch end is saved when it is the first
-  of the fit or the last of a phase, when the phase stops early or saved a best state there, or
-  when :data:`EPOCH_CHECKPOINT_SECONDS` have passed since the last save: short epochs (MF's
-  whole-epoch scans, ~0.1 s) do not pay an orbax write each, and a kill loses at most that much
-  training, redone exactly on resume.  They hold the state pytree
-  and :class:`Progress` (phase, epoch, step in epoch, loss so far, early-stopping book), so a
-  killed run resumes exactly; a run with an unusable checkpoint stops with
-  :class:`~jmf.train.checkpoint.CheckpointError` rather than starting again.
+* Checkpoints (``ctx.out_dir/checkpoints``): every ``checkpoint_every`` steps, at epoch ends (after
+  validation: the first of the fit, the last of a phase, an early stop, a new best, else at most every
+  :data:`EPOCH_CHECKPOINT_SECONDS`, so MF's 0.1 s epochs do not pay an orbax write each) and the best
+  validation epoch.  They hold the state pytree and :class:`Progress` (phase, epoch, step in epoch, loss
+  so far, early-stopping book), so a killed run resumes exactly (redoing what it had not saved); a run
+  with an unusable checkpoint stops with :class:`~jmf.train.checkpoint.CheckpointError`.
 * A model that runs a whole epoch in one call (a ``lax.scan``) uses one-step epochs.
 
 The model side of this hand-off -- ``setup(split, ctx) -> TrainPlan`` and ``finish`` -- is the
@@ -68,7 +65,6 @@ from jmf.train.checkpoint import Checkpointer, CheckpointError
 from jmf.train.observe import MetricLogger, progress
 
 log = logging.getLogger("jmf")
-
 
 _progress = {"step": 0}     # the last finished step of this process, for the Ctrl-C message
 
@@ -299,19 +295,7 @@ class Engine:
             loss = prog.loss_sum / max(plan.n_steps, 1)
             record = {f"{phase.name}/loss": loss, f"{phase.name}/examples_per_s": n_run * plan.examples_per_step /
                       max(seconds, 1e-9)}
-            improved = False
-            if phase.validate is not None:
-                value = float(phase.validate(state))
-                score = value if phase.mode == "max" else -value
-                prog.history.append(value)
-                record[f"{phase.name}/{phase.metric}"] = value
-                if math.isfinite(score) and (prog.best is None or score > prog.best):
-                    prog.best, prog.best_epoch, prog.bad_epochs, improved = score, prog.epoch, 0, True
-                    prog.best_step = prog.global_step
-                else:
-                    prog.bad_epochs += 1
-                    prog.stopped = bool(phase.patience and prog.bad_epochs >= phase.patience)
-            better = self._select_more(phase, state, prog, record) if phase.selections else []
+            improved, better = self._validate(phase, state, prog, record)
             prog.losses.append(loss)
             prog.epoch += 1
             prog.step_in_epoch, prog.loss_sum = 0, 0.0
@@ -320,16 +304,13 @@ class Engine:
             log.info("%s %s epoch %d: %s  (%.1fs, ETA %.0fs%s)", self.name, phase.name, prog.epoch - 1,
                      "  ".join(f"{k.split('/', 1)[1]} {v:,.4g}" for k, v in record.items()), seconds, remaining,
                      ", early stop" if prog.stopped else "")
-            if improved:
+            for name in (["best"] if improved else []) + [f"best_{n}" for n in better]:
                 if ck is not None:
-                    ck.save(prog.global_step, state, self._meta(prog), series="best")
-                else:
+                    ck.save(prog.global_step, state, self._meta(prog), series=name)
+                elif name == "best":
                     best_state = copy_state(state)
-            for name in better:
-                if ck is not None:
-                    ck.save(prog.global_step, state, self._meta(prog), series=f"best_{name}")
                 else:
-                    selected[name] = copy_state(state)
+                    selected[name.removeprefix("best_")] = copy_state(state)
             if ck is not None and (last_save is None or improved or better or prog.stopped
                                    or prog.epoch >= phase.epochs
                                    or time.perf_counter() - last_save >= EPOCH_CHECKPOINT_SECONDS):
@@ -338,10 +319,21 @@ class Engine:
         return state, best_state
 
     @staticmethod
-    def _select_more(phase: Phase, state, prog: Progress, record: dict) -> list[str]:
-        """Validate ``phase.selections`` after an epoch (``record`` gets their values); returns the names
-        whose best improved at this epoch."""
-        better = []
+    def _validate(phase: Phase, state, prog: Progress, record: dict) -> tuple[bool, list[str]]:
+        """Validate after an epoch (``record`` gets the values; ``prog`` the early-stopping book); returns
+        whether the phase's best improved and the names of the ``selections`` whose best did."""
+        improved, better = False, []
+        if phase.validate is not None:
+            value = float(phase.validate(state))
+            score = value if phase.mode == "max" else -value
+            prog.history.append(value)
+            record[f"{phase.name}/{phase.metric}"] = value
+            if math.isfinite(score) and (prog.best is None or score > prog.best):
+                prog.best, prog.best_epoch, prog.bad_epochs, improved = score, prog.epoch, 0, True
+                prog.best_step = prog.global_step
+            else:
+                prog.bad_epochs += 1
+                prog.stopped = bool(phase.patience and prog.bad_epochs >= phase.patience)
         for sel in phase.selections:
             book = prog.selected.setdefault(sel.name, {"history": [], "best": None, "best_epoch": -1,
                                                        "best_step": -1, "best_metrics": {}})
@@ -357,7 +349,7 @@ class Engine:
                 if sel.keep_state:
                     book["best_step"] = prog.global_step
                     better.append(sel.name)
-        return better
+        return improved, better
 
     @contextlib.contextmanager
     def _checkpoint_on_interrupt(self, pending: list, prog: Progress, phase: Phase, logger: MetricLogger, ck,

@@ -158,7 +158,7 @@ class MatrixFactorization(EngineModel):
                                            "key": parallel.put_replicated(key, engine.mesh)}, examples_per_step=n)
         return plan
 
-    def _make_epoch_fn(self, tx, n_items: int, user_counts: jax.Array):
+    def _make_example_loss(self, user_counts: jax.Array):
         loss_name, reg, bias_reg, mu = self.loss, self.reg, self.bias_reg, self.global_mean
         n_neg, weighting, use_bias = self.negatives, self.weighting, self.use_bias
 
@@ -181,6 +181,11 @@ class MatrixFactorization(EngineModel):
                 fn = losses.bpr if loss_name == "bpr" else losses.sampled_softmax
                 main = fn(pos, neg, w)
             return main + losses.weighted_mean(penalty, w)
+        return example_loss
+
+    def _make_epoch_fn(self, tx, n_items: int, user_counts: jax.Array):
+        loss_name, n_neg = self.loss, self.negatives
+        example_loss = self._make_example_loss(user_counts)
 
         def mse_step(carry, batch):
             """One batch of the ``mse`` loss: no negatives, so each table's duplicate rows are grouped

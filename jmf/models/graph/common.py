@@ -185,21 +185,25 @@ class GraphModel(EngineModel):
         self.params = self.dl_params = state["params"]
         # an engine epoch is ``eval_every`` model epochs, validated once at its end
         engine_plan = _every(plan, self.eval_every, self.epochs) if self.eval_every > 1 else plan
-        selections = ()
-        if self.dl_validator is not None and self.dl_validator.has_data:
-            selections = (Selection("dl", self._validate_dl, self.mode),)
-        self._test_cfg = None
-        if ctx.eval_config is not None and ctx.eval_config.select_on_test:
-            # the authors' selection beside jmf's: the test figures of each validated epoch, the best kept
-            self._test_cfg = dataclasses.replace(ctx.eval_config, ratings=False, test_sampling_seeds=(),
-                                                 test_full=False, batch_size=self.eval_batch_size)
-            selections += (Selection("test", self._test_figures, self.mode, keep_state=False),)
-            if self.dl_validator is not None:
-                selections += (Selection("dl_test", self._test_figures_dl, self.mode, keep_state=False),)
         phase = Phase("train", -(-self.epochs // self.eval_every), engine_plan, lambda s, b: jitted(s, b, self.data),
                       validate=self._validate if self.validator.has_data else None, patience=self.patience,
-                      metric=self.monitor, mode=Validator.mode(self.monitor), selections=selections)
+                      metric=self.monitor, mode=Validator.mode(self.monitor), selections=self._selections(ctx))
         return TrainPlan(engine, state, [phase])
+
+    def _selections(self, ctx: RunContext) -> tuple[Selection, ...]:
+        """The phase's further selections: the DL side's own best epoch (``split.dl_folds``), and the test
+        figures of each validated epoch, the best kept (``eval.select_on_test``: the authors' selection)."""
+        out = ()
+        if self.dl_validator is not None and self.dl_validator.has_data:
+            out = (Selection("dl", self._validate_dl, self.mode),)
+        self._test_cfg = None
+        if ctx.eval_config is not None and ctx.eval_config.select_on_test:
+            self._test_cfg = dataclasses.replace(ctx.eval_config, ratings=False, test_sampling_seeds=(),
+                                                 test_full=False, batch_size=self.eval_batch_size)
+            out += (Selection("test", self._test_figures, self.mode, keep_state=False),)
+            if self.dl_validator is not None:
+                out += (Selection("dl_test", lambda s: self._test_figures(s, dl=True), self.mode, keep_state=False),)
+        return out
 
     def optimizer(self) -> optax.GradientTransformation:
         """Adam with coupled L2 (``torch.optim.Adam``'s ``weight_decay``).  ``adam_state: first_gradient`` starts
@@ -247,9 +251,6 @@ class GraphModel(EngineModel):
             raise ConfigError(f"model.monitor: {self.monitor!r} not among the test fold's metrics {sorted(out)} "
                               "(eval.select_on_test selects on it)")
         return out[self.monitor], out
-
-    def _test_figures_dl(self, state) -> tuple[float, dict[str, float]]:
-        return self._test_figures(state, dl=True)
 
     @property
     def mode(self) -> str:
