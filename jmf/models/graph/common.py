@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from jmf.data.split import SplitData
 from jmf.models.base import EngineModel, EpochPlan, Phase, RunContext, TrainPlan
+from jmf.models.graph.tables import TablesModel, _scores
 from jmf.train.plan import Selection
 from jmf.train import parallel
 from jmf.train.engine import Engine, FitResult
@@ -241,8 +242,7 @@ class GraphModel(EngineModel):
     def _test_figures(self, state, dl: bool = False) -> tuple[float, dict[str, float]]:
         """The test fold's figures of this epoch (``eval.select_on_test``) and the monitor's among them."""
         if dl:
-            model, split = TablesModel(*self._embed(state["params"], self.data, side="dl"), self.name), \
-                self.split.mirrored()
+            model, split = self._dl_model(state["params"]), self.split.mirrored()
         else:
             self._publish(state["params"])
             model, split = self, self.split
@@ -257,13 +257,16 @@ class GraphModel(EngineModel):
         return Validator.mode(self.monitor)
 
     def fitted_state(self) -> dict:
-        return {"params": self.params}
+        """The CF side's best parameters (and the DL side's, of its own best epoch, with ``split.dl_folds``)."""
+        return {"params": self.params, **({"dl_params": self.dl_params} if self.dl_validator is not None else {})}
 
     def load_fitted(self, split: SplitData, saved: dict) -> None:
         from jmf.pytrees import fill
 
         self.setup(split)                 # graphs and shapes from the split
         self._publish(fill(self.params, saved["arrays"], prefix="['params']"))
+        if self.dl_validator is not None:
+            self.dl_params = fill(self.dl_params, saved["arrays"], prefix="['dl_params']")
 
     def fold_tables(self) -> tuple[jax.Array, jax.Array | None]:
         """The item tables a new user is folded in against: ``(CF-side items [I_CF, d'], DL-side items or
@@ -291,15 +294,17 @@ class GraphModel(EngineModel):
         return self.validator(self, self.monitor)
 
     def _validate_dl(self, state) -> float:
-        return self.dl_validator(TablesModel(*self._embed(state["params"], self.data, side="dl"), self.name),
-                                 self.monitor)
+        return self.dl_validator(self._dl_model(state["params"]), self.monitor)
 
-    def dl_view(self) -> "TablesModel | None":
+    def _dl_model(self, params) -> TablesModel:
+        return TablesModel(*self._embed(params, self.data, side="dl"), self.name)
+
+    def dl_view(self) -> TablesModel | None:
         """The fitted model on the DL side (users ranking DL-side items, at the DL side's own best epoch), for
         :func:`jmf.pipeline.evaluate` on ``split.mirrored()``; ``None`` without ``split.dl_folds``."""
         if getattr(self, "dl_validator", None) is None:
             return None
-        return TablesModel(*self._embed(self.dl_params, self.data, side="dl"), self.name)
+        return self._dl_model(self.dl_params)
 
     # --------------------------------------------------------------- inference
     def score_tables(self) -> tuple[jax.Array, jax.Array, None]:
@@ -308,28 +313,6 @@ class GraphModel(EngineModel):
     def score(self, users: jax.Array) -> jax.Array:
         """``[B] -> [B, I_CF]``: dot products of the final embeddings."""
         return _scores(self.user_table, self.item_table, jnp.asarray(users))
-
-    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        raise ConfigError(f"model={self.name} ranks items; it has no rating scale (its tables report no RMSE)")
-
-
-class TablesModel:
-    """A fitted model that scores by the dot products of two tables (``users [U, d] @ items [I, d]ᵀ``): a
-    graph model's DL side (:meth:`GraphModel.dl_view`), evaluated like any ranking model."""
-
-    rates = False
-
-    def __init__(self, user_table: jax.Array, item_table: jax.Array, name: str = "tables"):
-        self.user_table, self.item_table, self.name = user_table, item_table, name
-
-    def score_tables(self) -> tuple[jax.Array, jax.Array, None]:
-        return self.user_table, self.item_table, None
-
-    def score(self, users: jax.Array) -> jax.Array:
-        return _scores(self.user_table, self.item_table, jnp.asarray(users))
-
-    def fit(self, split: SplitData, ctx: RunContext | None = None) -> dict[str, float]:
-        raise ConfigError(f"{self.name}'s DL-side tables are fitted with the model; they are not fitted alone")
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         raise ConfigError(f"model={self.name} ranks items; it has no rating scale (its tables report no RMSE)")
@@ -374,11 +357,6 @@ def dropout(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:
     h = h ^ (h >> 16)
     keep = h < jnp.uint32(min(int(round((1.0 - rate) * 2 ** 32)), 2 ** 32 - 1))
     return jnp.where(keep, x / (1.0 - rate), 0.0)
-
-
-@jax.jit
-def _scores(user_table: jax.Array, item_table: jax.Array, users: jax.Array) -> jax.Array:
-    return user_table[users] @ item_table.T
 
 
 def _replicated(engine: Engine):
