@@ -3,6 +3,7 @@ epoch and are tested on it (``dl/...``), the CF side's figures are those of a ru
 does not rank DL-side items is told so."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +64,7 @@ def _split(dl_folds=True, authors=False):
 
 
 def _ctx(**kw):
-    return RunContext(checkpoint=False, tensorboard=False, progress=False, devices=1, **kw)
+    return RunContext(**{"checkpoint": False, "tensorboard": False, "progress": False, "devices": 1, **kw})
 
 
 SMALL = {"dim": 8, "epochs": 4, "batch_size": 32, "eval_every": 1, "patience": 0, "monitor": "ndcg@10"}
@@ -84,7 +85,6 @@ def test_the_dl_side_is_validated_on_its_own_and_tested(make):
     # the DL side's tables are those of its own best validated epoch: re-evaluated, its best validation value
     best = info["train/dl/best_valid_ndcg@10"]
     assert evaluate_split(view, split.mirrored(), "valid", EVAL)["ndcg@10"] == pytest.approx(best, abs=1e-6)
-    assert 1 <= info["train/dl/best_epoch"] <= SMALL["epochs"]
     metrics = evaluate(model, split, EVAL)
     assert {"dl/valid/ndcg@10", "dl/test/ndcg@10", "valid/ndcg@10", "test/ndcg@10"} <= set(metrics)
     assert metrics["dl/valid/ndcg@10"] == pytest.approx(best, abs=1e-6)
@@ -122,16 +122,22 @@ def test_a_model_that_does_not_rank_the_dl_side_is_told():
         LightGCN(dim=8, epochs=1, batch_size=32).fit(_split(), _ctx())
 
 
-def test_select_on_test_reports_the_test_best_epoch_beside_the_validated_one():
+def test_select_on_test_reports_the_test_best_epoch_beside_the_validated_one(tmp_path):
     """``eval.select_on_test``: the test figures of the epoch whose test NDCG@10 is best, on both sides; the
     validated model's test figure is one of the epochs it chose among, so it is never above."""
     split = _split()
     cfg = EvalConfig(ks=(10,), ratings=False, select_on_test=True)
     model = BiTGCF(layers=2, **SMALL)
-    info = model.fit(split, _ctx(eval_config=cfg))
+    info = model.fit(split, _ctx(eval_config=cfg, out_dir=tmp_path))
     metrics = evaluate(model, split, EVAL)
-    for prefix in ("", "dl/"):
-        assert 1 <= info[f"{prefix}test_selected/epoch"] <= SMALL["epochs"]
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    per_epoch = {k: [r[k] for r in logged if k in r] for k in ("train/test", "train/dl_test", "train/dl")}
+    # the chosen epochs are the logged curves' best ones (1-based), their figures those epochs' values
+    assert info["train/dl/best_epoch"] == 1 + int(np.argmax(per_epoch["train/dl"]))
+    for prefix, curve in (("", "train/test"), ("dl/", "train/dl_test")):
+        assert len(per_epoch[curve]) == SMALL["epochs"]
+        assert info[f"{prefix}test_selected/epoch"] == 1 + int(np.argmax(per_epoch[curve]))
+        assert info[f"{prefix}test_selected/ndcg@10"] == pytest.approx(max(per_epoch[curve]), abs=1e-9)
         assert info[f"{prefix}test_selected/ndcg@10"] >= metrics[f"{prefix}test/ndcg@10"] - 1e-9
     with pytest.raises(ConfigError, match="monitor"):
         BiTGCF(layers=2, **{**SMALL, "monitor": "ndcg@20"}).fit(split, _ctx(eval_config=cfg))
