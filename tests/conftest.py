@@ -21,3 +21,22 @@ def data_dir() -> Path:
     path = Path(os.environ["JMF_DATA_DIR"])
     assert path.is_dir(), f"JMF_DATA_DIR={path} does not exist: point it at the shared datasets"
     return path
+
+
+@pytest.fixture(scope="module")
+def quick_compiles(tmp_path_factory):
+    """Unoptimised XLA and a persistent compilation cache in a temporary folder for one test module (the graph
+    models' steps are large programs: ~30 s of LLVM optimisation against ~9 s without), restored afterwards."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = ("jax_disable_most_optimizations", "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    saved = {name: jax.config.values[name] for name in names}
+    jax.config.update("jax_disable_most_optimizations", True)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compilation_cache.reset_cache()
+    yield
+    for name, value in saved.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()

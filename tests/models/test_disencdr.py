@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from jax.experimental.compilation_cache import compilation_cache
 from scipy import integrate, stats
 
 from jmf.data.split import make_split, partition_categories
@@ -31,19 +30,9 @@ EVAL = EvalConfig(ks=(10,), ratings=False)
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _quick_compiles(tmp_path_factory):
-    """Unoptimised XLA, and a persistent compilation cache so that the fits of one configuration compile once."""
-    names = ("jax_disable_most_optimizations", "jax_compilation_cache_dir",
-             "jax_persistent_cache_min_compile_time_secs")
-    saved = {name: jax.config.values[name] for name in names}
-    jax.config.update("jax_disable_most_optimizations", True)
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    compilation_cache.reset_cache()
+def _quick(quick_compiles):
+    """Unoptimised XLA and a module-wide compilation cache (tests/conftest.py::quick_compiles)."""
     yield
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
 
 
 # ------------------------------------------------------------------- the numpy reference (authors' order)
