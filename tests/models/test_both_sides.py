@@ -5,8 +5,6 @@ does not rank DL-side items is told so."""
 import dataclasses
 import json
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
