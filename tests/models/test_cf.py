@@ -136,3 +136,40 @@ def test_mf_grouped_update_equals_the_sorted_one_bit_for_bit(optimizer):
         b = jax.jit(lambda t, st, gr, tg, g: _grouped_rows_update(tx, t, st, gr, tg, g))(*b, group[s], target[s], grads)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("weighting,use_bias", [("pair", True), ("user", True), ("pair", False)])
+def test_mf_plain_sgd_epoch_equals_the_general_update(weighting, use_bias):
+    """``mse`` + ``sgd`` trains with the written-out gradient and scatter-adds (``_sgd_epoch_fn``); after
+    an epoch of many repeated rows its tables equal the general path's (autodiff, grouped repeats, optax) up
+    to the summation order, and so does the loss."""
+    import jax
+    import jax.numpy as jnp
+
+    from jmf.models.cf.mf import MatrixFactorization
+    from jmf.optim import build_optimizer
+
+    rng = np.random.default_rng(1)
+    n_users, n_items, steps, width = 30, 20, 12, 16
+    batches = {"users": jnp.asarray(rng.integers(0, n_users, (steps, width)), jnp.int32),
+               "items": jnp.asarray(rng.integers(0, n_items, (steps, width)), jnp.int32),
+               "values": jnp.asarray(rng.integers(1, 6, (steps, width)), jnp.float32),
+               "weight": jnp.asarray(rng.random((steps, width)) > 0.1, jnp.float32)}
+    model = MatrixFactorization(dim=6, lr=0.3, reg=0.05, bias_reg=0.02, weighting=weighting, use_bias=use_bias)
+    model.loss, model.global_mean = "mse", 3.1
+    params = {"P": jnp.asarray(rng.normal(0, 0.3, (n_users, 6)), jnp.float32),
+              "Q": jnp.asarray(rng.normal(0, 0.3, (n_items, 6)), jnp.float32),
+              "user_bias": jnp.asarray(rng.normal(0, 0.3, (n_users, 1)), jnp.float32),
+              "item_bias": jnp.asarray(rng.normal(0, 0.3, (n_items, 1)), jnp.float32)}
+    tx = build_optimizer("sgd", model.lr)
+    counts = jnp.asarray(rng.integers(1, 9, n_users), jnp.float32)
+    out = {}
+    for plain in (True, False):
+        epoch = jax.jit(model._make_epoch_fn(tx, n_items, counts, plain_sgd=plain))
+        out[plain] = epoch(params, {k: tx.init(v) for k, v in params.items()}, dict(batches), jax.random.key(0))
+    for name in params:
+        np.testing.assert_allclose(np.asarray(out[True][0][name]), np.asarray(out[False][0][name]), rtol=1e-5,
+                                   atol=1e-6, err_msg=name)
+        assert not np.allclose(np.asarray(out[True][0][name]), np.asarray(params[name])) or \
+            (name.endswith("bias") and not use_bias)                 # it trained
+    np.testing.assert_allclose(float(out[True][2]), float(out[False][2]), rtol=1e-6)

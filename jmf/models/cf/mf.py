@@ -183,9 +183,13 @@ class MatrixFactorization(EngineModel):
             return main + losses.weighted_mean(penalty, w)
         return example_loss
 
-    def _make_epoch_fn(self, tx, n_items: int, user_counts: jax.Array):
+    def _make_epoch_fn(self, tx, n_items: int, user_counts: jax.Array, plain_sgd: bool | None = None):
+        """``(params, opt_state, batches, key) -> (params, opt_state, mean loss)``; ``plain_sgd`` (default:
+        ``mse`` with ``optimizer=sgd``) takes :func:`_sgd_epoch_fn`, the rest the general row-sparse update."""
         loss_name, n_neg = self.loss, self.negatives
         example_loss = self._make_example_loss(user_counts)
+        if (self.optimizer == "sgd" and loss_name == "mse") if plain_sgd is None else plain_sgd:
+            return _sgd_epoch_fn(self, user_counts)
 
         def mse_step(carry, batch):
             """One batch of the ``mse`` loss: no negatives, so each table's duplicate rows are grouped
@@ -294,6 +298,53 @@ def _epoch_batches(train: dict, order: jax.Array, n: int) -> dict:
     position = jnp.arange(order.size, dtype=jnp.int32).reshape(order.shape)
     return {"users": train["users"][order], "items": train["items"][order], "values": train["values"][order],
             "weight": (position < n).astype(jnp.float32)}
+
+
+def _sgd_epoch_fn(model: MatrixFactorization, user_counts: jax.Array):
+    """The ``mse`` epoch for plain SGD: ``U = [P | b_u]`` and ``I = [Q | b_i]`` are each one table in the scan,
+    and a step is two gathers, the loss and its gradient written out (:func:`_mse_grads`), and two
+    scatter-adds of ``-lr * grad``.  Repeated rows add up, as SGD's update of their summed gradient does
+    (only the rounding order differs from grouping the repeats first, which costs 2.3x the step here);
+    1.4-1.9x faster per epoch than the general row-sparse update (``benchmarks/first_result.py``)."""
+    lr = model.lr
+
+    def step(carry, batch):
+        U, I = carry
+        users, items = batch["users"], batch["items"]
+        loss, g_u, g_i = _mse_grads(model, U[users], I[items], batch, user_counts)
+        return (U.at[users].add(-lr * g_u), I.at[items].add(-lr * g_i)), loss
+
+    def epoch(params, opt_state, batches, key):
+        U = jnp.concatenate([params["P"], params["user_bias"]], 1)
+        I = jnp.concatenate([params["Q"], params["item_bias"]], 1)
+        (U, I), loss = jax.lax.scan(step, (U, I), batches)
+        dim = params["P"].shape[1]
+        return {"P": U[:, :dim], "Q": I[:, :dim], "user_bias": U[:, dim:], "item_bias": I[:, dim:]}, opt_state, \
+            loss.mean()
+
+    return epoch
+
+
+def _mse_grads(model: MatrixFactorization, u_rows: jax.Array, i_rows: jax.Array, batch: dict,
+               user_counts: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The ``mse`` example loss and its gradient w.r.t. the gathered rows ``[B, d+1]`` of ``[P | b_u]`` and
+    ``[Q | b_i]``, written out: with ``e = μ + p·q + b_u + b_i - r`` and ``W = Σw``, ``∂/∂p = (2we/W) q +
+    (2w/W) reg p``, ``∂/∂b_u = (2we/W) + (2w/W) bias_reg b_u`` (biases only with ``use_bias``)."""
+    dim, use_bias = u_rows.shape[1] - 1, float(model.use_bias)
+    w = batch["weight"]
+    if model.weighting == "user":
+        w = losses.user_mean_weights(batch["users"], w, user_counts)
+    total = jnp.maximum(w.sum(), 1e-12)
+    p, q, b_u, b_i = u_rows[:, :dim], i_rows[:, :dim], u_rows[:, dim], i_rows[:, dim]
+    bias_col = jnp.arange(dim + 1) == dim
+    decay = jnp.where(bias_col, model.bias_reg * use_bias, model.reg)       # [d+1]
+    err = model.global_mean + (p * q).sum(-1) + use_bias * (b_u + b_i) - batch["values"]
+    penalty = (decay * (u_rows ** 2 + i_rows ** 2)).sum(-1)
+    loss = (w * (err ** 2 + penalty)).sum() / total
+    c, a = (2.0 * w * err / total)[:, None], (2.0 * w / total)[:, None]
+    g_u = c * jnp.where(bias_col, use_bias, i_rows) + a * decay * u_rows
+    g_i = c * jnp.where(bias_col, use_bias, u_rows) + a * decay * i_rows
+    return loss, g_u, g_i
 
 
 def _first_occurrence(ids: jax.Array, n_rows: int) -> tuple[jax.Array, jax.Array]:
