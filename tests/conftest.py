@@ -1,16 +1,24 @@
 """Test set-up: 4 forced CPU devices (set before jax initialises) and the shared data path."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))   # helpers shared by test files (docs_runner)
 os.environ.setdefault("JMF_DATA_DIR", str((ROOT.parent / "shared" / "data").resolve()))
-# no persistent compilation cache unless a test asks for one (tests/test_compile_cache.py): every test compiles
-# as a fresh process would, and nothing is written under the user's cache folder
-os.environ.setdefault("JMF_COMPILE_CACHE", "off")
+# one persistent compilation cache for the whole session, in a temporary folder removed at exit: the tests and
+# the jmf-train processes they start compile each distinct program once (JAX's key covers the program, the
+# options and the devices), and nothing is written under the user's cache folder.  JMF_COMPILE_CACHE=off in the
+# environment runs every test as a cold process would.
+if "JMF_COMPILE_CACHE" not in os.environ:
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="jmf-test-xla-")
+    atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
+    os.environ["JMF_COMPILE_CACHE"] = _SESSION_CACHE
 
 import pytest  # noqa: E402
 
@@ -21,6 +29,15 @@ def data_dir() -> Path:
     path = Path(os.environ["JMF_DATA_DIR"])
     assert path.is_dir(), f"JMF_DATA_DIR={path} does not exist: point it at the shared datasets"
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_compile_cache():
+    """This process uses the session's compilation cache too (jmf.compile_cache's rules: off stays off)."""
+    from jmf import compile_cache
+
+    compile_cache.enable()
+    yield
 
 
 @pytest.fixture(scope="module")

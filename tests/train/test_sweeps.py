@@ -1,6 +1,7 @@
 """Sweeps: every launcher and search-space config composes; an Optuna sweep and a basic sweep run,
 a failing trial is recorded without ending the sweep, and ``jmf-report`` aggregates a sweep."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
@@ -103,9 +105,13 @@ def test_every_experiment_row_file_composes():
     """Each ``experiments/<task>/<row>.yaml`` composes to a model with a target; a tuned row
     (``<row>_tuned.yaml``, written by benchmarks/search.py) holds what its header says was searched."""
     GlobalHydra.instance().clear()
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    store = ConfigStore.instance()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), _full_store_after():
         for name in ROW_FILES:
+            # the store holds this row alone (and every task's default row), as jmf-train's would: Hydra copies
+            # the whole store for every composition (~1 s with every row of every task registered)
+            store.repo.pop("experiment", None)
+            register_configs([f"experiment={name}"])
             cfg = compose(config_name="train", overrides=[f"experiment={name}"])
             assert cfg.model._target_.startswith("jmf."), name
             if name.endswith("_tuned"):
@@ -113,6 +119,14 @@ def test_every_experiment_row_file_composes():
                 tuned.pop("defaults")
                 for key, value in _leaves(tuned):
                     assert OmegaConf.select(cfg, key) == value, (name, key)
+
+
+@contextlib.contextmanager
+def _full_store_after():
+    try:
+        yield
+    finally:
+        register_configs()          # every row again, for the tests after this one
 
 
 def _leaves(node: dict, prefix: str = ""):
