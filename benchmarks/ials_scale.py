@@ -93,10 +93,42 @@ def _rss_mb() -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def _initial_factors(n_users: int, n_items: int, args) -> tuple[np.ndarray, np.ndarray]:
+def _initial_factors(n_users: int, n_items: int, args, block: int | None = None):
+    """The initial ``X`` then ``Y`` (float32, one seeded stream), in blocks of ``block`` rows (None: whole):
+    a caller may place and free each block before the next is drawn."""
     rng = np.random.default_rng(0)
-    return ((args.init_scale * rng.standard_normal((n_users, args.dim), np.float32)),
-            (args.init_scale * rng.standard_normal((n_items, args.dim), np.float32)))
+    for n in (n_users, n_items):
+        for start in range(0, n, block or n):
+            yield args.init_scale * rng.standard_normal((min(block or n, n - start), args.dim), np.float32)
+
+
+class _Jmf:
+    """jmf's iALS one epoch per call: its device CSR first, then its factors ``W = [X; Y]`` placed from host
+    blocks of 2^15 rows, each freed before the next is drawn (the same stream as ``implicit``'s two draws)."""
+
+    def __init__(self, train, args):
+        import jax
+
+        from jmf.models.cf.ials import ImplicitALS
+
+        self.model = ImplicitALS(dim=args.dim, reg=args.reg, alpha=args.alpha, cg_steps=args.cg_steps,
+                                 devices=args.jmf_devices)
+        start = time.perf_counter()
+        self.side = jax.block_until_ready(self.model.prepare(train))
+        self.setup_s = time.perf_counter() - start
+        self.W = self.model.place(_initial_factors(*train.shape, args, block=1 << 15), sum(train.shape))
+
+    def epoch(self) -> float:
+        import jax
+
+        start = time.perf_counter()
+        self.W = jax.block_until_ready(self.model.epoch(self.W, self.side))
+        return time.perf_counter() - start
+
+    def factors(self):
+        """The first ``FINGERPRINT`` rows of ``X`` and of ``Y`` (not a host copy of the whole ``W``)."""
+        n = self.side.n_users
+        return np.asarray(self.W[:FINGERPRINT]), np.asarray(self.W[n:n + FINGERPRINT])
 
 
 class _Implicit:
@@ -129,7 +161,7 @@ def child(args) -> dict:
     if args.child == "jmf":
         import jax
 
-        from speed_cf import _JmfALS
+        import jmf.models.cf.ials  # noqa: F401
 
         jax.numpy.zeros(1).block_until_ready()   # XLA's CPU client up before the matrix is measured
     else:
@@ -137,14 +169,12 @@ def child(args) -> dict:
         import threadpoolctl  # noqa: F401
     train = sp.load_npz(args.matrix).tocsr()
     stages["load"] = _rss_mb()[0]
-    X0, Y0 = _initial_factors(*train.shape, args)
     if args.child == "jmf":
-        peer = _JmfALS(train, args, X0, Y0)
+        peer = _Jmf(train, args)
         stages["buckets+factors"] = _rss_mb()[0]
         setup_s = peer.setup_s
     else:
-        peer, setup_s = _Implicit(train, args, X0, Y0), 0.0
-    del X0, Y0   # jmf placed copies on its devices; implicit owns these arrays now
+        peer, setup_s = _Implicit(train, args, *_initial_factors(*train.shape, args)), 0.0   # owns the draws
     times = []
     for epoch in range(args.epochs):
         times.append(peer.epoch())
@@ -167,6 +197,7 @@ def run_point(matrix: Path, scale: str, dim: int, args, order: tuple[str, str], 
         cmd = [sys.executable, __file__, "--child", peer, "--matrix", str(matrix), "--dims", str(dim),
                "--epochs", str(args.epochs), "--reg", str(args.reg), "--alpha", str(args.alpha),
                "--cg-steps", str(args.cg_steps), "--threads", str(args.threads), "--init-scale", str(args.init_scale),
+               "--jmf-devices", str(args.jmf_devices),
                "--result", str(result), "--fingerprint", str(tmp / f"{peer}.npz")]
         subprocess.run(cmd, check=True, env=env)
         out[peer] = json.loads(result.read_text())
@@ -201,6 +232,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="implicit's OpenMP threads")
     parser.add_argument("--xla-flags", default=f"--xla_force_host_platform_device_count={os.cpu_count()} "
                         "--xla_cpu_multi_thread_eigen=false", help="XLA_FLAGS of jmf's process")
+    parser.add_argument("--jmf-devices", type=int, default=1,
+                        help="jmf's model.devices (0: all; each holds a replica of the factors)")
     parser.add_argument("--cache", default="/tmp/jmf_bench", help="folder of the generated matrices")
     parser.add_argument("--child", choices=["jmf", "implicit"], help=argparse.SUPPRESS)
     parser.add_argument("--matrix", help=argparse.SUPPRESS)
@@ -229,7 +262,8 @@ def main() -> None:
     text = ["## iALS at scale vs implicit (CPU)", "",
             f"λ={args.reg}, α={args.alpha}, {args.cg_steps} CG steps, {args.epochs} epochs, same initial factors; "
             f"goal: time ratio ≤ 1.0 and RSS ratio ≤ 1.5.", "",
-            f"jmf: `XLA_FLAGS={args.xla_flags!r}`; implicit: {args.threads} OpenMP threads, BLAS at 1.", "",
+            f"jmf: model.devices={args.jmf_devices}, `XLA_FLAGS={args.xla_flags!r}`; "
+            f"implicit: {args.threads} OpenMP threads, BLAS at 1.", "",
             markdown_table(rows)]
     write_results("ials_scale_quick" if args.quick else "ials_scale", "\n".join(text), rows,
                   {"args": vars(args), "points": points})

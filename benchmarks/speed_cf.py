@@ -116,19 +116,20 @@ class _JmfALS:
     def __init__(self, train, args, X0, Y0):
         self.model = ImplicitALS(dim=args.dim, reg=args.reg, alpha=args.alpha, cg_steps=args.cg_steps)
         start = time.perf_counter()
-        self.sides = self.model.prepare(train)
-        jax.block_until_ready(self.sides)
+        self.side = self.model.prepare(train)
+        jax.block_until_ready(self.side)
         self.setup_s = time.perf_counter() - start
-        self.X, self.Y = self.model.replicate(X0, Y0)  # copies: the half-epochs donate their input
+        self.W = self.model.place([X0, Y0], len(X0) + len(Y0))  # W = [X; Y], a copy: the half-epochs donate it
 
     def epoch(self) -> float:
         start = time.perf_counter()
-        self.X, self.Y = self.model.epoch(self.X, self.Y, *self.sides)
-        jax.block_until_ready((self.X, self.Y))
+        self.W = self.model.epoch(self.W, self.side)
+        jax.block_until_ready(self.W)
         return time.perf_counter() - start
 
     def factors(self):
-        return np.asarray(self.X), np.asarray(self.Y)
+        W = np.asarray(self.W)
+        return W[:self.side.n_users], W[self.side.n_users:]
 
 
 class _ImplicitALS:
@@ -158,7 +159,8 @@ class _ImplicitALS:
 
 
 def bench_ials(name: str, train, test, args, rows: list, factors: dict) -> None:
-    X0, Y0 = (np.asarray(a) for a in ImplicitALS(dim=args.dim).init_factors(*train.shape, seed=0))
+    W0 = np.asarray(ImplicitALS(dim=args.dim).init_factors(*train.shape, seed=0))   # [X; Y]
+    X0, Y0 = W0[:train.shape[0]], W0[train.shape[0]:]
     peers = {"implicit": _ImplicitALS(train, args, X0, Y0), "jmf": _JmfALS(train, args, X0, Y0)}
     times: dict[str, list[float]] = {k: [] for k in peers}
     for epoch in range(args.epochs):  # interleaved, alternating who goes first: both see the same machine

@@ -58,12 +58,12 @@ def test_ials_cg_converges_to_exact_solution():
     mat = sp.random(30, 20, density=0.3, random_state=3, format="csr", dtype=np.float32)
     mat.data[:] = rng.integers(1, 4, mat.nnz)
     model = ImplicitALS(dim=4, reg=0.5, alpha=2.0, cg_steps=40, devices=1)
-    user_side, item_side = model.prepare(mat)
-    X, Y = model.init_factors(30, 20, seed=0)
-    Yn = np.asarray(Y, np.float64)
+    side = model.prepare(mat)
+    W = model.init_factors(30, 20, seed=0)   # [X; Y]
+    Yn = np.asarray(W, np.float64)[30:]
     from jmf.models.cf.ials import _cg_half_epoch
 
-    X1 = np.asarray(_cg_half_epoch(X, Y, *user_side, reg=0.5, cg_steps=40))
+    X1 = np.asarray(_cg_half_epoch(W, side, 0, reg=0.5, cg_steps=40, mesh=model.mesh))[:30]
     for u in range(30):
         c = np.ones(20)
         p = np.zeros(20)
@@ -98,13 +98,11 @@ def test_ials_on_4_devices_equals_1_device():
     factors = {}
     for n in (1, 4):
         model = ImplicitALS(dim=8, devices=n, chunk_bytes=1 << 12)   # small chunks: several per bucket
-        sides = model.prepare(mat)
-        X, Y = model.init_factors(*mat.shape, seed=0)
-        X, Y = model.epoch(X, Y, *sides)
-        assert model.mesh.size == n == len(X.sharding.device_set)
-        factors[n] = np.asarray(X), np.asarray(Y)
-    np.testing.assert_array_equal(factors[4][0], factors[1][0])
-    np.testing.assert_array_equal(factors[4][1], factors[1][1])
+        side = model.prepare(mat)
+        W = model.epoch(model.init_factors(*mat.shape, seed=0), side)   # [X; Y]
+        assert model.mesh.size == n == len(W.sharding.device_set)
+        factors[n] = np.asarray(W)
+    np.testing.assert_array_equal(factors[4], factors[1])
     with pytest.raises(ValueError, match="model.devices"):
         ImplicitALS(devices=len(jax.local_devices()) + 1).mesh
 
@@ -173,3 +171,30 @@ def test_mf_plain_sgd_epoch_equals_the_general_update(weighting, use_bias):
         assert not np.allclose(np.asarray(out[True][0][name]), np.asarray(params[name])) or \
             (name.endswith("bias") and not use_bias)                 # it trained
     np.testing.assert_allclose(float(out[True][2]), float(out[False][2]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_ials_long_rows_and_one_confidence_reach_the_exact_solution(binary):
+    """Rows longer than a chunk (walked in pieces) and a binary matrix (one stored confidence) solve the same
+    normal equations: many CG steps on the item side reach the closed-form solution."""
+    rng = np.random.default_rng(1)
+    mat = sp.random(60, 25, density=0.3, random_state=4, format="csr", dtype=np.float32).tolil()
+    mat[:, 2] = 1.0   # item 2: 60 users, longer than the 16-entry chunks below
+    mat = mat.tocsr()
+    mat.data[:] = 1.0 if binary else rng.integers(1, 4, mat.nnz)
+    model = ImplicitALS(dim=4, reg=0.5, alpha=2.0, cg_steps=60, devices=1, chunk_bytes=16 * 4 * 4)
+    side = model.prepare(mat)
+    assert (side.conf.shape[0] == 1) == binary and any(C == 0 for _, C, _, _ in side.plan[1])
+    W = model.init_factors(60, 25, seed=0)
+    Xn = np.asarray(W, np.float64)[:60]
+    from jmf.models.cf.ials import _cg_half_epoch
+
+    Y1 = np.asarray(_cg_half_epoch(W, side, 1, reg=0.5, cg_steps=60, mesh=model.mesh))[60:]
+    csc = mat.tocsc()
+    for i in range(25):
+        c, p = np.ones(60), np.zeros(60)
+        col = csc[:, i]
+        c[col.indices] = 2.0 * col.data
+        p[col.indices] = 1.0
+        A = Xn.T @ (c[:, None] * Xn) + 0.5 * np.eye(4)
+        np.testing.assert_allclose(Y1[i], np.linalg.solve(A, Xn.T @ (c * p)), rtol=1e-3, atol=1e-4)

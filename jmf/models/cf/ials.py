@@ -7,45 +7,49 @@ pairs, ``c_ui = α r_ui`` there and ``1`` elsewhere — the same formulation as 
 with ``cg_steps`` conjugate-gradient steps warm-started at the current ``x_u`` (Takács et
 al. 2011), as ``implicit`` does.
 
-Layout (what makes it fast on a CPU).  Rows are grouped by length into buckets of padded
-width ``L`` (a half-octave grid: 2^k and 1.5·2^k), and each bucket into chunks of ``C`` rows whose gathered
-factors ``Y[cols]`` ``[C, L, d]`` take about ``chunk_bytes`` (a quarter megabyte, within an L2 cache).
+Layout (what makes it fast on a CPU).  Rows are grouped by length into groups of padded
+width ``L`` (powers of 2), and each group into chunks of ``C`` rows whose gathered factors
+``Y[cols]`` ``[C, L, d]`` take about ``chunk_bytes`` (a quarter megabyte, within an L2 cache).
 A chunk runs its whole CG — gather once, then 2 batched mat-vecs per step — while its
-factors stay in cache, and ``lax.map`` walks the chunks.  Measured on 2 CPU cores and 1.2M
+factors stay in cache, and a ``fori_loop`` walks the chunks.  Measured on 2 CPU cores and 1.2M
 interactions (``benchmarks/speed_cf.py``), this is 10x faster per epoch than one
 ``segment_sum`` over all nonzeros per CG step (scatter-adds of ``[nnz, d]``) and 2x faster
-than the same buckets without chunks (``[nnz, d]`` gathered factors stream through memory
-eight times per half-epoch).  One half-epoch is one ``jax.jit`` call per bucket and one that
-writes their rows into the factors; each compiles once per matrix.  (A whole Cholesky
-epoch in one jit hung in the CPU LAPACK call on this machine; CG has no such call.)
+than the same groups without chunks.  Rows longer than one chunk holds (``L > chunk_bytes / 4d``:
+the popular items) are solved one at a time, each CG pass walking the row in chunk-sized pieces.
+(A whole Cholesky epoch in one jit hung in the CPU LAPACK call on this machine; CG has no such call.)
 
-Memory (``benchmarks/ials_scale.py``, 10M interactions, d=64, 2 devices: peak RSS 2.37 GB
-before, 1.51 GB after; ``implicit`` 0.51 GB).  Host buckets go to their sharded place one at a
-time, straight from NumPy: a single-device copy first, resharded, compiled one program per
-array shape (about 0.4 GB and a minute at that scale).  One program per bucket, not one per
-half-epoch, keeps XLA's compile-time peak to one bucket's loop.  What remains above
-``implicit``: JAX and XLA themselves (about 0.19 GB once imported), the compiled loops, and
-the factors, which every device holds whole (one copy per device).
+Memory (``benchmarks/ials_scale.py``, 10M interactions, d=64: peak RSS 1.51 GB with 2 devices before
+this layout, ``implicit`` 0.51 GB).  Where it went, above the loaded matrix: padded host and device
+buckets ``[rows, L]`` of columns and confidences (0.2 GB), the factors once per device (0.3 GB for 2),
+the per-bucket results held until one scatter wrote them all (a second ``X``), a copy of ``X`` to form
+``XᵀX`` (a slice as a dot operand), and one compiled program per bucket shape and side (about 5 MB
+resident each, and 363 s of compiling).  Now: the factors are one array ``W = [X; Y]`` and the two
+sides' CSRs one joint CSR (user rows index ``W``'s item rows and back), read in place by the chunks
+(no padded copies; one ``[1]`` confidence when all values are equal); each width group's call donates
+``W`` and writes every chunk's rows as soon as they are solved (a row's solve reads only its own old row
+and the other side); ``YᵀY`` is summed over row blocks; and as both sides share ``W`` and the CSR, they
+share one program per ``(L, C)`` (traced chunk offsets and counts): about a dozen programs in all.
 
-Devices.  Each bucket's chunks are split over a 1-D mesh of the local devices
-(``jax.shard_map``; ``X`` and ``Y`` replicated), and every device walks its own chunks.  The
-rows are independent, so the result does not depend on the device count.  On a CPU the chunk
-ops are small, and what they cost is largely the synchronisation of XLA's intra-op thread
-pool; one CPU device per core, each running its chunks on its own
-thread, removes it::
+Devices.  Each group's chunks are split over a 1-D mesh of ``devices`` local devices
+(``jax.shard_map``; ``W`` replicated), every device solves its own rows into its own replica, and one
+``psum`` per half-epoch makes the replicas equal again.  The rows are independent, so the result does
+not depend on the device count; but every device holds a whole ``W`` (and CSR), so on a CPU more
+devices cost memory for speed.  On a CPU the chunk ops are small, and what they cost is largely the
+synchronisation of XLA's intra-op thread pool; one CPU device per core, each running its chunks on its
+own thread, removes it::
 
     XLA_FLAGS="--xla_force_host_platform_device_count=$(nproc) --xla_cpu_multi_thread_eigen=false" \
         jmf-train model=ials
 
 (``benchmarks/speed_cf.py`` runs iALS this way; ``--ials-xla-flags ''`` runs it on XLA's
-default single device for comparison.)  Models with large matmuls (JMF) want the opposite
-setting, so this is a per-run choice, not a package default.
+default single device for comparison; ``benchmarks/ials_scale.py`` runs one device,
+``--jmf-devices``.)  Models with large matmuls (JMF) want the opposite setting, so this is a
+per-run choice, not a package default.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from functools import cached_property, partial
 from typing import NamedTuple
 
@@ -61,62 +65,57 @@ from jmf.models.base import ClosedFormModel, RunContext
 from jmf.errors import ConfigError
 
 
-class _Bucket(NamedTuple):
-    """Rows of one padded width ``L``, in chunks of ``C`` rows."""
+class _Side(NamedTuple):
+    """Both sides' rows on the devices, as rows of the joint factors ``W = [X; Y]`` ``[U + I, d]``: the joint
+    CSR (user ``u``'s entries point at ``W`` rows ``U + i``, item ``i``'s, row ``U + i``, at rows ``u``; not
+    padded: a chunk reads its rows' entries in place) and the row ids, grouped by padded width ``L`` and split
+    over the devices.  ``plan``: per side, where each group lies.  Sharing one ``W`` and one CSR, the two
+    sides run the same compiled programs (one per width, not one per width and side)."""
 
-    rows: jax.Array   # [n_chunks, C] int32 row ids; the row count pads (their results are dropped)
-    cols: jax.Array   # [n_chunks, C, L] int32 column ids; 0 pads
-    conf: jax.Array   # [n_chunks, C, L] float32 confidence c_ui = α r_ui; 0 pads
+    indptr: jax.Array    # [U + I + 1] int32, replicated
+    indices: jax.Array   # [2 nnz] int32 rows of W, replicated
+    conf: jax.Array      # [2 nnz] float32 confidence c_ui = α r_ui, replicated; [1] when all are equal
+    rows: jax.Array      # [devices * R] int32 row ids by group, one [R] slice per device; id U + I pads
+    plan: tuple = ()     # per side: ((L, C, first, chunks per device), ...); C = 0: long rows
+    n_users: int = 0     # U: W's rows [0, U) are X, [U, U + I) are Y
 
 
-def _bucketize(csr: sp.csr_matrix, alpha: float, dim: int, min_width: int, chunk_bytes: int,
-               n_shards: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """CSR ``[n, m]`` -> host buckets covering every row (empty rows too: their CG shrinks them, as in ``implicit``).
+_GRID = 1 << np.arange(31)   # padded widths: powers of 2 (few programs; see _layout)
 
-    Yields ``(rows, cols, conf)`` of each bucket in turn (shapes of :class:`_Bucket`), so that the
-    caller can move one to the devices before the next is built: the host holds one bucket at a
-    time.  Each bucket's chunk count is padded to a multiple of ``n_shards`` (padding rows: id ``n``, dropped).
+
+def _layout(lengths: np.ndarray, sides: tuple[slice, ...], dim: int, min_width: int, chunk_bytes: int,
+            n_dev: int):
+    """Row ids grouped by padded width -> (``[n_dev * R]`` int32 rows, plan per side) (see :class:`_Side`).
+
+    Widths are powers of 2 (padding: at most 2x, about 1.4x on these matrices; a half-octave grid padded
+    1.2x but took twice the programs, each about 5 MB resident once compiled), up to ``seg``, the widest row a chunk holds
+    (``[1, seg, d]`` factors take ``chunk_bytes``); longer rows are walked one at a time in pieces of ``seg``
+    (``C = 0``), so no temporary grows with the longest row.  A group of width ``L`` is cut into chunks of
+    ``C = chunk_bytes / (L d 4)`` rows, its chunk count padded to a multiple of ``n_dev`` (padding: id ``N``).
     """
-    n_rows = csr.shape[0]
-    lengths = np.diff(csr.indptr)
-    # padded widths on a half-octave grid (2^k and 1.5·2^k): at most 33% padding, 17% on average
-    grid = np.unique(np.concatenate([1 << np.arange(40), 3 << np.arange(39)]))
-    grid = grid[grid >= min_width]
-    widths, row_bucket = np.unique(grid[np.searchsorted(grid, np.maximum(lengths, 1))], return_inverse=True)
-    # the bucket of every stored entry, 1 byte each (the grid has < 256 widths): a bucket's entries,
-    # in CSR order, are exactly its rows' entries in row-major order
-    entry_bucket = np.repeat(row_bucket.astype(np.uint8), lengths)
-    for b, L in enumerate(widths.tolist()):
-        rows = np.flatnonzero(row_bucket == b).astype(np.int32)
-        C = int(min(len(rows), max(1, chunk_bytes // (L * dim * 4))))
-        n_chunks = -(-len(rows) // C)
-        n_chunks = -(-n_chunks // n_shards) * n_shards
-        filled = np.arange(L, dtype=np.int32) < lengths[rows][:, None].astype(np.int32)   # [rows, L]
-        entries = entry_bucket == b
-        cols = np.zeros((n_chunks * C, L), np.int32)
-        cols[:len(rows)][filled] = csr.indices[entries]
-        conf = np.zeros((n_chunks * C, L), np.float32)
-        conf[:len(rows)][filled] = alpha * csr.data[entries]
-        del filled, entries
-        padded_rows = np.full(n_chunks * C, n_rows, np.int32)
-        padded_rows[:len(rows)] = rows
-        yield padded_rows.reshape(n_chunks, C), cols.reshape(n_chunks, C, L), conf.reshape(n_chunks, C, L)
+    seg = max(min_width, chunk_bytes // (dim * 4))
+    grid = _GRID[(_GRID >= min_width) & (_GRID <= seg)]
+    width = np.where(lengths > seg, 0, grid[np.minimum(np.searchsorted(grid, np.maximum(lengths, 1)), len(grid) - 1)])
+    per_dev, plans, first = [[] for _ in range(n_dev)], [], 0
+    for side in sides:
+        order = (side.start + np.argsort(width[side], kind="stable")).astype(np.int32)   # long rows first
+        plan = []
+        for L in np.unique(width[side]).tolist():
+            rows = order[width[order] == L]
+            C = 1 if L == 0 else max(1, chunk_bytes // (L * dim * 4))
+            chunks = -(-len(rows) // (C * n_dev))                   # per device
+            padded = np.full(chunks * C * n_dev, len(lengths), np.int32)
+            padded[:len(rows)] = rows
+            for d, part in enumerate(padded.reshape(n_dev, chunks * C)):
+                per_dev[d].append(part)
+            plan.append((seg if L == 0 else L, 0 if L == 0 else C, first, chunks))
+            first += chunks * C
+        plans.append(tuple(plan))
+    return np.concatenate([np.concatenate(p) for p in per_dev]), tuple(plans)
 
 
-def _cg_chunk(X, Y, YtY, cg_steps: int, chunk):
-    """CG on one chunk's rows: ``[C]`` rows, ``[C, L]`` cols/conf -> updated ``[C, d]`` factors."""
-    rows, cols, conf = chunk
-    Yc = Y[cols]                                          # [C, L, d], stays in cache for the whole CG
-    weight = jnp.where(conf > 0, conf - 1.0, 0.0)         # c - 1 on observed pairs, 0 on padding
-
-    def apply_a(P):                                       # (YᵀY + λI + Σ (c-1) y yᵀ) p, row by row
-        return P @ YtY + jnp.einsum("cl,cld->cd", weight * jnp.einsum("cld,cd->cl", Yc, P), Yc)
-
-    x = X.at[rows].get(mode="fill", fill_value=0.0)      # [C, d]
-    # r = b - A x with b = Σ c y, in one pass over Yc: Σ (c - (c-1) y·x) y - (YᵀY + λI) x
-    r = jnp.einsum("cl,cld->cd", conf - weight * jnp.einsum("cld,cd->cl", Yc, x), Yc) - x @ YtY
-    rsold = (r * r).sum(1)
-
+def _cg(x, r, apply_a, cg_steps: int):
+    """``cg_steps`` CG steps on rows ``x`` ``[C, d]`` from residual ``r = b - A x``; ``apply_a``: ``P -> A P``."""
     def body(_, carry):
         x, r, p, rsold = carry
         Ap = apply_a(p)
@@ -127,54 +126,119 @@ def _cg_chunk(X, Y, YtY, cg_steps: int, chunk):
         p = r + (rsnew / jnp.maximum(rsold, 1e-20))[:, None] * p
         return x, r, p, rsnew
 
-    x, *_ = jax.lax.fori_loop(0, cg_steps, body, (x, r, r, rsold))
-    return x
+    return jax.lax.fori_loop(0, cg_steps, body, (x, r, r, (r * r).sum(1)))[0]
 
 
-@partial(jax.jit, static_argnames=("reg",))
-def _gram(Y, reg: float):
-    """``YᵀY + λI`` ``[d, d]``."""
-    return Y.T @ Y + reg * jnp.eye(Y.shape[1], dtype=Y.dtype)
+def _entries(side: _Side, start, length, offset, L: int):
+    """Columns and confidences ``[C, L]`` of rows starting at ``start`` ``[C]``, from entry ``offset`` on (0 pads)."""
+    pos = (start + offset)[:, None] + jnp.arange(L, dtype=jnp.int32)
+    filled = (offset + jnp.arange(L, dtype=jnp.int32))[None, :] < length[:, None]
+    cols = side.indices.at[pos].get(mode="clip")
+    conf = side.conf.at[pos].get(mode="clip") if side.conf.shape[0] > 1 else side.conf[0]
+    return cols, jnp.where(filled, conf, 0.0)
 
 
-@partial(jax.jit, static_argnames=("cg_steps", "mesh"))
-def _cg_bucket(X, Y, YtY, bucket: _Bucket, cg_steps: int, mesh: Mesh | None):
-    """New factors ``[n_chunks, C, d]`` of one bucket's rows (split over ``mesh`` like the bucket)."""
-    def walk(X, Y, YtY, rows, cols, conf):
-        return jax.lax.map(partial(_cg_chunk, X, Y, YtY, cg_steps), (rows, cols, conf))   # [chunks, C, d]
+def _cg_chunk(W, YtY, side: _Side, rows, L: int, cg_steps: int):
+    """CG on one chunk's rows ``[C]`` of ``W`` (each at most ``L`` entries) -> their new ``[C, d]`` factors."""
+    start = side.indptr.at[rows].get(mode="clip")                # padding row N: start 2 nnz, length 0
+    cols, conf = _entries(side, start, side.indptr.at[rows + 1].get(mode="clip") - start, 0, L)
+    Yc = W[cols]                                          # [C, L, d], stays in cache for the whole CG
+    weight = jnp.where(conf > 0, conf - 1.0, 0.0)         # c - 1 on observed pairs, 0 on padding
 
-    if mesh is not None:
-        axis = mesh.axis_names[0]
-        walk = jax.shard_map(walk, mesh=mesh, in_specs=(P(), P(), P(), P(axis), P(axis), P(axis)),
-                             out_specs=P(axis), check_vma=False)
-    return walk(X, Y, YtY, *bucket)
+    def apply_a(P):                                       # (YᵀY + λI + Σ (c-1) y yᵀ) p, row by row
+        return P @ YtY + jnp.einsum("cl,cld->cd", weight * jnp.einsum("cld,cd->cl", Yc, P), Yc)
+
+    x = W.at[rows].get(mode="fill", fill_value=0.0)      # [C, d]
+    # r = b - A x with b = Σ c y, in one pass over Yc: Σ (c - (c-1) y·x) y - (YᵀY + λI) x
+    r = jnp.einsum("cl,cld->cd", conf - weight * jnp.einsum("cld,cd->cl", Yc, x), Yc) - x @ YtY
+    return _cg(x, r, apply_a, cg_steps)
+
+
+def _cg_long(W, YtY, side: _Side, rows, seg: int, cg_steps: int):
+    """CG on one row ``rows`` ``[1]`` longer than a chunk: each pass walks its entries in pieces of ``seg``."""
+    start = side.indptr.at[rows].get(mode="clip")
+    length = side.indptr.at[rows + 1].get(mode="clip") - start
+
+    def wsum(v, with_conf: bool):                         # Σ (c·[with_conf] - (c-1) y·v) y over the row
+        def piece(s, acc):
+            cols, conf = _entries(side, start, length, s * seg, seg)
+            Yc = W[cols]                                  # [1, seg, d]
+            coef = jnp.where(conf > 0, conf - 1.0, 0.0) * jnp.einsum("cld,cd->cl", Yc, v)
+            return acc + jnp.einsum("cl,cld->cd", (conf - coef) if with_conf else -coef, Yc)
+        return jax.lax.fori_loop(0, (length[0] + seg - 1) // seg, piece, jnp.zeros_like(v))
+
+    x = W.at[rows].get(mode="fill", fill_value=0.0)
+    return _cg(x, wsum(x, True) - x @ YtY, lambda P: P @ YtY - wsum(P, False), cg_steps)
+
+
+@partial(jax.jit, static_argnames=("rows", "reg"))
+def _gram(W, rows: tuple[int, int], reg: float, block: int = 1 << 13):
+    """``YᵀY + λI`` ``[d, d]`` of ``Y = W[rows[0]:rows[1]]``, summed over blocks of ``block`` rows: a slice of
+    ``W`` as one operand would be a copy of the whole side (0.13 GB of ``X`` at 500 000 x 64)."""
+    lo, hi = rows
+    whole = (hi - lo) // block
+
+    def add(b, acc):
+        Y = jax.lax.dynamic_slice_in_dim(W, lo + b * block, block)
+        return acc + Y.T @ Y
+    acc = reg * jnp.eye(W.shape[1], dtype=W.dtype)
+    acc = jax.lax.fori_loop(0, whole, add, acc) if whole else acc
+    Y = W[lo + whole * block:hi]
+    return acc + Y.T @ Y
+
+
+@partial(jax.jit, static_argnames=("L", "C", "cg_steps", "mesh"), donate_argnums=0)
+def _cg_group(W, YtY, side: _Side, first, chunks, L: int, C: int, cg_steps: int, mesh: Mesh):
+    """``W`` with the rows of one width group (``chunks`` chunks of ``C`` rows from ``first`` of each device's
+    row slice) solved, in place: each chunk's new rows are written as soon as they are solved (a row's solve
+    reads only its own old row and the other side's), so no copy of ``W`` or of the group's results is held.
+    ``first`` and ``chunks`` are traced: one program per ``(L, C)``, whatever the side and the row counts."""
+    solve = partial(_cg_long, seg=L) if C == 0 else partial(_cg_chunk, L=L)
+
+    def walk(W, YtY, indptr, indices, conf, rows, first, chunks):
+        side = _Side(indptr, indices, conf, rows)
+
+        def body(k, W):
+            r = jax.lax.dynamic_slice(rows, (first + k * max(C, 1),), (max(C, 1),))
+            return W.at[r].set(solve(W, YtY, side, r, cg_steps=cg_steps), mode="drop")
+        return jax.lax.fori_loop(0, chunks, body, W)
+
+    axis = mesh.axis_names[0]
+    walk = jax.shard_map(walk, mesh=mesh, in_specs=(P(),) * 5 + (P(axis), P(), P()), out_specs=P(),
+                         check_vma=False)
+    return walk(W, YtY, *side[:4], first, chunks)
 
 
 @partial(jax.jit, static_argnames=("mesh",), donate_argnums=0)
-def _scatter(X, rows: tuple[jax.Array, ...], new: tuple[jax.Array, ...], mesh: Mesh | None):
-    """``X`` with ``X[rows[b]] = new[b]`` for every bucket ``b`` (padding rows dropped), in place."""
-    for r, x in zip(rows, new):
-        X = X.at[r.reshape(-1)].set(x.reshape(-1, X.shape[1]), mode="drop")
-    if mesh is not None:  # keep the factors replicated: the next half-epoch compiles for the same layout
-        X = jax.lax.with_sharding_constraint(X, NamedSharding(mesh, P()))
-    return X
+def _merge(W, rows, mesh: Mesh):
+    """Replicas of ``W`` made equal again: each device's rows from that device (``psum`` of the owned rows)."""
+    def merge(W, rows):
+        mine = jnp.zeros(W.shape[0], bool).at[rows].set(True, mode="drop")
+        return jax.lax.psum(jnp.where(mine[:, None], W, 0.0), mesh.axis_names[0])
+
+    return jax.shard_map(merge, mesh=mesh, in_specs=(P(), P(mesh.axis_names[0])), out_specs=P(),
+                         check_vma=False)(W, rows)
 
 
-def _cg_half_epoch(X, Y, *buckets: _Bucket, reg: float, cg_steps: int, mesh: Mesh | None = None):
-    """Update every row of ``X`` ``[n, d]`` given ``Y`` ``[m, d]`` and the rows' buckets (see :func:`_bucketize`).
+def _cg_half_epoch(W, side: _Side, which: int, *, reg: float, cg_steps: int, mesh: Mesh):
+    """Update the rows of one side of ``W = [X; Y]`` (``which``: 0 users, 1 items) given the other, in place.
 
-    ``X`` is donated.  With ``mesh`` (1-D), each bucket's chunk axis is split over its devices
-    (chunk counts must divide: ``_bucketize(..., n_shards)``); ``X`` and ``Y`` are replicated.
-    One jitted CG call per bucket (no collectives: each device keeps its chunks' results; with an
-    all-gather in each, the queued calls' rendezvous timed out on a loaded 2-core machine), then
-    one call that writes them all into ``X``, rather than one program for the whole half-epoch:
-    the results are the same, but XLA compiles one bucket's loop at a time, which keeps its
-    compile-time memory to about one bucket's (one program took hundreds of MB more at its
-    peak; ``benchmarks/ials_scale.py``).
+    ``W`` is donated.  One jitted call per width group, each walking its chunks and writing their rows into
+    ``W`` as it goes.  With a mesh of several devices (``W`` replicated), every device solves its own rows
+    into its own replica, and one ``psum`` at the end gives every replica all the rows.
     """
-    YtY = _gram(Y, reg)
-    new = tuple(_cg_bucket(X, Y, YtY, bucket, cg_steps, mesh) for bucket in buckets)
-    return _scatter(X, tuple(bucket.rows for bucket in buckets), new, mesh)
+    YtY = _gram(W, (side.n_users, W.shape[0]) if which == 0 else (0, side.n_users), reg)
+    for L, C, first, chunks in side.plan[which]:
+        if chunks:
+            W = _cg_group(W, YtY, _Side(*side[:4]), np.int32(first), np.int32(chunks), L=L, C=C,
+                          cg_steps=cg_steps, mesh=mesh)
+    return _merge(W, side.rows, mesh) if mesh.size > 1 else W
+
+
+@partial(jax.jit, donate_argnums=0)
+def _write(W, block, at):
+    """``W`` with ``block`` written at row ``at``, in place."""
+    return jax.lax.dynamic_update_slice(W, block, (at, 0))
 
 
 class ImplicitALS(ClosedFormModel):
@@ -187,7 +251,7 @@ class ImplicitALS(ClosedFormModel):
       epochs: ALS sweeps (users then items).
       cg_steps: CG steps per half-epoch.
       init_scale: std of the initial factors.
-      min_width: narrowest bucket (rows shorter than this are padded to it).
+      min_width: narrowest padded width (rows shorter than this are padded to it).
       chunk_bytes: target size of one chunk's gathered factors ``[C, L, d]`` float32.
       devices: local devices the chunks are split over (0: all; see the module docstring).
     """
@@ -210,11 +274,13 @@ class ImplicitALS(ClosedFormModel):
             raise ConfigError(f"model.devices: {self.devices} > the {len(local)} local devices")
         return Mesh(np.array(local[:self.devices or len(local)]), ("chunks",))
 
-    def prepare(self, matrix: sp.csr_matrix) -> tuple[tuple[_Bucket, ...], tuple[_Bucket, ...]]:
-        """Device buckets of the rows of ``matrix`` ``[U, I]`` (user side) and of its transpose (item side).
+    def prepare(self, matrix: sp.csr_matrix) -> _Side:
+        """The :class:`_Side` of ``matrix`` ``[U, I]``: its rows (users) and its transpose's (items), joint.
 
-        Each host bucket goes straight to its chunk-sharded place (no single-device copy first, whose
-        resharding would compile one program per array shape) and is freed before the next is built.
+        What goes to the devices is the joint CSR itself (``W`` rows as indices, ``α r``, int32 row pointers)
+        and the row ids by width group: about ``16 nnz + 8 (U + I)`` bytes per device, ``8 nnz + 8 (U + I)``
+        when all values are equal (binary feedback: one confidence, not ``2 nnz``).  The host temporaries
+        (the transpose, then the joint indices, then the joint ``α r``) are freed as soon as placed.
         """
         csr = matrix.tocsr().astype(np.float32, copy=False)   # no copy of a float32 CSR
         if not csr.has_canonical_format:
@@ -222,37 +288,65 @@ class ImplicitALS(ClosedFormModel):
             csr.sum_duplicates()
         if (csr.data <= 0).any():
             raise ConfigError("model=ials: training values must be positive (confidence = alpha * value)")
-        split = NamedSharding(self.mesh, P("chunks"))
+        if 2 * csr.nnz >= 2**31:
+            raise ConfigError(f"model=ials: {csr.nnz} training values, more than int32 row pointers hold")
+        (n_users, n_items), nnz = csr.shape, csr.nnz
+        item = csr.T.tocsr()
+        rows, plan = _layout(np.concatenate([np.diff(csr.indptr), np.diff(item.indptr)]),
+                             (slice(0, n_users), slice(n_users, n_users + n_items)),
+                             self.dim, self.min_width, self.chunk_bytes, self.mesh.size)
+        everywhere = NamedSharding(self.mesh, P())
 
-        def side(m: sp.csr_matrix) -> tuple[_Bucket, ...]:
-            return tuple(_Bucket(*(jax.device_put(a, split) for a in bucket)) for bucket in _bucketize(
-                m, self.alpha, self.dim, self.min_width, self.chunk_bytes, self.mesh.size))
+        def put(fill, dtype):   # a joint [2 nnz] array made on the host, placed, and freed before the next
+            host = np.empty(2 * nnz, dtype)
+            fill(host[:nnz], host[nnz:])
+            return jax.block_until_ready(jax.device_put(host, everywhere))
 
-        return side(csr), side(csr.T.tocsr())
+        indices = put(lambda u, i: (np.add(csr.indices, n_users, out=u), np.copyto(i, item.indices)), np.int32)
+        if nnz == 0 or csr.data.min() == csr.data.max():   # binary feedback: one confidence for all, no [2 nnz]
+            conf = jax.device_put(np.full(1, self.alpha * (csr.data[0] if nnz else 1.0), np.float32), everywhere)
+        else:
+            conf = put(lambda u, i: (np.multiply(csr.data, self.alpha, out=u),
+                                     np.multiply(item.data, self.alpha, out=i)), np.float32)
+        indptr = np.concatenate([csr.indptr[:-1], nnz + item.indptr]).astype(np.int32)
+        return _Side(jax.device_put(indptr, everywhere), indices, conf,
+                     jax.device_put(rows, NamedSharding(self.mesh, P("chunks"))), plan, n_users)
 
     def init_factors(self, n_users: int, n_items: int, seed: int):
+        """``W = [X; Y]`` ``[U + I, d]`` drawn from ``init_scale`` x a normal, on every device of the mesh."""
         key_u, key_i = jax.random.split(jax.random.key(seed))
-        return self.replicate(self.init_scale * jax.random.normal(key_u, (n_users, self.dim)),
-                              self.init_scale * jax.random.normal(key_i, (n_items, self.dim)))
+        return self.place([self.init_scale * jax.random.normal(key_u, (n_users, self.dim)),
+                           self.init_scale * jax.random.normal(key_i, (n_items, self.dim))], n_users + n_items)
 
-    def replicate(self, *arrays):
-        """``arrays`` placed on every device of :attr:`mesh` (the factors' layout)."""
-        # from the host: a single-device array's move to every device would compile a program
-        return tuple(jax.device_put(np.asarray(a, np.float32), NamedSharding(self.mesh, P())) for a in arrays)
+    def place(self, blocks, n_rows: int):
+        """``W`` ``[n_rows, d]`` on every device of :attr:`mesh` from ``blocks`` of consecutive rows (host arrays,
+        or an iterator of them: each is written in place and dropped before the next is asked for)."""
+        everywhere = NamedSharding(self.mesh, P())
+        W = jax.jit(partial(jnp.zeros, (n_rows, self.dim), jnp.float32), out_shardings=everywhere)()
+        at = 0
+        for block in blocks:
+            # from the host: a single-device array's move to every device would compile a program
+            W = jax.block_until_ready(_write(W, jax.device_put(np.asarray(block, np.float32), everywhere), np.int32(at)))
+            at += len(block)
+            del block
+        return W
 
-    def epoch(self, X, Y, user_side, item_side):
-        X = _cg_half_epoch(X, Y, *user_side, reg=self.reg, cg_steps=self.cg_steps, mesh=self.mesh)
-        Y = _cg_half_epoch(Y, X, *item_side, reg=self.reg, cg_steps=self.cg_steps, mesh=self.mesh)
-        return X, Y
+    def epoch(self, W, side: _Side):
+        """One sweep (users, then items) of ``W = [X; Y]``, donated."""
+        for which in (0, 1):
+            W = _cg_half_epoch(W, side, which, reg=self.reg, cg_steps=self.cg_steps, mesh=self.mesh)
+        return W
 
     def fit(self, split: SplitData, ctx: RunContext | None = None) -> dict[str, float]:
-        user_side, item_side = self.prepare(split.train)
-        X, Y = self.init_factors(*split.train.shape, ctx.seed if ctx is not None else 0)
+        side = self.prepare(split.train)
+        n_users = side.n_users
+        W = self.init_factors(*split.train.shape, ctx.seed if ctx is not None else 0)
         start = time.perf_counter()
         for _ in range(self.epochs):
-            X, Y = self.epoch(X, Y, user_side, item_side)
-        X.block_until_ready()
-        self.X, self.Y = X, Y
+            W = self.epoch(W, side)
+        W.block_until_ready()
+        del side
+        self.X, self.Y = W[:n_users], W[n_users:]
         return {"train/epochs": float(self.epochs), "train/fit_seconds": time.perf_counter() - start}
 
     def score_tables(self) -> tuple[jax.Array, jax.Array, None]:
