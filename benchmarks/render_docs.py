@@ -35,8 +35,9 @@ GROUPS = {
                              "authors_protocol", "cross_listed", "same_metrics")),
     "results-probes.md": ("Probe runs (read on validation or test, named in the notes)", ("probe_",)),
     "results-speed.md": ("Speed against the machine: roofline, and the bfloat16 check", ("roofline", "bf16_check")),
-    "results-peers.md": ("Speed against the peers: the JMF step against PyTorch, iALS at scale, the README tour",
-                         ("peers", "jmf_peer", "ials_scale", "readme_tour")),
+    "results-peers.md": ("Speed against the peers: the JMF step against PyTorch, iALS at scale, the first result, "
+                         "compilation, the README tour",
+                         ("peers", "jmf_peer", "ials_scale", "first_result", "compile_cold_warm", "readme_tour")),
 }
 # task -> (main metric, label) for the headline
 HEADLINE = {"synthetic": "ndcg@10", "ciao-0.2": "ndcg@10", "ciao-0.5": "ndcg@10", "ciao-0.8": "ndcg@10",

@@ -35,6 +35,9 @@ CASES = {
     "amazon_cooc": ["experiment=amazon_phone_electronic/cooc"],
     "ml100k_svd": ["data=ml100k", "model=svd"],
     "ciao_pop": ["experiment=ciao_cold_start/pop"],
+    # MF on ratings at a table row's settings (mse + sgd: the written-out gradient), iALS at its defaults
+    "ciao_mf": ["experiment=ciao_cold_start/mf", "split.beta=0.2"],
+    "ml100k_ials": ["data=ml100k", "model=ials"],
     # the other graph models, short: BiTGCF 2 epochs; DisenCDR and CDRIB at batch 8192 (21 and 43 steps an epoch),
     # DisenCDR's shared encoder on from its second epoch
     "amazon_bitgcf": ["experiment=amazon_phone_electronic_bitgcf/bitgcf", "model.epochs=2"],
