@@ -79,3 +79,9 @@ def flat_dict(tree, prefix: str = "") -> dict:
             out.update(flat_dict(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: tree}
+
+
+def is_off(value) -> bool:
+    """A config value that means "not used" (``None``, ``False``, 0, empty): what a setting added to the config
+    later reads as in an older run's saved config."""
+    return value is None or value is False or (not isinstance(value, bool) and value == 0) or value in ("", [], {})

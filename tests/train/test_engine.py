@@ -131,6 +131,11 @@ def test_corrupt_or_incompatible_checkpoint_is_a_clear_error(tmp_path):
         _fit(_ctx(tmp_path, compat={"model": {"dim": 16}}), epochs=2)
     _, fresh = _fit(_ctx(tmp_path, compat={"model": {"dim": 16}}, resume=False), epochs=1)
     assert fresh.resumed_from is None
+    # a setting added since the checkpoint was written reads as off there: off now resumes, on now does not
+    _, later = _fit(_ctx(tmp_path, compat={"model": {"dim": 16}, "split": {"dl_folds": False}}), epochs=2)
+    assert later.resumed_from is not None
+    with pytest.raises(CheckpointError, match=r"different config \(split.dl_folds: False -> True\)"):
+        _fit(_ctx(tmp_path, compat={"model": {"dim": 16}, "split": {"dl_folds": True}}), epochs=3)
     for f in (tmp_path / "checkpoints" / "latest").rglob("*"):
         if f.is_file() and "state" in f.parts:
             f.write_bytes(b"garbage")
