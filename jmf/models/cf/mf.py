@@ -126,8 +126,9 @@ class MatrixFactorization(EngineModel):
         epoch_fn = self._make_epoch_fn(tx, split.train.shape[1], user_counts)
 
         def step(state, batch):
+            key = jax.random.fold_in(batch["key"], batch["epoch"])        # the epoch's key, as fold_in on the host
             params, opt_state, loss = epoch_fn(state["params"], state["opt_state"],
-                                               _epoch_batches(batch["train"], batch["order"], train.nnz), batch["key"])
+                                               _epoch_batches(batch["train"], batch["order"], train.nnz), key)
             return {"params": params, "opt_state": opt_state}, {"loss": loss}
 
         plan = self._epoch_plan(engine, train)
@@ -146,15 +147,15 @@ class MatrixFactorization(EngineModel):
         triples = parallel.put_replicated({"users": np.asarray(train.row, np.int32),      # [n] each
                                            "items": np.asarray(train.col, np.int32),
                                            "values": np.asarray(train.data, np.float32)}, engine.mesh)
-        base_key = jax.random.key(engine.sampling_seed)
+        base_key = parallel.put_replicated(jax.random.key(engine.sampling_seed), engine.mesh)
 
         def plan(epoch: int) -> EpochPlan:
             order = np.zeros(n_batches * self.batch_size, np.int32)  # the ragged last batch: row 0, weight 0
             order[:n] = engine.epoch_rng(0, epoch).permutation(n)
-            key = jax.random.fold_in(base_key, epoch)
-            return EpochPlan(1, lambda i: {"train": triples,
+            return EpochPlan(1, lambda i: {"train": triples, "key": base_key,
                                            "order": engine.put_batch(order.reshape(n_batches, self.batch_size), axis=1),
-                                           "key": parallel.put_replicated(key, engine.mesh)}, examples_per_step=n)
+                                           "epoch": parallel.put_replicated(np.int32(epoch), engine.mesh)},
+                             examples_per_step=n)
         return plan
 
     def _make_example_loss(self, user_counts: jax.Array):
