@@ -81,6 +81,13 @@ def flat_dict(tree, prefix: str = "") -> dict:
     return {prefix[:-1]: tree}
 
 
+def changed_settings(now: dict, old: dict) -> list[str]:
+    """The keys of two flattened configs (:func:`flat_dict`) whose values differ; a key one side lacks (a setting
+    added to the config since) matches when the other side has it off (:func:`is_off`)."""
+    return sorted(k for k in set(now) | set(old) if now.get(k) != old.get(k)
+                  and not ((k in now) != (k in old) and is_off(now.get(k, old.get(k)))))
+
+
 def is_off(value) -> bool:
     """A config value that means "not used" (``None``, ``False``, 0, empty): what a setting added to the config
     later reads as in an older run's saved config."""

@@ -131,7 +131,8 @@ def _context(cfg: DictConfig, trainer: TrainerConfig, eval_cfg: EvalConfig, out:
     knobs = {f.name: getattr(trainer, f.name) for f in dataclasses.fields(RunContext)
              if hasattr(trainer, f.name) and f.name not in ("sampling_seed", "compat")}
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    compat = {k: resolved.get(k) for k in ("data", "partition", "split", "model", "optim", "seed")}
+    # no ``optim``: the group reaches a model only through its resolved ``model`` section (MF's ``lr: ${optim.lr}``)
+    compat = {k: resolved.get(k) for k in ("data", "partition", "split", "model", "seed")}
     compat["trainer"] = {k: v for k, v in resolved.get("trainer", {}).items() if k not in EXECUTION_KEYS}
     return RunContext(seed=seeds["init"], out_dir=out, sampling_seed=seeds["sampling"], eval_config=eval_cfg,
                       compat=compat, **knobs)

@@ -57,7 +57,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jmf.pytrees import flat_dict, is_off
+from jmf.pytrees import changed_settings, flat_dict
 from jmf.train.plan import EpochPlan, Phase, RunContext, Selection  # noqa: F401  (re-exported: the engine's API)
 from jmf.errors import JmfError
 from jmf.train import parallel
@@ -250,9 +250,8 @@ class Engine:
                               f"({'; '.join(broken)}); delete the folder or run with trainer.resume=false to start fresh")
 
     def _check_compat(self, saved: dict, path: Path) -> None:
-        now, old = flat_dict(self.ctx.compat), flat_dict(saved)
-        added = {k for k in set(now) ^ set(old) if is_off(now.get(k, old.get(k)))}    # settings added since, off
-        diff = sorted(k for k in set(now) | set(old) if now.get(k) != old.get(k) and k not in added)
+        now, old = flat_dict(self.ctx.compat), flat_dict({k: v for k, v in saved.items() if k in self.ctx.compat})
+        diff = changed_settings(now, old)   # only the sections this run checks (an older checkpoint's optim is not)
         if diff:
             shown = ", ".join(f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in diff[:8])
             raise CheckpointError(f"checkpoint {path} was written by a different config ({shown}); "
