@@ -75,3 +75,21 @@ def test_jmf_train_fills_the_cache_jax_names_and_reports_compile_time(tmp_path):
     res = subprocess.run([sys.executable, "-m", "jmf", f"hydra.run.dir={tmp_path}/off", *SMALL], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0 and not (tmp_path / "xdg").exists()
+
+
+def test_fit_seconds_is_the_fit_wall_clock_when_the_model_times_itself(tmp_path):
+    """iALS reports the time of its epochs after its set-up; timing.json keeps it as train/seconds, and
+    train/fit_seconds stays model.fit's wall clock (set-up and compilation included), as for every model."""
+    from hydra import compose, initialize_config_dir
+
+    from jmf.config import CONF_DIR
+    from jmf.experiments import register_configs
+    from jmf.run import run
+
+    register_configs([])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["data.n_users=300", "data.n_items=200", "model=ials", "model.epochs=1",
+                                          "model.dim=8", "trainer.progress=false"])
+    run(cfg, tmp_path)
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert timing["run/seconds"] > timing["train/fit_seconds"] > timing["train/seconds"] > 0
