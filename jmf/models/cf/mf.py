@@ -80,7 +80,9 @@ class MatrixFactorization(EngineModel):
             svd.decompose(split, seed)
             P, Q = jnp.asarray(svd.user_factors), jnp.asarray(svd.item_factors)
         else:
-            P, Q = _normal_tables(seed, n_users, n_items, self.dim, self.init_scale)
+            # the draws are one program; the product stays outside it (fused into the draw, it rounds differently)
+            normal_u, normal_i = _normal_draws(seed, n_users, n_items, self.dim)
+            P, Q = self.init_scale * normal_u, self.init_scale * normal_i
         return {"P": P, "Q": Q, "user_bias": jnp.zeros((n_users, 1)), "item_bias": jnp.zeros((n_items, 1))}
 
     def finish(self, split: SplitData, result: FitResult) -> dict[str, float]:
@@ -187,9 +189,9 @@ class MatrixFactorization(EngineModel):
         """``(params, opt_state, batches, key) -> (params, opt_state, mean loss)``; ``plain_sgd`` (default:
         ``mse`` with ``optimizer=sgd``) takes :func:`_sgd_epoch_fn`, the rest the general row-sparse update."""
         loss_name, n_neg = self.loss, self.negatives
-        example_loss = self._make_example_loss(user_counts)
         if (self.optimizer == "sgd" and loss_name == "mse") if plain_sgd is None else plain_sgd:
             return _sgd_epoch_fn(self, user_counts)
+        example_loss = self._make_example_loss(user_counts)
 
         def mse_step(carry, batch):
             """One batch of the ``mse`` loss: no negatives, so each table's duplicate rows are grouped
@@ -291,16 +293,10 @@ class MatrixFactorization(EngineModel):
         return np.asarray(self.params["Q"])
 
 
-def _normal_tables(seed: int, n_users: int, n_items: int, dim: int, scale: float) -> tuple[jax.Array, jax.Array]:
-    """``scale * N(0, 1)`` tables ``[n_users, d]``, ``[n_items, d]`` from ``split(key(seed))``: the draws are
-    one program (op by op, the key, the split and the draws were ~0.5 s of a warm fit's dispatch); the
-    product stays outside it, where XLA cannot fuse it into the draw (fused, it rounds differently)."""
-    normal_u, normal_i = _normal_draws(seed, n_users, n_items, dim)
-    return scale * normal_u, scale * normal_i
-
-
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _normal_draws(seed: int, n_users: int, n_items: int, dim: int) -> tuple[jax.Array, jax.Array]:
+    """``N(0, 1)`` draws ``[n_users, d]``, ``[n_items, d]`` from ``split(key(seed))`` in one program (op by op,
+    the key, the split and the draws were a large part of a short fit's dispatch)."""
     key_u, key_i = jax.random.split(jax.random.key(seed))
     return jax.random.normal(key_u, (n_users, dim)), jax.random.normal(key_i, (n_items, dim))
 
@@ -318,8 +314,8 @@ def _sgd_epoch_fn(model: MatrixFactorization, user_counts: jax.Array):
     """The ``mse`` epoch for plain SGD: ``U = [P | b_u]`` and ``I = [Q | b_i]`` are each one table in the scan,
     and a step is two gathers, the loss and its gradient written out (:func:`_mse_grads`), and two
     scatter-adds of ``-lr * grad``.  Repeated rows add up, as SGD's update of their summed gradient does
-    (only the rounding order differs from grouping the repeats first, which costs 2.3x the step here);
-    1.4-1.9x faster per epoch than the general row-sparse update (``benchmarks/first_result.py``)."""
+    (only the rounding order differs from grouping the repeats first, which costs 2.3x the step here).
+    ``benchmarks/first_result.py`` times the whole fit."""
     lr = model.lr
 
     def step(carry, batch):
