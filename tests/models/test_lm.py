@@ -346,3 +346,23 @@ def test_bucketed_encoding_equals_one_padded_batch(which, tiny_folder, minilm):
     again = encode_bucketed(counted_jit, tokens, valid, batch_size=4, buckets=(8, 16, 32, 64))
     np.testing.assert_array_equal(again, bucketed)
     assert len(traces) == 3                                    # no new shapes: no new compiles
+
+
+def test_attention_one_text_at_a_time_equals_the_whole_batch(monkeypatch):
+    """Long texts' scores are computed one text at a time; the result is the batched computation's, padded keys
+    (and a text with none valid) included, and both equal a softmax written out in numpy."""
+    from jmf.models.encoders import lm
+
+    rng = np.random.default_rng(3)
+    q, k, v = (jnp.asarray(rng.standard_normal((3, 2, 6, 4)), jnp.float32) for _ in range(3))
+    mask = jnp.asarray(np.arange(6)[None] < np.array([6, 2, 0])[:, None])
+    whole = np.asarray(lm.attend(q, k, v, mask))
+    monkeypatch.setattr(lm, "ATTEND_CHUNK_BYTES", 0)
+    traced = jax.make_jaxpr(lm.attend)(q, k, v, mask)
+    assert any(eqn.primitive.name == "scan" for eqn in traced.eqns)       # the per-text path was taken
+    np.testing.assert_allclose(np.asarray(lm.attend(q, k, v, mask)), whole, rtol=1e-6, atol=1e-6)
+    s = np.einsum("bhqd,bhkd->bhqk", np.asarray(q, np.float64), np.asarray(k, np.float64)) / 2.0
+    s = np.where(np.asarray(mask)[:, None, None, :], s, -1e30)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    expect = np.einsum("bhqk,bhkd->bhqd", p / p.sum(-1, keepdims=True), np.asarray(v, np.float64))
+    np.testing.assert_allclose(whole, expect, rtol=1e-5, atol=1e-5)

@@ -106,14 +106,46 @@ class Layer(nnx.Module):
 
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         B, T, H = x.shape
-        d = H // self.heads
-        q, k, v = (f(x).reshape(B, T, self.heads, d) for f in (self.query, self.key, self.value))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)                  # [B, h, T, T]
-        # padded keys get the dtype's minimum, as transformers does (queries are never masked)
-        scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
-        context = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v).reshape(B, T, H)
-        x = self.attn_norm(x + self.attn_out(context))
+        h, d = self.heads, H // self.heads
+        projections = (self.query, self.key, self.value)
+        # one [H, 3H] matmul for the three projections; adapters, where a projection has one, added after
+        y = x @ jnp.concatenate([p.kernel[...] for p in projections], 1) + jnp.concatenate([p.bias[...] for p in projections])
+        q, k, v = (part if p.lora_scale is None else part + p.adapter(x)
+                   for part, p in zip(jnp.split(y, 3, axis=-1), projections))
+        q, k, v = (t.reshape(B, T, h, d).transpose(0, 2, 1, 3) for t in (q, k, v))          # [B, h, T, d]
+        context = attend(q, k, v, mask)
+        out = self.attn_out
+        if out.lora_scale is None:     # the output projection reads the heads' layout directly
+            attn = jnp.einsum("bhtd,hdc->btc", context, out.kernel[...].reshape(h, d, H)) + out.bias[...]
+        else:
+            attn = out(context.transpose(0, 2, 1, 3).reshape(B, T, H))
+        x = self.attn_norm(x + attn)
         return self.ffn_norm(x + self.ffn_out(ACTIVATIONS[self.activation](self.ffn_in(x))))
+
+
+ATTEND_CHUNK_BYTES = 32 << 20   # score tensors above this are computed one text at a time
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Scaled dot-product attention ``[B, h, T, d] -> [B, h, T, d]`` under a ``[B, T]`` key mask.
+
+    Padded keys get the dtype's minimum score, as transformers does (queries are never masked), so a
+    text with no valid token attends uniformly, as there.  The softmax is normalised after the product
+    with ``v`` (one pass less over the ``[T, T]`` scores).  When the batch's scores would exceed
+    ``ATTEND_CHUNK_BYTES`` they are computed one text at a time (``lax.map``): long texts then keep
+    their ``[h, T, T]`` scores near the cache instead of streaming ``[B, h, T, T]`` through memory.
+    """
+    B, h, T, d = q.shape
+
+    def one(q, k, v, mask):
+        scores = jnp.einsum("...qd,...kd->...qk", q, k) / math.sqrt(d)
+        scores = jnp.where(mask[..., None, None, :], scores, jnp.finfo(scores.dtype).min)
+        e = jnp.exp(scores - scores.max(-1, keepdims=True))
+        return jnp.einsum("...qk,...kd->...qd", e, v) / e.sum(-1)[..., None]
+
+    if B > 1 and B * h * T * T * q.dtype.itemsize > ATTEND_CHUNK_BYTES:
+        return jax.lax.map(lambda a: one(*a), (q, k, v, mask))
+    return one(q, k, v, mask)
 
 
 class Bert(nnx.Module):

@@ -73,9 +73,11 @@ class Dense(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = x @ self.kernel[...] + self.bias[...]
-        if self.lora_scale is not None:
-            y = y + self.lora_scale * ((x @ self.lora_a[...]) @ self.lora_b[...])
-        return y
+        return y if self.lora_scale is None else y + self.adapter(x)
+
+    def adapter(self, x: jax.Array) -> jax.Array:
+        """The LoRA term ``(α/r) · x A B`` alone (for a caller that computes ``x W + b`` fused with others)."""
+        return self.lora_scale * ((x @ self.lora_a[...]) @ self.lora_b[...])
 
 
 class LayerNorm(nnx.Module):
