@@ -23,6 +23,13 @@ if "JMF_COMPILE_CACHE" not in os.environ:
 import pytest  # noqa: E402
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject's addopts): one worker per core, at most 4.  A test process keeps about one core
+    busy (compilation and Python are single-threaded), so two workers on two cores take about half the time;
+    each worker holds its own JAX runtime (4 forced devices) and a few GB.  ``-n 0`` runs in one process."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """``$JMF_DATA_DIR``: the real datasets (CI: ../shared/data). Missing -> the test fails, loudly."""
