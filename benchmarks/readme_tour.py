@@ -1,7 +1,7 @@
 """The README's commands, run in order in a fresh folder as a new user would, each timed (goal: < 5 minutes).
 
     python benchmarks/readme_tour.py                  # the first run and the five-minute tour (~10-15 min here)
-    python benchmarks/readme_tour.py --clone          # from a fresh clone of HEAD (same venv), cold caches
+    python benchmarks/readme_tour.py --clone          # from a fresh clone of HEAD (same venv, the clone's jmf), cold caches
 
 The commands are read from README.md itself: the first run (``jmf-train`` of "Set up and run") and every
 ``bash`` line and ``python`` block of "A five-minute tour" (a ``bash`` command with ``\\`` continuations is
@@ -61,6 +61,8 @@ def main() -> None:
     env = {**os.environ, "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(work / "xla-cache"),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("JMF_COMPILE_CACHE", None)
+    if args.clone:      # the clone's own package, configs and experiments, not this checkout's editable install
+        env["PYTHONPATH"] = str(cwd)
     rows = []
     for lang, command in tour_commands(readme):
         cmd = ["bash", "-e", "-o", "pipefail", "-c", command] if lang == "bash" else [sys.executable, "-c", command]
