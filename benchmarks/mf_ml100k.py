@@ -73,11 +73,15 @@ def main() -> None:
     parser.add_argument("--regs", type=float, nargs="+", default=[0.05, 0.08, 0.12])
     parser.add_argument("--epochs", type=int, default=None, help="override the conf default (20)")
     parser.add_argument("--no-tune", action="store_true", help="only the conf defaults (no validation grid)")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the conf default")
+    parser.add_argument("--name", default="mf_ml100k", help="results file name (a probe: probe_<...>)")
     args = parser.parse_args()
 
     defaults = default_hparams()
     if args.epochs:
         defaults["epochs"] = args.epochs
+    if args.batch_size:
+        defaults["batch_size"] = args.batch_size
     data = load_data()
     partition = partition_categories(data)
     rows = []
@@ -127,7 +131,7 @@ def main() -> None:
             f"{mae_m:.3f} ± {mae_s:.3f} | {len(rows)} random 80/20 splits |"]
     text += [f"| {name} | {r:.3f} | {a:.3f} | 5-fold CV (published) |" for name, r, a in SURPRISE]
     text += ["", f"Target mean test RMSE ≤ 0.920: {'met' if rmse_m <= 0.920 else 'NOT met'} ({rmse_m:.4f})."]
-    write_results("mf_ml100k", "\n".join(text), rows,
+    write_results(args.name, "\n".join(text), rows,
                   {"hyperparameters": defaults, "grid": {"lr": args.lrs, "reg": args.regs},
                    "summary": {"rmse_mean": rmse_m, "rmse_std": rmse_s, "mae_mean": mae_m, "mae_std": mae_s},
                    "surprise": SURPRISE})
