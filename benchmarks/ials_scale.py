@@ -3,6 +3,7 @@
     python benchmarks/ials_scale.py --quick                      # 2M interactions, k=64: ~2 min on 2 CPU cores
     python benchmarks/ials_scale.py --scales 10M --dims 64       # one 10M point: ~12 min (its matrix: once, ~45 s)
     python benchmarks/ials_scale.py                              # 10M and 30M, k in {32, 64, 128, 256}: hours
+    python benchmarks/ials_scale.py --scales 30M --name ials_scale_30M   # one scale into its own file
 
 Matrices (synthetic, binary, generated once per scale and cached as ``--cache/ials_<scale>.npz``):
 each user's activity is log-normal (σ=1), each of their draws an item with Zipf popularity
@@ -29,7 +30,7 @@ point run one after the other (alternating which goes first per point), so a rat
 one run on the same machine; timings still move with other load on a shared VM.
 Rows also give the factor agreement after the last epoch: ``max |X_jmf - X_implicit|``
 relative to ``max |X_implicit|`` over the first 2000 users and items.
-Writes ``benchmarks/results/ials_scale{_quick}.{md,csv,json}``.
+Writes ``benchmarks/results/<--name>.{md,csv,json}`` (default ``ials_scale``, ``ials_scale_quick``) after every point.
 """
 
 from __future__ import annotations
@@ -235,6 +236,7 @@ def main() -> None:
     parser.add_argument("--jmf-devices", type=int, default=1,
                         help="jmf's model.devices (0: all; each holds a replica of the factors)")
     parser.add_argument("--cache", default="/tmp/jmf_bench", help="folder of the generated matrices")
+    parser.add_argument("--name", help="results file name (default ials_scale, ials_scale_quick with --quick)")
     parser.add_argument("--child", choices=["jmf", "implicit"], help=argparse.SUPPRESS)
     parser.add_argument("--matrix", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -251,6 +253,7 @@ def main() -> None:
 
     from common import markdown_table, write_results
 
+    name = args.name or ("ials_scale_quick" if args.quick else "ials_scale")
     points = []
     with tempfile.TemporaryDirectory() as tmp:
         for scale in args.scales:
@@ -258,6 +261,10 @@ def main() -> None:
             for dim in args.dims:
                 order = ("jmf", "implicit") if len(points) % 2 == 0 else ("implicit", "jmf")
                 points.append(run_point(matrix, scale, dim, args, order, Path(tmp)))
+                _write(name, args, points, write_results, markdown_table)    # after every point: a cut run keeps its rows
+
+
+def _write(name: str, args, points: list[dict], write_results, markdown_table) -> None:
     rows = [p["row"] for p in points]
     text = ["## iALS at scale vs implicit (CPU)", "",
             f"λ={args.reg}, α={args.alpha}, {args.cg_steps} CG steps, {args.epochs} epochs, same initial factors; "
@@ -265,9 +272,7 @@ def main() -> None:
             f"jmf: model.devices={args.jmf_devices}, `XLA_FLAGS={args.xla_flags!r}`; "
             f"implicit: {args.threads} OpenMP threads, BLAS at 1.", "",
             markdown_table(rows)]
-    write_results("ials_scale_quick" if args.quick else "ials_scale", "\n".join(text), rows,
-                  {"args": vars(args), "points": points})
-
+    write_results(name, "\n".join(text), rows, {"args": vars(args), "points": points})
 
 if __name__ == "__main__":
     main()
