@@ -86,6 +86,8 @@ class TrainerConfig:
       log_level: Python logging level of the run.
       devices: size of the ``data`` mesh axis (0 = every device, all hosts).
       max_inflight: steps dispatched before the host waits for the oldest (0 = 8 on CPU, 64 else).
+      cpu_threads: XLA CPU threads: ``auto`` (the model's choice: 1 for MF, else every core), ``all`` or a
+        number (:mod:`jmf.threads`).
       shard_tables: shard user/item embedding tables by rows over the mesh (catalogues too big for one device).
       checkpoint: write orbax checkpoints into ``<run dir>/checkpoints``.
       checkpoint_every: steps between mid-epoch checkpoints (0 = at epoch ends only).
@@ -108,6 +110,7 @@ class TrainerConfig:
     log_level: str = "INFO"
     devices: int = 0
     max_inflight: int = 0
+    cpu_threads: Any = "auto"
     shard_tables: bool = False
     checkpoint: bool = True
     checkpoint_every: int = 0

@@ -131,3 +131,39 @@ def adam_from_first_gradient(lr: float, weight_decay: float = 0.0, b1: float = 0
         return updates, _FirstGradientAdamState(count, mu, nu)
 
     return optax.GradientTransformation(init, update)
+
+
+def first_occurrence(ids: jax.Array, n_rows: int) -> tuple[jax.Array, jax.Array]:
+    """Group each step's repeated rows, for all steps at once: ``ids`` ``[S, B]`` -> ``(group, target)``.
+
+    ``group[s, j]`` is the position in step ``s`` of the first occurrence of ``ids[s, j]``;
+    ``target[s, j]`` is ``ids[s, j]`` at a first occurrence and ``n_rows`` (out of range: dropped) at a
+    repeat.  Gradients summed by ``group`` (in step order, as ``jax.ops.segment_sum`` over
+    ``jnp.unique``'s inverse does) and added at ``target`` update each row once.
+    """
+    width = ids.shape[-1]
+    position = jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), ids.shape)
+    order = jnp.argsort(ids, axis=-1, stable=True)            # [S, B]: equal ids together, in step order
+    ranked = jnp.take_along_axis(ids, order, axis=-1)
+    starts = jnp.concatenate([jnp.ones(ids.shape[:-1] + (1,), bool), ranked[..., 1:] != ranked[..., :-1]], -1)
+    run_start = jax.lax.cummax(jnp.where(starts, position, 0), axis=ids.ndim - 1)
+    first = jnp.take_along_axis(order, run_start, axis=-1)   # in sorted order: the run's first position
+    group = jnp.put_along_axis(jnp.zeros_like(ids), order, first, axis=-1, inplace=False)
+    return group, jnp.where(group == position, ids, n_rows)
+
+
+def grouped_rows_update(tx, table: jax.Array, state, group: jax.Array, target: jax.Array, row_grads: jax.Array):
+    """:func:`sparse_rows_update` with the repeats grouped beforehand (:func:`first_occurrence`):
+    the same sums, the same update of each touched row, and no sort in the step."""
+    n = table.shape[0]
+    grads = jnp.zeros_like(row_grads).at[group].add(row_grads)      # [B, ...]: a repeat's rows sum at its first
+
+    def per_row(leaf) -> bool:
+        return hasattr(leaf, "shape") and leaf.ndim == table.ndim and leaf.shape[0] == n
+
+    rows = table.at[target].get(mode="fill", fill_value=0)
+    row_state = jax.tree.map(lambda s: s.at[target].get(mode="fill", fill_value=0) if per_row(s) else s, state)
+    updates, new_row_state = tx.update(grads, row_state, rows)
+    table = table.at[target].add(updates, mode="drop")
+    state = jax.tree.map(lambda s, r: s.at[target].set(r, mode="drop") if per_row(s) else r, state, new_row_state)
+    return table, state

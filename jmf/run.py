@@ -19,7 +19,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from jmf import compile_cache, distributed
+from jmf import compile_cache, distributed, threads
 from jmf.config import TrainerConfig, check_target, to_dataclass
 from jmf.errors import ConfigError
 from jmf.evaluate import registry
@@ -33,7 +33,7 @@ from jmf.train.observe import status, write_run_info
 log = logging.getLogger("jmf")
 
 # trainer knobs that change how a run executes, not what it computes: a checkpoint stays valid across them
-EXECUTION_KEYS = ("optimized_metric", "top_n", "interest", "save_model", "baseline", "log_level", "devices", "max_inflight", "checkpoint",
+EXECUTION_KEYS = ("optimized_metric", "top_n", "interest", "save_model", "baseline", "log_level", "devices", "max_inflight", "cpu_threads", "checkpoint",
                   "checkpoint_every", "keep_checkpoints", "resume", "progress", "tensorboard", "log_every",
                   "nan_check", "distributed")
 
@@ -49,6 +49,9 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
     eval_cfg = eval_config(cfg.get("eval"))
     registry.load_plugins(eval_cfg.plugins)     # a project's own metrics, before a model checks its monitor
     check_target(cfg.model, "model")
+    from hydra.utils import get_method
+
+    threads.apply(trainer.cpu_threads, get_method(cfg.model._target_))   # before JAX's CPU backend starts
     distributed.initialize(distributed.DistributedConfig(**trainer.distributed)
                            if isinstance(trainer.distributed, dict) else trainer.distributed)
     with RunDirLock(out, jax.process_index()):

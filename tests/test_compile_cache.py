@@ -63,6 +63,7 @@ def test_a_cleared_process_cache_is_served_from_disk(monkeypatch, tmp_path, fres
 def test_jmf_train_fills_the_cache_jax_names_and_reports_compile_time(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache"),
            "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    env.pop("PJRT_NPROC", None)
     res = subprocess.run([sys.executable, "-m", "jmf", f"hydra.run.dir={tmp_path}/run", *SMALL], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -70,11 +71,14 @@ def test_jmf_train_fills_the_cache_jax_names_and_reports_compile_time(tmp_path):
     timing = json.loads((tmp_path / "run" / "timing.json").read_text())
     assert timing["train/fit_seconds"] > timing["train/compile_seconds"] > 0
     assert timing["run/seconds"] > timing["train/fit_seconds"]
+    # trainer.cpu_threads=auto: MF asks for one XLA thread (jmf/threads.py), before the backend started
+    assert json.loads((tmp_path / "run" / "run_info.json").read_text())["devices"]["cpu_threads"] == "1"
     env[compile_cache.ENV] = "off"
     del env["JAX_COMPILATION_CACHE_DIR"]
-    res = subprocess.run([sys.executable, "-m", "jmf", f"hydra.run.dir={tmp_path}/off", *SMALL], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run([sys.executable, "-m", "jmf", f"hydra.run.dir={tmp_path}/off", *SMALL, "trainer.cpu_threads=all"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0 and not (tmp_path / "xdg").exists()
+    assert json.loads((tmp_path / "off" / "run_info.json").read_text())["devices"]["cpu_threads"] == "all"
 
 
 def test_fit_seconds_is_the_fit_wall_clock_when_the_model_times_itself(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import logging
 import math
 import platform
@@ -183,7 +184,8 @@ def device_info() -> dict:
 
     return {"backend": jax.default_backend(), "process_index": jax.process_index(),
             "process_count": jax.process_count(), "local_devices": [str(d) for d in jax.local_devices()],
-            "devices": [str(d) for d in jax.devices()], "host": platform.node()}
+            "devices": [str(d) for d in jax.devices()], "host": platform.node(),
+            "cpu_threads": os.environ.get("PJRT_NPROC", "all")}
 
 
 def file_fingerprint(paths: list[Path], max_bytes: int = 4 << 30) -> dict[str, str]:

@@ -109,17 +109,17 @@ def test_ials_on_4_devices_equals_1_device():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
 def test_mf_grouped_update_equals_the_sorted_one_bit_for_bit(optimizer):
-    """MF's mse scan groups each step's repeated rows once per epoch (``_first_occurrence``); its update
+    """MF's mse scan groups each step's repeated rows once per epoch (``jmf.optim.first_occurrence``); its update
     must be :func:`jmf.optim.sparse_rows_update`'s (``jnp.unique`` in every step) to the last bit."""
     import jax
     import jax.numpy as jnp
 
-    from jmf.models.cf.mf import _first_occurrence, _grouped_rows_update
+    from jmf.optim import first_occurrence, grouped_rows_update
     from jmf.optim import build_optimizer, sparse_rows_update
 
     rng = np.random.default_rng(0)
     ids = jnp.asarray(rng.integers(0, 12, (5, 16)), jnp.int32)          # [S, B], many repeats
-    group, target = _first_occurrence(ids, 12)
+    group, target = first_occurrence(ids, 12)
     for s in range(ids.shape[0]):   # against a plain reference: first position of each id, n at repeats
         first = [list(np.asarray(ids[s])).index(v) for v in np.asarray(ids[s])]
         np.testing.assert_array_equal(np.asarray(group[s]), first)
@@ -131,7 +131,7 @@ def test_mf_grouped_update_equals_the_sorted_one_bit_for_bit(optimizer):
     for s in range(ids.shape[0]):
         grads = jnp.asarray(rng.normal(size=(16, 8)), jnp.float32)
         a = jax.jit(lambda t, st, i, g: sparse_rows_update(tx, t, st, i, g))(*a, ids[s], grads)
-        b = jax.jit(lambda t, st, gr, tg, g: _grouped_rows_update(tx, t, st, gr, tg, g))(*b, group[s], target[s], grads)
+        b = jax.jit(lambda t, st, gr, tg, g: grouped_rows_update(tx, t, st, gr, tg, g))(*b, group[s], target[s], grads)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from jmf import losses
 from jmf.data.split import SplitData
-from jmf.optim import build_optimizer, sparse_rows_update
+from jmf.optim import build_optimizer, first_occurrence, grouped_rows_update, sparse_rows_update
 from jmf.train import parallel
 from jmf.models.base import EngineModel, EpochPlan, Phase, RunContext, TrainPlan
 from jmf.train.engine import Engine, FitResult
@@ -53,6 +53,9 @@ class MatrixFactorization(EngineModel):
     """
 
     name = "mf"
+    # one XLA CPU thread (trainer.cpu_threads=auto, jmf/threads.py): the epoch's scan of tiny steps ran
+    # 1.3-2.1x slower when XLA spread each step's operations over two cores
+    cpu_threads = 1
 
     def __init__(self, dim: int = 64, loss: str = "mse", epochs: int = 20, batch_size: int = 256,
                  optimizer: str = "sgd", lr: float = 0.01, reg: float = 0.02, bias_reg: float | None = None,
@@ -81,9 +84,11 @@ class MatrixFactorization(EngineModel):
             P, Q = jnp.asarray(svd.user_factors), jnp.asarray(svd.item_factors)
         else:
             # the draws are one program; the product stays outside it (fused into the draw, it rounds differently)
-            normal_u, normal_i = _normal_draws(seed, n_users, n_items, self.dim)
-            P, Q = self.init_scale * normal_u, self.init_scale * normal_i
-        return {"P": P, "Q": Q, "user_bias": jnp.zeros((n_users, 1)), "item_bias": jnp.zeros((n_items, 1))}
+            # (on the host: the same float32 products, without a compiled program each)
+            scale = np.float32(self.init_scale)
+            P, Q = (scale * np.asarray(draw) for draw in _normal_draws(seed, n_users, n_items, self.dim))
+        return {"P": P, "Q": Q, "user_bias": np.zeros((n_users, 1), np.float32),
+                "item_bias": np.zeros((n_items, 1), np.float32)}
 
     def finish(self, split: SplitData, result: FitResult) -> dict[str, float]:
         self.params = result.state["params"]
@@ -135,7 +140,9 @@ class MatrixFactorization(EngineModel):
 
         plan = self._epoch_plan(engine, train)
         self.params = state["params"]
-        return TrainPlan(engine, state, [Phase("train", self.epochs, plan, engine.jit_step(step, sharding))])
+        options = _NO_YNN if engine.mesh.devices.flat[0].platform == "cpu" else None
+        return TrainPlan(engine, state, [Phase("train", self.epochs, plan,
+                                               engine.jit_step(step, sharding, compiler_options=options))])
 
     def _epoch_plan(self, engine: Engine, train) -> Callable[[int], EpochPlan]:
         """``epoch -> EpochPlan``: one step whose batch is the whole epoch (a scan over ``[n_batches, B]``).
@@ -195,7 +202,7 @@ class MatrixFactorization(EngineModel):
 
         def mse_step(carry, batch):
             """One batch of the ``mse`` loss: no negatives, so each table's duplicate rows are grouped
-            before the scan (:func:`_first_occurrence`), not by a sort in every step."""
+            before the scan (:func:`jmf.optim.first_occurrence`), not by a sort in every step."""
             params, opt_state = carry
             users, items = batch["users"], batch["items"]
             rows = {"P": params["P"][users], "Q": params["Q"][items],
@@ -204,7 +211,7 @@ class MatrixFactorization(EngineModel):
             side = {"P": "user", "user_bias": "user", "Q": "item", "item_bias": "item"}
             new_params, new_state = {}, {}
             for name in params:
-                new_params[name], new_state[name] = _grouped_rows_update(
+                new_params[name], new_state[name] = grouped_rows_update(
                     tx, params[name], opt_state[name], batch[f"{side[name]}_group"], batch[f"{side[name]}_target"],
                     grads[name])
             return (new_params, new_state), loss
@@ -236,7 +243,7 @@ class MatrixFactorization(EngineModel):
         def epoch(params, opt_state, batches, key):
             if loss_name == "mse":
                 for side, ids, table in (("user", batches["users"], "P"), ("item", batches["items"], "Q")):
-                    batches[f"{side}_group"], batches[f"{side}_target"] = _first_occurrence(ids, params[table].shape[0])
+                    batches[f"{side}_group"], batches[f"{side}_target"] = first_occurrence(ids, params[table].shape[0])
                 (params, opt_state), loss = jax.lax.scan(mse_step, (params, opt_state), batches)
                 return params, opt_state, loss.mean()
             (params, opt_state, _), loss = jax.lax.scan(step, (params, opt_state, key), batches)
@@ -291,6 +298,11 @@ class MatrixFactorization(EngineModel):
     @property
     def item_factors(self) -> np.ndarray:
         return np.asarray(self.params["Q"])
+
+
+# XLA CPU compiles the row dots and sums of each tiny step into YNNPACK calls, whose call overhead outweighs
+# the work at 64 rows: without them MF's epoch took 34 ms against 44 (one thread; benchmarks/first_result.py)
+_NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
@@ -355,39 +367,3 @@ def _mse_grads(model: MatrixFactorization, u_rows: jax.Array, i_rows: jax.Array,
     g_u = c * jnp.where(bias_col, use_bias, i_rows) + a * decay * u_rows
     g_i = c * jnp.where(bias_col, use_bias, u_rows) + a * decay * i_rows
     return loss, g_u, g_i
-
-
-def _first_occurrence(ids: jax.Array, n_rows: int) -> tuple[jax.Array, jax.Array]:
-    """Group each step's repeated rows, for all steps at once: ``ids`` ``[S, B]`` -> ``(group, target)``.
-
-    ``group[s, j]`` is the position in step ``s`` of the first occurrence of ``ids[s, j]``;
-    ``target[s, j]`` is ``ids[s, j]`` at a first occurrence and ``n_rows`` (out of range: dropped) at a
-    repeat.  Gradients summed by ``group`` (in step order, as ``jax.ops.segment_sum`` over
-    ``jnp.unique``'s inverse does) and added at ``target`` update each row once.
-    """
-    width = ids.shape[-1]
-    position = jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), ids.shape)
-    order = jnp.argsort(ids, axis=-1, stable=True)            # [S, B]: equal ids together, in step order
-    ranked = jnp.take_along_axis(ids, order, axis=-1)
-    starts = jnp.concatenate([jnp.ones(ids.shape[:-1] + (1,), bool), ranked[..., 1:] != ranked[..., :-1]], -1)
-    run_start = jax.lax.cummax(jnp.where(starts, position, 0), axis=ids.ndim - 1)
-    first = jnp.take_along_axis(order, run_start, axis=-1)   # in sorted order: the run's first position
-    group = jnp.put_along_axis(jnp.zeros_like(ids), order, first, axis=-1, inplace=False)
-    return group, jnp.where(group == position, ids, n_rows)
-
-
-def _grouped_rows_update(tx, table: jax.Array, state, group: jax.Array, target: jax.Array, row_grads: jax.Array):
-    """:func:`jmf.optim.sparse_rows_update` with the repeats grouped beforehand (:func:`_first_occurrence`):
-    the same sums, the same update of each touched row, and no sort in the step."""
-    n = table.shape[0]
-    grads = jnp.zeros_like(row_grads).at[group].add(row_grads)      # [B, ...]: a repeat's rows sum at its first
-
-    def per_row(leaf) -> bool:
-        return hasattr(leaf, "shape") and leaf.ndim == table.ndim and leaf.shape[0] == n
-
-    rows = table.at[target].get(mode="fill", fill_value=0)
-    row_state = jax.tree.map(lambda s: s.at[target].get(mode="fill", fill_value=0) if per_row(s) else s, state)
-    updates, new_row_state = tx.update(grads, row_state, rows)
-    table = table.at[target].add(updates, mode="drop")
-    state = jax.tree.map(lambda s, r: s.at[target].set(r, mode="drop") if per_row(s) else r, state, new_row_state)
-    return table, state

@@ -1,0 +1,71 @@
+"""How many threads XLA's CPU client runs a run's programs on (``trainer.cpu_threads``).
+
+XLA's CPU runtime executes a program's independent operations concurrently on a pool with one thread
+per core.  That pays off for programs of large operations (matmuls, propagation over whole tables) and
+costs for programs made of many tiny ones: MF's epoch, a ``lax.scan`` of 1,250 steps of two gathers and
+two scatter-adds of 64 rows, hands each step's small operations between the threads and ran 1.3-2.1x
+slower on two cores than on one (``benchmarks/first_result.py``; 35 ms an epoch on one thread, 46-80 ms
+on two, varying from process to process with where the threads landed).
+
+``trainer.cpu_threads``:
+
+* ``auto`` (default): the model's ``cpu_threads`` class attribute when it has one (MF: 1), else every core;
+* a positive integer: that many threads;
+* ``all``: every core (XLA's default).
+
+The pool is made when JAX's CPU backend starts, so the setting is applied through XLA's ``PJRT_NPROC``
+variable before that (:func:`apply`, called first thing by :func:`jmf.run.run`); a variable set by the user
+wins, and a backend already started (a notebook, the second job of a sweep in one process) keeps its pool
+(logged).  Results do not depend on it: only how the work is spread over the cores does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+ENV = "PJRT_NPROC"
+KEY = "trainer.cpu_threads"
+
+
+def requested(setting, model_class: type | None) -> int | None:
+    """The thread count ``setting`` asks for with ``model_class`` (``None``: every core)."""
+    if isinstance(setting, str) and setting.strip().lower() in ("auto", "all"):
+        if setting.strip().lower() == "all":
+            return None
+        return getattr(model_class, "cpu_threads", None)
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        from jmf.errors import ConfigError
+
+        raise ConfigError(f"{KEY}: {setting!r} is not auto, all or a positive number of threads")
+    return setting
+
+
+def backend_started() -> bool:
+    """Whether JAX has made its backends (after which a thread count no longer applies)."""
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge._backends)
+    except (ImportError, AttributeError):       # a JAX without the attribute: assume started, change nothing
+        return True
+
+
+def apply(setting, model_class: type | None = None) -> int | None:
+    """Set :data:`ENV` for the CPU backend about to start; returns the count in force (``None``: every core)."""
+    if ENV in os.environ and os.environ.get("_JMF_SET_NPROC") != os.environ[ENV]:
+        return int(os.environ[ENV]) if os.environ[ENV].strip().isdigit() else None   # the user's own setting
+    want = requested(setting, model_class)
+    if backend_started():
+        if want is not None and os.environ.get(ENV) != str(want):
+            log.info("%s=%s: JAX's CPU backend has already started in this process; its thread pool stays",
+                     KEY, setting)
+        return int(os.environ[ENV]) if os.environ.get(ENV, "").isdigit() else None
+    if want is None:
+        os.environ.pop(ENV, None)
+        os.environ.pop("_JMF_SET_NPROC", None)
+    else:
+        os.environ[ENV] = os.environ["_JMF_SET_NPROC"] = str(want)
+    return want
