@@ -51,7 +51,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
     check_target(cfg.model, "model")
     from hydra.utils import get_method
 
-    threads.apply(trainer.cpu_threads, get_method(cfg.model._target_))   # before JAX's CPU backend starts
+    threads.apply(trainer.cpu_threads, get_method(cfg.model._target_), trainer.devices)   # before JAX's CPU backend starts
     distributed.initialize(distributed.DistributedConfig(**trainer.distributed)
                            if isinstance(trainer.distributed, dict) else trainer.distributed)
     with RunDirLock(out, jax.process_index()):

@@ -9,7 +9,8 @@ on two, varying from process to process with where the threads landed).
 
 ``trainer.cpu_threads``:
 
-* ``auto`` (default): the model's ``cpu_threads`` class attribute when it has one (MF: 1), else every core;
+* ``auto`` (default): the model's ``cpu_threads`` class attribute (threads per device; MF: 1) times the
+  CPU devices the run uses, for a model that has one; else every core;
 * a positive integer: that many threads;
 * ``all``: every core (XLA's default).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +32,22 @@ ENV = "PJRT_NPROC"
 KEY = "trainer.cpu_threads"
 
 
-def requested(setting, model_class: type | None) -> int | None:
-    """The thread count ``setting`` asks for with ``model_class`` (``None``: every core)."""
+def cpu_devices() -> int:
+    """The CPU devices JAX will make, read from the environment before it starts (forced host devices)."""
+    counts = [int(n) for n in re.findall(r"--xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", ""))]
+    counts.append(int(os.environ.get("JAX_NUM_CPU_DEVICES", "0") or 0))
+    return max(1, *counts)
+
+
+def requested(setting, model_class: type | None, devices: int = 0) -> int | None:
+    """The thread count ``setting`` asks for with ``model_class`` on ``devices`` (``trainer.devices``: 0 = all)
+    CPU devices; ``None``: every core."""
     if isinstance(setting, str) and setting.strip().lower() in ("auto", "all"):
-        if setting.strip().lower() == "all":
+        per_device = getattr(model_class, "cpu_threads", None)
+        if setting.strip().lower() == "all" or per_device is None:
             return None
-        return getattr(model_class, "cpu_threads", None)
+        n_devices = cpu_devices() if devices <= 0 else min(devices, cpu_devices())
+        return per_device * n_devices
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
         from jmf.errors import ConfigError
 
@@ -53,11 +65,11 @@ def backend_started() -> bool:
         return True
 
 
-def apply(setting, model_class: type | None = None) -> int | None:
+def apply(setting, model_class: type | None = None, devices: int = 0) -> int | None:
     """Set :data:`ENV` for the CPU backend about to start; returns the count in force (``None``: every core)."""
     if ENV in os.environ and os.environ.get("_JMF_SET_NPROC") != os.environ[ENV]:
         return int(os.environ[ENV]) if os.environ[ENV].strip().isdigit() else None   # the user's own setting
-    want = requested(setting, model_class)
+    want = requested(setting, model_class, devices)
     if backend_started():
         if want is not None and os.environ.get(ENV) != str(want):
             log.info("%s=%s: JAX's CPU backend has already started in this process; its thread pool stays",
