@@ -8,6 +8,10 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# unoptimised XLA for the tests and the jmf-train processes they start: the tests' programs are small and
+# compiled once each, so LLVM's optimisation cost more than it saved (two heavy test files: 347 s -> 287 s);
+# JAX_DISABLE_MOST_OPTIMIZATIONS=0 in the environment runs them as users do
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))   # helpers shared by test files (docs_runner)
 os.environ.setdefault("JMF_DATA_DIR", str((ROOT.parent / "shared" / "data").resolve()))
