@@ -81,11 +81,19 @@ def flat_dict(tree, prefix: str = "") -> dict:
     return {prefix[:-1]: tree}
 
 
+# settings added to the config later whose default is what the code did before they existed: a config
+# saved without them reads as this value
+IMPLIED = {"data.encoding": "utf-8"}
+
+
 def changed_settings(now: dict, old: dict) -> list[str]:
     """The keys of two flattened configs (:func:`flat_dict`) whose values differ; a key one side lacks (a setting
-    added to the config since) matches when the other side has it off (:func:`is_off`)."""
-    return sorted(k for k in set(now) | set(old) if now.get(k) != old.get(k)
-                  and not ((k in now) != (k in old) and is_off(now.get(k, old.get(k)))))
+    added to the config since) matches when the other side has it off (:func:`is_off`) or at its
+    :data:`IMPLIED` value."""
+    def lacks_and_matches(k) -> bool:
+        value = now.get(k, old.get(k))
+        return (k in now) != (k in old) and (is_off(value) or (k in IMPLIED and value == IMPLIED[k]))
+    return sorted(k for k in set(now) | set(old) if now.get(k) != old.get(k) and not lacks_and_matches(k))
 
 
 def is_off(value) -> bool:

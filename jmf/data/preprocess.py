@@ -48,10 +48,12 @@ def preprocess(data: Interactions, cfg: PreprocessConfig, seed: int = 0) -> Inte
         keep = data.value >= cfg.implicit_threshold
         log.info("%s: implicit_threshold=%s removed %d of %d rows", data.name, cfg.implicit_threshold,
                  int((~keep).sum()), len(data))
+        largest = float(data.value.max())       # of the rows before the cut (loading left at least one)
+        remedy = (f"every value is below it (the largest is {largest:g}"
+                  f"{'; the data is implicit, every value is 1' if data.implicit else ''}): lower it")
         data = data.subset(keep)
         data = dataclasses.replace(data, value=np.ones(len(data), np.float32), implicit=True)
-        _require_rows(data, f"data.preprocess.implicit_threshold={cfg.implicit_threshold}",
-                      f"every value is below it (max {float(np.max(data.value, initial=np.nan)) if len(data) else 'n/a'})")
+        _require_rows(data, f"data.preprocess.implicit_threshold={cfg.implicit_threshold}", remedy)
     if cfg.kcore > 0:
         data = kcore(data, cfg.kcore)
         _require_rows(data, f"data.preprocess.kcore={cfg.kcore}", "lower it")

@@ -54,6 +54,14 @@ def test_kcore_and_implicit_threshold(caplog):
     assert imp.implicit and len(imp) == 3 and np.all(imp.value == 1.0)
 
 
+def test_a_threshold_above_every_value_names_the_largest():
+    with pytest.raises(ValueError, match=r"implicit_threshold=9\.0; every value is below it \(the largest is 5\)"):
+        preprocess(_toy(), PreprocessConfig(duplicates="keep", implicit_threshold=9.0))
+    implicit = dataclasses.replace(_toy(), value=np.ones(5, np.float32), implicit=True)
+    with pytest.raises(ValueError, match=r"the largest is 1; the data is implicit, every value is 1"):
+        preprocess(implicit, PreprocessConfig(implicit_threshold=2.0))
+
+
 def test_bad_values_are_named():
     with pytest.raises(ValueError, match="field 'value' is NaN at row 1"):
         from_columns([1, 2], [1, 2], [1.0, float("nan")])
