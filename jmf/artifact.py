@@ -6,7 +6,7 @@ What the folder holds:
 * ``state.safetensors`` -- the fitted arrays (``model.fitted_state()``: an engine model's best state,
   the others' factors), flattened by pytree path;
 * ``meta.json`` -- the format version, the model's ``_target_``, the package versions, the non-array
-  leaves of the fitted state, the seeds and the split's row counts;
+  leaves of the fitted state, the seeds, the split's row counts and the sha256 of the three other files;
 * ``config.yaml`` -- the resolved run config;
 * ``data.npz`` -- the preprocessed interactions with their id maps (users, items, categories), so the
   run's split -- and with it the CF/DL partition and every id map -- is rebuilt exactly, without the
@@ -16,10 +16,16 @@ Loading instantiates the model from the config, rebuilds the split, and hands th
 ``model.load_fitted(split, state)``; for an engine model that is ``setup`` (which rebuilds everything
 derived from the split: graphs, sequences, score terms) with the saved leaves put in place of the
 initial ones.  Scores of the reloaded model equal the run's.
+
+Before anything is parsed, each file is hashed once and checked against ``meta.json``: a file changed
+since the save (a bad disk, a torn copy, a hand edit) is refused naming it, where it would otherwise
+load and recommend differently.  A model saved before the checksums (no ``sha256`` in ``meta.json``)
+loads unverified, with an info line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +47,7 @@ from jmf.version import __version__
 log = logging.getLogger("jmf")
 FORMAT = 1
 VERSIONED = ("jmf", "jax", "flax", "numpy")
+CHECKED = ("state.safetensors", "config.yaml", "data.npz")     # their sha256 is in meta.json
 
 
 def versions() -> dict[str, str]:
@@ -62,14 +69,20 @@ def save_model(run_dir: str | Path, model, data: Interactions, split: SplitData,
     arrays, scalars = flatten(model.fitted_state())
     save_file(arrays, str(tmp / "state.safetensors"))
     (tmp / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    meta = {"format": FORMAT, "target": cfg.model.get("_target_"), "versions": versions(), "scalars": scalars,
-            "seed": seed, "split": split.counts(), "model_class": type(model).__name__}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default))
     _save_data(tmp / "data.npz", data)
+    meta = {"format": FORMAT, "target": cfg.model.get("_target_"), "versions": versions(), "scalars": scalars,
+            "seed": seed, "split": split.counts(), "model_class": type(model).__name__,
+            "sha256": {name: _sha256(tmp / name) for name in CHECKED}}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default))
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
     return target
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _json_default(value):
@@ -116,9 +129,12 @@ def read(run_dir: str | Path, strict: bool = True):
                             "(runs from before jmf 0.2 or with trainer.save_model=false have none)")
     try:
         meta = json.loads((folder / "meta.json").read_text())
+        _verify(folder, meta)                  # before parsing: a damaged file is named, not half-read
         cfg = OmegaConf.load(folder / "config.yaml")
         arrays = load_file(str(folder / "state.safetensors"))
         data = _load_data(folder / "data.npz")
+    except ArtifactError:
+        raise
     except Exception as err:   # noqa: BLE001 -- any unreadable file is the same user-facing problem
         raise ArtifactError(f"{folder}: cannot read the saved model ({type(err).__name__}: {err})") from None
     _check(run, folder, meta, cfg, strict)
@@ -129,6 +145,23 @@ def read(run_dir: str | Path, strict: bool = True):
     model = instantiate(cfg.model, _convert_="all")
     model.load_fitted(split, {"arrays": arrays, "scalars": meta["scalars"]})
     return model, split, cfg, meta, data
+
+
+def _verify(folder: Path, meta: dict) -> None:
+    """Refuse a file whose sha256 is not the one ``meta.json`` recorded when the model was saved (one hash each)."""
+    sums = meta.get("sha256")
+    if sums is None:
+        log.info("%s: no checksums in meta.json (saved before jmf recorded them); its files are not verified",
+                 folder)
+        return
+    for name in CHECKED:
+        got, want = _sha256(folder / name), sums.get(name)
+        if got != want:
+            raise ArtifactError(
+                f"{folder / name}: damaged or changed since the model was saved (sha256 {got[:12]}..., meta.json "
+                f"recorded {str(want)[:12]}...), so it would load a different model; save the model again by "
+                "rerunning the run's jmf-train command (run_info.json has it) or retraining, or restore model/ "
+                "from an intact copy")
 
 
 def _check(run: Path, folder: Path, meta: dict, cfg: DictConfig, strict: bool) -> None:

@@ -15,7 +15,10 @@ category (or item) of the user's history to an item's score is the score with th
 minus the score with that category's (item's) behaviours left out -- exact for the model, cheap
 (one batched ``score_new`` per user), and needing no gradient.  Scores are centred per user first
 (minus their mean over the CF-side items), so a term that shifts every item alike, such as the
-user bias ``b̂_u``, which changes no ranking, is not credited to any behaviour.
+user bias ``b̂_u``, which changes no ranking, is not credited to any behaviour.  Only a model whose
+new-user scores move with the DL-side history has explanations (:data:`EXPLAINED`; for the others, which
+fold in CF-side rows only or rank by popularity, every contribution would be zero): ``explain`` refuses
+the others by name.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from jmf.pipeline import eval_config, evaluate
 
 log = logging.getLogger("jmf")
 COLUMNS = ["user", "rank", "item", "score"]
+# The configs whose new-user scores move with the DL-side history, i.e. that have explanations
+# (tests/test_artifact.py measures it on every conf/model; a model from outside is probed the same way).
+EXPLAINED = ("jmf", "cooc", "cmf", "emcdr", "ptupcdr", "lightgcn_merged")
 
 
 class RecommendError(JmfError, ValueError):
@@ -87,6 +93,7 @@ class Recommender:
         pos = {c: k for k, c in enumerate(split.partition.dl_categories)}
         self.dl_item_category = np.array([pos[c] for c in data.item_category[split.dl_items]], np.int64)
         self.popularity = np.diff(split.train.tocsc().indptr).astype(np.float32)
+        self._explains: bool | None = None             # see explains(): probed on first use
 
     # ------------------------------------------------------------------ known users
     def recommend(self, users, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
@@ -182,16 +189,48 @@ class Recommender:
     def explain(self, history: pd.DataFrame, items=None, k: int = 10, top_items: int = 3) -> pd.DataFrame:
         """How much each DL-side category, and the ``top_items`` DL-side items, of each user's history contributed to
         the score of each of ``items`` (default: the user's top ``k``).  Rows ``user, item, kind
-        (category|item), source, contribution``; occlusion attribution (module docstring)."""
+        (category|item), source, contribution``; occlusion attribution (module docstring).  Refused for a
+        model without explanations (:meth:`check_explains`)."""
+        self.check_explains()
         hist = self.history(history)
-        if not isinstance(self.model, FoldsIn):
-            raise RecommendError(f"explain: {type(self.model).__name__} cannot score users outside training")
         base, fallback = self.score_new(hist)
         rows = []
         for b, user in enumerate(hist.users):
             targets = self._explained_items(b, base, hist, items, k)
             rows += self._occlusions(hist, b, user, base[b], targets, top_items, bool(fallback[b]))
         return pd.DataFrame(rows, columns=["user", "item", "kind", "source", "contribution"])
+
+    def explains(self) -> bool:
+        """Whether :meth:`explain` has anything to attribute: the model's scores of a new user move with their
+        DL-side history.  Probed once: the training user with the most DL-side rows against an empty history
+        (a model that folds in CF-side rows only, or ranks by popularity, scores the two alike)."""
+        if self._explains is None:
+            self._explains = isinstance(self.model, FoldsIn) and self._moves_with_dl_history()
+        return self._explains
+
+    def _moves_with_dl_history(self) -> bool:
+        dl = self.split.dl.tocsr()
+        if dl.nnz == 0:
+            return False
+        u = int(np.argmax(np.diff(dl.indptr)))
+        row = dl[u].astype(np.float32)
+        full = History(["probe"], sp.csr_matrix((1, len(self.cf_item_ids)), dtype=np.float32), row,
+                       [row.indices.astype(np.int64)], [row.data])
+        scores, fallback = self.score_new(History.stack([full, full.without(0, np.zeros(row.nnz, bool))]))
+        return bool(fallback[0] != fallback[1] or not np.allclose(scores[0], scores[1]))
+
+    def check_explains(self, source: str = "explain") -> None:
+        """Raise :class:`RecommendError` naming the model and the models with explanations, unless :meth:`explains`."""
+        if self.explains():
+            return
+        model = type(self.model)
+        target = self.meta.get("target") or f"{model.__module__}.{model.__qualname__}"
+        why = ("its scores of a new user do not move with their DL-side history" if isinstance(self.model, FoldsIn)
+               else "it cannot score users outside training")
+        raise RecommendError(f"{source}: the saved model {model.__name__} ({target}) has no explanations: {why}, "
+                             "and an explanation is the share of each DL-side category and item of that history in "
+                             "a score; explanations work with the models that score new users from their DL-side "
+                             f"history: {', '.join(f'model={m}' for m in EXPLAINED)}")
 
     def _explained_items(self, b: int, base: np.ndarray, hist: History, items, k: int) -> np.ndarray:
         if items is None:

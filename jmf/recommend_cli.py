@@ -5,11 +5,15 @@
   (``jmf.load(RUN_DIR).recommend_new``), columns ``user, rank, item, score, fallback``;
 * ``--known``: ``--input`` lists users of the run (a column ``user``); columns ``user, rank, item, score``;
 * ``--explain``: also writes ``<out>.explain.csv`` (``user, item, kind, source, contribution``: how much each
-  DL-side category and the top DL-side items of each user's history contributed to each recommended item).
+  DL-side category and the top DL-side items of each user's history contributed to each recommended item),
+  for new users only, and only from a model whose new-user scores move with the DL-side history
+  (jmf, cooc, cmf, emcdr, ptupcdr, lightgcn_merged); any other is refused before anything is written.
 
-Bad input -- an unknown run directory, a file that is missing, empty or lacks a column, ids the model
-does not know -- is reported in one paragraph on stderr with exit code 2 (users with no usable
-behaviour are not an error: they get the popularity ranking, ``fallback = true``, and are counted).
+Bad input -- an unknown run directory, a saved model whose files were damaged or changed since it was
+saved (checked against the sha256 in model/meta.json), a file that is missing, empty or lacks a column,
+ids the model does not know, --explain on a model without explanations -- is reported in one paragraph
+on stderr with exit code 2 (users with no usable behaviour are not an error: they get the popularity
+ranking, ``fallback = true``, and are counted).
 """
 
 from __future__ import annotations
@@ -75,7 +79,12 @@ def _run(args) -> str:
     import jmf
 
     frame = _read(args.input)
+    if args.explain and args.known:
+        raise _InputError("--explain explains recommendations to new users from their history; it cannot be "
+                          "combined with --known")
     rec = jmf.load(args.run_dir, strict=not args.no_strict)
+    if args.explain:                                  # refused before anything is written
+        rec.check_explains(f"--explain ({args.run_dir})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.known:
@@ -91,8 +100,9 @@ def _run(args) -> str:
                "behaviours with unknown items dropped)")
     if args.explain:
         path = out.with_suffix(".explain.csv")
-        rec.explain(frame, k=args.k).to_csv(path, index=False)
-        summary += f"; explanations in {path}"
+        why = rec.explain(frame, k=args.k)
+        why.to_csv(path, index=False)
+        summary += f"; {len(why)} explanation rows for {why['user'].nunique()} users in {path}"
     return summary
 
 

@@ -4,6 +4,7 @@ from their O2 history exactly as it scored its cold users; explanations point at
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import jax.numpy as jnp
@@ -52,6 +53,9 @@ def test_a_loaded_run_reproduces_its_own_metrics(name, tmp_path):
     assert list(top.columns) == ["user", "rank", "item", "score"] and len(top) == 15
     seen = {(rec.user_ids[u], rec.cf_item_ids[i]) for u, i in zip(*rec.split.train[:3].nonzero())}
     assert not seen & set(zip(top["user"], top["item"]))
+    from jmf.recommend import EXPLAINED
+
+    assert rec.explains() == (name in EXPLAINED)     # the list --explain's refusal names, measured on every model
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +143,10 @@ def test_reload_refuses_other_versions_and_a_reused_run_directory(jmf_run, tmp_p
     with pytest.raises(ArtifactError, match="no such run directory"):
         jmf.load(tmp_path / "nowhere")
     (copy / "model" / "state.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ArtifactError, match="state.safetensors: damaged"):
+        jmf.load(copy)
+    del meta["sha256"]                                                # saved before the checksums: parsed, refused
+    meta_path.write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="cannot read the saved model"):
         jmf.load(copy)
 
@@ -236,3 +244,88 @@ def test_jmf_recommend_cli_and_its_bad_inputs(jmf_run, tmp_path, capsys):
         assert main([*args, "--out", str(tmp_path / "x.csv")]) == USER_ERROR, args
         err = capsys.readouterr().err
         assert re.search(message, err) and "Traceback" not in err, (args, err)
+
+
+# ---------------------------------------------------------------- damaged model files; --explain without explanations
+@pytest.fixture(scope="module")
+def svd_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("svd_run")
+    _run(out, ["model=svd"])
+    return out
+
+
+def _damage(path, offset: int, size: int) -> None:
+    """Invert ``size`` bytes of ``path`` from ``offset`` (as a bad disk or a torn copy would change them)."""
+    blob = bytearray(path.read_bytes())
+    blob[offset:offset + size] = bytes(b ^ 0xFF for b in blob[offset:offset + size])
+    path.write_bytes(bytes(blob))
+
+
+def _tensor_data(path) -> tuple[int, int]:
+    """``(start, length)`` of a safetensors file's tensor data: past the 8-byte length and the JSON header."""
+    blob = path.read_bytes()
+    start = 8 + int.from_bytes(blob[:8], "little")
+    return start, len(blob) - start
+
+
+def test_a_damaged_model_file_is_refused_naming_it(svd_run, tmp_path, capsys):
+    from jmf.recommend_cli import USER_ERROR, main
+
+    meta = json.loads((svd_run / "model" / "meta.json").read_text())
+    assert set(meta["sha256"]) == {"state.safetensors", "config.yaml", "data.npz"}
+    history = tmp_path / "history.csv"
+    _cold_history(jmf.load(svd_run)).to_csv(history, index=False)
+    for name in meta["sha256"]:
+        copy = tmp_path / name
+        shutil.copytree(svd_run, copy)
+        file = copy / "model" / name
+        if name == "state.safetensors":                    # 4 KiB inside the tensor data, well past the header
+            start, length = _tensor_data(file)
+            assert length >= 2 * 4096
+            _damage(file, start + length // 4, 4096)
+        elif name == "config.yaml":                        # a value that still parses: a different model
+            file.write_text(file.read_text().replace("n_iter: 4", "n_iter: 5"))
+        else:
+            _damage(file, file.stat().st_size // 2, 16)
+        with pytest.raises(ArtifactError, match=rf"{re.escape(str(file))}: damaged.*sha256.*meta\.json.*jmf-train"):
+            jmf.load(copy)
+        out = tmp_path / f"{name}.csv"
+        assert main([str(copy), "--input", str(history), "--out", str(out)]) == USER_ERROR
+        err = capsys.readouterr().err
+        assert name in err and "damaged" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+
+
+def test_a_model_saved_before_checksums_still_loads_with_a_note(svd_run, tmp_path, caplog):
+    copy = tmp_path / "old"
+    shutil.copytree(svd_run, copy)
+    meta_path = copy / "model" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["sha256"]
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level("INFO", logger="jmf"):
+        old = jmf.load(copy)
+    assert any("no checksums" in r.getMessage() and str(copy / "model") in r.getMessage() for r in caplog.records)
+    users = list(old.user_ids[:3])
+    pd.testing.assert_frame_equal(old.recommend(users), jmf.load(svd_run).recommend(users))
+
+
+def test_explain_is_refused_before_writing_for_a_model_that_ignores_dl_history(svd_run, tmp_path, capsys):
+    from jmf.recommend import EXPLAINED
+    from jmf.recommend_cli import USER_ERROR, main
+
+    rec = jmf.load(svd_run)
+    assert not rec.explains()
+    history = _cold_history(rec)
+    with pytest.raises(RecommendError, match=r"TruncatedSVD.*DL-side history.*model=jmf"):
+        rec.explain(history.head(20))
+    path = tmp_path / "history.csv"
+    history.to_csv(path, index=False)
+    out = tmp_path / "recs.csv"
+    refused = (rf"--explain \({re.escape(str(svd_run))}\): .*TruncatedSVD \(jmf\.models\.cf\.svd\.TruncatedSVD\).*"
+               + ".*".join(f"model={m}" for m in EXPLAINED))
+    for extra, message in ([], refused), (["--known"], "--explain .* cannot be combined with --known"):
+        assert main([str(svd_run), "--input", str(path), "--out", str(out), "--explain", *extra]) == USER_ERROR
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists() and not out.with_suffix(".explain.csv").exists()
