@@ -1,16 +1,22 @@
 """``jmf-train`` / ``python -m jmf``: the Hydra entry point (thin, design.md#conventions).
 
 User errors (:mod:`jmf.errors`) are printed as one paragraph with exit code 2, Hydra's config errors
-(an unknown group option or key) exit with 2 too, Ctrl-C stops with exit code 130 and says how to
-resume; the traceback of a user error is shown only with ``JMF_TRACEBACK=1``.
+(an unknown group option or key) exit with 2 too, Ctrl-C stops with exit code 130 and SIGTERM with 143,
+each saying the step a rerun resumes from (:mod:`jmf.train.interrupt`); a multirun with failed jobs exits
+with 2 when each was a user error, else 1 (:func:`jmf.report.sweep_verdict`); the traceback of a user
+error is shown only with ``JMF_TRACEBACK=1``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from jmf import hugepages
@@ -44,12 +50,14 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from jmf.config import CONF_DIR  # noqa: E402
-from jmf.errors import INTERRUPTED, JmfError, show_traceback, user_error  # noqa: E402
+from jmf.errors import (INTERRUPTED, JmfError, RunDirError, disk_full_error, show_traceback,  # noqa: E402
+                        user_error)
 from jmf.experiments import experiment_overrides, register_configs  # noqa: E402
 
 log = logging.getLogger("jmf")
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)   # "Unable to initialize backend 'tpu'" on CPUs
 _started = False     # the task function ran: a SystemExit(1) before it is Hydra's config error
+MIN_FREE_BYTES = 2**20   # less free space than this under the run directory: refused before the run starts
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -64,24 +72,27 @@ def main(cfg: DictConfig) -> float:
     global _started
     _started = True
     from jmf.run import run
+    from jmf.train import interrupt
     from jmf.train.observe import record_failure
 
     log.setLevel(cfg.trainer.log_level)
     hydra_cfg = HydraConfig.get()
+    interrupt.watch()       # SIGTERM (timeout, SLURM, kill) stops the run as Ctrl-C does
     try:
         metrics = run(cfg, hydra_cfg.runtime.output_dir)
-    except KeyboardInterrupt:
-        from jmf.train.engine import last_step
+    except KeyboardInterrupt as stop:      # Ctrl-C, or SIGTERM (interrupt.Terminated)
+        from jmf.errors import TERMINATED
 
-        print(f"jmf-train: interrupted at step {last_step()}; rerun the same command to resume "
-              f"(run directory {hydra_cfg.runtime.output_dir})", file=sys.stderr)
+        # the step a rerun resumes from: the newest checkpoint complete on disk, or that it starts over
+        out_dir = hydra_cfg.runtime.output_dir
+        print(f"jmf-train: {interrupt.stopped(stop, out_dir)} (run directory {out_dir})", file=sys.stderr)
         # The checkpoint is written and the run's files are closed (the interrupt unwound through them).  A
         # normal interpreter exit here can crash (SIGSEGV) in XLA's or orbax's threads interrupted mid-call,
         # so the process leaves at once with the documented code.
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(INTERRUPTED)
+        os._exit(TERMINATED if isinstance(stop, interrupt.Terminated) else INTERRUPTED)
     except Exception as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             path = record_failure(hydra_cfg.runtime.output_dir, err, list(hydra_cfg.overrides.task))
@@ -94,7 +105,65 @@ def main(cfg: DictConfig) -> float:
             raise
         print(paragraph(problem, "jmf-train"), file=sys.stderr)
         sys.exit(USER_ERROR)
+    finally:
+        interrupt.unwatch()     # SIGTERM's handler of before again: between a sweep's jobs, after the run
     return float(metrics.get(cfg.trainer.optimized_metric, math.nan))
+
+
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
+
+
+def _check_run_dir(argv: list[str]) -> None:
+    """Raise :class:`RunDirError` naming ``hydra.run.dir`` when the run directory cannot be made or written
+    (a read-only file system, an existing file, ``/proc/x``, a full disk): Hydra would fail in ``pathlib``
+    with a traceback.  A single run only (a sweep's folder is ``hydra.sweep.dir``)."""
+    if any(a in ("-m", "--multirun") for a in argv):
+        return
+    given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("hydra.run.dir=")]
+    if given and "${" in given[-1]:
+        return                                   # an interpolation: Hydra resolves it, then RunDirLock checks
+    path = Path(given[-1] if given else "outputs").absolute()
+    key = "hydra.run.dir" if given else "hydra.run.dir (default outputs/<date>/<time> in the current directory)"
+    existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        where = "" if existing == path else f" (in {path})"
+        raise RunDirError(f"{key}: {existing}{where} exists and is a file, not a directory; "
+                          "set hydra.run.dir to a directory")
+    made = [p for p in (path, *path.parents) if p != existing and existing in p.parents]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):   # writable? (the real errno: a read-only file system, ...)
+            pass
+    except OSError as err:
+        system = next((f"; {s} is a system folder, not a place for files" for s in SYSTEM_FOLDERS
+                       if str(path).startswith(s + "/")), "")
+        raise RunDirError(f"{key}: the run directory {path} cannot be created or written ({err.strerror}"
+                          f"{system}); set hydra.run.dir to a writable directory") from None
+    finally:
+        for p in made:                           # leave no empty folders: Hydra makes them again for the run
+            with contextlib.suppress(OSError):
+                p.rmdir()
+    if shutil.disk_usage(existing).free < MIN_FREE_BYTES:
+        raise disk_full_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)), path)
+
+
+def _did_you_mean(argv: list[str]) -> str | None:
+    """A hint for an override whose group or top-level key is misspelled, ``modle=jmf`` -> ``model=jmf``: the
+    closest config group under ``conf/`` (or key) by :mod:`difflib`; Hydra itself only offers ``+modle=jmf``."""
+    import difflib
+
+    groups = sorted({p.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.rglob("*") if p.is_dir()} | {"experiment"})
+    top = [g for g in groups if "/" not in g] + ["seed"]
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.startswith(("+", "~", "-")) or key in groups or key.split(".")[0] in top:
+            continue
+        head, dot, rest = key.partition(".")
+        match = difflib.get_close_matches(key if "/" in key else head, groups if "/" in key else top, n=1)
+        if match:
+            fixed = match[0] if "/" in key else f"{match[0]}{dot}{rest}"
+            return f"did you mean {fixed}={value}? ({key!r} is not a config group or key of jmf-train)"
+    return None
 
 
 def _print_help() -> None:
@@ -125,6 +194,7 @@ def cli() -> None:
     try:
         sys.argv[1:] = experiment_overrides(sys.argv[1:])   # experiment=<task> model=<name>: the row <task>/<name>
         register_configs(sys.argv[1:])        # the tasks, and the rows this command line names
+        _check_run_dir(sys.argv[1:])
     except JmfError as err:
         if show_traceback():
             raise
@@ -134,8 +204,27 @@ def cli() -> None:
         main()
     except SystemExit as exit_:
         if exit_.code == 1 and not _started:     # Hydra printed a config error (unknown option, bad override)
+            hint = _did_you_mean(sys.argv[1:])
+            if hint:
+                print(f"jmf-train: {hint}", file=sys.stderr)
             sys.exit(USER_ERROR)
         raise
+    _exit_if_jobs_failed()
+
+
+def _exit_if_jobs_failed() -> None:
+    """End a multirun whose report lists failed jobs with exit code 1, or 2 when each failed on a user error
+    (an Optuna search: only when no trial finished), its last line counting them and naming the report
+    (:func:`jmf.report.sweep_verdict`)."""
+    from jmf.report import sweep_verdict
+
+    verdict = sweep_verdict()
+    if verdict is None:
+        return
+    code, line = verdict
+    sys.stdout.flush()          # the report's tables first: this is the last line
+    print(f"jmf-train: {line}", file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

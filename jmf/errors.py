@@ -13,10 +13,15 @@ The types also subclass the built-in exception a caller would expect (``ValueErr
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
+from pathlib import Path
 
 USER_ERROR = 2          # exit code of jmf-train / jmf-recommend for a user error (documented in README)
 INTERRUPTED = 130       # exit code after Ctrl-C (128 + SIGINT), as shells report it
+TERMINATED = 143        # exit code after SIGTERM (128 + SIGTERM: timeout, SLURM, kill), handled as Ctrl-C
 
 
 class JmfError(Exception):
@@ -61,6 +66,69 @@ def user_error(err: BaseException) -> JmfError | None:
         err = err.__cause__ or err.__context__
         seen += 1
     return None
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded")   # strerror, inside orbax's / TensorStore's errors
+
+
+def disk_full_cause(err: BaseException | None) -> BaseException | None:
+    """The exception in ``err``'s chain that says a disk (or quota) is full: an ``OSError`` with errno
+    ENOSPC / EDQUOT, or an error wrapping one by message (orbax and TensorStore raise ``ValueError``
+    "RESOURCE_EXHAUSTED: ... No space left on device [os_error_code='28']"); ``None`` if there is none."""
+    seen = 0
+    while err is not None and seen < 20:
+        if (isinstance(err, OSError) and err.errno in NO_SPACE) or any(t in str(err) for t in NO_SPACE_TEXT):
+            return err
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return None
+
+
+def disk_full_error(err: BaseException, directory: str | Path, then: str = "") -> RunDirError | None:
+    """The :class:`RunDirError` for a full disk behind ``err`` (see :func:`disk_full_cause`), naming the path
+    being written (else ``directory``), the space left on its file system and ``hydra.run.dir``; ``then``
+    ends the message (what a rerun does).  ``None`` when ``err`` is not a full disk."""
+    cause = disk_full_cause(err)
+    if cause is None:
+        return None
+    path = _written_path(cause) or Path(directory)
+    try:
+        usage = shutil.disk_usage(next((p for p in (path, *path.parents) if p.exists()), Path("/")))
+        room = f"{bytes_text(usage.free)} free of {bytes_text(usage.total)} on its file system"
+    except OSError:
+        room = "its file system cannot be inspected"
+    quota = (isinstance(cause, OSError) and cause.errno == errno.EDQUOT) or NO_SPACE_TEXT[1] in str(cause)
+    what = "the disk quota is exhausted" if quota else "no space left on device"
+    return RunDirError(f"{what} writing {path}: {room}; free some space there or set hydra.run.dir to a disk with "
+                       "room" + (f", {then}" if then else ""))
+
+
+def _written_path(cause: BaseException) -> Path | None:
+    """The file an error was writing: ``OSError.filename``, or the last quoted absolute path of its message;
+    a path inside an unfinished orbax checkpoint (``<step>.orbax-checkpoint-tmp/...``) is cut to the checkpoint."""
+    name = getattr(cause, "filename", None)
+    if not name:
+        quoted = re.findall(r"""["'](/[^"']+)["']""", str(cause))
+        name = quoted[-1] if quoted else None
+    if not name:
+        return None
+    parts = Path(str(name)).parts
+    for at, part in enumerate(parts):
+        if part.endswith(".orbax-checkpoint-tmp"):
+            return Path(*parts[:at], part.removesuffix(".orbax-checkpoint-tmp"))
+    return Path(*parts)
+
+
+def bytes_text(n: float) -> str:
+    """``n`` bytes, readable: 812 bytes, 3.4 MiB."""
+    if n < 1024:
+        return f"{n:.0f} bytes"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} TiB"
 
 
 def paragraph(err: BaseException, program: str) -> str:

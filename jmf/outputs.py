@@ -10,18 +10,22 @@ With ``trainer.baseline=pop`` the run also scores the training popularity on the
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from jmf.artifact import save_model
 from jmf.config import TrainerConfig
 from jmf.data.interactions import Interactions
 from jmf.data.split import SplitData
-from jmf.errors import ConfigError
+from jmf.errors import ConfigError, disk_full_cause
 from jmf.models.base import HasInterest, Saveable
 
 log = logging.getLogger("jmf")
@@ -30,21 +34,26 @@ log = logging.getLogger("jmf")
 def write_outputs(out: Path, model, data: Interactions, split: SplitData, cfg: DictConfig, trainer: TrainerConfig,
                   metrics: dict[str, float], timing: dict[str, float], title: str, seed: int) -> list[str]:
     """Write the run's files (see the module docstring); returns their names."""
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    (out / "timing.json").write_text(json.dumps(timing, indent=2, sort_keys=True))
+    with _writing(out / "metrics.json"):
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    with _writing(out / "timing.json"):
+        (out / "timing.json").write_text(json.dumps(timing, indent=2, sort_keys=True))
     print_table(metrics, timing, title, trainer.baseline)
     written = ["metrics.json", "timing.json", "config.yaml", "run_info.json"]
     if trainer.save_model:
         if isinstance(model, Saveable):
-            save_model(out, model, data, split, cfg, seed)
+            with _writing(out / "model"):
+                save_model(out, model, data, split, cfg, seed)
             written.append("model/")
         else:
             log.info("%s has no fitted_state(): no model/ written (see jmf.models.base)", type(model).__name__)
     if trainer.top_n > 0:
-        _write_top_n(model, split, trainer.top_n, out / "topn.json")
+        with _writing(out / "topn.json"):
+            _write_top_n(model, split, trainer.top_n, out / "topn.json")
         written.append("topn.json")
     if trainer.interest:
-        _write_interest(model, split, out / "interest.csv")
+        with _writing(out / "interest.csv"):
+            _write_interest(model, split, out / "interest.csv")
         written.append("interest.csv")
     if (out / "metrics.jsonl").exists():
         written.append("metrics.jsonl")
@@ -53,6 +62,43 @@ def write_outputs(out: Path, model, data: Interactions, split: SplitData, cfg: D
     if (out / "checkpoints").exists():
         written.append("checkpoints/")
     return written
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Name ``path`` in the error of a disk that fills while it is written (a failed ``write`` names no file)."""
+    try:
+        yield
+    except Exception as err:
+        cause = disk_full_cause(err)
+        if cause is None or getattr(cause, "filename", None):
+            raise
+        code = cause.errno if isinstance(cause, OSError) and cause.errno else errno.ENOSPC
+        raise OSError(code, os.strerror(code), str(path)) from err
+
+
+def run_title(cfg: DictConfig, model_name: str, seed: int) -> str:
+    """The results table's title: the experiment row (``experiment=<task>/<row>``) or the dataset, the model with
+    its encoder, the seed and, in a sweep, the job's other overrides, so the rows of one task (JMF-CNN and
+    JMF-Transformer are both ``JMF``) and the jobs of one sweep never share a title."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    target = str(OmegaConf.select(cfg, "model.encoder._target_", default="") or "")
+    encoder = target.rsplit(".", 2)[-2] if target.count(".") >= 2 else ""      # jmf.models.encoders.cnn.X -> cnn
+    parts, overrides = [str(cfg.data.get("name", "data"))], []
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        choices = hydra_cfg.runtime.choices
+        if choices.get("experiment"):
+            parts.insert(0, f"experiment={choices['experiment']}")
+        encoder = choices.get("model/encoder") or encoder
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            overrides = [o for o in hydra_cfg.overrides.task
+                         if not o.lstrip("+~").startswith(("experiment=", "seed=", "hydra.", "hydra/"))]
+    parts += [f"{model_name} ({encoder} encoder)" if encoder else model_name, f"seed {seed}"]
+    extra = " ".join(overrides)
+    return " · ".join(parts + ([extra if len(extra) <= 100 else extra[:99] + "…"] if extra else []))
 
 
 def print_table(metrics: dict[str, float], timing: dict[str, float], title: str, baseline: str | None = None

@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import numpy as np
 import yaml
 from hydra.experimental.callback import Callback
 
-from jmf.errors import DataFileError
+from jmf.errors import USER_ERROR, DataFileError, JmfError, paragraph, show_traceback
 from jmf.evaluate import registry
 
 
@@ -39,6 +40,7 @@ class Job:
     seed: str
     metrics: dict[str, float] = field(default_factory=dict)
     failure: str | None = None
+    user_error: bool = False       # the failure is a user error (failure.json), not a crash or a killed job
 
     @property
     def config(self) -> str:
@@ -63,6 +65,7 @@ def load_jobs(sweep_dir: str | Path) -> list[Job]:
         elif (folder / "failure.json").exists():
             info = json.loads((folder / "failure.json").read_text())
             job.failure = f"{info['type']}: {info['message']}"[:300]
+            job.user_error = bool(info.get("user_error"))
         else:
             job.failure = "no metrics.json (still running, or killed)"
         jobs.append(job)
@@ -148,10 +151,14 @@ def write_report(sweep_dir: str | Path, metric: str | None = None, out: str | Pa
     """Write ``report.md``, ``report.csv``, ``runs.csv`` and plots; return the markdown path."""
     sweep_dir = Path(sweep_dir)
     out = Path(out or sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if not sweep_dir.is_dir():
+        what = "not a folder" if sweep_dir.exists() else "no such folder"
+        raise DataFileError(f"{sweep_dir}: {what} (jmf-report reads a multirun folder, "
+                            "multirun/<date>/<time> or the sweep's hydra.sweep.dir)")
     jobs = load_jobs(sweep_dir)
     if not jobs:
         raise DataFileError(f"{sweep_dir}: no Hydra job folders (.hydra/overrides.yaml) found")
+    out.mkdir(parents=True, exist_ok=True)
     registry.load_plugins(_plugins(jobs), "eval.plugins (of the sweep's jobs)")   # their own metrics' directions
     metric = metric or _optimized_metric(jobs) or "valid/ndcg@10"
     s = summarise(jobs, metric)
@@ -278,21 +285,58 @@ def _is_number(value: str) -> bool:
         return False
 
 
+_SWEEP: dict = {}    # the multirun this process ran last (SweepSummary), for jmf-train's exit code
+
+
+def sweep_verdict() -> tuple[int, str] | None:
+    """``jmf-train``'s exit code and last line after a multirun whose report lists failed jobs; ``None``
+    when none failed (or no multirun ran).
+
+    The code is 2 (:data:`~jmf.errors.USER_ERROR`, as a single run's) when every failed job failed on a user
+    error -- a config value, a data file -- and 1 otherwise (a crash, a killed job).  An Optuna search goes on
+    past failed trials by design (``max_failure_rate`` in ``conf/hparams_search``): it exits 0 unless no trial
+    finished, and its last line still counts the failed ones.  The count is read once (a later run in the same
+    process starts clean).
+    """
+    outcome = dict(_SWEEP)
+    _SWEEP.clear()
+    if not outcome.get("failed"):
+        return None
+    failed, total, search, report = outcome["failed"], outcome["total"], outcome["search"], outcome["report"]
+    code = 0 if search and failed < total else USER_ERROR if outcome["user_errors"] else 1
+    where = (f'listed under "Failed jobs" in {report}' if report is not None
+             else f"no report was written; see above, or run jmf-report {outcome['sweep']}")
+    return code, f"{failed} of {total} {'trials' if search else 'jobs'} failed ({where}); exit code {code}"
+
+
+def _keep_outcome(sweep: Path, report: Path | None, search: bool) -> None:
+    """Count the multirun's failed jobs (those its report lists) for :func:`sweep_verdict`."""
+    _SWEEP.clear()
+    try:
+        jobs = load_jobs(sweep)
+    except Exception:   # noqa: BLE001 -- unreadable job folders: the report said so already
+        return
+    failed = [j for j in jobs if j.failure is not None]
+    _SWEEP.update(sweep=sweep, report=report, search=search, total=len(jobs), failed=len(failed),
+                  user_errors=all(j.user_error for j in failed))
+
+
 class SweepSummary(Callback):
     """A Hydra callback (``hydra.callbacks.report`` in ``conf/train.yaml``): when a multirun ends, write its
-    ``jmf-report`` and print the summary table, or the command that makes it when the report fails."""
+    ``jmf-report`` and print the summary table, or the command that makes it when the report fails; then
+    keep the count of failed jobs, which sets ``jmf-train``'s exit code (:func:`sweep_verdict`)."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        import sys
-
         sweep = Path(str(config.hydra.sweep.dir))
         try:
             path = write_report(sweep)
         except Exception as err:   # noqa: BLE001 -- the sweep itself is done; say how to report it
             print(f"jmf-report: no summary ({type(err).__name__}: {err}); run `jmf-report {sweep}`", file=sys.stderr)
-            return
-        print(path.read_text())
-        print(f"sweep report: {path} (tables, report.csv, runs.csv, plots); again: jmf-report {sweep}")
+            path = None
+        else:
+            print(path.read_text())
+            print(f"sweep report: {path} (tables, report.csv, runs.csv, plots); again: jmf-report {sweep}")
+        _keep_outcome(sweep, path, "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -301,7 +345,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric", default=None, help="selection metric (default: trainer.optimized_metric)")
     parser.add_argument("--out", default=None, help="output folder (default: the sweep folder)")
     args = parser.parse_args(argv)
-    path = write_report(args.sweep_dir, args.metric, args.out)
+    try:
+        path = write_report(args.sweep_dir, args.metric, args.out)
+    except JmfError as err:     # a folder or metric that cannot be reported: one paragraph, exit code 2
+        if show_traceback():
+            raise
+        print(paragraph(err, "jmf-report"), file=sys.stderr)
+        sys.exit(USER_ERROR)
     print(path.read_text())
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -21,11 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from jmf import compile_cache, distributed, threads
 from jmf.config import TrainerConfig, check_target, to_dataclass
-from jmf.errors import ConfigError
+from jmf.errors import ConfigError, RunDirError, disk_full_cause, disk_full_error, user_error
 from jmf.evaluate import registry
 from jmf.evaluate.protocols import EvalConfig
 from jmf.models.base import BothSides, HasInterest, Model, RunContext
-from jmf.outputs import write_outputs
+from jmf.outputs import run_title, write_outputs
 from jmf.pipeline import baseline_metrics, build_split, eval_config, evaluate, load_data
 from jmf.preflight import RunDirLock, check_model_sizes, check_split, clamp_dim
 from jmf.train.observe import status, write_run_info
@@ -55,7 +56,46 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> dict[str, float]:
     distributed.initialize(distributed.DistributedConfig(**trainer.distributed)
                            if isinstance(trainer.distributed, dict) else trainer.distributed)
     with RunDirLock(out, jax.process_index()):
-        return _run(cfg, out, trainer, eval_cfg)
+        _quiet_full_log_files()
+        try:
+            return _run(cfg, out, trainer, eval_cfg)
+        except Exception as err:
+            full = _disk_full(err, out)
+            if full is None or full is err:
+                raise
+            if full.__cause__ is not None:       # the checkpointer's, under an error of the clean-up after it
+                raise full                       # noqa: B904 -- its own cause is the failed write
+            raise full from err
+
+
+def _disk_full(err: BaseException, out: Path) -> RunDirError | None:
+    """A full disk behind ``err``, anywhere in the run directory (checkpoint, model, metrics, logs), as one
+    paragraph: the checkpointer's own, else one naming the file written and the checkpoint a rerun resumes from."""
+    if disk_full_cause(err) is None:
+        return None
+    known = user_error(err)
+    if isinstance(known, RunDirError):
+        return known
+    latest = out / "checkpoints" / "latest"
+    last = max((int(p.name) for p in latest.glob("*") if p.name.isdigit()), default=None)
+    return disk_full_error(err, out, "then rerun the same command" + (
+        f": it resumes from the last checkpoint, step {last}" if last is not None else ""))
+
+
+def _quiet_full_log_files() -> None:
+    """Let a log file (Hydra's ``<job>.log`` in the run directory) stop quietly when its disk is full, instead of
+    printing a traceback for every later record; the run ends with one paragraph saying the disk is full."""
+    for handler in {*logging.getLogger().handlers, *log.handlers}:
+        if not isinstance(handler, logging.FileHandler) or getattr(handler, "_jmf_quiet_when_full", False):
+            continue
+
+        def handle_error(record: logging.LogRecord, handler=handler, report=handler.handleError) -> None:
+            if disk_full_cause(sys.exc_info()[1]) is None:
+                report(record)
+            else:
+                handler.setLevel(logging.CRITICAL + 1)     # nothing more to this file
+        handler.handleError = handle_error   # type: ignore[method-assign]
+        handler._jmf_quiet_when_full = True  # type: ignore[attr-defined]
 
 
 def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfig) -> dict[str, float]:
@@ -109,7 +149,7 @@ def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfi
     timing["run/seconds"] = time.perf_counter() - run_start     # data, split, fit and evaluation
     metrics.update(timing)
     if _main_process():
-        title = f"{cfg.data.get('name', 'data')} · {type(model).__name__} · seed {seed}"
+        title = run_title(cfg, type(model).__name__, seed)
         written = write_outputs(out, model, data, split, cfg, trainer, metrics, timing, title, seed)
         print(f"run directory {out.resolve()}: wrote {', '.join(written)}", flush=True)
     return metrics
@@ -123,6 +163,8 @@ def _main_process() -> bool:
 
 def _seeds(cfg: DictConfig, trainer: TrainerConfig) -> dict:
     """The run's separate seeds: data generation, split, initialisation, sampling (null -> ``seed``)."""
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, (int, str)) or not str(cfg.seed).lstrip("-").isdigit():
+        raise ConfigError(f"seed: {cfg.seed!r} is not an integer (e.g. seed=0, or -m seed=0,1,2 for several)")
     seed = int(cfg.seed)
     return {"run": seed, "data": cfg.data.get("seed"), "split": seed if cfg.split.get("seed") is None else
             int(cfg.split.seed), "init": seed if trainer.init_seed is None else trainer.init_seed,

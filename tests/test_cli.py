@@ -53,6 +53,115 @@ def test_multirun_sweep(tmp_path):
     assert len(runs) == 4
 
 
+def test_a_sweep_with_a_failed_job_exits_2_and_its_last_line_names_the_report(tmp_path):
+    """A multirun exited 0 even when every job failed (issue 32).  Exit code 2 here: each failure is a user
+    error (``model.dim=0``); the last line counts the failed jobs and names the report that lists them."""
+    res = jmf_train("-m", f"hydra.sweep.dir={tmp_path}/sweep", "model=svd", "model.dim=0,4", *SMALL[:2], cwd=tmp_path)
+    assert res.returncode == 2, res.stderr[-3000:]
+    report = tmp_path / "sweep" / "report.md"
+    assert res.stderr.strip().splitlines()[-1] == (f'jmf-train: 1 of 2 jobs failed (listed under "Failed jobs" in '
+                                                   f"{report}); exit code 2")
+    assert "## Failed jobs" in report.read_text() and "model.dim: 0 must be >= 1" in report.read_text()
+
+
+def _sweep_folder(root: Path, jobs: dict) -> Path:
+    """A multirun folder: job name -> its ``failure.json`` (``None``: the job finished; ``"killed"``: neither file)."""
+    for name, failure in jobs.items():
+        (root / name / ".hydra").mkdir(parents=True)
+        (root / name / ".hydra" / "overrides.yaml").write_text(f"- model.dim={name}\n")
+        if failure is None:
+            (root / name / "metrics.json").write_text(json.dumps({"valid/ndcg@10": 0.1 * int(name)}))
+        elif failure != "killed":
+            (root / name / "failure.json").write_text(json.dumps({"type": "E", "message": "m", **failure}))
+    return root
+
+
+USER, CRASH = {"user_error": True}, {"user_error": False}
+
+
+@pytest.mark.parametrize("jobs, search, code", [
+    ({"1": None, "2": None}, False, None),
+    ({"1": None, "2": USER}, False, 2),
+    ({"1": USER, "2": CRASH}, False, 1),
+    ({"1": None, "2": "killed"}, False, 1),
+    ({"1": None, "2": {}}, False, 1),              # a failure.json from before the field: not known to be the user's
+    ({"1": None, "2": USER, "3": CRASH}, True, 0),  # an Optuna search goes on past failed trials ...
+    ({"1": USER, "2": USER}, True, 2),             # ... unless none finished
+])
+def test_a_multiruns_exit_code_follows_its_failed_jobs(tmp_path, jobs, search, code):
+    from omegaconf import OmegaConf
+
+    from jmf.report import SweepSummary, sweep_verdict
+
+    sweep = _sweep_folder(tmp_path / "sweep", jobs)
+    sweeper = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper" if search else "BasicSweeper"
+    SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)},
+                                                                "sweeper": {"_target_": sweeper}}}))
+    verdict = sweep_verdict()
+    assert (None if verdict is None else verdict[0]) == code, verdict
+    if verdict is not None:
+        failed = sum(f is not None for f in jobs.values())
+        noun = "trials" if search else "jobs"
+        assert verdict[1] == (f'{failed} of {len(jobs)} {noun} failed (listed under "Failed jobs" in '
+                              f"{sweep / 'report.md'}); exit code {code}")
+    assert sweep_verdict() is None          # read once: a later run in the same process starts clean
+
+
+def test_the_lock_probe_right_after_kill_9_of_a_run_waits_for_the_lock_to_go(tmp_path):
+    """Right after ``kill -9`` of a run's process group its lock lives on for a moment (the kernel closes the
+    files of a killed process when its last thread has gone): a rerun was refused then, naming the dead pid."""
+    import signal
+    import time
+
+    from jmf.runlock import RunDirLock, held_by_another
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "jmf", f"hydra.run.dir={run}", "model=mf", "model.epochs=400",
+                             *SMALL[:2], "trainer.progress=false"], env={**os.environ, "XLA_FLAGS": ""},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        start = time.time()
+        while not (run / "checkpoints" / "latest").is_dir():      # locked, and training on its threads
+            assert proc.poll() is None and time.time() - start < 240
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert held_by_another(run) is None     # at once: the killed run is not even reaped yet
+    RunDirLock(run).release()
+    proc.wait()
+
+
+def test_a_lock_outliving_its_recorded_holder_is_refused_after_the_wait(tmp_path, monkeypatch):
+    """The pid in ``.lock`` has exited but another process (one the run started) holds the lock: waited for,
+    then refused naming the lock; a live holder is refused at once, as before."""
+    import time
+
+    import jmf.runlock as runlock
+
+    monkeypatch.setattr(runlock, "DEAD_HOLDER_WAIT_SECONDS", 0.5)
+    lock = tmp_path / ".lock"
+    lock.write_text("")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1]); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(lock)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        lock.write_text(str(gone.pid))
+        start = time.time()
+        err = runlock.held_by_another(tmp_path)
+        assert 0.5 <= time.time() - start < 5 and f"(pid {gone.pid}) ended" in str(err), err
+        assert "still locked" in str(err) and "fuser" in str(err)
+        lock.write_text(str(holder.pid))
+        start = time.time()
+        err = runlock.held_by_another(tmp_path)
+        assert time.time() - start < 0.5 and f"in use by another jmf run (pid {holder.pid})" in str(err), err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 @pytest.mark.parametrize("override, message", [
     ("trainer.optimized_metrc=x", "optimized_metrc"),
     ("split.test_ratio=abc", "test_ratio"),

@@ -30,10 +30,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Partition:
-    """CF-side (K categories) and DL-side category ids."""
+    """CF-side (K categories) and DL-side category ids; ``chosen_by``: the setting that chose them
+    (``partition.k=2``, ``partition.cf_categories``, or ``""``: neither, every category on the CF side)."""
 
     cf_categories: np.ndarray
     dl_categories: np.ndarray
+    chosen_by: str = ""
 
 
 def partition_categories(data: Interactions, k: int | None = None,
@@ -66,18 +68,74 @@ def partition_categories(data: Interactions, k: int | None = None,
                     raise DataError(f"partition.cf_categories: id {c!r} not in 0..{C - 1} ({data.name}); "
                                     "quote a category name")
                 ids.append(int(c))
-        cf = np.unique(np.asarray(ids, np.int32))
+        cf, chosen = np.unique(np.asarray(ids, np.int32)), "partition.cf_categories"
         if len(cf) == C:
             log.info("partition: every category is on the CF side; the DL side is empty")
     elif k is not None:
+        if C == 1:
+            raise DataError(f"partition.k: {data.name} has a single category ({str(data.category_names[0])!r}): "
+                            "there is no second one for the DL side; use data with two or more categories")
         if not 1 <= k < C:
             raise DataError(f"partition.k: {k} must be in 1..{C - 1} ({data.name} has {C} categories)")
         counts = np.bincount(data.item_category[data.item], minlength=C)
-        cf = np.sort(np.argsort(-counts, kind="stable")[:k]).astype(np.int32)
+        cf, chosen = np.sort(np.argsort(-counts, kind="stable")[:k]).astype(np.int32), f"partition.k={k}"
     else:
-        cf = np.arange(C, dtype=np.int32)
+        cf, chosen = np.arange(C, dtype=np.int32), ""
     dl = np.setdiff1d(np.arange(C, dtype=np.int32), cf)
-    return Partition(cf_categories=cf, dl_categories=dl)
+    rows = np.bincount(data.item_category[data.item], minlength=C)
+    _check_cf_rows(data, cf, rows, chosen)
+    if chosen:
+        names = [str(n) for n in data.category_names]
+        log.info("%s: CF side (O1) %s; DL side (O2) %s", chosen,
+                 _listed([f"{names[c]} ({rows[c]:,} rows)" for c in cf]), _listed([names[c] for c in dl]))
+    return Partition(cf_categories=cf, dl_categories=dl, chosen_by=chosen)
+
+
+def _listed(names: list[str], limit: int = 12) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "") or "none"
+
+
+def _check_cf_rows(data: Interactions, cf: np.ndarray, rows: np.ndarray, chosen: str) -> None:
+    """Raise if the CF-side categories hold no rows at all; warn about a chosen one that holds none."""
+    empty = [int(c) for c in cf if rows[c] == 0]
+    if empty and len(empty) == len(cf):
+        raise DataError(f"{chosen or 'partition'}: the CF side has no rows: {_why_empty(data, empty[0])}")
+    for c in empty if chosen else []:
+        log.warning("%s: %s", chosen, _why_empty(data, c))
+
+
+def _why_empty(data: Interactions, c: int) -> str:
+    """Why category ``c`` holds no rows: each item keeps one category; a name differing only in case is another."""
+    names = [str(n) for n in data.category_names]
+    twins = [n for n in names if n != names[c] and n.casefold() == names[c].casefold()]
+    why = (f"category {names[c]!r} of {data.name} holds no rows (each item keeps one category, data.multi_category, "
+           "so an item listed under several keeps only one of them; data.preprocess may also drop rows)")
+    if twins:
+        why += (f"; {names[c]!r} and {twins[0]!r} differ only in case, so they are two categories: write them one "
+                f"way in the data if they are one, or select {twins[0]!r}")
+    return why
+
+
+def dl_side_missing(data: Interactions, partition: Partition, who: str) -> str:
+    """Why ``who`` (``model=jmf``, ``split=cold_start``) finds no DL side, and what to change: the message of the
+    error a model or split that needs one raises."""
+    C, names = data.n_categories, [str(n) for n in data.category_names]
+    k = "partition.k=1" if C == 2 else f"partition.k (1..{C - 1}: the largest categories form the CF side)"
+    need = f"{who} needs a DL side: at least one category on each side, the CF side (O1) and the DL side (O2)"
+    if C == 1:
+        fix = "set data.category_col to the column of item categories" if names == ["all"] else \
+            "use data with two or more categories"
+        return f"{need}, but {data.name} has a single category ({names[0]!r}); {fix}"
+    if len(partition.dl_categories) == 0 and partition.chosen_by:
+        return (f"{need}, but {partition.chosen_by} lists all {C} categories of {data.name}; leave at least one "
+                f"out for the DL side, or set {k} instead")
+    if len(partition.dl_categories) == 0:
+        return (f"{need}, but neither partition.k nor partition.cf_categories is set, so all {C} categories of "
+                f"{data.name} are on the CF side; set {k} or partition.cf_categories")
+    dl = [int(c) for c in partition.dl_categories]
+    empty = not np.isin(data.item_category[data.item], dl).any()
+    return (f"{need}, but the DL-side categories ({_listed([names[c] for c in dl])}) hold no training rows"
+            + (f": {_why_empty(data, dl[0])}" if empty else " (the split keeps none of their rows for training)"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -277,13 +335,16 @@ def _cold_users(data: Interactions, partition: Partition, cf_row: np.ndarray, rn
     ``cold_valid_fraction`` of the rest validation users.  Returns ``(test users, valid users)``."""
     if not 0 < beta < 1:
         raise DataError(f"split.beta: {beta} must be in (0, 1)")
-    if len(partition.dl_categories) == 0:
-        raise DataError("split=cold_start needs a DL side: set partition.k or partition.cf_categories")
+    if len(partition.dl_categories) == 0 or cf_row.all():
+        raise DataError(dl_side_missing(data, partition, "split=cold_start"))
     has_cf = np.bincount(data.user[cf_row], minlength=data.n_users) > 0
     has_dl = np.bincount(data.user[~cf_row], minlength=data.n_users) > 0
     overlap = np.flatnonzero(has_cf & has_dl)
     if len(overlap) < 4:
-        raise DataError(f"split=cold_start: only {len(overlap)} users are active on both sides")
+        raise DataError(f"split=cold_start: only {len(overlap)} users are active on both sides ({int(has_cf.sum())} "
+                        f"have CF-side rows, {int(has_dl.sum())} DL-side rows), and it needs at least 4 to hold "
+                        "out; choose partition.k / partition.cf_categories so that more users have rows on both "
+                        "sides")
     perm = rng.permutation(overlap)
     n_test = max(1, int(round(beta * len(overlap))))
     n_valid = max(1, int(round(cold_valid_fraction * (len(overlap) - n_test))))

@@ -17,13 +17,18 @@ ignores and removes.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
 
-from jmf.errors import JmfError
+from jmf.errors import NO_SPACE_TEXT, JmfError, bytes_text, disk_full_cause, disk_full_error
 
 log = logging.getLogger("jmf")
 
@@ -61,6 +66,23 @@ def _not_an_interrupt(record: logging.LogRecord) -> bool:
     return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
 
 
+def _not_a_full_disk(record: logging.LogRecord) -> bool:
+    """Drop orbax's tracebacks of a save that ran out of disk space (several per failed save, from its
+    threads): :meth:`Checkpointer.save` / :meth:`Checkpointer.wait` raise one :class:`RunDirError` instead."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return disk_full_cause(exc) is None and not any(text in record.getMessage() for text in NO_SPACE_TEXT)
+
+
+def _quiet_closed_loop(hook):
+    """``sys.unraisablehook`` less "Event loop is closed": after a failed save (a full disk) TensorStore's writes
+    still in flight finish into orbax's closed event loop, each printing that error; the save's own is raised."""
+    def unraisable(info) -> None:
+        if not (isinstance(info.exc_value, RuntimeError) and str(info.exc_value) == "Event loop is closed"):
+            hook(info)
+    unraisable.jmf_closed_loop = True
+    return unraisable
+
+
 class Checkpointer:
     """Save and restore ``(state, meta)`` at integer steps; ``latest`` and ``best`` series (and ``best_<name>``
     for a phase's further :class:`~jmf.train.plan.Selection`).
@@ -76,6 +98,9 @@ class Checkpointer:
         absl = logging.getLogger("absl")
         absl.setLevel(logging.WARNING)  # orbax logs every save/restore step at INFO
         absl.addFilter(_not_an_interrupt)  # a no-op when already there
+        absl.addFilter(_not_a_full_disk)
+        if not getattr(sys.unraisablehook, "jmf_closed_loop", False):
+            sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
         self.directory = Path(directory).absolute()
         self._managers, self._async = {}, async_save
         self._add("latest", max(1, keep))
@@ -108,6 +133,13 @@ class Checkpointer:
         """The saved steps of ``series``, newest first."""
         return sorted(self._manager(series).all_steps(), reverse=True)
 
+    def finished_steps(self, series: str = "latest") -> list[int]:
+        """The steps of ``series`` whose write has finished, newest first, read from the disk: orbax writes a
+        step into ``<step>.orbax-checkpoint-tmp-*`` and renames it to ``<step>`` once all of it is written."""
+        folder = self.directory / series
+        steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir()] if folder.is_dir() else []
+        return sorted(steps, reverse=True)
+
     def discard_after(self, step: int) -> None:
         """Delete every checkpoint of either series newer than ``step`` (a fallback below them redoes their steps)."""
         for manager in self._managers.values():
@@ -119,9 +151,51 @@ class Checkpointer:
 
     def save(self, step: int, state, meta: dict, series: str = "latest") -> None:
         meta = {"format": FORMAT, **meta}
-        args = ocp.args.Composite(state=ocp.args.StandardSave(_unwrap_keys(state)), meta=ocp.args.JsonSave(meta))
-        self._manager(series).save(step, args=args, force=True)
+        plain = _unwrap_keys(state)
+        self._check_room(plain, self.path(step, series))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(plain), meta=ocp.args.JsonSave(meta))
+        self._replace(step, series)
+        try:
+            self._manager(series).save(step, args=args, force=True)   # also reports the previous save's failure
+        except Exception as err:
+            self._raise_if_full(err)
+            raise
         log.debug("checkpoint %s step %d", series, step)
+
+    def _replace(self, step: int, series: str) -> None:
+        """Make room for a second save of ``step``: a run stopped by a signal after an epoch's last step saves
+        there, and its rerun saves the same step again at the epoch's end, with the epoch's bookkeeping done
+        (orbax refuses a step that exists).  The previous checkpoint stays meanwhile (``keep_checkpoints``)."""
+        manager = self._manager(series)
+        if step in manager.all_steps():
+            manager.wait_until_finished()
+            manager.delete(step)
+
+    def _check_room(self, plain, path: Path) -> None:
+        """Refuse a save whose arrays cannot fit on the disk before orbax starts writing it: a save that runs
+        out of space half-way leaves a temporary folder and a burst of tracebacks from orbax's threads."""
+        needs = sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree.leaves(plain))
+        if shutil.disk_usage(self.directory).free < needs:
+            self._raise_if_full(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)), needs)
+
+    def _raise_if_full(self, err: BaseException, needs: int = 0) -> None:
+        """Raise a one-paragraph :class:`~jmf.errors.RunDirError` if ``err`` is a full disk, after removing the
+        unfinished save's temporary folders (the checkpoints before it stay, and a rerun resumes from them)."""
+        if disk_full_cause(err) is None:
+            return
+        for manager in self._managers.values():   # a save still in flight finishes (or fails) before the clean-up
+            with contextlib.suppress(Exception):
+                manager.wait_until_finished()
+        if jax.process_index() == 0:
+            for tmp in self.directory.glob("*/*.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+        latest = self.directory / "latest"     # finished saves only (orbax's own list may hold the failed one)
+        last = max((int(p.name) for p in latest.glob("*") if p.name.isdigit()), default=None)
+        then = "then rerun the same command" + (f": it resumes from the last checkpoint, step {last}"
+                                                if last is not None else "")
+        if needs:
+            then = f"{then} (a checkpoint needs about {bytes_text(needs)})"
+        raise disk_full_error(err, self.directory, then) from err
 
     def read_meta(self, step: int, series: str = "latest") -> dict:
         try:
@@ -151,8 +225,12 @@ class Checkpointer:
         return _rewrap_keys(out, template)
 
     def wait(self) -> None:
-        for manager in self._managers.values():
-            manager.wait_until_finished()
+        try:
+            for manager in self._managers.values():
+                manager.wait_until_finished()
+        except Exception as err:
+            self._raise_if_full(err)
+            raise
 
     def close(self) -> None:
         for manager in self._managers.values():

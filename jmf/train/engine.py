@@ -60,21 +60,15 @@ import numpy as np
 from jmf.pytrees import changed_settings, flat_dict
 from jmf.train.plan import EpochPlan, Phase, RunContext, Selection  # noqa: F401  (re-exported: the engine's API)
 from jmf.errors import JmfError
-from jmf.train import parallel
+from jmf.train import interrupt, parallel
 from jmf.train.checkpoint import Checkpointer, CheckpointError
+from jmf.train.interrupt import last_step  # noqa: F401  (re-exported: the last finished step of this process)
 from jmf.train.observe import MetricLogger, progress
 
 log = logging.getLogger("jmf")
 
-_progress = {"step": 0}     # the last finished step of this process, for the Ctrl-C message
-
 # The most training (wall seconds) an epoch-end checkpoint may be skipped for; see the module docstring.
 EPOCH_CHECKPOINT_SECONDS = 10.0
-
-
-def last_step() -> int:
-    """The global step the last engine fit of this process finished (``jmf-train``'s interrupt message)."""
-    return _progress["step"]
 
 
 class NonFiniteLossError(JmfError, FloatingPointError):
@@ -186,6 +180,7 @@ class Engine:
             ck = self.checkpointer   # resume=false replaces it
         logger = MetricLogger(self.ctx.out_dir if jax.process_index() == 0 else None, self.ctx.tensorboard,
                               resume_step=resumed)
+        interrupt.fit_started(ck, prog.global_step, jax.process_index() == 0)   # what a signal's message reports
         try:
             for index, phase in enumerate(phases):
                 if index < prog.phase:
@@ -207,12 +202,14 @@ class Engine:
             logger.close()
             if ck is not None:
                 ck.wait()
+        interrupt.fit_finished()
         summaries = {name: PhaseSummary(**s) for name, s in prog.done.items()}
         return FitResult(state, best_state, summaries, resumed, prog.global_step, selected)
 
     def _maybe_resume(self, ck: Checkpointer, state):
         step = ck.latest_step()
         if step is None:
+            interrupt.starting_over(ck.directory)      # says so when an earlier attempt left no checkpoint
             return state, Progress(), None
         if not self.ctx.resume:
             log.info("trainer.resume=false: starting fresh over the checkpoints in %s", ck.directory)
@@ -353,9 +350,10 @@ class Engine:
     @contextlib.contextmanager
     def _checkpoint_on_interrupt(self, pending: list, prog: Progress, phase: Phase, logger: MetricLogger, ck,
                                  current_state: Callable, busy: list):
-        """Ctrl-C between two steps: finish the steps in flight and checkpoint where the loop is, so the
-        same command resumes from there.  Caught inside a step (its input buffers donated, the counters not
-        yet advanced) nothing is saved and the last periodic checkpoint stays the resume point."""
+        """Ctrl-C or SIGTERM between two steps: finish the steps in flight and checkpoint where the loop is,
+        so the same command resumes from there.  Caught inside a step (its input buffers donated, the counters
+        not yet advanced) nothing is saved and the last complete checkpoint stays the resume point, which
+        ``jmf-train``'s message names (:mod:`jmf.train.interrupt`)."""
         try:
             yield
         except KeyboardInterrupt:
@@ -371,10 +369,10 @@ class Engine:
 
     def _drain(self, pending: list, n: int, prog: Progress, phase: Phase, logger: MetricLogger) -> None:
         """Wait for the ``n`` oldest pending steps; add their losses in step order; NaN check; log."""
-        done, pending[:] = pending[:n], pending[n:]
         every = self.ctx.log_every
-        for global_step, i, metrics in done:
-            values = jax.device_get(metrics)
+        for _ in range(min(n, len(pending))):
+            global_step, i, metrics = pending[0]   # left pending until counted: a signal in the wait leaves it
+            values = jax.device_get(metrics)        # to the interrupt's drain (_checkpoint_on_interrupt)
             loss = float(values["loss"])
             if self.ctx.nan_check and not math.isfinite(loss):
                 bad = [k for k, v in values.items() if k != "loss" and not np.all(np.isfinite(v))]
@@ -386,8 +384,9 @@ class Engine:
                     f"{self.name}: non-finite loss at step {global_step} (phase {phase.name}, epoch {prog.epoch}, "
                     f"step {i} of the epoch): term '{term}' = {float(np.asarray(values[term]).mean())}{where}; "
                     "lower the learning rate or check the data")
+            pending.pop(0)
             prog.loss_sum += loss
-            _progress["step"] = global_step
+            interrupt.step_done(global_step)
             if every and global_step % every == 0:
                 logger.log(global_step, {f"{phase.name}/step_{k}": float(np.asarray(v).mean())
                                          for k, v in values.items()}, phase=phase.name, epoch=prog.epoch)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jmf.errors import disk_full_cause
+
 log = logging.getLogger("jmf")
 
 PACKAGES = ("jmf", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "hydra-core",
@@ -77,12 +79,26 @@ class MetricLogger:
                     self._tb.add_scalar(tensorboard_tag(name), float(value), int(step))
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        """Close both files; on a full disk the TensorBoard writer is shut down without its last flush (or its
+        exit hook and thread would print the same error twice more) and the error is raised once."""
+        file, tb, self._file, self._tb = self._file, self._tb, None, None
+        try:
+            if file is not None:
+                file.close()
+        finally:
+            if tb is not None:
+                try:
+                    tb.close()
+                except OSError as err:
+                    if disk_full_cause(err) is None:
+                        raise
+                    for writer in tb.all_writers.values():     # tensorboardX's own close, less the flush
+                        events = writer.event_writer
+                        events._closed = True
+                        events._worker.stop()
+                        with contextlib.suppress(OSError):
+                            events._ev_writer.close()
+                    raise
 
 
 def _summary_writer():
@@ -224,12 +240,15 @@ def write_run_info(directory: str | Path, **sections) -> dict:
 
 
 def record_failure(directory: str | Path, err: BaseException, overrides: list[str] | None = None) -> Path:
-    """Write ``failure.json`` (type, message, traceback, overrides) for a failed sweep job."""
+    """Write ``failure.json`` (type, message, whether a user error, traceback, overrides) for a failed sweep job."""
     import traceback
+
+    from jmf.errors import user_error
 
     path = Path(directory, "failure.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"type": type(err).__name__, "message": str(err), "overrides": overrides or [],
+                                "user_error": user_error(err) is not None,
                                 "traceback": "".join(traceback.format_exception(err))}, indent=2))
     return path
 

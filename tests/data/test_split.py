@@ -1,5 +1,7 @@
 """O1/O2 partition and the hold-outs."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -75,3 +77,45 @@ def test_valid_is_test_selects_on_the_test_fold_and_trains_on_the_rest(data):
     assert list(cold.cold_valid_users) == list(cold.cold_test_users)
     with pytest.raises(ValueError, match="split.valid_is_test=true .* split.valid_ratio=0"):
         make_split(data, p, "ratio", valid_ratio=0.1, valid_is_test=True)
+
+
+def test_a_missing_dl_side_says_what_is_wrong(data):
+    """Issue 32: not "set partition.k or partition.cf_categories" to someone who set them, or whose data has one
+    category, but what is actually wrong."""
+    from jmf.data.split import dl_side_missing
+
+    everything = partition_categories(data, cf_categories=[f"cat0{c}" for c in range(6)])
+    assert re.search(r"model=jmf needs a DL side: .*partition\.cf_categories lists all 6 categories of synthetic; "
+                     r"leave at least one out", dl_side_missing(data, everything, "model=jmf"))
+    assert re.search(r"neither partition\.k nor partition\.cf_categories is set, so all 6 categories .* set "
+                     r"partition\.k \(1\.\.5", dl_side_missing(data, partition_categories(data), "model=jmf"))
+    one = synthetic(n_users=50, n_items=30, n_categories=1, seed=0)
+    assert "synthetic has a single category ('cat00')" in dl_side_missing(one, partition_categories(one), "model=jmf")
+    with pytest.raises(ValueError, match="partition.k: synthetic has a single category"):
+        partition_categories(one, k=1)
+    with pytest.raises(ValueError, match="partition.cf_categories lists all 6"):
+        make_split(data, everything, "cold_start")
+
+
+def test_categories_differing_only_in_case_are_explained():
+    """``c0`` and ``C0`` are two categories; an item listed under both keeps the first (``C0``), so ``c0`` holds
+    no rows: the CF side ``[c0]`` is refused naming the clash, not "only 0 users are active on both sides"."""
+    from jmf.data.interactions import from_columns
+
+    rng = np.random.default_rng(0)
+    items = rng.integers(40, size=2000)
+    cats = np.where(items < 20, np.where(rng.random(2000) < 0.5, "c0", "C0"), "c1")
+    mixed = from_columns(rng.integers(100, size=2000).astype(str), items.astype(str), np.ones(2000), category=cats)
+    assert mixed.category_names == ("C0", "c0", "c1")
+    with pytest.raises(ValueError, match=r"the CF side has no rows: category 'c0' .* holds no rows .*'c0' and 'C0' "
+                                         r"differ only in case"):
+        partition_categories(mixed, cf_categories=["c0"])
+    assert len(make_split(mixed, partition_categories(mixed, cf_categories=["C0"]), "cold_start").cold_test_users)
+
+
+def test_partition_k_logs_the_cf_categories(data, caplog):
+    with caplog.at_level("INFO", logger="jmf.data.split"):
+        p = partition_categories(data, k=2)
+    names = [f"cat0{c}" for c in p.cf_categories]
+    assert re.search(rf"partition\.k=2: CF side \(O1\) {names[0]} \([\d,]+ rows\), {names[1]} .*DL side \(O2\)",
+                     caplog.text), caplog.text

@@ -58,11 +58,14 @@ def _jmf(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_optuna_sweep_with_a_failing_trial(tmp_path):
     """3 TPE trials over svd's rank in {0, 2, 4} (seeded); dim=0 fails: recorded, and the sweep goes on.
+    A search exits 0 when a trial finished (a basic sweep with a failed job does not); its last line counts
+    the failed trials.
 
     (A repeated value would reuse its job folder: ``hydra.sweep.subdir`` is the overrides.)"""
     res = _jmf("-m", "hparams_search=svd_optuna", f"hydra.sweep.dir={tmp_path}/sweep", *TINY,
                "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=2", "model.dim=choice(0,2,4)", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines()[-1].startswith("jmf-train: 1 of 3 trials failed (listed under")
     sweep = tmp_path / "sweep"
     done, failures = list(sweep.rglob("metrics.json")), list(sweep.rglob("failure.json"))
     assert len(done) == 2 and len(failures) == 1   # seed 2's random start-up draws ranks 4, 0, 2
@@ -72,10 +75,12 @@ def test_optuna_sweep_with_a_failing_trial(tmp_path):
 
 
 def test_basic_sweep_over_seeds_and_report(tmp_path):
-    """svd ranks over 2 seeds, one failing rank; jmf-report writes tables, CSV and plots."""
+    """svd ranks over 2 seeds, one failing rank; jmf-report writes tables, CSV and plots.  The failed jobs
+    set the exit code: 2, each failure being a user error (a single run's code for one)."""
     res = _jmf("-m", f"hydra.sweep.dir={tmp_path}/sweep", "model=svd", "model.dim=0,4,8", "seed=0,1", *TINY,
                cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert res.stderr.strip().splitlines()[-1].startswith("jmf-train: 2 of 6 jobs failed (listed under")
     assert len(list((tmp_path / "sweep").rglob("failure.json"))) == 2      # dim=0, every seed
     from jmf.report import main
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jmf.data.split import SplitData
+from jmf.data.split import SplitData, dl_side_missing
 from jmf.errors import ConfigError
 from jmf.evaluate import registry
 from jmf.evaluate.validator import Validator
@@ -55,7 +55,7 @@ def resolve_loss(loss: str, split: SplitData) -> str:
 def require_dl_side(split: SplitData, name: str) -> None:
     """Raise unless the split has DL-side (source) interactions."""
     if len(split.dl_items) == 0 or split.dl.nnz == 0:
-        raise ConfigError(f"model={name} needs a DL side: set partition.k or partition.cf_categories")
+        raise ConfigError(dl_side_missing(split.data, split.partition, f"model={name}"))
     if split.train.nnz == 0:
         raise ConfigError(f"model={name}: {split.data.name} has no CF-side training interactions")
 

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jmf.data.split import SplitData
+from jmf.data.split import SplitData, dl_side_missing
 from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
 from jmf.models.graph.common import GraphModel, Triples, dropout
 from jmf.errors import ConfigError
@@ -68,8 +68,7 @@ class BiTGCF(GraphModel):
 
     def prepare(self, split: SplitData) -> dict:
         if split.dl.nnz == 0:
-            raise ConfigError("model=bitgcf needs a DL side (the source domain): set partition.k or "
-                             "partition.cf_categories")
+            raise ConfigError(dl_side_missing(split.data, split.partition, "model=bitgcf"))
         self.triples = {"t": Triples(split.train), "s": Triples(split.dl)}
         deg_s = np.diff(split.dl.tocsr().indptr).astype(np.float64)
         deg_t = np.diff(split.train.tocsr().indptr).astype(np.float64)

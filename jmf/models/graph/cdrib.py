@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from jmf.data.split import SplitData
+from jmf.data.split import SplitData, dl_side_missing
 from jmf.errors import ConfigError
 from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
 from jmf.models.graph.common import GraphModel, MATMUL_DTYPES, Triples, dense
@@ -100,8 +100,7 @@ class CDRIB(GraphModel):
     def prepare(self, split: SplitData) -> dict:
         mats = {"s": sp.csr_matrix(split.dl), "t": sp.csr_matrix(split.train)}
         if mats["s"].nnz == 0:
-            raise ConfigError("model=cdrib needs a DL side (the source domain): set partition.k or "
-                              "partition.cf_categories")
+            raise ConfigError(dl_side_missing(split.data, split.partition, "model=cdrib"))
         if getattr(self, "engine", None) is not None:
             parallel.check_batch_size(self.critic_users, self.engine.mesh, "model.critic_users")
         self.members = {d: np.flatnonzero(np.diff(m.indptr) > 0) for d, m in mats.items()}

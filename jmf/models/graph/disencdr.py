@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from jmf.data.split import SplitData
+from jmf.data.split import SplitData, dl_side_missing
 from jmf.errors import ConfigError
 from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
 from jmf.models.graph.cdrib import _dropout, _gcn_init, _linear, _mix, init_vbge
@@ -106,8 +106,7 @@ class DisenCDR(GraphModel):
     def prepare(self, split: SplitData) -> dict:
         mats = {"s": sp.csr_matrix(split.dl), "t": sp.csr_matrix(split.train)}
         if mats["s"].nnz == 0:
-            raise ConfigError("model=disencdr needs a DL side (the source domain): set partition.k or "
-                              "partition.cf_categories")
+            raise ConfigError(dl_side_missing(split.data, split.partition, "model=disencdr"))
         self.triples = {d: Triples(m) for d, m in mats.items()}
         self.n_items = {d: m.shape[1] for d, m in mats.items()}
         self.n_users = split.n_users

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from jmf.data.batches import cf_category_distribution, dl_sequences
-from jmf.data.split import SplitData
+from jmf.data.split import SplitData, dl_side_missing
 from jmf.models.joint.infer import NewUserInputs, new_user_vectors
 from jmf.models.joint.losses import LossWeights
 from jmf.models.joint.net import JMFNet, centred_values, encoder_inputs
@@ -116,7 +116,7 @@ class JMF(EngineModel):
         """The engine, the placed initial state, and the two phases (``pretrain``: ``L_DL`` only;
         ``joint``: validated).  ``fit`` runs them; benchmarks time their steps."""
         if len(split.dl_items) == 0:
-            raise ConfigError("model=jmf needs a DL side: set partition.k or partition.cf_categories")
+            raise ConfigError(dl_side_missing(split.data, split.partition, "model=jmf"))
         ctx = ctx or RunContext()
         self.validator = Validator.of(ctx, split, self.eval_batch_size)
         self.kind = self.loss if self.loss != "auto" else ("softmax" if split.implicit else "mse")
