@@ -3,6 +3,7 @@ run, and README's commands are the ones CI uses."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -15,11 +16,62 @@ from docs_runner import run_page
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_site_builds_with_warnings_as_errors(tmp_path):
+def _load_script(name: str):
+    """A script of benchmarks/ as a module, without putting benchmarks/ on sys.path."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory):
+    """The site, built once for this file's tests: ``(mkdocs' result, site folder)``."""
+    site = tmp_path_factory.mktemp("docs") / "site"
     res = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "docs" / "mkdocs.yml"),
-                          "-d", str(tmp_path / "site")], capture_output=True, text=True, timeout=600)
+                          "-d", str(site)], capture_output=True, text=True, timeout=600)
+    return res, site
+
+
+def test_the_site_builds_with_warnings_as_errors(built_site):
+    res, site = built_site
     assert res.returncode == 0, res.stderr[-4000:]
-    assert (tmp_path / "site" / "api" / "index.html").exists()
+    assert (site / "api.html").exists()
+
+
+def test_the_site_loads_nothing_from_the_internet(built_site):
+    """Offline, the site reads as online: no page or stylesheet loads a script, stylesheet, font or image from
+    elsewhere; the maths, its fonts and the code colours are shipped and used."""
+    res, site = built_site
+    assert res.returncode == 0, res.stderr[-4000:]
+    screenshots = _load_script("docs_screenshots")
+    assert screenshots.external_references(site) == []
+    concepts = (site / "concepts.html").read_text()
+    assert 'class="arithmatex"' in concepts and "assets/katex/katex.min.js" in concepts and "highlight.js" not in concepts
+    assert '<span class="k">def</span>' in (site / "tutorials" / "new-head.html").read_text()   # Pygments, at build
+    css = (site / "assets" / "katex" / "katex.min.css").read_text()
+    fonts = re.findall(r"url\((fonts/[^)]+)\)", css)
+    assert fonts and all((site / "assets" / "katex" / f).is_file() for f in fonts)
+    assert 'src="assets/dataflow.svg"' in (site / "index.html").read_text() and (site / "assets" / "dataflow.svg").is_file()
+
+
+def test_the_external_reference_check_finds_what_a_page_would_load(tmp_path):
+    screenshots = _load_script("docs_screenshots")
+    (tmp_path / "a.html").write_text(
+        '<link rel="stylesheet" href="https://cdn.example.com/x.css"><script src="//cdn.example.com/x.js"></script>'
+        '<a href="https://example.com/page">a link is not a load</a><img src="local.png"><img src=http://x.org/i.png>')
+    (tmp_path / "b.css").write_text("@font-face{src:url(https://fonts.example.com/f.woff2)} .x{background:url(ok.png)}")
+    assert screenshots.external_references(tmp_path) == [
+        ("a.html", "//cdn.example.com/x.js"), ("a.html", "http://x.org/i.png"),
+        ("a.html", "https://cdn.example.com/x.css"), ("b.css", "https://fonts.example.com/f.woff2")]
+
+
+def test_the_screenshot_script_says_how_to_get_chromium_when_there_is_none(tmp_path, monkeypatch, capsys):
+    screenshots = _load_script("docs_screenshots")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CHROMIUM", raising=False)
+    assert screenshots.main(["--out", str(tmp_path / "shots")]) == 2
+    assert "apt-get install -y chromium" in capsys.readouterr().err
 
 
 def test_generated_benchmark_pages_and_readme_table_match_the_results():
