@@ -1,9 +1,10 @@
-"""Nothing a user can type ends in a traceback, a hang or a silent wrong result (issue 21).
+"""Nothing a user can type ends in a traceback, a hang or a silent wrong result (issues 21 and 32).
 
 A matrix of bad inputs and faults, each run through ``jmf-train``'s own entry point in this process
 (``jmf.__main__.cli``: Hydra, the run, the error printer), asserting the exit code, that the message
 names the culprit, and that no traceback is printed.  The faults that need a second process -- two
-runs in one directory, Ctrl-C, ``kill -9`` -- run ``jmf-train`` as a subprocess.
+runs in one directory, Ctrl-C, SIGTERM, ``kill -9`` -- run ``jmf-train`` as a subprocess; ``jmf-recommend``'s
+cases (damaged saved models, explanations a model cannot give) and a full disk run in the driver too.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def jmf_train(args: list[str], run_dir: Path) -> tuple[int, str]:
     import io
 
     entry._started = False
-    argv, sys.argv = sys.argv, ["jmf-train", f"hydra.run.dir={run_dir}", *args]
+    flags = [a for a in args if a.startswith("-")]          # -m: before the overrides, as a user types it
+    argv, sys.argv = sys.argv, ["jmf-train", *flags, f"hydra.run.dir={run_dir}", *(a for a in args if a not in flags)]
     out = io.StringIO()
     code = 0
     try:
@@ -59,7 +61,7 @@ def drive(files: Path, work: Path, out: Path) -> None:
     """Run every case of :data:`CASES` (and the in-process extras) in this process; write their results."""
     results = {}
     for name, args, _, _ in CASES:
-        results[name] = jmf_train([a.replace("{files}", str(files)) for a in args], work / name.replace(" ", "_"))
+        results[name] = jmf_train([a.replace("{files}", str(files)) for a in args], work / re.sub(r"[^\w.-]", "_", name))
     os.environ["JMF_TRACEBACK"] = "1"
     results["traceback on request"] = jmf_train(["partition.k=8", *TINY], work / "traceback")
     del os.environ["JMF_TRACEBACK"]
@@ -70,6 +72,10 @@ def drive(files: Path, work: Path, out: Path) -> None:
         if f.is_file() and "state" in f.parts:
             f.write_bytes(b"garbage")
     results["checkpoint: corrupt"] = jmf_train(ck, work / "ck")
+    runs = recommend_runs(work, files)
+    for name, args, _, _ in RECOMMEND_CASES:
+        results[name] = jmf_recommend([a.replace("{files}", str(files)).replace("{runs}", str(runs)) for a in args])
+    disk_full_cases(work, results)
     out.write_text(json.dumps(results))
 
 
@@ -106,11 +112,31 @@ def write_files(d: Path) -> Path:
                                            for u in range(200) for i in range(120) if (u + i) % 7 == 0]
     (d / "small.csv").write_text("\n".join(small) + "\n")
     (d / "a_folder").mkdir()
+    # issue 32's data cases (after the files above, so the rng stream that made them is unchanged)
+    padded = ["user,item,rating,time,cat"] + [f"u{r % 60}{' ' * (r // 60 % 2)},i{(r * 7 + r // 60 * 3) % 40},"
+                                              f"{1 + r % 5},{1600000000 + r},c{r % 4}" for r in range(400)]
+    (d / "padded_ids.csv").write_text("\n".join(padded) + "\n")
+    (d / "two_ratings.csv").write_text("user,item,rating,time,rating\nu1,i1,4,1,5\nu2,i2,3,2,1\n")
+    latin = table().splitlines()
+    latin[5] = latin[5].replace(",i", ",caf\xe9", 1)                # line 6: a Latin-1 byte 0xe9
+    (d / "latin1.csv").write_bytes(("\n".join(latin) + "\n").encode("latin-1"))
+    (d / "semicolons.csv").write_text(table().replace(",", ";"))
+    (d / "tabs.csv").write_text(table().replace(",", "\t"))
+    nan_time = table().splitlines()
+    fields = nan_time[13].split(",")
+    fields[3] = "NaN"                                              # line 14's time
+    nan_time[13] = ",".join(fields)
+    (d / "nan_time.csv").write_text("\n".join(nan_time) + "\n")
+    clash = ["user,item,rating,time,cat"] + [f"u{r % 60},i{r % 40},{1 + r % 5},{r},"
+                                             f"{('c0' if (r // 40) % 2 else 'C0') if r % 40 < 20 else 'c1'}"
+                                             for r in range(800)]
+    (d / "case_clash.csv").write_text("\n".join(clash) + "\n")
     return d
 
 
 CSV = ["data=csv", "data.value_col=rating", "data.time_col=time", "data.category_col=cat", "trainer.progress=false",
        "trainer.devices=1"]
+POP = ["model=pop", "eval.ks=[5]"]
 
 # (case id, args (``{files}`` is the files fixture), exit code, regex the output must match)
 CASES = [
@@ -209,6 +235,53 @@ CASES = [
      r"no category named '16'.*selects a category by id"),
     ("dataset folder missing", ["data=ciao", "data.root=/nonexistent/ciao"], USER_ERROR,
      r"data file not found: /nonexistent/ciao"),
+    # ---- issue 32: ids, columns, encodings, separators, times
+    ("ids with surrounding whitespace are stripped", [*CSV, "data.path={files}/padded_ids.csv", *POP], 0,
+     r"stripped surrounding whitespace from 180 user ids \(first 'u0 ' at line 62\): 60 distinct users, not 120"),
+    ("ids kept verbatim with strip_ids=false", [*CSV, "data.path={files}/padded_ids.csv", "data.strip_ids=false", *POP],
+     0, r"60 user ids differ from another only by surrounding whitespace .* stay distinct \(data\.strip_ids=false\)"),
+    ("repeated column name", [*CSV, "data.path={files}/two_ratings.csv"], USER_ERROR,
+     r"two_ratings\.csv: the header line names column 'rating' more than once \(fields \[3, 5\]\)"),
+    ("file not in utf-8", [*CSV, "data.path={files}/latin1.csv"], USER_ERROR,
+     r"latin1\.csv: not valid utf-8 text: byte\(s\) e9 at byte \d+ \(line 6\) .*data\.encoding=latin-1"),
+    ("latin-1 file with data.encoding", [*CSV, "data.path={files}/latin1.csv", "data.encoding=latin-1", *POP], 0,
+     r"rows train"),
+    ("unknown encoding", [*CSV, "data.path={files}/good.csv", "data.encoding=klingon"], USER_ERROR,
+     r"data\.encoding: unknown encoding 'klingon'"),
+    ("semicolon-separated .csv is sniffed", [*CSV, "data.path={files}/semicolons.csv", *POP], 0,
+     r"first line has no comma but ';': reading this \.csv file as ';'-separated"),
+    ("tab-separated .csv with data.sep=','", [*CSV, "data.path={files}/tabs.csv", "data.sep=','"], USER_ERROR,
+     r"column 'user' \(data\.user_col\) not found.*looks '\\t'-separated: set \"data\.sep='\\t'\""),
+    ("tab-separated .csv with data.sep='\\t'", [*CSV, "data.path={files}/tabs.csv", "data.sep='\\t'", *POP], 0,
+     r"rows train"),
+    ("NaN in the time column", [*CSV, "data.path={files}/nan_time.csv"], USER_ERROR,
+     r"field 'time' \(column 'time'\) is not a finite number at line 14: 'NaN'"),
+    ("threshold names the largest rating", [*CSV, "data.path={files}/good.csv",
+                                            "data.preprocess.implicit_threshold=9"], USER_ERROR,
+     r"implicit_threshold=9\.0; every value is below it \(the largest is 5\): lower it"),
+    # ---- issue 32: run directories, seeds, spelling, partitions
+    ("run directory is a file", ["hydra.run.dir={files}/good.csv", *TINY], USER_ERROR,
+     r"hydra\.run\.dir: \S*good\.csv exists and is a file, not a directory"),
+    ("run directory inside a file", ["hydra.run.dir={files}/good.csv/run", *TINY], USER_ERROR,
+     r"hydra\.run\.dir: \S*good\.csv \(in \S*good\.csv/run\) exists and is a file"),
+    ("run directory in proc", ["hydra.run.dir=/proc/x", *TINY], USER_ERROR,
+     r"hydra\.run\.dir: the run directory /proc/x cannot be created or written"),
+    ("seed not an integer", ["seed=abc", "model=pop", *TINY], USER_ERROR, r"seed: 'abc' is not an integer"),
+    ("misspelled group", ["modle=jmf", *TINY], USER_ERROR, r"Could not override 'modle'.*did you mean model=jmf\?"),
+    ("misspelled part group", ["model=jmf", "model/encodr=cnn", *COLD], USER_ERROR, r"did you mean model/encoder=cnn\?"),
+    ("jmf on a single category", ["model=jmf", *TINY, "data.n_categories=1"], USER_ERROR,
+     r"model=jmf needs a DL side: .*synthetic has a single category \('cat00'\)"),
+    ("every category on the CF side", ["model=jmf", "partition.cf_categories=[0,1,2,3]", *TINY], USER_ERROR,
+     r"partition\.cf_categories lists all 4 categories of synthetic; leave at least one out"),
+    ("cold start without a DL side", ["split=cold_start", "model=pop", *TINY], USER_ERROR,
+     r"split=cold_start needs a DL side: .*neither partition\.k nor partition\.cf_categories is set"),
+    ("categories differing only in case", [*CSV, "data.path={files}/case_clash.csv", "partition.cf_categories=[c0]",
+                                           "split=cold_start", "model=pop"], USER_ERROR,
+     r"category 'c0' of csv holds no rows .*'c0' and 'C0' differ only in case"),
+    ("partition.k names the CF side", ["partition.k=2", "model=pop", *TINY], 0,
+     r"partition\.k=2: CF side \(O1\) cat\d\d \([\d,]+ rows\), cat\d\d \([\d,]+ rows\); DL side \(O2\) cat\d\d, cat\d\d"),
+    ("sweep whose jobs all fail", ["-m", "hydra.sweep.dir={files}/sweep_fail", "model=svd", "model.dim=0", *TINY],
+     USER_ERROR, r'1 of 1 jobs failed \(listed under "Failed jobs" in .*report\.md\); exit code 2'),
     # ---- sensible outcomes (exit 0), said in the log
     ("headerless with columns", [*CSV, "data.path={files}/headerless.csv", "data.header=false",
                                 "data.columns=[user,item,rating,time,cat]", "model=pop"], 0, r"rows train"),
@@ -224,6 +297,115 @@ CASES = [
 ]
 
 
+# ---- jmf-recommend on saved models (issue 32): {runs} is the folder of :func:`recommend_runs`
+RECOMMEND_CASES = [
+    ("recommend: damaged tensor data", ["{runs}/svd_damaged", "--input", "{files}/new_users.csv",
+                                        "--out", "{runs}/out/damaged.csv"], USER_ERROR,
+     r"svd_damaged/model/state\.safetensors: damaged or changed since the model was saved.*jmf-train"),
+    ("recommend: damaged data.npz", ["{runs}/svd_npz", "--input", "{files}/new_users.csv",
+                                     "--out", "{runs}/out/npz.csv"], USER_ERROR,
+     r"svd_npz/model/data\.npz: damaged or changed since the model was saved"),
+    ("recommend: model saved before checksums", ["{runs}/svd_legacy", "--input", "{files}/new_users.csv",
+                                                 "--out", "{runs}/out/legacy.csv"], 0, r"wrote \d+ rows for \d+ new users"),
+    ("recommend: --explain on a CF-only model", ["{runs}/svd", "--input", "{files}/new_users.csv", "--explain",
+                                                 "--out", "{runs}/out/svd.csv"], USER_ERROR,
+     r"TruncatedSVD \(jmf\.models\.cf\.svd\.TruncatedSVD\) has no explanations.*model=jmf"),
+    ("recommend: --explain on popularity", ["{runs}/pop", "--input", "{files}/new_users.csv", "--explain",
+                                            "--out", "{runs}/out/pop.csv"], USER_ERROR,
+     r"Popularity \(jmf\.models\.cf\.popularity\.Popularity\) has no explanations"),
+    ("recommend: --explain with --known", ["{runs}/svd", "--input", "{files}/known_users.csv", "--known",
+                                           "--explain", "--out", "{runs}/out/known.csv"], USER_ERROR,
+     r"--explain .* cannot be combined with --known"),
+]
+
+
+def jmf_recommend(args: list[str]) -> tuple[int, str]:
+    """``jmf-recommend *args`` in this process (``jmf.recommend_cli.main``): (exit code, stdout + stderr)."""
+    import contextlib
+    import io
+    import traceback
+
+    from jmf.recommend_cli import main
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = main(args)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    except Exception:   # noqa: BLE001 -- a crash is a result here
+        code, out = 1, io.StringIO(out.getvalue() + traceback.format_exc())
+    return code or 0, out.getvalue()
+
+
+def _invert(path: Path, offset: int, size: int) -> None:
+    blob = bytearray(path.read_bytes())
+    blob[offset:offset + size] = bytes(b ^ 0xFF for b in blob[offset:offset + size])
+    path.write_bytes(bytes(blob))
+
+
+def recommend_runs(work: Path, files: Path) -> Path:
+    """Two tiny saved models (svd, pop), damaged and pre-checksum copies, and the input CSVs."""
+    import shutil
+
+    root = work / "recommend"
+    for model in ("svd", "pop"):
+        code, out = jmf_train([f"model={model}", *COLD], root / model)
+        assert code == 0, out[-3000:]
+    for name in ("svd_damaged", "svd_npz", "svd_legacy"):
+        shutil.copytree(root / "svd", root / name)
+    state = root / "svd_damaged" / "model" / "state.safetensors"       # 4 KiB inside the tensor data
+    start = 8 + int.from_bytes(state.read_bytes()[:8], "little")
+    _invert(state, start + (state.stat().st_size - start) // 4, 4096)
+    npz = root / "svd_npz" / "model" / "data.npz"
+    _invert(npz, npz.stat().st_size // 2, 16)
+    meta_path = root / "svd_legacy" / "model" / "meta.json"              # as saved before the checksums
+    meta = json.loads(meta_path.read_text())
+    del meta["sha256"]
+    meta_path.write_text(json.dumps(meta))
+    with np.load(root / "svd" / "model" / "data.npz") as z:
+        users, items = z["user_ids"][:3], z["item_ids"][:20]
+    (files / "new_users.csv").write_text("user,item\n" + "".join(f"new{i % 3},{it}\n" for i, it in enumerate(items)))
+    (files / "known_users.csv").write_text("user\n" + "".join(f"{u}\n" for u in users))
+    return root
+
+
+def disk_full_cases(work: Path, results: dict) -> None:
+    """A disk that fills at the second checkpoint (orbax's own error), the rerun after it, and a model save
+    that finds no room."""
+    import errno
+
+    import orbax.checkpoint as ocp
+
+    import jmf.outputs
+    real, latest = ocp.CheckpointManager.save, []
+
+    def full_at_second(self, step, *a, **k):
+        if Path(self.directory).name == "latest":
+            latest.append(step)
+            if len(latest) == 2:
+                raise ValueError(f'RESOURCE_EXHAUSTED: Error writing "params.P/0.0" in OCDBT database at local file '
+                                 f'"{self.directory}/{step}.orbax-checkpoint-tmp/state/": No space left on device '
+                                 "[os_error_code='28']")
+        return real(self, step, *a, **k)
+
+    full = ["model=mf", "model.epochs=4", *TINY]
+    ocp.CheckpointManager.save = full_at_second
+    try:
+        results["disk full: checkpoint"] = jmf_train(full, work / "full")
+    finally:
+        ocp.CheckpointManager.save = real
+    results["disk full: resumed"] = jmf_train(full, work / "full")
+    save_model = jmf.outputs.save_model
+
+    def no_room(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    jmf.outputs.save_model = no_room
+    try:
+        results["disk full: model"] = jmf_train(["model=pop", *TINY], work / "full_model")
+    finally:
+        jmf.outputs.save_model = save_model
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
     """Every in-process case's (exit code, output), from one ``python tests/test_faults.py`` process."""
@@ -237,7 +419,8 @@ def results(tmp_path_factory) -> dict:
     return {k: tuple(v) for k, v in json.loads(out.read_text()).items()}
 
 
-@pytest.mark.parametrize("name, args, code, pattern", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("name, args, code, pattern", CASES + RECOMMEND_CASES,
+                         ids=[c[0] for c in CASES + RECOMMEND_CASES])
 def test_bad_input_is_one_paragraph_with_the_culprit(name, args, code, pattern, results):
     got, out = results[name]
     assert got == code, (name, got, out[-3000:])
@@ -248,6 +431,17 @@ def test_bad_input_is_one_paragraph_with_the_culprit(name, args, code, pattern, 
 def test_traceback_on_request(results):
     code, out = results["traceback on request"]
     assert code == 1 and "Traceback" in out and "partition.k: 8" in out
+
+
+def test_a_full_disk_is_one_paragraph_and_the_last_checkpoint_resumes(results):
+    code, out = results["disk full: checkpoint"]
+    assert code == USER_ERROR and "Traceback" not in out, out[-3000:]
+    assert re.search(r"no space left on device writing \S+/checkpoints/latest/\d+: .* free of .*hydra\.run\.dir.*"
+                     r"resumes from the last checkpoint, step \d+", out, re.S), out[-3000:]
+    code, out = results["disk full: resumed"]
+    assert code == 0 and re.search(r"resumed from step \d+", out), out[-3000:]
+    code, out = results["disk full: model"]
+    assert code == USER_ERROR and re.search(r"no space left on device writing \S+/full_model/model: ", out), out[-3000:]
 
 
 def test_an_unusable_checkpoint_is_one_paragraph(results):
@@ -304,12 +498,34 @@ def test_a_second_process_on_the_same_run_directory_refuses_at_once(tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     proc = _popen(tmp_path / "run", *SLOW_RUN)
-    _wait_for(tmp_path / "run" / "checkpoints" / "latest", proc)
+    _wait_for(tmp_path / "run" / "checkpoints" / "latest" / "1", proc)   # MF: step 1 = epoch 0, complete on disk
     time.sleep(2.0)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == INTERRUPTED, out[-3000:]
     assert re.search(r"interrupted at step \d+; rerun the same command to resume", out) and "Traceback" not in out
+
+
+def test_sigterm_stops_like_ctrl_c_with_143_and_names_the_resume_step(tmp_path):
+    proc = _popen(tmp_path / "run", *SLOW_RUN)
+    _wait_for(tmp_path / "run" / "checkpoints" / "latest" / "1", proc)   # MF: step 1 = epoch 0
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out[-3000:]
+    assert re.search(r"stopped by SIGTERM at step \d+; rerun the same command to resume from step \d+", out)
+    assert "Traceback" not in out
+
+
+def test_a_rerun_right_after_kill_9_of_the_process_group_is_not_refused(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "jmf", f"hydra.run.dir={tmp_path / 'run'}", *SLOW_RUN], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _wait_for(tmp_path / "run" / "checkpoints" / "latest", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    rerun = subprocess.run([sys.executable, "-m", "jmf", f"hydra.run.dir={tmp_path / 'run'}", *SLOW_RUN[:1],
+                            "model.epochs=3", *SLOW_RUN[2:], "trainer.resume=false"], capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert rerun.returncode == 0 and "in use by another" not in rerun.stderr, rerun.stderr[-2000:]
 
 
 def test_a_ctrl_c_inside_orbax_wait_is_not_a_traceback(tmp_path, caplog):
