@@ -192,3 +192,25 @@ def test_orbax_and_log_file_noise_of_a_full_disk_is_dropped(tmp_path, caplog, ca
     finally:
         logging.getLogger().removeHandler(handler)
     assert "Logging error" not in capsys.readouterr().err and handler.level > logging.CRITICAL
+
+
+def test_a_full_disk_writing_metrics_names_the_file_and_a_failed_job_still_reports(tmp_path, monkeypatch, caplog):
+    """The JSONL write names ``metrics.jsonl`` (what a full disk's paragraph shows); ``failure.json`` that cannot
+    be written on the same full disk leaves a warning, not a second error hiding the job's own."""
+    from jmf.train.observe import MetricLogger, record_failure
+
+    logger = MetricLogger(tmp_path, tensorboard=False)
+
+    class Full:
+        name = str(tmp_path / "metrics.jsonl")
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(logger, "_file", Full())
+    with pytest.raises(OSError) as info:
+        logger.log(1, {"train/loss": 1.0})
+    assert info.value.filename == str(tmp_path / "metrics.jsonl")
+    assert str(disk_full_error(info.value, tmp_path)).startswith(f"no space left on device writing {tmp_path}/metrics.jsonl")
+    monkeypatch.setattr(Path, "write_text", lambda self, text: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    record_failure(tmp_path / "job", RuntimeError("the job's own error"))
+    assert "failure.json could not be written" in caplog.text and "the job's own error" in caplog.text

@@ -71,8 +71,11 @@ class MetricLogger:
             return
         record = {"step": int(step), "time": round(time.time(), 3), **tags,
                   **{k: _jsonable(v) for k, v in metrics.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as err:      # name the file (a full disk's message says what was being written)
+            raise OSError(err.errno, err.strerror, self._file.name) from err
         if self._tb is not None:
             for name, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -246,10 +249,14 @@ def record_failure(directory: str | Path, err: BaseException, overrides: list[st
     from jmf.errors import user_error
 
     path = Path(directory, "failure.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"type": type(err).__name__, "message": str(err), "overrides": overrides or [],
-                                "user_error": user_error(err) is not None,
-                                "traceback": "".join(traceback.format_exception(err))}, indent=2))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"type": type(err).__name__, "message": str(err), "overrides": overrides or [],
+                                    "user_error": user_error(err) is not None,
+                                    "traceback": "".join(traceback.format_exception(err))}, indent=2))
+    except OSError as write_err:    # a full disk failed the job and fails this file too: the job's error stays
+        log.warning("%s could not be written (%s); the job failed with: %s", path,
+                    write_err.strerror or write_err, err)
     return path
 
 
