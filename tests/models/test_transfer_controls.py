@@ -29,6 +29,7 @@ from jmf.models.base import RunContext
 from jmf.pipeline import build_split, load_data
 
 EVAL = EvalConfig(ks=(10,))
+pytestmark = pytest.mark.usefixtures("optimised_compiles")
 BAG = ["model/encoder=bag", "model.encoder.embed_dim=32", "model.encoder.out_dim=32"]
 
 
