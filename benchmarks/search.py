@@ -62,8 +62,11 @@ def run_search(family: str, row: str, out: Path, extra: list[str]) -> None:
                f"hydra.sweep.dir={target}", *extra]
     print(f"[{family}] {row}: " + " ".join(command[2:]), flush=True)
     start = time.perf_counter()
-    # the sweeper's start-up trials are drawn at random: a trial that fails is recorded (failure.json)
-    subprocess.run(command, cwd=ROOT, env=os.environ.copy(), check=True)
+    # the sweeper's start-up trials are drawn at random: a trial that fails is recorded (failure.json), and the
+    # search, which goes on past it, then exits 1 or 2; a search without its results file is the failure
+    res = subprocess.run(command, cwd=ROOT, env=os.environ.copy())
+    if not (target / "optimization_results.yaml").exists():
+        raise RuntimeError(f"[{family}] {row}: the search exited {res.returncode} without its results ({target})")
     (target / "search_seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
 
 

@@ -214,7 +214,7 @@ def cli() -> None:
 
 def _exit_if_jobs_failed() -> None:
     """End a multirun whose report lists failed jobs with exit code 1, or 2 when each failed on a user error
-    (an Optuna search: only when no trial finished), its last line counting them and naming the report
+    (an Optuna search too, after finishing its trials), its last line counting them and naming the report
     (:func:`jmf.report.sweep_verdict`)."""
     from jmf.report import sweep_verdict
 

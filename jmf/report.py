@@ -294,16 +294,16 @@ def sweep_verdict() -> tuple[int, str] | None:
 
     The code is 2 (:data:`~jmf.errors.USER_ERROR`, as a single run's) when every failed job failed on a user
     error -- a config value, a data file -- and 1 otherwise (a crash, a killed job).  An Optuna search goes on
-    past failed trials by design (``max_failure_rate`` in ``conf/hparams_search``): it exits 0 unless no trial
-    finished, and its last line still counts the failed ones.  The count is read once (a later run in the same
-    process starts clean).
+    past failed trials (``max_failure_rate`` in ``conf/hparams_search``) and writes its results, but exits with
+    the same codes, so a script or a scheduler can tell that trials failed.  The count is read once (a later
+    run in the same process starts clean).
     """
     outcome = dict(_SWEEP)
     _SWEEP.clear()
     if not outcome.get("failed"):
         return None
     failed, total, search, report = outcome["failed"], outcome["total"], outcome["search"], outcome["report"]
-    code = 0 if search and failed < total else USER_ERROR if outcome["user_errors"] else 1
+    code = USER_ERROR if outcome["user_errors"] else 1
     where = (f'listed under "Failed jobs" in {report}' if report is not None
              else f"no report was written; see above, or run jmf-report {outcome['sweep']}")
     return code, f"{failed} of {total} {'trials' if search else 'jobs'} failed ({where}); exit code {code}"

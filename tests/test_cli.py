@@ -85,8 +85,9 @@ USER, CRASH = {"user_error": True}, {"user_error": False}
     ({"1": USER, "2": CRASH}, False, 1),
     ({"1": None, "2": "killed"}, False, 1),
     ({"1": None, "2": {}}, False, 1),              # a failure.json from before the field: not known to be the user's
-    ({"1": None, "2": USER, "3": CRASH}, True, 0),  # an Optuna search goes on past failed trials ...
-    ({"1": USER, "2": USER}, True, 2),             # ... unless none finished
+    ({"1": None, "2": USER, "3": CRASH}, True, 1),  # an Optuna search goes on past failed trials, and says so
+    ({"1": None, "2": USER}, True, 2),
+    ({"1": USER, "2": USER}, True, 2),
 ])
 def test_a_multiruns_exit_code_follows_its_failed_jobs(tmp_path, jobs, search, code):
     from omegaconf import OmegaConf

@@ -58,13 +58,13 @@ def _jmf(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_optuna_sweep_with_a_failing_trial(tmp_path):
     """3 TPE trials over svd's rank in {0, 2, 4} (seeded); dim=0 fails: recorded, and the sweep goes on.
-    A search exits 0 when a trial finished (a basic sweep with a failed job does not); its last line counts
-    the failed trials.
+    The search finishes its trials and, as a basic sweep does, exits 2 (the failure was a user error); its last
+    line counts the failed trials.
 
     (A repeated value would reuse its job folder: ``hydra.sweep.subdir`` is the overrides.)"""
     res = _jmf("-m", "hparams_search=svd_optuna", f"hydra.sweep.dir={tmp_path}/sweep", *TINY,
                "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=2", "model.dim=choice(0,2,4)", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 2, res.stderr[-3000:]
     assert res.stderr.strip().splitlines()[-1].startswith("jmf-train: 1 of 3 trials failed (listed under")
     sweep = tmp_path / "sweep"
     done, failures = list(sweep.rglob("metrics.json")), list(sweep.rglob("failure.json"))
