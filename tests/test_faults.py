@@ -404,6 +404,18 @@ def disk_full_cases(work: Path, results: dict) -> None:
         results["disk full: model"] = jmf_train(["model=pop", *TINY], work / "full_model")
     finally:
         jmf.outputs.save_model = save_model
+    import tempfile
+    real_file, read_only = tempfile.TemporaryFile, work / "read_only"
+
+    def probe(*a, dir=None, **k):        # the run directory's write probe, on a read-only file system
+        if dir is not None and Path(dir).is_relative_to(read_only):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_file(*a, dir=dir, **k)
+    tempfile.TemporaryFile = probe
+    try:
+        results["read-only run directory"] = jmf_train(["model=pop", *TINY], read_only / "run")
+    finally:
+        tempfile.TemporaryFile = real_file
 
 
 @pytest.fixture(scope="module")
@@ -442,6 +454,13 @@ def test_a_full_disk_is_one_paragraph_and_the_last_checkpoint_resumes(results):
     assert code == 0 and re.search(r"resumed from step \d+", out), out[-3000:]
     code, out = results["disk full: model"]
     assert code == USER_ERROR and re.search(r"no space left on device writing \S+/full_model/model: ", out), out[-3000:]
+
+
+def test_a_read_only_run_directory_is_one_paragraph(results):
+    code, out = results["read-only run directory"]
+    assert code == USER_ERROR and "Traceback" not in out, out[-3000:]
+    assert re.search(r"hydra\.run\.dir: the run directory \S+/read_only/run cannot be created or written "
+                     r"\(Read-only file system\)", out), out[-3000:]
 
 
 def test_an_unusable_checkpoint_is_one_paragraph(results):
