@@ -3,9 +3,10 @@
 XLA's CPU runtime executes a program's independent operations concurrently on a pool with one thread
 per core.  That pays off for programs of large operations (matmuls, propagation over whole tables) and
 costs for programs made of many tiny ones: MF's epoch, a ``lax.scan`` of 1,250 steps of two gathers and
-two scatter-adds of 64 rows, hands each step's small operations between the threads and ran 1.3-2.1x
-slower on two cores than on one (``benchmarks/first_result.py``; 35 ms an epoch on one thread, 46-80 ms
-on two, varying from process to process with where the threads landed).
+two scatter-adds of 64 rows, hands each step's small operations between the threads; on one thread per
+device (with its YNNPACK fusions off, :mod:`jmf.models.cf.mf`) the warm ML-100k fit went from 1.81 s to 1.39 s
+(``python benchmarks/first_result.py --ref c327728``; on two threads the epoch's time also varied from
+process to process with where the threads landed).
 
 ``trainer.cpu_threads``:
 
@@ -67,14 +68,15 @@ def backend_started() -> bool:
 
 def apply(setting, model_class: type | None = None, devices: int = 0) -> int | None:
     """Set :data:`ENV` for the CPU backend about to start; returns the count in force (``None``: every core)."""
+    in_force = int(os.environ[ENV]) if os.environ.get(ENV, "").strip().isdigit() else None
     if ENV in os.environ and os.environ.get("_JMF_SET_NPROC") != os.environ[ENV]:
-        return int(os.environ[ENV]) if os.environ[ENV].strip().isdigit() else None   # the user's own setting
+        return in_force                                              # the user's own setting
     want = requested(setting, model_class, devices)
     if backend_started():
         if want is not None and os.environ.get(ENV) != str(want):
             log.info("%s=%s: JAX's CPU backend has already started in this process; its thread pool stays",
                      KEY, setting)
-        return int(os.environ[ENV]) if os.environ.get(ENV, "").isdigit() else None
+        return in_force
     if want is None:
         os.environ.pop(ENV, None)
         os.environ.pop("_JMF_SET_NPROC", None)

@@ -189,8 +189,8 @@ class Checkpointer:
         if jax.process_index() == 0:
             for tmp in self.directory.glob("*/*.orbax-checkpoint-tmp*"):
                 shutil.rmtree(tmp, ignore_errors=True)
-        latest = self.directory / "latest"     # finished saves only (orbax's own list may hold the failed one)
-        last = max((int(p.name) for p in latest.glob("*") if p.name.isdigit()), default=None)
+        done = self.finished_steps()           # finished saves only (orbax's own list may hold the failed one)
+        last = done[0] if done else None
         then = "then rerun the same command" + (f": it resumes from the last checkpoint, step {last}"
                                                 if last is not None else "")
         if needs:

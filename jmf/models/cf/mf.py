@@ -54,7 +54,7 @@ class MatrixFactorization(EngineModel):
 
     name = "mf"
     # one XLA CPU thread (trainer.cpu_threads=auto, jmf/threads.py): the epoch's scan of tiny steps ran
-    # 1.3-2.1x slower when XLA spread each step's operations over two cores
+    # slower, and varying from process to process, when XLA spread each step's operations over two cores
     cpu_threads = 1
 
     def __init__(self, dim: int = 64, loss: str = "mse", epochs: int = 20, batch_size: int = 256,
@@ -301,7 +301,7 @@ class MatrixFactorization(EngineModel):
 
 
 # XLA CPU compiles the row dots and sums of each tiny step into YNNPACK calls, whose call overhead outweighs
-# the work at 64 rows: without them MF's epoch took 34 ms against 44 (one thread; benchmarks/first_result.py)
+# the work at 64 rows (with one thread: the fit's speed-up in benchmarks/first_result.py --ref c327728)
 _NO_YNN = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
