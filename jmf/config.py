@@ -51,6 +51,8 @@ class SplitConfig:
     min_train: int = 1
     valid_is_test: bool = False   # select epochs on the test fold (the DisenCDR/CDRIB authors' protocol)
     dl_folds: bool = False        # predefined: the DL side keeps its test fold and gets a validation fold
+    targets: Any = None           # category_holdout: null (every category) | k (the k largest) | [names]
+    target: Any = None            # category_holdout: one target's cold-start split (a name), for a single-target model
     seed: int | None = None   # default: the run's seed
 
 

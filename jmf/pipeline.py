@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from jmf.config import EvalSchema, PartitionConfig, SplitConfig, check_target, to_dataclass
 from jmf.data.interactions import Interactions
 from jmf.data.preprocess import PreprocessConfig, preprocess
+from jmf.data.holdout import make_holdout_split
 from jmf.data.split import SplitData, make_split, partition_categories
 from jmf.errors import ConfigError
 from jmf.evaluate.protocols import EvalConfig, evaluate_split, evaluate_test_extras
@@ -69,15 +70,39 @@ def _counts(data: Interactions) -> dict:
 def build_split(data: Interactions, partition_cfg: DictConfig, split_cfg: DictConfig, seed: int) -> SplitData:
     part = to_dataclass(PartitionConfig, partition_cfg, "partition")
     spl = to_dataclass(SplitConfig, split_cfg, "split")
+    split_seed = seed if spl.seed is None else spl.seed
+    if spl.method == "category_holdout":
+        return holdout_split(data, part, spl, split_seed)
+    if spl.targets is not None or spl.target is not None:
+        raise ConfigError(f"split.targets / split.target: only split=category_holdout has targets, not "
+                          f"split.method={spl.method!r}")
     partition = partition_categories(data, k=part.k, cf_categories=part.cf_categories)
-    kwargs = {k: v for k, v in vars(spl).items() if k not in ("method", "seed")}
-    return make_split(data, partition, spl.method, seed=seed if spl.seed is None else spl.seed, **kwargs)
+    kwargs = {k: v for k, v in vars(spl).items() if k not in ("method", "seed", "targets", "target")}
+    return make_split(data, partition, spl.method, seed=split_seed, **kwargs)
+
+
+def holdout_split(data: Interactions, part: PartitionConfig, spl: SplitConfig, seed: int) -> SplitData:
+    """``split=category_holdout`` (:mod:`jmf.data.holdout`): every category is in turn a target, so the
+    ``partition`` group has nothing to choose, and the ratio split's keys nothing to set."""
+    if part.k is not None or part.cf_categories is not None:
+        raise ConfigError("partition.k / partition.cf_categories: split=category_holdout makes every category in turn "
+                          "the target (the CF side) and the others its input; choose targets with split.targets, "
+                          "and one target's cold-start split with split.target")
+    if spl.valid_is_test or spl.dl_folds:
+        raise ConfigError("split.valid_is_test / split.dl_folds: not with split=category_holdout")
+    return make_holdout_split(data, seed=seed, beta=spl.beta, cold_valid_fraction=spl.cold_valid_fraction,
+                              targets=spl.targets, target=spl.target)
 
 
 def evaluate(model, split: SplitData, eval_cfg: EvalConfig, show_progress: bool = False) -> dict[str, float]:
     """``valid/<metric>`` and ``test/<metric>`` of a fitted model under the run's ``eval`` group (and the
     test fold's extra protocols: ``test/s<seed>/...``, ``test/full/...``); with ``split.dl_folds`` and a
     model that trains both sides, the DL side's as ``dl/valid/...``, ``dl/test/...``."""
+    if split.holdout is not None:        # split=category_holdout: target by target, and their mean
+        from jmf.transfer_map import evaluate_targets
+
+        return evaluate_targets(model.target_view, split, eval_cfg,
+                                lambda m, view, cfg: evaluate(m, view, cfg, show_progress))
     metrics: dict[str, float] = {}
     results: dict[str, dict[str, float]] = {}
     for fold in ("valid", "test"):
@@ -98,6 +123,15 @@ def baseline_metrics(name: str, split: SplitData, eval_cfg: EvalConfig, seed: in
     """``baseline/<fold>/<metric>`` of the reference model ``name`` on the run's folds (``pop``)."""
     if name not in BASELINES:
         raise ConfigError(f"trainer.baseline: {name!r} is not one of {BASELINES} (or null)")
+    if split.holdout is not None:        # one popularity per target, from that target's training rows
+        from jmf.data.holdout import target_view
+        from jmf.transfer_map import evaluate_targets
+
+        def fitted(k: int) -> Popularity:
+            pop = Popularity()
+            pop.fit(target_view(split, int(split.holdout.targets[k])), RunContext(seed=seed))
+            return pop
+        return {f"baseline/{k}": v for k, v in evaluate_targets(fitted, split, eval_cfg, evaluate).items()}
     model = Popularity()
     model.fit(split, RunContext(seed=seed))
     return {f"baseline/{k}": v for k, v in evaluate(model, split, eval_cfg).items()}

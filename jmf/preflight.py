@@ -54,7 +54,19 @@ def check_values(data: Interactions, rating_range: list | None, path: str) -> No
 
 
 def check_split(split: SplitData, model_cfg: DictConfig, eval_cfg: EvalConfig) -> None:
-    """Folds the run needs are non-empty; the cut-offs fit the candidate lists; ``model.dim`` fits (clamped)."""
+    """Folds the run needs are non-empty; the cut-offs fit the candidate lists; ``model.dim`` fits (clamped).
+    ``split=category_holdout``: every target's split (each message names the target)."""
+    if split.holdout is not None:
+        from jmf.data.holdout import target_view
+
+        names = [str(n) for n in split.data.category_names]
+        for t in split.holdout.targets:
+            try:
+                check_split(target_view(split, int(t)), model_cfg, eval_cfg)
+            except (ConfigError, DataError) as err:
+                raise type(err)(f"split=category_holdout, target {names[t]!r}: {err} (or leave {names[t]!r} out of "
+                                "split.targets)") from None
+        return
     if split.train.nnz == 0:
         raise DataError(f"{split.data.name}: the split leaves no CF-side training interactions (check partition.k / "
                         "partition.cf_categories and the split's fractions)")

@@ -42,7 +42,7 @@ log = logging.getLogger("jmf")
 COLUMNS = ["user", "rank", "item", "score"]
 # The configs whose new-user scores move with the DL-side history, i.e. that have explanations
 # (tests/test_artifact.py measures it on every conf/model; a model from outside is probed the same way).
-EXPLAINED = ("jmf", "cooc", "cmf", "emcdr", "ptupcdr", "lightgcn_merged")
+EXPLAINED = ("jmf", "jmf_map", "cooc", "cmf", "emcdr", "ptupcdr", "lightgcn_merged")
 
 
 class RecommendError(JmfError, ValueError):
@@ -139,10 +139,13 @@ class Recommender:
         rows = np.array([row[u] for u in frame["user"].to_numpy(object)], np.int64)
         is_cf = cf_index >= 0
         cf = _matrix(rows[is_cf], cf_index[is_cf], value[is_cf], (len(users), len(self._cf)))
-        dl_items = dl_index[~is_cf]
-        dl = _matrix(rows[~is_cf], dl_items, value[~is_cf], (len(users), len(self._dl)))
-        order = _time_order(frame[~is_cf], rows[~is_cf])
-        dl_rows, dl_vals = rows[~is_cf][order], value[~is_cf][order]
+        # the DL side: the behaviours outside the CF side; split=category_holdout: every behaviour (each target
+        # is predicted from the others, so a target's items are also another target's input)
+        is_dl = (dl_index >= 0) if self.split.holdout is not None else ~is_cf
+        dl_items = dl_index[is_dl]
+        dl = _matrix(rows[is_dl], dl_items, value[is_dl], (len(users), len(self._dl)))
+        order = _time_order(frame[is_dl], rows[is_dl])
+        dl_rows, dl_vals = rows[is_dl][order], value[is_dl][order]
         seq_items, seq_vals = dl_items[order], dl_vals
         splits = np.searchsorted(dl_rows, np.arange(1, len(users)))
         hist = History(users, cf, dl, np.split(seq_items, splits), np.split(seq_vals, splits))

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,6 +31,7 @@ from jmf.outputs import run_title, write_outputs
 from jmf.pipeline import baseline_metrics, build_split, eval_config, evaluate, load_data
 from jmf.preflight import RunDirLock, check_model_sizes, check_split, clamp_dim
 from jmf.train.observe import status, write_run_info
+from jmf.transfer_map import planted_agreement, transfer_map, write_transfer_map
 
 log = logging.getLogger("jmf")
 
@@ -114,20 +116,7 @@ def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfi
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     write_run_info(out, seeds=seeds, data=fingerprint, config=OmegaConf.to_container(cfg, resolve=True))
     model = instantiate(cfg.model, _convert_="all")
-    if not isinstance(model, Model):
-        raise ConfigError(f"model._target_: {type(model).__name__} is not a model (fit(split, ctx), score(users), "
-                         "predict(users, items): see jmf.models.base)")
-    if split.has_dl_folds and not isinstance(model, BothSides):
-        raise ConfigError(f"split.dl_folds=true: {type(model).__name__} does not rank the DL side's items "
-                          "(a model that trains both sides does: model=disencdr, cdrib, bitgcf)")
-    if split.has_dl_folds and eval_cfg.candidates:
-        raise ConfigError(f"split.dl_folds=true with eval.candidates={eval_cfg.candidates!r}: the candidate file "
-                          "lists CF-side items only; evaluate the DL side with drawn negatives (eval.candidates=null)")
-    if eval_cfg.select_on_test and not getattr(model, "selects_on_test", False):
-        raise ConfigError(f"eval.select_on_test=true: {type(model).__name__} does not validate on the engine "
-                          "epoch by epoch (the graph models do: lightgcn, bitgcf, disencdr, cdrib)")
-    if trainer.interest and not isinstance(model, HasInterest):
-        raise ConfigError(f"trainer.interest: {type(model).__name__} has no interest vector (use model=jmf)")
+    _check_model(model, split, eval_cfg, trainer)
     start, compiled = time.perf_counter(), compile_cache.seconds()["seconds"]
     fit_info = model.fit(split, _context(cfg, trainer, eval_cfg, out, seeds))
     fit_seconds = time.perf_counter() - start
@@ -148,11 +137,51 @@ def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfi
     # non-deterministic entries; timing.json holds them alone, for comparisons of the rest
     timing["run/seconds"] = time.perf_counter() - run_start     # data, split, fit and evaluation
     metrics.update(timing)
+    tmap = _transfer_map(model, split, eval_cfg, metrics, timing)
     if _main_process():
         title = run_title(cfg, type(model).__name__, seed)
         written = write_outputs(out, model, data, split, cfg, trainer, metrics, timing, title, seed)
+        if tmap is not None:
+            written += write_transfer_map(out, tmap, data.planted, split.holdout.targets, title)
         print(f"run directory {out.resolve()}: wrote {', '.join(written)}", flush=True)
     return metrics
+
+
+def _check_model(model, split, eval_cfg: EvalConfig, trainer: TrainerConfig) -> None:
+    """The model can do what the split, the ``eval`` group and the trainer ask of it."""
+    if not isinstance(model, Model):
+        raise ConfigError(f"model._target_: {type(model).__name__} is not a model (fit(split, ctx), score(users), "
+                         "predict(users, items): see jmf.models.base)")
+    if split.has_dl_folds and not isinstance(model, BothSides):
+        raise ConfigError(f"split.dl_folds=true: {type(model).__name__} does not rank the DL side's items "
+                          "(a model that trains both sides does: model=disencdr, cdrib, bitgcf)")
+    if split.has_dl_folds and eval_cfg.candidates:
+        raise ConfigError(f"split.dl_folds=true with eval.candidates={eval_cfg.candidates!r}: the candidate file "
+                          "lists CF-side items only; evaluate the DL side with drawn negatives (eval.candidates=null)")
+    if eval_cfg.select_on_test and not getattr(model, "selects_on_test", False):
+        raise ConfigError(f"eval.select_on_test=true: {type(model).__name__} does not validate on the engine "
+                          "epoch by epoch (the graph models do: lightgcn, bitgcf, disencdr, cdrib)")
+    if split.holdout is not None and not hasattr(model, "target_view"):
+        raise ConfigError(f"split=category_holdout: {type(model).__name__} has one fixed target; model=jmf_map trains "
+                          "every target in one run, and split.target=<category name> gives one target's "
+                          "cold-start split for any other model")
+    if trainer.interest and not isinstance(model, HasInterest):
+        raise ConfigError(f"trainer.interest: {type(model).__name__} has no interest vector (use model=jmf)")
+
+
+def _transfer_map(model, split, eval_cfg: EvalConfig, metrics: dict, timing: dict):
+    """``split=category_holdout``: the category transfer map (jmf/transfer_map.py), its time in ``timing``, and on
+    data with a planted category graph how well it recovers it (``map/...`` in ``metrics``)."""
+    if split.holdout is None:
+        return None
+    start = time.perf_counter()
+    with status("drawing the category transfer map ...", True):
+        tmap = transfer_map(model, split, eval_cfg)
+    timing["eval/map_seconds"] = time.perf_counter() - start
+    metrics["eval/map_seconds"] = timing["eval/map_seconds"]
+    if split.data.planted is not None:
+        metrics.update(planted_agreement(tmap.matrix, np.asarray(split.data.planted, float)[split.holdout.targets]))
+    return tmap
 
 
 def _main_process() -> bool:

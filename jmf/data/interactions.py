@@ -38,6 +38,8 @@ class Interactions:
       implicit: whether ``value`` is a 0/1 signal rather than a rating.
       fold: ``[N] int8`` predefined fold (TRAIN/VALID/TEST) or ``None``.
       item_titles: ``[I]`` item texts (titles) where the dataset has them, else ``None``.
+      planted: ``[C, C]`` planted shared-taste weight of each (target, source) category pair, NaN diagonal
+        (:func:`jmf.data.planted.planted_map`), else ``None``.
     """
 
     user: np.ndarray
@@ -52,6 +54,7 @@ class Interactions:
     implicit: bool = False
     fold: np.ndarray | None = None
     item_titles: np.ndarray | None = None
+    planted: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.user)
@@ -70,6 +73,9 @@ class Interactions:
             raise DataError(f"{self.name}: user/item index out of range of the id maps")
         if len(self.item_category) and (self.item_category.min() < 0 or self.item_category.max() >= len(self.category_names)):
             raise DataError(f"{self.name}: item_category outside 0..{len(self.category_names) - 1}")
+        if self.planted is not None and np.shape(self.planted) != (len(self.category_names),) * 2:
+            raise DataError(f"{self.name}: planted is {np.shape(self.planted)}, not [C, C] over its "
+                            f"{len(self.category_names)} categories")
         if not np.all(np.isfinite(self.value)):
             bad = int(np.flatnonzero(~np.isfinite(self.value))[0])
             raise DataError(f"{self.name}: field 'value' has a non-finite entry at row {bad}")

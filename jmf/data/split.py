@@ -160,6 +160,7 @@ class SplitData:
     cold_test_users: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     dl_valid: sp.csr_matrix | None = None    # [U, I_DL] DL-side validation fold (``dl_folds``; else None)
     dl_test: sp.csr_matrix | None = None     # [U, I_DL] DL-side test fold
+    holdout: object | None = None            # split=category_holdout: jmf.data.holdout.CategoryHoldout
 
     @property
     def has_dl_folds(self) -> bool:

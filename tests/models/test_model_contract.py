@@ -41,6 +41,9 @@ CASES = ([[f"model={m}"] for m in MODELS]
 DATA = ["data.n_users=240", "data.n_items=120", "data.n_categories=4", "data.interactions_per_user=16",
         "partition.k=2", "split=cold_start", "split.beta=0.3", "trainer.progress=false", "trainer.tensorboard=false",
         "trainer.devices=1"]
+# model=jmf_map trains every target category of split=category_holdout (its own split, same data)
+HOLDOUT = ([o for o in DATA if not o.startswith(("partition.", "split", "data.n_items"))]
+           + ["data.n_items=240", "split=category_holdout", "split.beta=0.3"])
 # small sizes for whichever of these knobs a model has (the contract does not depend on them)
 SMALL = {"dim": 8, "epochs": 2, "pretrain_epochs": 1, "batch_size": 32, "map_epochs": 4, "meta_epochs": 2,
          "meta_dim": 8, "map_batch_size": 32, "meta_batch_size": 32, "max_len": 8, "eval_every": 1, "samples": 64,
@@ -51,7 +54,7 @@ ENCODER_SMALL = {"embed_dim": 8, "filters": 8, "out_dim": 8, "hidden": 16, "max_
 def _compose(overrides: list[str]):
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, *DATA])
+        cfg = compose("train", overrides=[*overrides, *(HOLDOUT if "model=jmf_map" in overrides else DATA)])
     with open_dict(cfg):
         for key, value in SMALL.items():
             if key in cfg.model:
@@ -78,8 +81,9 @@ def split():
     return make_split(data, partition_categories(data, k=2), "cold_start", beta=0.3, seed=0)
 
 
-# the oracle needs its data config; JMF's library use on ratings is tests/models/test_joint.py's subject
-@pytest.mark.parametrize("name", [m for m in MODELS if m not in ("oracle", "jmf")])
+# the oracle needs its data config; JMF's library use on ratings is tests/models/test_joint.py's subject, jmf_map's
+# (on its own split) tests/models/test_transfer_map.py's
+@pytest.mark.parametrize("name", [m for m in MODELS if m not in ("oracle", "jmf", "jmf_map")])
 def test_library_use_fit_score_predict(name, split):
     """``fit(split)`` / ``fit(split, RunContext(seed=...))`` without Hydra's run: ratings where the model rates."""
     model = instantiate(_compose([f"model={name}"]).model, _convert_="all")

@@ -36,6 +36,14 @@ class NewUserInputs:
 
 def new_user_vectors(model, hist) -> tuple[UserVectors, np.ndarray]:
     """``(UserVectors of the B new users, [B] whether each has DL-side history to encode)``."""
+    inputs = new_user_inputs(model, hist)
+    vec, bias, interest = map_new_users(model, inputs)
+    return UserVectors(vec, bias, interest, binary_rows(hist.dl, per_user=True)), inputs["mask"].any(1)
+
+
+def new_user_inputs(model, hist) -> dict[str, np.ndarray]:
+    """The encoder's inputs for the B new users: ``items, cats, mask [B, L]``, ``offset [B]``, ``per_user`` (the
+    ``values`` an encoder reads, as a dict)."""
     inputs: NewUserInputs = model.new_inputs
     keys = model.encoder_keys
     if set(keys) - {"values"}:
@@ -54,17 +62,31 @@ def new_user_vectors(model, hist) -> tuple[UserVectors, np.ndarray]:
         if inputs.item_mean is not None and len(hist.dl_order[b]):
             full, full_vals = hist.dl_order[b], hist.dl_values[b]
             offset[b] = (full_vals - inputs.item_mean[full]).sum() / (len(full) + inputs.damping)
-    mask = items > 0
-    per_user = {"values": jnp.asarray(values)} if "values" in keys else {}
-    shared = {k: model.seq[k] for k in model.shared_keys}
+    return {"items": items, "cats": cats, "mask": items > 0, "offset": offset,
+            "per_user": {"values": values} if "values" in keys else {}}
+
+
+def map_new_users(model, inputs: dict, mask: np.ndarray | None = None, target: int | None = None):
+    """``(P̂ [B, d], b̂ [B], I [B, K])`` of :func:`new_user_inputs` (``mask``: in place of theirs; ``target``: the
+    target category position, ``model=jmf_map``), from the state ``score`` ranks with."""
     state = model.state if model.rank_state is None else model.rank_state
-    vec, bias, interest = _map(model.graphdef, state.params, state.rest, jnp.asarray(items), jnp.asarray(cats),
-                               jnp.asarray(mask), jnp.asarray(offset), per_user, shared)
-    return UserVectors(vec, bias, interest, binary_rows(hist.dl, per_user=True)), mask.any(1)
+    shared = {k: model.seq[k] for k in model.shared_keys}
+    per_user = {k: jnp.asarray(v) for k, v in inputs["per_user"].items()}
+    mask = inputs["mask"] if mask is None else mask
+    args = (model.graphdef, state.params, state.rest, jnp.asarray(inputs["items"]), jnp.asarray(inputs["cats"]),
+            jnp.asarray(mask), jnp.asarray(inputs["offset"]), per_user, shared)
+    return _map(*args) if target is None else _map_target(*args, jnp.int32(target))
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _map(graphdef, params, rest, items, cats, mask, offset, per_user, shared):
     net = nnx.merge(graphdef, params, rest)
     mapped = net.map(items, cats, mask, offset, **per_user, **shared)
+    return mapped.p_hat, mapped.bias_hat, mapped.interest
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _map_target(graphdef, params, rest, items, cats, mask, offset, per_user, shared, target):
+    net = nnx.merge(graphdef, params, rest)
+    mapped = net.map(items, cats, mask, offset, target=jnp.full(items.shape[:1], target), **per_user, **shared)
     return mapped.p_hat, mapped.bias_hat, mapped.interest

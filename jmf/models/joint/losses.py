@@ -161,10 +161,14 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
     p, b_u = rows["P"], rows["user_bias"][:, 0]
     out = {"cf": cf_term(pairs, p, b_u, pairs.weight, kind, mean), "reg": reg_term(pairs, p, b_u, reg)}
 
-    # P̂_u from the user's DL-side sequence; only users with DL-side history carry weight
-    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users], seq["offset"][users],
+    # P̂_u from the user's DL-side sequence; only users with DL-side history carry weight.  model=jmf_map: the
+    # batch's target category (``target [B]``, its sequence category id) is hidden from the input
+    cats, mask = seq["categories"][users], seq["mask"][users]
+    if "target" in batch:
+        mask = mask & (cats != batch["target"][:, None])
+    mapped = net.map(seq["items"][users], cats, mask, seq["offset"][users], target=batch.get("target_index"),
                      **encoder_inputs(net, seq, users))
-    has_dl = seq["mask"][users].any(1).astype(jnp.float32) * pairs.weight.reshape(B, m).max(1)   # [B]
+    has_dl = mask.any(1).astype(jnp.float32) * pairs.weight.reshape(B, m).max(1)   # [B]
     out["map"] = map_term(mapped.p_hat, p, has_dl)
     pair_dl = pairs.expand(has_dl) * pairs.weight
     out["transfer"] = transfer_term(net, mapped, pairs, batch["neg_items"], pair_dl, kind, mean)

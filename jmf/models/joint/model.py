@@ -128,7 +128,7 @@ class JMF(EngineModel):
         engine = self.engine = Engine(ctx, name="jmf")
         parallel.check_batch_size(self.batch_size, engine.mesh, "model.batch_size")
         self.n_items = split.train.shape[1]
-        rows = {"users": split.train.shape[0], "items": self.n_items}
+        rows = {"users": self.user_rows(split), "items": self.n_items}
         if engine.ctx.shard_tables:  # even shards: pad table rows (never sampled, sliced off in score)
             rows = {k: parallel.padded_rows(v, engine.mesh) for k, v in rows.items()}
         net, tables = self._build(split, ctx.seed, rows["users"], rows["items"])
@@ -159,11 +159,11 @@ class JMF(EngineModel):
         n_dl_items, n_dl_cats = len(split.dl_items), len(split.partition.dl_categories)
         encoder = self.encoder_fn(n_items=n_dl_items, n_categories=n_dl_cats, max_len=self.max_len, rngs=rngs)
         net = JMFNet(encoder, self.head_fn, self.dim, len(split.partition.cf_categories), split.train.shape[1],
-                     n_dl_items, n_dl_cats, rngs=rngs)
+                     n_dl_items, n_dl_cats, rngs=rngs, n_targets=self.n_targets(split))
         self.literal = net.literal
         self.encoder_keys = tuple(getattr(net.encoder, "input_keys", ()))     # per-user inputs
         self.shared_keys = tuple(getattr(net.encoder, "shared_keys", ()))     # whole-graph inputs
-        P, Q = self.init(split, self.dim, self.kind == "mse", seed)
+        P, Q = self.start_factors(split, seed)
         P, Q = pad_rows(np.asarray(P, np.float32), n_user_rows), pad_rows(np.asarray(Q, np.float32), n_item_rows)
         prior = np.asarray(self.bias_init(split, self.kind == "mse", self.bias_damping), np.float32)
         self.offsets = (o2_user_offsets(split, self.bias_damping) if self.user_offset and self.kind == "mse"
@@ -173,6 +173,18 @@ class JMF(EngineModel):
                   "item_bias": jnp.asarray(pad_rows(prior[:, None], n_item_rows)),
                   "rank_bias": jnp.asarray(pad_rows(log_popularity(split.train)[:, None], n_item_rows))}
         return net, tables
+
+    def user_rows(self, split: SplitData) -> int:
+        """Rows of the user tables ``P``, ``b_u``: one per user (``model=jmf_map``: one per user and target)."""
+        return split.train.shape[0]
+
+    def start_factors(self, split: SplitData, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``P, Q`` at their start (``model/init``)."""
+        return self.init(split, self.dim, self.kind == "mse", seed)
+
+    def n_targets(self, split: SplitData) -> int:
+        """Target categories the net embeds (``model=jmf_map``); 0: none, the CF side is one fixed target."""
+        return 0
 
     def _sequences(self, split: SplitData, net: JMFNet, engine: Engine) -> tuple[dict, np.ndarray]:
         """The device-resident per-user arrays the step and inference read (replicated), and the users
@@ -192,8 +204,7 @@ class JMF(EngineModel):
 
         def phase(index: int, name: str, epochs: int, weights: LossWeights, validate=None) -> Phase:
             weights = jax.tree.map(jnp.float32, weights)
-            return Phase(name, epochs, lambda epoch: user_batches(engine, csr, dl_users, engine.epoch_rng(index, epoch),
-                                                                  self.batch_size, self.items_per_user),
+            return Phase(name, epochs, lambda epoch: self._epoch_plan(engine, csr, dl_users, engine.epoch_rng(index, epoch)),
                          lambda s, b: jitted(s, b, self.seq, weights), validate=validate,
                          mode=self.validator.mode(self.monitor_name), patience=self.patience,
                          metric=self.monitor_name)
@@ -201,6 +212,10 @@ class JMF(EngineModel):
         zero = LossWeights(cf=0.0, dl=1.0, map=0.0, transfer=0.0, interest=0.0)
         return [phase(0, "pretrain", self.pretrain_epochs, zero),
                 phase(1, "joint", self.epochs, self.weights, functools.partial(self._validate_epoch, split))]
+
+    def _epoch_plan(self, engine: Engine, csr, dl_users: np.ndarray, rng: np.random.Generator):
+        """One epoch's batches (:func:`~jmf.models.joint.plan.user_batches`)."""
+        return user_batches(engine, csr, dl_users, rng, self.batch_size, self.items_per_user)
 
     def _validate_epoch(self, split: SplitData, state: TrainState) -> float:
         """``monitor`` on the validation fold after an epoch; with ``rank_monitor``, also keeps the
@@ -337,15 +352,17 @@ class JMF(EngineModel):
         """Whether ``score`` ranks with the ``L_rank`` logits (ratings and ``weights.rank > 0``)."""
         return self.kind == "mse" and self.weights.rank > 0
 
-    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """``μ + b_u + b_i + p_u·Q_i`` for paired users and items (the encoder runs once per distinct user)."""
+    def predict(self, users: np.ndarray, items: np.ndarray, vectors=None) -> np.ndarray:
+        """``μ + b_u + b_i + p_u·Q_i`` for paired users and items (the encoder runs once per distinct user);
+        ``vectors``: the users' :class:`UserVectors` (default :meth:`user_vectors`)."""
+        vectors = vectors or self.user_vectors
         if len(users) == 0:
             return np.zeros(0, np.float32)
         uniq, inverse = np.unique(np.asarray(users), return_inverse=True)
         B = self.eval_batch_size
         padded = np.zeros(-(-len(uniq) // B) * B, np.int32)
         padded[:len(uniq)] = uniq
-        parts = [self.user_vectors(jnp.asarray(padded[s:s + B])) for s in range(0, len(padded), B)]
+        parts = [vectors(jnp.asarray(padded[s:s + B])) for s in range(0, len(padded), B)]
         vec = np.concatenate([np.asarray(p.vec) for p in parts])[inverse]
         bias = np.concatenate([np.asarray(p.bias) for p in parts])[inverse]
         t = self.state.tables

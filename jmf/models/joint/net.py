@@ -43,7 +43,7 @@ class JMFNet(nnx.Module):
     """
 
     def __init__(self, encoder: nnx.Module, head_fn, dim: int, n_cf_categories: int, n_cf_items: int,
-                 n_dl_items: int, n_dl_categories: int, *, rngs: nnx.Rngs):
+                 n_dl_items: int, n_dl_categories: int, *, rngs: nnx.Rngs, n_targets: int = 0):
         d_h = encoder.out_dim
         self.encoder = encoder
         self.head = head_fn(d_h, dim, rngs=rngs)
@@ -53,20 +53,33 @@ class JMFNet(nnx.Module):
         self.dl_categories = nnx.Linear(d_h, n_dl_categories + 1, rngs=rngs)
         # b̂_u's DL-side rating offset: a · (the user's damped mean DL-side residual), a started by the model
         self.offset_scale = nnx.Param(jnp.zeros(()))
+        # model=jmf_map: a target category's embedding, added to h_u before the head (zero at the start), and its
+        # own linear map after it (identity at the start): each target's CF side has its own basis (its own SVD)
+        self.target = (nnx.Embed(n_targets, d_h, embedding_init=nnx.initializers.zeros_init(), rngs=rngs)
+                       if n_targets else None)
+        if n_targets:
+            self.target_map = nnx.Param(jnp.tile(jnp.eye(dim)[None], (n_targets, 1, 1)))
+            self.target_shift = nnx.Param(jnp.zeros((n_targets, dim)))
         self.literal = bool(getattr(self.head, "literal", False))
         if self.literal:                                                    # C_u = σ(W4 I_u + b4)
             self.literal_out = nnx.Linear(n_cf_categories, n_cf_items, rngs=rngs)
 
     def map(self, items: jax.Array, categories: jax.Array, mask: jax.Array, offset: jax.Array | None = None,
-            **inputs: jax.Array) -> Mapped:
+            target: jax.Array | None = None, **inputs: jax.Array) -> Mapped:
         """``offset [B]``: the user's DL-side rating offset (:func:`jmf.models.joint.start.o2_user_offsets`; 0 on
-        implicit data), added to ``b̂_u`` with the learned scale ``a``."""
+        implicit data), added to ``b̂_u`` with the learned scale ``a``.  ``target [B]`` (``model=jmf_map``): the
+        target category each user is mapped to (its embedding added to ``h_u`` before the head and the bias; the
+        interest vector is read from ``h_u`` alone, so it is one profile over every target)."""
         h = self.encoder(items, categories, mask, **inputs)
         p_hat = self.head(h)
+        interest = self.interest(p_hat)
+        if target is not None:
+            h = h + self.target(target)
+            p_hat = jnp.einsum("bd,bde->be", self.head(h), self.target_map[...][target]) + self.target_shift[...][target]
         bias_hat = self.bias(h)[:, 0]
         if offset is not None:
             bias_hat = bias_hat + self.offset_scale[...] * offset
-        return Mapped(h, p_hat, bias_hat, self.interest(p_hat))
+        return Mapped(h, p_hat, bias_hat, interest)
 
     def literal_logits(self, interest: jax.Array) -> jax.Array:
         """``[B, K]`` -> ``[B, I_CF]`` logits of ``C_u``."""

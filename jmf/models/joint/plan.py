@@ -36,3 +36,49 @@ def user_batches(engine: Engine, csr, dl_users: np.ndarray, rng: np.random.Gener
         return engine.put_batch({"users": users[sl], "items": items[sl], "values": values[sl], "weight": ones,
                                  "dl_users": dl_draw[sl]})
     return EpochPlan(n_steps, batch, examples_per_step=B * m)
+
+
+def target_batches(engine: Engine, blocks: list, item_start: np.ndarray, seq_ids: np.ndarray, dl_users: np.ndarray,
+                   rng: np.random.Generator, batch_size: int, items_per_user: int) -> EpochPlan:
+    """One epoch of ``model=jmf_map`` batches: every batch is one target category's ``B`` users x ``m`` of their
+    items in it; a target gets as many batches as its training rows fill, and the batches of all targets come in
+    a random order.  ``user_rows``: the rows of (user, target ``k``) in the user tables, ``k·U + u``.
+
+    Args:
+      blocks: per target, the ``[U, I_t]`` CSR of its training rows (columns local to the target).
+      item_start: ``[T + 1]`` each target's first CF-side item index.
+      seq_ids: ``[T]`` each target's category id in the sequences (hidden from the input of its batches).
+    """
+    B, m = batch_size, items_per_user
+    n_users = blocks[0].shape[0]
+    users, items, values, step_target = [], [], [], []
+    for k, csr in enumerate(blocks):
+        degree = np.diff(csr.indptr)
+        warm = np.flatnonzero(degree > 0)
+        if len(warm) == 0:
+            continue
+        n_steps = max(1, -(-csr.nnz // (B * m)))
+        drawn = np.concatenate([rng.permutation(warm) for _ in range(-(-n_steps * B // len(warm)))])[:n_steps * B]
+        picks = csr.indptr[drawn][:, None] + np.floor(rng.random((len(drawn), m)) * degree[drawn][:, None]).astype(
+            np.int64)
+        users.append(drawn)
+        items.append(csr.indices[picks] + item_start[k])
+        values.append(csr.data[picks])
+        step_target += [k] * n_steps
+    users = np.concatenate(users).astype(np.int32)
+    items, values = np.concatenate(items).astype(np.int32), np.concatenate(values).astype(np.float32)
+    order, step_target = rng.permutation(len(step_target)), np.asarray(step_target)
+    dl_draw = (dl_users[rng.integers(0, len(dl_users), len(order) * B)] if len(dl_users)
+               else np.zeros(len(order) * B, np.int32))
+    ones = np.ones((B, m), np.float32)
+
+    def batch(b: int) -> dict:
+        j, k = order[b], step_target[order[b]]
+        sl = slice(j * B, (j + 1) * B)
+        full = lambda v: np.full(B, v, np.int32)   # noqa: E731 -- per-row copies, so the batch shards over "data"
+        return engine.put_batch({"users": users[sl], "user_rows": users[sl] + k * n_users, "items": items[sl],
+                                 "values": values[sl], "weight": ones,
+                                 "dl_users": dl_draw[b * B:(b + 1) * B], "target": full(seq_ids[k]),
+                                 "target_index": full(k), "neg_lo": full(item_start[k]),
+                                 "neg_n": full(item_start[k + 1] - item_start[k])})
+    return EpochPlan(len(order), batch, examples_per_step=B * m)

@@ -55,10 +55,15 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         key = jax.random.fold_in(state.rng, state.step)
         key_neg, key_dl = jax.random.split(key)
         users, items = batch["users"], batch["items"].reshape(-1)
-        neg_items = jax.random.randint(key_neg, (n_negatives,), 0, n_items)   # shared by the batch
+        user_rows = batch.get("user_rows", users)     # model=jmf_map: the row of (user, target) in P and b_u
+        if "neg_lo" in batch:      # model=jmf_map: negatives from the batch's target category, items lo..lo+n-1
+            lo, n = batch["neg_lo"][0], batch["neg_n"][0]
+            neg_items = lo + jnp.floor(jax.random.uniform(key_neg, (n_negatives,)) * n).astype(jnp.int32)
+        else:
+            neg_items = jax.random.randint(key_neg, (n_negatives,), 0, n_items)   # shared by the batch
         batch = {**batch, "neg_items": neg_items}
         t = state.tables
-        rows = {"P": t["P"][users], "user_bias": t["user_bias"][users]}
+        rows = {"P": t["P"][user_rows], "user_bias": t["user_bias"][user_rows]}
         for name in ITEM_TABLES:
             rows[name], rows[_neg_name(name)] = t[name][items], t[name][neg_items]   # Q -> Q, Qneg; ...
 
@@ -77,7 +82,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
             if name in ITEM_TABLES:
                 ids, grads = both, jnp.concatenate([g_rows[name], g_rows[_neg_name(name)]])
             else:
-                ids, grads = users, g_rows[name]
+                ids, grads = user_rows, g_rows[name]
             tables[name], table_opt[name] = sparse_rows_update(table_tx, t[name], state.table_opt[name], ids, grads)
         new_state = TrainState(state.step + 1, params, rest, opt_state, tables, table_opt, state.rng)
         return new_state, {"loss": total, **parts}

@@ -1,0 +1,185 @@
+"""``split=category_holdout``, ``model=jmf_map`` and the category transfer map (jmf/transfer_map.py).
+
+The split holds out what it says, target by target; the one model trained over every target is seen target by
+target as a single-target model, hides exactly the categories it is told to, scores a new user's history as it
+scores the same history in training; a run writes the map, the planted map and the picture in the layout the
+interface names, and says so in its last line.  How well the map recovers a planted graph is measured by
+``benchmarks/transfer_map.py`` (3 seeds of ``experiment=synthetic_transfer_map``), not here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from jmf.config import CONF_DIR
+from jmf.data.holdout import make_holdout_split, target_view
+from jmf.data.planted import planted_map, planted_weights
+from jmf.errors import ConfigError
+from jmf.experiments import register_configs
+from jmf.run import run
+from jmf.transfer_map import clustered_order, planted_agreement, read_csv, write_csv
+
+TINY = ["data.n_users=500", "data.groups=[2,2]", "data.items_per_category=40", "data.active=3",
+        "data.per_category=6", "model.epochs=2", "model.dim=8", "model.batch_size=64", "model.max_len=12",
+        "model.encoder.embed_dim=8", "model.encoder.hidden=16", "model.encoder.out_dim=8",
+        "trainer.progress=false", "trainer.tensorboard=false", "trainer.devices=1"]
+
+
+def _data(seed: int = 0):
+    return planted_map(n_users=400, groups=(2, 2), weights=(0.9, 0.5), items_per_category=30, active=3,
+                       per_category=6, seed=seed)
+
+
+def test_each_target_loses_exactly_its_cold_users_rows():
+    data = _data()
+    split = make_holdout_split(data, seed=0, beta=0.3)
+    h = split.holdout
+    assert list(h.targets) == [0, 1, 2, 3]
+    cat = data.item_category[data.item]
+    train_rows = set(split.dl_rows.tolist())
+    for k, t in enumerate(h.targets):
+        view = target_view(split, int(t))
+        test, valid = h.test_users[k], h.valid_users[k]
+        assert len(test) and not set(test) & set(valid)
+        assert (data.item_category[view.cf_items] == t).all() and t not in view.partition.dl_categories
+        for users, fold in ((test, view.test), (valid, view.valid)):
+            held = np.isin(data.user, users) & (cat == t)
+            assert fold.nnz == held.sum() and not train_rows & set(np.flatnonzero(held).tolist())
+            assert view.train[users].nnz == 0
+        eligible = np.unique(data.user[cat == t])
+        assert len(test) <= round(0.3 * len(eligible)) + 1
+        # the view's DL side is every other category's training rows, the target's never
+        assert not np.isin(data.item_category[view.dl_items], [t]).any()
+        assert view.dl.nnz == sum(1 for r in train_rows if cat[r] != t)
+        same = make_holdout_split(data, seed=0, beta=0.3, target=data.category_names[t])
+        assert (same.test != view.test).nnz == 0 and (same.dl != view.dl).nnz == 0
+    cold = split.cold_test_users
+    assert (np.diff(split.dl[cold].indptr) > 0).all()      # every cold user keeps training rows somewhere
+
+
+def test_which_categories_are_targets():
+    data = _data()
+    assert list(make_holdout_split(data, targets=2).holdout.targets) == sorted(
+        np.argsort(-np.bincount(data.item_category[data.item]), kind="stable")[:2])
+    assert list(make_holdout_split(data, targets=["g1c03", "g0c00"]).holdout.targets) == [0, 3]
+    with pytest.raises(ConfigError, match=r"split\.targets.*'nope'"):
+        make_holdout_split(data, targets=["nope"])
+    with pytest.raises(ConfigError, match=r"split\.target: 'g9'"):
+        make_holdout_split(data, target="g9")
+
+
+def test_planted_weights_are_the_groups():
+    group, W = planted_weights([2, 3], [0.9, 0.0])
+    assert list(group) == [0, 0, 1, 1, 1]
+    assert np.isnan(np.diag(W)).all() and W[0, 1] == W[1, 0] == 0.9 and W[2, 3] == 0.0 and W[0, 2] == 0.0
+    data = _data()
+    assert data.planted.shape == (4, 4) and data.category_names[0] == "g0c00"
+    again = _data()
+    assert (again.item == data.item).all()                   # a function of the seed
+
+
+def test_map_helpers(tmp_path):
+    m = np.array([[np.nan, 0.5, -0.1], [0.25, np.nan, 0.0], [0.0, 0.1, np.nan]])
+    write_csv(tmp_path / "m.csv", ["a", "b", "c"], ["a", "b", "c"], m)
+    rows, cols, back = read_csv(tmp_path / "m.csv")
+    assert rows == cols == ["a", "b", "c"] and np.array_equal(np.isnan(back), np.isnan(m))
+    np.testing.assert_allclose(back[~np.isnan(m)], m[~np.isnan(m)])
+    assert (tmp_path / "m.csv").read_text().splitlines()[1] == "a,,0.5,-0.1"
+    planted = np.array([[np.nan, 0.9, 0.0], [0.9, np.nan, 0.0], [0.0, 0.0, np.nan]])
+    got = planted_agreement(m, planted)
+    assert got["map/within"] == pytest.approx((0.5 + 0.25) / 2)
+    assert got["map/across"] == pytest.approx((-0.1 + 0.0 + 0.0 + 0.1) / 4)
+    assert "map/within_over_across" not in got             # across <= 0: no ratio
+    blocks = np.kron(np.eye(2), np.ones((3, 3)))[[0, 3, 1, 4, 2, 5]][:, [0, 3, 1, 4, 2, 5]]
+    order = clustered_order(blocks)
+    assert {frozenset(order[:3]), frozenset(order[3:])} == {frozenset({0, 2, 4}), frozenset({1, 3, 5})}
+
+
+def _cfg(overrides):
+    """The planted task, tiny; ``model=<m>`` in ``overrides`` is that row at its defaults (the model's own sizes)."""
+    row = next((o.split("=")[1] for o in overrides if o.startswith("model=")), None)
+    task = "synthetic_transfer_map" + (f"/{row}" if row else "")
+    register_configs([f"experiment={task}"])
+    rest = [o for o in overrides if not o.startswith("model=")]
+    tiny = [o for o in TINY if not (row and o.startswith("model."))]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={task}", *tiny, *rest])
+
+
+def test_a_run_writes_the_map_the_planted_map_and_the_picture(tmp_path, capsys):
+    metrics = run(_cfg(["seed=1"]), tmp_path)
+    names = [f"g{c // 2}c{c:02d}" for c in range(4)]
+    rows, cols, tmap = read_csv(tmp_path / "transfer_map.csv")
+    assert (tmp_path / "transfer_map.csv").read_text().startswith("target," + ",".join(names) + "\n")
+    assert rows == cols == names and np.isnan(np.diag(tmap)).all() and np.isfinite(tmap[~np.eye(4, dtype=bool)]).all()
+    prow, pcol, planted = read_csv(tmp_path / "planted_map.csv")
+    assert prow == rows and pcol == cols and planted[0, 1] == 0.9 and planted[2, 3] == 0.5 and planted[0, 2] == 0.0
+    assert (tmp_path / "transfer_map.png").read_bytes()[:4] == b"\x89PNG"
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert all(f in last for f in ("transfer_map.csv", "transfer_map.png", "planted_map.csv")), last
+    per = [metrics[f"targets/{n}/test/ndcg@10"] for n in names]
+    assert metrics["test/ndcg@10"] == pytest.approx(np.mean(per))
+    assert all(math.isfinite(metrics[k]) for k in ("map/within", "map/across", "map/spearman"))
+
+
+def test_single_target_models_and_the_multi_target_split_are_matched(tmp_path):
+    with pytest.raises(ConfigError, match=r"split\.target=<category name>"):
+        run(_cfg(["model=pop"]), tmp_path / "a")
+    with pytest.raises(ConfigError, match=r"needs split=category_holdout"):
+        run(_cfg(["split=cold_start", "partition.k=2"]), tmp_path / "b")
+    with pytest.raises(ConfigError, match=r"partition\.k.*split\.targets"):
+        run(_cfg(["partition.k=2"]), tmp_path / "c")
+    metrics = run(_cfg(["model=pop", "split.target=g1c02"]), tmp_path / "d")   # one target's cold-start split
+    assert "test/ndcg@10" in metrics and not any(k.startswith("targets/") for k in metrics)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    import jmf
+
+    out = tmp_path_factory.mktemp("fitted")
+    run(_cfg(["seed=0"]), out)
+    return jmf.load(out)
+
+
+def test_a_target_view_hides_what_it_is_told_and_nothing_else(fitted):
+    model, split = fitted.model, fitted.split
+    k, t = 0, int(split.holdout.targets[0])
+    users = split.holdout.test_users[k][:16]
+    base = np.asarray(model.target_view(k).score(jnp.asarray(users)))
+    assert base.shape == (len(users), split.holdout.item_start[1] - split.holdout.item_start[0])
+    seq_cats = np.asarray(model.seq["categories"])[users]
+    has = [s for s in range(4) if s != t and (seq_cats == s + 1).any()]
+    absent = [s for s in range(4) if s != t and not (seq_cats == s + 1).any()]
+    hidden = np.asarray(model.target_view(k, hide_source=has[0]).score(jnp.asarray(users)))
+    rows = (seq_cats == has[0] + 1).any(1)
+    assert not np.allclose(hidden[rows], base[rows]) and np.array_equal(hidden[~rows], base[~rows])
+    for s in absent:
+        assert np.array_equal(np.asarray(model.target_view(k, hide_source=s).score(jnp.asarray(users))), base)
+    with pytest.raises(ValueError, match="target itself"):
+        model.target_view(k, hide_source=t)
+
+
+def test_a_new_user_is_scored_as_the_same_history_in_training(fitted):
+    """A cold user's own training history, as a new user's, gives their scores in every target they are cold in."""
+    import pandas as pd
+
+    model, split, data = fitted.model, fitted.split, fitted.split.data
+    user = int(split.holdout.test_users[0][0])
+    rows = split.dl_rows[data.user[split.dl_rows] == user]          # their training rows, every category
+    frame = pd.DataFrame({"user": "someone new", "item": data.item_ids[data.item[rows]],
+                          "timestamp": data.timestamp[rows]})
+    scores, usable = model.score_new(fitted.history(frame))
+    want = np.asarray(model.score(jnp.asarray([user])))
+    assert usable.all()
+    start = split.holdout.item_start
+    cold = [k for k in range(len(start) - 1) if not bool(model.warm[user, k])]   # a new user is cold everywhere
+    assert 0 in cold
+    for k in cold:
+        np.testing.assert_allclose(np.asarray(scores)[:, start[k]:start[k + 1]], want[:, start[k]:start[k + 1]],
+                                   rtol=1e-5, atol=1e-5)
