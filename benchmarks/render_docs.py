@@ -34,6 +34,8 @@ GROUPS = {
                             ("ciao_signal", "valid_noise", "ciao_rank_parts", "disencdr_", "graph_step",
                              "authors_protocol", "cross_listed", "same_metrics")),
     "results-probes.md": ("Probe runs (read on validation or test, named in the notes)", ("probe_",)),
+    "results-transfer-map.md": ("The category transfer map: the planted graph, one run against one per target, "
+                                "Ciao's and MovieLens' maps", ("transfer_map",)),
     "results-speed.md": ("Speed against the machine: roofline, and the bfloat16 check", ("roofline", "bf16_check")),
     "results-peers.md": ("Speed against the peers: the JMF step against PyTorch, iALS at scale, the first result, "
                          "compilation, the README tour",

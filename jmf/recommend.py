@@ -98,15 +98,19 @@ class Recommender:
     # ------------------------------------------------------------------ known users
     def recommend(self, users, k: int = 10, exclude_seen: bool = True) -> pd.DataFrame:
         """Top-``k`` CF-side items for users in training (raw ids); ``exclude_seen`` drops their training items."""
+        users, index = self._known(users, "recommend_new")
+        scores = self._score_known(index)
+        seen = self.split.train[index] if exclude_seen else None
+        return self._top(users, scores, seen, self._check_k(k))
+
+    def _known(self, users, instead: str) -> tuple[list[str], np.ndarray]:
+        """Raw user ids (one or a list) -> ``(ids as text, their indices)``; unknown ids are refused naming ``instead``."""
         users = [str(u) for u in (users if isinstance(users, (list, tuple, np.ndarray, pd.Series)) else [users])]
         unknown = [u for u in users if u not in self._user]
         if unknown:
             raise RecommendError(f"users not in the saved run: {unknown[:5]}{' ...' if len(unknown) > 5 else ''} "
-                                 f"({len(unknown)} of {len(users)}); use recommend_new for new users")
-        index = np.array([self._user[u] for u in users], np.int64)
-        scores = self._score_known(index)
-        seen = self.split.train[index] if exclude_seen else None
-        return self._top(users, scores, seen, self._check_k(k))
+                                 f"({len(unknown)} of {len(users)}); use {instead} for new users")
+        return users, np.array([self._user[u] for u in users], np.int64)
 
     def _score_known(self, index: np.ndarray, batch: int = 512) -> np.ndarray:
         out = []
@@ -179,14 +183,21 @@ class Recommender:
         out.attrs["fallback_users"] = int(fallback.sum())
         return out
 
-    def interest(self, history: pd.DataFrame) -> pd.DataFrame:
-        """The interest distribution ``I_u`` over the CF-side categories of new users (``model=jmf``)."""
+    def interest(self, who) -> pd.DataFrame:
+        """The interest distribution ``softmax(I_u)`` over the CF-side categories (``model=jmf_map``: every target
+        category) of new users, from their behaviour DataFrame, or of users in training, from a list of their ids:
+        one row per user, one column per category."""
         if not isinstance(self.model, NewUserInterest):
             raise RecommendError(f"interest: {type(self.model).__name__} has no interest vector (model=jmf has)")
-        hist = self.history(history)
-        values = np.asarray(self.model.interest_new(hist)) if hist.users else np.zeros((0, len(self.cf_categories)))
+        if isinstance(who, pd.DataFrame):
+            hist = self.history(who)
+            users = hist.users
+            values = np.asarray(self.model.interest_new(hist)) if users else np.zeros((0, len(self.cf_categories)))
+        else:
+            users, index = self._known(who, "interest(<behaviour DataFrame>)")
+            values = np.asarray(self.model.interest(jnp.asarray(index, jnp.int32)))
         frame = pd.DataFrame(values, columns=self.cf_categories)
-        frame.insert(0, "user", hist.users)
+        frame.insert(0, "user", users)
         return frame
 
     def explain(self, history: pd.DataFrame, items=None, k: int = 10, top_items: int = 3) -> pd.DataFrame:

@@ -192,10 +192,34 @@ def write_report(sweep_dir: str | Path, metric: str | None = None, out: str | Pa
     plots = [_plot(jobs, p, metric, out) for p in params]
     if any(plots):
         md += ["", "## Plots", ""] + [f"![{p}]({f.name})" for p, f in zip(params, plots) if f]
+    md += _transfer_maps(s["groups"], out)
     (out / "report.md").write_text("\n".join(md) + "\n")
     _write_csv(out / "report.csv", s, names)
     _write_runs(out / "runs.csv", jobs, names)
     return out / "report.md"
+
+
+def _transfer_maps(groups: dict, out: Path) -> list[str]:
+    """Per config whose runs wrote ``transfer_map.csv`` (``model=jmf_map``): the mean map over its seeds and their
+    spread (sample std), as ``transfer_map_mean[_<n>].csv`` / ``_spread`` / ``.png``; the report's lines for them."""
+    from jmf.transfer_map import draw_map, read_csv, write_csv
+
+    md = []
+    for n, ((model, config), members) in enumerate(sorted(groups.items(), key=lambda kv: _natural(kv[0]))):
+        files = [j.path / "transfer_map.csv" for j in members if (j.path / "transfer_map.csv").exists()]
+        if not files:
+            continue
+        read = [read_csv(f) for f in files]
+        rows, cols = read[0][0], read[0][1]
+        maps = np.stack([m for r, c, m in read if (r, c) == (rows, cols)])
+        mean, spread = maps.mean(0), (maps.std(0, ddof=1) if len(maps) > 1 else np.zeros_like(maps[0]))
+        stem = "transfer_map_mean" + (f"_{n}" if n else "")
+        write_csv(out / f"{stem}.csv", rows, cols, mean)
+        write_csv(out / f"{stem}_spread.csv", rows, cols, spread)
+        draw_map(out / f"{stem}.png", rows, cols, mean, f"{model} {config}: mean of {len(maps)} seed(s)", spread)
+        md += ["", f"## Category transfer map: {model} `{config}` (mean of {len(maps)} seeds)", "",
+               f"![transfer map]({stem}.png)", "", f"`{stem}.csv` (mean), `{stem}_spread.csv` (std over seeds)."]
+    return md
 
 
 def _p(value: float) -> str:

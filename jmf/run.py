@@ -31,7 +31,7 @@ from jmf.outputs import run_title, write_outputs
 from jmf.pipeline import baseline_metrics, build_split, eval_config, evaluate, load_data
 from jmf.preflight import RunDirLock, check_model_sizes, check_split, clamp_dim
 from jmf.train.observe import status, write_run_info
-from jmf.transfer_map import planted_agreement, transfer_map, write_transfer_map
+from jmf.transfer_map import interest_lift, planted_agreement, transfer_map, write_transfer_map
 
 log = logging.getLogger("jmf")
 
@@ -142,7 +142,7 @@ def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfi
         title = run_title(cfg, type(model).__name__, seed)
         written = write_outputs(out, model, data, split, cfg, trainer, metrics, timing, title, seed)
         if tmap is not None:
-            written += write_transfer_map(out, tmap, data.planted, split.holdout.targets, title)
+            written += write_transfer_map(out, tmap[0], data.planted, split.holdout.targets, title, tmap[1])
         print(f"run directory {out.resolve()}: wrote {', '.join(written)}", flush=True)
     return metrics
 
@@ -170,8 +170,9 @@ def _check_model(model, split, eval_cfg: EvalConfig, trainer: TrainerConfig) -> 
 
 
 def _transfer_map(model, split, eval_cfg: EvalConfig, metrics: dict, timing: dict):
-    """``split=category_holdout``: the category transfer map (jmf/transfer_map.py), its time in ``timing``, and on
-    data with a planted category graph how well it recovers it (``map/...`` in ``metrics``)."""
+    """``split=category_holdout``: the category transfer map and the interest lift table (jmf/transfer_map.py), the
+    map's time in ``timing``, and on data with a planted category graph how well it recovers it (``map/...`` in
+    ``metrics``)."""
     if split.holdout is None:
         return None
     start = time.perf_counter()
@@ -181,7 +182,7 @@ def _transfer_map(model, split, eval_cfg: EvalConfig, metrics: dict, timing: dic
     metrics["eval/map_seconds"] = timing["eval/map_seconds"]
     if split.data.planted is not None:
         metrics.update(planted_agreement(tmap.matrix, np.asarray(split.data.planted, float)[split.holdout.targets]))
-    return tmap
+    return tmap, interest_lift(model, split)
 
 
 def _main_process() -> bool:

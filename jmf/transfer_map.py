@@ -9,8 +9,9 @@
   negative: the ranking is better without ``s``).  The pairs are the same users, items and drawn negatives, so
   the drop is a paired difference.
 * :func:`write_transfer_map`: ``transfer_map.csv`` (first column ``target``, one column per source category,
-  empty on the diagonal), ``transfer_map.png`` (a heatmap, categories in a clustered order), and, on data with a
-  planted category graph, ``planted_map.csv`` in the same layout.
+  empty on the diagonal), ``transfer_map.png`` (a heatmap, categories in a clustered order), on data with a
+  planted category graph ``planted_map.csv`` in the same layout, and ``interest_lift.csv``
+  (:func:`interest_lift`: how well the interest vector finds each target's cold users).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from jmf.data.holdout import target_view
 from jmf.data.split import SplitData
-from jmf.evaluate.protocols import EvalConfig, evaluate_split
+from jmf.evaluate.protocols import EvalConfig, evaluate_split, evaluation_users
 
 log = logging.getLogger("jmf")
 
@@ -64,7 +65,8 @@ class TransferMap:
 
 
 def transfer_map(model, split: SplitData, eval_cfg: EvalConfig) -> TransferMap:
-    """Hide each source from the input of each target's cold test users (``model.target_view(k, hide_source=s)``)."""
+    """Hide each source from the input of each target's cold test users (``model.target_view(k, hide_source=s)``);
+    a source none of them has in their input carries nothing (0, not evaluated)."""
     cfg = dataclasses.replace(eval_cfg, ks=(10,), ratings=False, test_sampling_seeds=(), test_full=False)
     h, C = split.holdout, split.data.n_categories
     matrix = np.full((len(h.targets), C), np.nan)
@@ -72,17 +74,43 @@ def transfer_map(model, split: SplitData, eval_cfg: EvalConfig) -> TransferMap:
     for k, t in enumerate(h.targets):
         view = target_view(split, int(t))
         base[k] = evaluate_split(model.target_view(k), view, "test", cfg)[MAP_METRIC]
-        present = np.unique(split.data.item_category[view.dl_items[view.dl[view.cold_test_users].indices]])
+        users = evaluation_users(view, "test")[0]
+        present = np.unique(split.data.item_category[view.dl_items[view.dl[users].indices]])
         for s in range(C):
             if s == t:
                 continue
-            if s not in present:          # no cold user of t has s in their input: nothing to hide
+            if s not in present or base[k] <= 0:
                 matrix[k, s] = 0.0
                 continue
             hidden = evaluate_split(model.target_view(k, hide_source=s), view, "test", cfg)[MAP_METRIC]
-            matrix[k, s] = (base[k] - hidden) / base[k] if base[k] > 0 else 0.0
+            matrix[k, s] = (base[k] - hidden) / base[k]
     names = [str(n) for n in split.data.category_names]
     return TransferMap(target_names(split), names, matrix, base)
+
+
+def interest_lift(model, split: SplitData, batch: int = 512) -> list[dict]:
+    """Per target ``t``: how much more interest in ``t`` the interest vector gives ``t``'s cold test users (whose rows
+    in ``t`` it never saw) than users never active in ``t``: the mean ``softmax(I_u)[t]`` of each group, their
+    ratio (the lift) and the AUC of ``softmax(I_u)[t]`` separating the two."""
+    import jax.numpy as jnp
+    from scipy.stats import rankdata
+
+    U = split.n_users
+    interest = np.concatenate([np.asarray(model.interest(jnp.asarray(np.arange(s, min(s + batch, U)), jnp.int32)))
+                               for s in range(0, U, batch)])
+    data, h = split.data, split.holdout
+    active = np.zeros((U, data.n_categories), bool)
+    active[data.user, data.item_category[data.item]] = True
+    rows = []
+    for k, (name, t) in enumerate(zip(target_names(split), h.targets)):
+        cold, never = interest[h.test_users[k], k], interest[~active[:, t], k]
+        ranks = rankdata(np.concatenate([cold, never]))
+        auc = ((ranks[:len(cold)].sum() - len(cold) * (len(cold) + 1) / 2) / (len(cold) * len(never))
+               if len(cold) and len(never) else float("nan"))
+        rows.append({"target": name, "cold_users": len(cold), "interest_cold": float(cold.mean()),
+                     "interest_never_active": float(never.mean()) if len(never) else float("nan"),
+                     "lift": float(cold.mean() / never.mean()) if len(never) else float("nan"), "auc": float(auc)})
+    return rows
 
 
 def write_csv(path: Path, rows: list[str], cols: list[str], matrix: np.ndarray) -> None:
@@ -154,8 +182,9 @@ def draw_map(path: Path, rows: list[str], cols: list[str], matrix: np.ndarray, t
 
 
 def write_transfer_map(out: Path, tmap: TransferMap, planted: np.ndarray | None, targets: np.ndarray,
-                       title: str) -> list[str]:
-    """The map's files in the run directory ``out`` (module docstring); returns their names."""
+                       title: str, lift: list[dict] | None = None) -> list[str]:
+    """The map's files in the run directory ``out`` (module docstring), and ``interest_lift.csv``
+    (:func:`interest_lift`); returns their names."""
     write_csv(out / "transfer_map.csv", tmap.targets, tmap.sources, tmap.matrix)
     draw_map(out / "transfer_map.png", tmap.targets, tmap.sources, tmap.matrix,
              f"{title}: how much each source carries into each target")
@@ -163,6 +192,12 @@ def write_transfer_map(out: Path, tmap: TransferMap, planted: np.ndarray | None,
     if planted is not None:
         write_csv(out / "planted_map.csv", tmap.targets, tmap.sources, np.asarray(planted, float)[targets])
         written.append("planted_map.csv")
+    if lift:
+        with open(out / "interest_lift.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(lift[0]))
+            w.writeheader()
+            w.writerows(lift)
+        written.append("interest_lift.csv")
     return written
 
 

@@ -80,7 +80,7 @@ def test_generated_benchmark_pages_and_readme_table_match_the_results():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("page", ["own-data.md", "sweep-to-table.md", "cold-start.md"])
+@pytest.mark.parametrize("page", ["own-data.md", "sweep-to-table.md", "cold-start.md", "map-your-catalogue.md"])
 def test_tutorial_runs_as_written(page, tmp_path):
     run_page(ROOT / "docs" / "pages" / "tutorials" / page, tmp_path)
 

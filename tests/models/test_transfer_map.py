@@ -111,20 +111,36 @@ def _cfg(overrides):
         return compose("train", overrides=[f"experiment={task}", *tiny, *rest])
 
 
-def test_a_run_writes_the_map_the_planted_map_and_the_picture(tmp_path, capsys):
-    metrics = run(_cfg(["seed=1"]), tmp_path)
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """One tiny planted run: ``(its directory, its metrics, the last line it printed, the loaded Recommender)``."""
+    import contextlib
+    import io
+
+    import jmf
+
+    out = tmp_path_factory.mktemp("fitted")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        metrics = run(_cfg(["seed=0"]), out)
+    return out, metrics, printed.getvalue().strip().splitlines()[-1], jmf.load(out)
+
+
+def test_a_run_writes_the_map_the_planted_map_and_the_picture(fitted):
+    out, metrics, last, _ = fitted
     names = [f"g{c // 2}c{c:02d}" for c in range(4)]
-    rows, cols, tmap = read_csv(tmp_path / "transfer_map.csv")
-    assert (tmp_path / "transfer_map.csv").read_text().startswith("target," + ",".join(names) + "\n")
+    rows, cols, tmap = read_csv(out / "transfer_map.csv")
+    assert (out / "transfer_map.csv").read_text().startswith("target," + ",".join(names) + "\n")
     assert rows == cols == names and np.isnan(np.diag(tmap)).all() and np.isfinite(tmap[~np.eye(4, dtype=bool)]).all()
-    prow, pcol, planted = read_csv(tmp_path / "planted_map.csv")
+    prow, pcol, planted = read_csv(out / "planted_map.csv")
     assert prow == rows and pcol == cols and planted[0, 1] == 0.9 and planted[2, 3] == 0.5 and planted[0, 2] == 0.0
-    assert (tmp_path / "transfer_map.png").read_bytes()[:4] == b"\x89PNG"
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert (out / "transfer_map.png").read_bytes()[:4] == b"\x89PNG"
     assert all(f in last for f in ("transfer_map.csv", "transfer_map.png", "planted_map.csv")), last
     per = [metrics[f"targets/{n}/test/ndcg@10"] for n in names]
     assert metrics["test/ndcg@10"] == pytest.approx(np.mean(per))
     assert all(math.isfinite(metrics[k]) for k in ("map/within", "map/across", "map/spearman"))
+    lift = (out / "interest_lift.csv").read_text().splitlines()
+    assert lift[0] == "target,cold_users,interest_cold,interest_never_active,lift,auc" and len(lift) == 5
 
 
 def test_single_target_models_and_the_multi_target_split_are_matched(tmp_path):
@@ -138,17 +154,8 @@ def test_single_target_models_and_the_multi_target_split_are_matched(tmp_path):
     assert "test/ndcg@10" in metrics and not any(k.startswith("targets/") for k in metrics)
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
-    import jmf
-
-    out = tmp_path_factory.mktemp("fitted")
-    run(_cfg(["seed=0"]), out)
-    return jmf.load(out)
-
-
 def test_a_target_view_hides_what_it_is_told_and_nothing_else(fitted):
-    model, split = fitted.model, fitted.split
+    model, split = fitted[3].model, fitted[3].split
     k, t = 0, int(split.holdout.targets[0])
     users = split.holdout.test_users[k][:16]
     base = np.asarray(model.target_view(k).score(jnp.asarray(users)))
@@ -169,17 +176,41 @@ def test_a_new_user_is_scored_as_the_same_history_in_training(fitted):
     """A cold user's own training history, as a new user's, gives their scores in every target they are cold in."""
     import pandas as pd
 
-    model, split, data = fitted.model, fitted.split, fitted.split.data
+    rec = fitted[3]
+    model, split, data = rec.model, rec.split, rec.split.data
     user = int(split.holdout.test_users[0][0])
     rows = split.dl_rows[data.user[split.dl_rows] == user]          # their training rows, every category
     frame = pd.DataFrame({"user": "someone new", "item": data.item_ids[data.item[rows]],
                           "timestamp": data.timestamp[rows]})
-    scores, usable = model.score_new(fitted.history(frame))
+    scores, usable = model.score_new(rec.history(frame))
     want = np.asarray(model.score(jnp.asarray([user])))
     assert usable.all()
     start = split.holdout.item_start
     cold = [k for k in range(len(start) - 1) if not bool(model.warm[user, k])]   # a new user is cold everywhere
     assert 0 in cold
+    known = rec.interest([str(data.user_ids[user])])
+    np.testing.assert_allclose(known.iloc[0, 1:].to_numpy(float), np.asarray(model.interest(jnp.asarray([user])))[0],
+                               rtol=1e-6)
+    assert list(known.columns) == ["user", *[str(n) for n in data.category_names]]
     for k in cold:
         np.testing.assert_allclose(np.asarray(scores)[:, start[k]:start[k + 1]], want[:, start[k]:start[k + 1]],
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_jmf_report_draws_a_sweeps_mean_map_with_its_spread(tmp_path):
+    from jmf.report import write_report
+
+    maps = [np.array([[np.nan, 0.2], [0.0, np.nan]]), np.array([[np.nan, 0.4], [0.1, np.nan]])]
+    for seed, m in enumerate(maps):
+        job = tmp_path / "sweep" / str(seed)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- model=jmf_map\n- seed={seed}\n")
+        (job / "metrics.json").write_text('{"valid/ndcg@10": 0.3, "test/ndcg@10": 0.25}')
+        write_csv(job / "transfer_map.csv", ["a", "b"], ["a", "b"], m)
+    report = write_report(tmp_path / "sweep").read_text()
+    assert "transfer_map_mean.png" in report and (tmp_path / "sweep" / "transfer_map_mean.png").exists()
+    _, _, mean = read_csv(tmp_path / "sweep" / "transfer_map_mean.csv")
+    _, _, spread = read_csv(tmp_path / "sweep" / "transfer_map_mean_spread.csv")
+    np.testing.assert_allclose([mean[0, 1], mean[1, 0]], [0.3, 0.05], rtol=1e-5)      # CSVs keep 6 digits
+    np.testing.assert_allclose(spread[0, 1], np.std([0.2, 0.4], ddof=1), rtol=1e-5)
+    assert np.isnan(mean[0, 0]) and np.isnan(spread[1, 1])
