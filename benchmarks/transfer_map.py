@@ -10,8 +10,9 @@
   drawn into the docs.
 * ``ciao``: Ciao's 10 largest categories as targets (``split.targets=10``, the same cold users for every run):
   one ``model=jmf_map`` run against one single-target JMF per target (``experiments/ciao_transfer_map/jmf.yaml``
-  with ``split.target=<name>``), run one after the other on this machine: per-target test NDCG@10 and their
-  ratio, and the training time of each (``timing.json``'s ``train/seconds``: the fit, compilation included).
+  with ``split.target=<name>``), run one after the other on this machine, each without the persistent compilation
+  cache (every run compiles its own programs, as a first run does): per-target test NDCG@10 and their ratio, and
+  the training time of each (``timing.json``'s ``train/seconds``: the fit, compilation included).
 * ``maps``: ``experiment=ciao_transfer_map`` (every category a target) and ``experiment=ml100k_transfer_map`` (every
   genre), seed 0: the map tables and pictures for the docs.
 
@@ -39,8 +40,9 @@ ASSETS = ROOT / "docs" / "pages" / "assets" / "transfer_map"
 CLI = [sys.executable, "-m", "jmf"]
 
 
-def train(name: str, overrides: list[str], resume: bool) -> Path:
-    """``jmf-train overrides`` in ``RUNS/name`` (reused with ``resume`` when it finished); returns the directory."""
+def train(name: str, overrides: list[str], resume: bool, cold: bool = False) -> Path:
+    """``jmf-train overrides`` in ``RUNS/name`` (reused with ``resume`` when it finished); returns the directory.
+    ``cold``: without the persistent compilation cache, so every run pays its own compilation."""
     out = RUNS / name
     if resume and (out / "metrics.json").exists():
         print(f"[{name}] reusing {out}", flush=True)
@@ -48,6 +50,9 @@ def train(name: str, overrides: list[str], resume: bool) -> Path:
     if out.exists() and not resume:
         shutil.rmtree(out)
     env = {**os.environ, "JMF_DATA_DIR": str(data_dir())}
+    if cold:
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        env["JMF_COMPILE_CACHE"] = "off"
     cmd = [*CLI, *overrides, f"hydra.run.dir={out}", "trainer.save_model=false", "trainer.progress=false"]
     print("[" + name + "] " + " ".join(cmd[2:]), flush=True)
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -91,14 +96,14 @@ def planted(seeds: list[int], resume: bool) -> None:
 
 def ciao(seed: int, resume: bool) -> None:
     multi = train(f"ciao10_multi_s{seed}", ["experiment=ciao_transfer_map", "split.targets=10", f"seed={seed}"],
-                  resume)
+                  resume, cold=True)
     m = metrics(multi)
     names = sorted({k.split("/")[1] for k in m if k.startswith("targets/")}, key=lambda n: int(n) if n.isdigit()
                    else n)
     rows, single_seconds = [], 0.0
     for name in names:
         run = train(f"ciao10_single_{name}_s{seed}", ["experiment=ciao_transfer_map/jmf", "split.targets=10",
-                                                        f"split.target={name}", f"seed={seed}"], resume)
+                                                        f"split.target={name}", f"seed={seed}"], resume, cold=True)
         s = metrics(run)
         single_seconds += train_seconds(run)
         rows.append({"target": name, "single ndcg@10": s["test/ndcg@10"],

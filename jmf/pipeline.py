@@ -124,12 +124,12 @@ def baseline_metrics(name: str, split: SplitData, eval_cfg: EvalConfig, seed: in
     if name not in BASELINES:
         raise ConfigError(f"trainer.baseline: {name!r} is not one of {BASELINES} (or null)")
     if split.holdout is not None:        # one popularity per target, from that target's training rows
-        from jmf.data.holdout import target_view
+        from jmf.data.holdout import view_at
         from jmf.transfer_map import evaluate_targets
 
         def fitted(k: int) -> Popularity:
             pop = Popularity()
-            pop.fit(target_view(split, int(split.holdout.targets[k])), RunContext(seed=seed))
+            pop.fit(view_at(split, k), RunContext(seed=seed))
             return pop
         return {f"baseline/{k}": v for k, v in evaluate_targets(fitted, split, eval_cfg, evaluate).items()}
     model = Popularity()

@@ -57,12 +57,12 @@ def check_split(split: SplitData, model_cfg: DictConfig, eval_cfg: EvalConfig) -
     """Folds the run needs are non-empty; the cut-offs fit the candidate lists; ``model.dim`` fits (clamped).
     ``split=category_holdout``: every target's split (each message names the target)."""
     if split.holdout is not None:
-        from jmf.data.holdout import target_view
+        from jmf.data.holdout import view_at
 
         names = [str(n) for n in split.data.category_names]
-        for t in split.holdout.targets:
+        for k, t in enumerate(split.holdout.targets):
             try:
-                check_split(target_view(split, int(t)), model_cfg, eval_cfg)
+                check_split(view_at(split, k), model_cfg, eval_cfg)
             except (ConfigError, DataError) as err:
                 raise type(err)(f"split=category_holdout, target {names[t]!r}: {err} (or leave {names[t]!r} out of "
                                 "split.targets)") from None

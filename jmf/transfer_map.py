@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jmf.data.holdout import target_view
+from jmf.data.holdout import view_at
 from jmf.data.split import SplitData
 from jmf.evaluate.protocols import EvalConfig, evaluate_split, evaluation_users
 
@@ -45,7 +45,7 @@ def evaluate_targets(model_for: Callable[[int], object], split: SplitData, eval_
     out: dict[str, float] = {}
     per: dict[str, list[float]] = {}
     for k, name in enumerate(target_names(split)):
-        view = target_view(split, int(split.holdout.targets[k]))
+        view = view_at(split, k)
         for key, value in evaluate(model_for(k), view, eval_cfg).items():
             out[f"targets/{name}/{key}"] = value
             per.setdefault(key, []).append(value)
@@ -72,7 +72,7 @@ def transfer_map(model, split: SplitData, eval_cfg: EvalConfig) -> TransferMap:
     matrix = np.full((len(h.targets), C), np.nan)
     base = np.zeros(len(h.targets))
     for k, t in enumerate(h.targets):
-        view = target_view(split, int(t))
+        view = view_at(split, k)
         base[k] = evaluate_split(model.target_view(k), view, "test", cfg)[MAP_METRIC]
         users = evaluation_users(view, "test")[0]
         present = np.unique(split.data.item_category[view.dl_items[view.dl[users].indices]])

@@ -45,10 +45,10 @@ class CategoryHoldout:
     item_start: np.ndarray
 
     def index(self, target: int | str, names: Sequence[str]) -> int:
-        """The position in ``targets`` of a category id or name (ConfigError naming ``split.target`` if it is none)."""
+        """The position in ``targets`` of the category *named* ``target`` (``split.target=6`` is the category named
+        6, as the run's ``targets/<name>/...`` metrics name it; ConfigError naming ``split.target`` if none is)."""
         names = [str(n) for n in names]
-        cid = names.index(target) if isinstance(target, str) and target in names else target
-        hits = np.flatnonzero(self.targets == cid) if isinstance(cid, (int, np.integer)) else []
+        hits = np.flatnonzero(self.targets == names.index(str(target))) if str(target) in names else []
         if len(hits) == 0:
             raise ConfigError(f"split.target: {target!r} is not a target category (targets: "
                               f"{', '.join(names[c] for c in self.targets[:12])}{' ...' if len(self.targets) > 12 else ''})")
@@ -144,12 +144,15 @@ def _split(data: Interactions, targets: np.ndarray, fold: np.ndarray, valid_user
 def target_view(split: SplitData, target: int | str) -> SplitData:
     """Target ``target``'s part of a ``category_holdout`` split as a plain cold-start split: CF side the target's
     items (training rows: its warm users'; valid/test: its cold users' held-out rows), DL side every other
-    category's training rows.  ``target``: a category name, or an id."""
-    h = split.holdout
-    if h is None:
+    category's training rows.  ``target``: a category name (an integer is read as the name it spells)."""
+    if split.holdout is None:
         raise ConfigError("split.target needs split=category_holdout")
-    data = split.data
-    k = h.index(target, data.category_names)
+    return view_at(split, split.holdout.index(target, split.data.category_names))
+
+
+def view_at(split: SplitData, k: int) -> SplitData:
+    """:func:`target_view` of the ``k``-th target (a position in ``split.holdout.targets``)."""
+    h, data = split.holdout, split.data
     t = int(h.targets[k])
     cat = data.item_category[data.item]
     rows_t = np.flatnonzero(cat == t)

@@ -9,6 +9,7 @@ interface names, and says so in its last line.  How well the map recovers a plan
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from jmf.config import CONF_DIR
-from jmf.data.holdout import make_holdout_split, target_view
+from jmf.data.holdout import make_holdout_split, target_view, view_at
 from jmf.data.planted import planted_map, planted_weights
 from jmf.errors import ConfigError
 from jmf.experiments import register_configs
@@ -43,7 +44,8 @@ def test_each_target_loses_exactly_its_cold_users_rows():
     cat = data.item_category[data.item]
     train_rows = set(split.dl_rows.tolist())
     for k, t in enumerate(h.targets):
-        view = target_view(split, int(t))
+        view = view_at(split, k)
+        assert (target_view(split, data.category_names[t]).test != view.test).nnz == 0
         test, valid = h.test_users[k], h.valid_users[k]
         assert len(test) and not set(test) & set(valid)
         assert (data.item_category[view.cf_items] == t).all() and t not in view.partition.dl_categories
@@ -71,6 +73,11 @@ def test_which_categories_are_targets():
         make_holdout_split(data, targets=["nope"])
     with pytest.raises(ConfigError, match=r"split\.target: 'g9'"):
         make_holdout_split(data, target="g9")
+    numbered = dataclasses.replace(data, category_names=("1", "2", "3", "4"))   # Ciao's names are numbers
+    view = make_holdout_split(numbered, target=2)            # split.target=2 on the command line: the name "2"
+    assert list(view.partition.cf_categories) == [1]
+    with pytest.raises(ConfigError, match=r"split\.target: 0 is not a target"):
+        make_holdout_split(numbered, target=0)
 
 
 def test_planted_weights_are_the_groups():
@@ -214,3 +221,23 @@ def test_jmf_report_draws_a_sweeps_mean_map_with_its_spread(tmp_path):
     np.testing.assert_allclose([mean[0, 1], mean[1, 0]], [0.3, 0.05], rtol=1e-5)      # CSVs keep 6 digits
     np.testing.assert_allclose(spread[0, 1], np.std([0.2, 0.4], ddof=1), rtol=1e-5)
     assert np.isnan(mean[0, 0]) and np.isnan(spread[1, 1])
+
+
+def test_jmf_map_trains_data_parallel_with_row_sharded_tables():
+    """4 CPU devices (tests/conftest.py), every table row-sharded: ``P`` has a row per (user, target), padded."""
+    from functools import partial
+
+    from jmf.models.encoders.bag import BagEncoder
+    from jmf.models.heads.linear import LinearHead
+    from jmf.models.joint import TransferJMF
+    from jmf.train.engine import RunContext
+
+    split = make_holdout_split(_data(), seed=0, beta=0.3)
+    model = TransferJMF(partial(BagEncoder, embed_dim=8, out_dim=8), partial(LinearHead), dim=8, epochs=1,
+                        pretrain_epochs=1, patience=0, batch_size=16, items_per_user=4, max_len=8, negatives=8)
+    info = model.fit(split, RunContext(checkpoint=False, progress=False, devices=4, shard_tables=True))
+    P = model.state.tables["P"]
+    assert model.engine.n_devices == 4 and "data" in str(P.sharding.spec)
+    assert P.shape[0] % 4 == 0 and P.shape[0] >= 4 * split.n_users and info["train/steps"] > 0
+    scores = np.asarray(model.score(jnp.asarray(split.holdout.test_users[0][:5])))
+    assert scores.shape == (5, split.train.shape[1]) and np.isfinite(scores).all()

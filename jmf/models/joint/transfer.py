@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 from flax import nnx
 
-from jmf.data.holdout import target_view
+from jmf.data.holdout import view_at
 from jmf.data.split import SplitData
 from jmf.errors import ConfigError
 from jmf.evaluate.validator import Validator
@@ -73,7 +73,7 @@ class TransferJMF(JMF):
             log.info("model=jmf_map: the DL-side rating offset is off (it would read the target's own ratings)")
             self.user_offset = False
         self.holdout, self.item_start = h, h.item_start
-        self.views = [target_view(split, int(t)) for t in h.targets]
+        self.views = [view_at(split, k) for k in range(len(h.targets))]
         terms, self.terms = self.terms, {}
         try:
             plan = super().setup(split, ctx)
