@@ -81,7 +81,7 @@ def planted(seeds: list[int], resume: bool) -> None:
         maps.append(tmap)
         rows.append({"seed": seed, "ndcg@10": m["test/ndcg@10"], "pop ndcg@10": m["baseline/test/ndcg@10"],
                      "within": m["map/within"], "across": m["map/across"],
-                     "within / |across|": m["map/within"] / abs(m["map/across"]),
+                     "within / abs(across)": m["map/within"] / abs(m["map/across"]),
                      "spearman": m["map/spearman"], "train s": round(train_seconds(run), 1)})
     mean, spread = np.mean(maps, 0), np.std(maps, 0, ddof=1) if len(maps) > 1 else np.zeros_like(maps[0])
     write_csv(RUNS / "planted_mean.csv", names, cols, mean)

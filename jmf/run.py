@@ -26,7 +26,7 @@ from jmf.config import TrainerConfig, check_target, to_dataclass
 from jmf.errors import ConfigError, RunDirError, disk_full_cause, disk_full_error, user_error
 from jmf.evaluate import registry
 from jmf.evaluate.protocols import EvalConfig
-from jmf.models.base import BothSides, HasInterest, Model, RunContext
+from jmf.models.base import BothSides, HasInterest, Model, MultiTarget, RunContext
 from jmf.outputs import run_title, write_outputs
 from jmf.pipeline import baseline_metrics, build_split, eval_config, evaluate, load_data
 from jmf.preflight import RunDirLock, check_model_sizes, check_split, clamp_dim
@@ -161,7 +161,7 @@ def _check_model(model, split, eval_cfg: EvalConfig, trainer: TrainerConfig) -> 
     if eval_cfg.select_on_test and not getattr(model, "selects_on_test", False):
         raise ConfigError(f"eval.select_on_test=true: {type(model).__name__} does not validate on the engine "
                           "epoch by epoch (the graph models do: lightgcn, bitgcf, disencdr, cdrib)")
-    if split.holdout is not None and not hasattr(model, "target_view"):
+    if split.holdout is not None and not isinstance(model, MultiTarget):
         raise ConfigError(f"split=category_holdout: {type(model).__name__} has one fixed target; model=jmf_map trains "
                           "every target in one run, and split.target=<category name> gives one target's "
                           "cold-start split for any other model")

@@ -20,7 +20,8 @@ Every model subclasses exactly one family base (``tests/models/test_model_contra
   The model writes ``setup(split, ctx) -> TrainPlan`` (the engine, the placed initial *state* pytree, a
   list of :class:`Phase`: a pure step ``(state, batch) -> (state, {"loss": ...})``, each epoch's batches
   as an :class:`EpochPlan`, optional validation) and ``finish(split, result)``, which keeps the fitted
-  state; ``fit`` is ``setup -> Engine.fit -> finish``.  MF, LightGCN, BiTGCF, DisenCDR, CDRIB, JMF.
+  state; ``fit`` is ``setup -> Engine.fit -> finish``.  MF, LightGCN, BiTGCF, DisenCDR, CDRIB, JMF (and JMF over
+  every target, ``jmf_map``).
 * :class:`StagedModel` -- **staged**: ``fit`` chains several training stages, each on its own engine
   in its own folder of the run directory (:func:`stage_engine`, :func:`train_passes`), e.g. two
   per-side MFs and then a mapping; the fitted result is a set of attributes.  CMF, EMCDR, PTUPCDR.
@@ -177,6 +178,17 @@ class BothSides(Protocol):
     def dl_view(self) -> Any:
         """The fitted model as a :class:`Model` of the DL side (at the DL side's own best epoch), to evaluate on
         ``split.mirrored()``; ``None`` when the split has no DL folds."""
+        ...
+
+
+@runtime_checkable
+class MultiTarget(Protocol):
+    """A model trained over every target category of ``split=category_holdout`` in one run (``model=jmf_map``),
+    evaluated target by target."""
+
+    def target_view(self, k: int, hide_source: int | None = None) -> Any:
+        """The fitted model as a :class:`Model` of the ``k``-th target (its split: ``jmf.data.holdout.view_at``),
+        with the category ``hide_source`` also hidden from every user's input when given."""
         ...
 
 

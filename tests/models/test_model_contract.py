@@ -156,7 +156,7 @@ def test_the_families_are_what_the_docs_say():
     """The family of each model as docs/pages/design.md and base.py's docstring list them."""
     from hydra.utils import get_class
 
-    expected = {"engine": {"mf", "lightgcn", "lightgcn_merged", "bitgcf", "disencdr", "cdrib", "jmf"},
+    expected = {"engine": {"mf", "lightgcn", "lightgcn_merged", "bitgcf", "disencdr", "cdrib", "jmf", "jmf_map"},
                 "staged": {"cmf", "emcdr", "ptupcdr"}, "closed-form": {"pop", "svd", "ials", "cooc", "oracle"}}
     found: dict[str, set] = {}
     for name in MODELS:
