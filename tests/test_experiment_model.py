@@ -111,10 +111,11 @@ def test_other_command_lines_pass_unchanged():
      r"or experiment=ciao_cold_start/jmf_cnn alone"),
     (["experiment=amazon_phone_electronic_authors", "model/encoder=cnn"],
      r"runs model=disencdr, which has no model/encoder .*experiment=amazon_phone_electronic_authors/<row> "
-     r"model/encoder=cnn, <row> one of jmf$"),
+     r"model/encoder=cnn, <row> one of jmf, jmf_map$"),
     (["experiment=ciao_cold_start/jmf_cnnn"], r"ciao_cold_start has no row jmf_cnnn; .*<row> one of .*jmf_cnn, "),
     (["-m", "experiment=synthetic_cold_start/jmf_cnn,synthetic_cold_start/mf", "model/head=mlp"],
-     r"experiment=synthetic_cold_start/mf runs model=mf, .*<row> one of jmf_cnn, jmf_graph, jmf_transformer, jmf$"),
+     r"experiment=synthetic_cold_start/mf runs model=mf, .*<row> one of jmf_cnn, jmf_graph, jmf_transformer, jmf, "
+     r"jmf_map$"),
 ])
 def test_a_wrong_combination_names_the_row_form(argv, pattern):
     with pytest.raises(ConfigError, match=pattern):
