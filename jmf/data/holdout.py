@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,6 +43,7 @@ class CategoryHoldout:
     valid_users: tuple[np.ndarray, ...]
     test_users: tuple[np.ndarray, ...]
     item_start: np.ndarray
+    views: dict = field(default_factory=dict, repr=False)   # view_at's splits, built once per target
 
     def index(self, target: int | str, names: Sequence[str]) -> int:
         """The position in ``targets`` of the category *named* ``target`` (``split.target=6`` is the category named
@@ -151,7 +152,14 @@ def target_view(split: SplitData, target: int | str) -> SplitData:
 
 
 def view_at(split: SplitData, k: int) -> SplitData:
-    """:func:`target_view` of the ``k``-th target (a position in ``split.holdout.targets``)."""
+    """:func:`target_view` of the ``k``-th target (a position in ``split.holdout.targets``), built once and kept."""
+    h = split.holdout
+    if k not in h.views:
+        h.views[k] = _view(split, k)
+    return h.views[k]
+
+
+def _view(split: SplitData, k: int) -> SplitData:
     h, data = split.holdout, split.data
     t = int(h.targets[k])
     cat = data.item_category[data.item]

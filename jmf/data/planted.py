@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jmf.data.interactions import Interactions
+from jmf.data.synthetic import _one_row_per_pair
 from jmf.errors import DataError
 
 
@@ -83,12 +84,7 @@ def planted_map(n_users: int = 6000, groups: Sequence[int] = (6, 6), weights: Se
     aff = np.einsum("nd,nkd->nk", taste[user, cat], item_vec[cand])
     gumbel = -np.log(-np.log(rng.random(aff.shape) + 1e-12) + 1e-12)
     item = cand[np.arange(len(user)), np.argmax(aff / temperature + gumbel, 1)]
-    key = user.astype(np.int64) * n_items + item
-    _, first = np.unique(key, return_index=True)
-    first.sort()
-    user, item = user[first], item[first]
-    starts = np.searchsorted(user, user)
-    timestamp = (1_600_000_000 + (np.arange(len(user)) - starts) * 3600).astype(np.int64)
+    user, item, timestamp = _one_row_per_pair(user, item, n_items)   # repeats merged, increasing times per user
     return Interactions(
         user=user.astype(np.int32), item=item.astype(np.int32), value=np.ones(len(user), np.float32),
         timestamp=timestamp, item_category=item_category, user_ids=np.arange(n_users), item_ids=np.arange(n_items),

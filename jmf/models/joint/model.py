@@ -380,13 +380,19 @@ def _user_vectors(graphdef, params, rest, tables, seq, has_cf, users, blend):
     net = nnx.merge(graphdef, params, rest)
     mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users], seq["offset"][users],
                      **encoder_inputs(net, seq, users))
-    warm = has_cf[users][:, None]
-    has_dl = seq["mask"][users].any(1)[:, None]
-    own, own_bias = tables["P"][users], tables["user_bias"][users, 0]
+    vec, bias = blended(mapped, has_cf[users], seq["mask"][users].any(1), tables["P"][users],
+                        tables["user_bias"][users, 0], blend)
+    return vec, bias, mapped.interest
+
+
+def blended(mapped, warm: jax.Array, has_dl: jax.Array, own: jax.Array, own_bias: jax.Array, blend):
+    """``(vec [B, d], bias [B])``: a warm user's ``blend·P_u + (1-blend)·P̂_u`` (``P_u`` alone without DL-side
+    history), a cold user's ``P̂_u``; the bias likewise."""
+    warm, has_dl = warm[:, None], has_dl[:, None]
     w = jnp.where(has_dl, blend, 1.0)  # a warm user without DL-side history keeps P_u
     vec = jnp.where(warm, w * own + (1 - w) * mapped.p_hat, mapped.p_hat)
     bias = jnp.where(warm[:, 0], w[:, 0] * own_bias + (1 - w[:, 0]) * mapped.bias_hat, mapped.bias_hat)
-    return vec, bias, mapped.interest
+    return vec, bias
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -31,7 +31,7 @@ from jmf.data.split import SplitData
 from jmf.errors import ConfigError
 from jmf.evaluate.validator import Validator
 from jmf.models.base import RunContext, TrainPlan
-from jmf.models.joint.model import JMF
+from jmf.models.joint.model import JMF, blended
 from jmf.models.joint.net import encoder_inputs
 from jmf.models.joint.plan import target_batches
 from jmf.models.joint.infer import map_new_users, new_user_inputs
@@ -151,6 +151,9 @@ class TargetView:
             raise ValueError(f"hide_source: category {t} is the target itself")
         self.hide = jnp.asarray([t + 1, 0 if hide_source is None else hide_source + 1], jnp.int32)
         self.rates = model.kind == "mse"
+        view = model.views[self.k]                   # the term inputs' columns of the hidden source, zeroed
+        self.keep = (None if hide_source is None else
+                     sp.diags((view.data.item_category[view.dl_items] != hide_source).astype(np.float32)))
 
     def user_vectors(self, users, state=None) -> UserVectors:
         m = self.model
@@ -160,10 +163,8 @@ class TargetView:
         o2 = None
         if m.view_o2[self.k] is not None:
             o2 = m.view_o2[self.k][np.asarray(users)]
-            if self.hide_source is not None:
-                view = m.views[self.k]
-                keep = (m.views[self.k].data.item_category[view.dl_items] != self.hide_source).astype(np.float32)
-                o2 = (o2 @ sp.diags(keep)).tocsr()
+            if self.keep is not None:
+                o2 = (o2 @ self.keep).tocsr()
         return UserVectors(vec, bias, interest, o2)
 
     def score(self, users: jax.Array) -> jax.Array:
@@ -219,11 +220,6 @@ def _target_vectors(graphdef, params, rest, tables, seq, warm, users, blend, hid
     mask = seq["mask"][users] & ~(cats[:, :, None] == hide[None, None, :]).any(-1)
     mapped = net.map(seq["items"][users], cats, mask, seq["offset"][users], target=jnp.full(users.shape, k),
                      **encoder_inputs(net, seq, users))
-    warm = warm[users][:, None]
-    has_dl = mask.any(1)[:, None]
     rows = users + k * warm.shape[0]                    # (user, target k)'s row of P and b_u
-    own, own_bias = tables["P"][rows], tables["user_bias"][rows, 0]
-    w = jnp.where(has_dl, blend, 1.0)
-    vec = jnp.where(warm, w * own + (1 - w) * mapped.p_hat, mapped.p_hat)
-    bias = jnp.where(warm[:, 0], w[:, 0] * own_bias + (1 - w[:, 0]) * mapped.bias_hat, mapped.bias_hat)
+    vec, bias = blended(mapped, warm[users], mask.any(1), tables["P"][rows], tables["user_bias"][rows, 0], blend)
     return vec, bias, mapped.interest
