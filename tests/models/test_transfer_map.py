@@ -179,6 +179,61 @@ def test_a_target_view_hides_what_it_is_told_and_nothing_else(fitted):
         model.target_view(k, hide_source=t)
 
 
+def test_a_source_weighed_zero_is_a_hidden_source(fitted):
+    """``model.source_weights``: the bag's pooling is the weighted mean, so a source at weight ~0 for a target ranks
+    that target as hiding the source does; the weights are per target; an encoder without a weighted pooling is
+    refused by name."""
+    model, split = fitted[3].model, fitted[3].split
+    logits = model.state.params["source_logits"]
+    assert logits[...].shape == (4, 5)                                  # targets × (pad + categories)
+    k, t = 0, int(split.holdout.targets[0])
+    users = split.holdout.test_users[k][:32]
+    seq_cats = np.asarray(model.seq["categories"])[users]
+    s = next(c for c in range(4) if c != t and (seq_cats == c + 1).any())
+    users = users[((seq_cats != 0) & (seq_cats != s + 1)).any(1)]      # users with another input left
+    hidden = np.asarray(model.target_view(k, hide_source=s).score(jnp.asarray(users)))
+    other = np.asarray(model.target_view(1 if t != 1 else 2).score(jnp.asarray(users)))
+    saved = logits[...]
+    try:
+        logits[...] = saved.at[k, s + 1].set(-3.0)                    # exp(-30) after the rate
+        zero = np.asarray(model.target_view(k).score(jnp.asarray(users)))
+        np.testing.assert_allclose(zero, hidden, rtol=1e-4, atol=1e-5)
+        assert np.array_equal(np.asarray(model.target_view(1 if t != 1 else 2).score(jnp.asarray(users))), other)
+    finally:
+        logits[...] = saved
+    from flax import nnx
+
+    from jmf.models.encoders.cnn import CNNEncoder
+    from jmf.models.heads.linear import LinearHead
+    from jmf.models.joint.net import JMFNet
+
+    cnn = CNNEncoder(5, 4, 8, embed_dim=4, filters=4, out_dim=4, rngs=nnx.Rngs(0))
+    with pytest.raises(ConfigError, match=r"model\.source_weights=true.*CNNEncoder"):
+        JMFNet(cnn, LinearHead, 4, 4, 5, 5, 4, rngs=nnx.Rngs(0), n_targets=4, source_weights=True)
+    assert JMFNet(cnn, LinearHead, 4, 4, 5, 5, 4, rngs=nnx.Rngs(0), n_targets=4).source_logits is None
+
+
+def test_each_target_chooses_its_own_term_weight_on_its_validation(tmp_path):
+    """A term with a list of weights: each target keeps the weight best on its own validation users; the saved
+    model keeps the choices; ``train/targets/<name>/<term>_score`` says them."""
+    import jmf
+
+    metrics = run(_cfg(["seed=0", "model/terms=[neighbour]", "model.terms.neighbour.weight=[0.0,4.0]",
+                        "model.rank_monitor=ndcg@10"]), tmp_path / "run")
+    rec = jmf.load(tmp_path / "run")
+    model = rec.model
+    names = [str(rec.split.data.category_names[t]) for t in rec.split.holdout.targets]
+    chosen = model.target_terms["neighbour"]
+    assert [metrics[f"train/targets/{n}/neighbour_score"] for n in names] == chosen.tolist()
+    for k, validator in enumerate(model.validator.validators):
+        figures = []
+        for weight in (0.0, 4.0):
+            model.target_terms["neighbour"] = np.where(np.arange(len(chosen)) == k, weight, chosen)
+            figures.append(validator(model.target_view(k), "ndcg@10"))
+        assert figures[[0.0, 4.0].index(float(chosen[k]))] == max(figures), (k, figures)
+    model.target_terms["neighbour"] = chosen
+
+
 def test_a_new_user_is_scored_as_the_same_history_in_training(fitted):
     """A cold user's own training history, as a new user's, gives their scores in every target they are cold in."""
     import pandas as pd

@@ -16,7 +16,11 @@ class BagEncoder(nnx.Module):
       max_len: sequence length (unused; accepted for a uniform interface).
       embed_dim: embedding size; hidden: MLP width; out_dim: size of ``h_u``;
       ratings: read each behaviour's centred value (see ``BehaviorEmbedding``).
+
+    ``mask`` may be float weights: the pooling is then their weighted mean (``model.source_weights``).
     """
+
+    weighted_mask = True
 
     def __init__(self, n_items: int, n_categories: int, max_len: int, embed_dim: int = 64, hidden: int = 128,
                  out_dim: int = 64, dropout: float = 0.0,

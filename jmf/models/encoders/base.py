@@ -46,9 +46,10 @@ def value_keys(ratings: bool) -> tuple[str, ...]:
 
 
 def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """``[B, L, d]``, ``[B, L]`` -> ``[B, d]``; an empty row gives 0."""
+    """``[B, L, d]``, ``[B, L]`` -> ``[B, d]``; an empty row gives 0.  A float ``mask`` weighs the positions (the
+    weighted mean; ``model.source_weights``)."""
     m = mask[..., None].astype(x.dtype)
-    return (x * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+    return (x * m).sum(1) / jnp.maximum(m.sum(1), 1e-6)
 
 
 def masked_max(x: jax.Array, mask: jax.Array) -> jax.Array:

@@ -159,7 +159,7 @@ class JMF(EngineModel):
         n_dl_items, n_dl_cats = len(split.dl_items), len(split.partition.dl_categories)
         encoder = self.encoder_fn(n_items=n_dl_items, n_categories=n_dl_cats, max_len=self.max_len, rngs=rngs)
         net = JMFNet(encoder, self.head_fn, self.dim, len(split.partition.cf_categories), split.train.shape[1],
-                     n_dl_items, n_dl_cats, rngs=rngs, n_targets=self.n_targets(split))
+                     n_dl_items, n_dl_cats, rngs=rngs, **self.net_options(split))
         self.literal = net.literal
         self.encoder_keys = tuple(getattr(net.encoder, "input_keys", ()))     # per-user inputs
         self.shared_keys = tuple(getattr(net.encoder, "shared_keys", ()))     # whole-graph inputs
@@ -182,9 +182,9 @@ class JMF(EngineModel):
         """``P, Q`` at their start (``model/init``)."""
         return self.init(split, self.dim, self.kind == "mse", seed)
 
-    def n_targets(self, split: SplitData) -> int:
-        """Target categories the net embeds (``model=jmf_map``); 0: none, the CF side is one fixed target."""
-        return 0
+    def net_options(self, split: SplitData) -> dict:
+        """:class:`JMFNet`'s options beyond the sizes (``model=jmf_map``: its targets); none for one fixed target."""
+        return {}
 
     def _sequences(self, split: SplitData, net: JMFNet, engine: Engine) -> tuple[dict, np.ndarray]:
         """The device-resident per-user arrays the step and inference read (replicated), and the users

@@ -22,6 +22,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jmf.errors import ConfigError
+
+
+
+# the source weights' exponent is this multiple of their parameter, so they move this much faster than the net's
+# weights under the same optimiser (a weight far from 1 is what the occlusion map wants to see)
+SOURCE_RATE = 10.0
 
 
 class Mapped(NamedTuple):
@@ -43,7 +50,8 @@ class JMFNet(nnx.Module):
     """
 
     def __init__(self, encoder: nnx.Module, head_fn, dim: int, n_cf_categories: int, n_cf_items: int,
-                 n_dl_items: int, n_dl_categories: int, *, rngs: nnx.Rngs, n_targets: int = 0):
+                 n_dl_items: int, n_dl_categories: int, *, rngs: nnx.Rngs, n_targets: int = 0,
+                 source_weights: bool | None = False):
         d_h = encoder.out_dim
         self.encoder = encoder
         self.head = head_fn(d_h, dim, rngs=rngs)
@@ -60,6 +68,15 @@ class JMFNet(nnx.Module):
         if n_targets:
             self.target_map = nnx.Param(jnp.tile(jnp.eye(dim)[None], (n_targets, 1, 1)))
             self.target_shift = nnx.Param(jnp.zeros((n_targets, dim)))
+        # model.source_weights (model=jmf_map; null: on where the encoder pools by a weighted mean): per target, a
+        # learned weight exp(g[t, c]) of each input category in the pooling (1 at the start), so a target can ignore
+        # the sources that say nothing about it instead of having them dilute its input
+        weighted = bool(getattr(encoder, "weighted_mask", False))
+        if source_weights and not weighted:
+            raise ConfigError(f"model.source_weights=true: the {type(encoder).__name__} does not pool its input by a "
+                              "weighted mean (model/encoder=bag does; null turns the weights on where it can)")
+        self.source_logits = (nnx.Param(jnp.zeros((n_targets, n_dl_categories + 1)))
+                              if n_targets and weighted and source_weights is not False else None)
         self.literal = bool(getattr(self.head, "literal", False))
         if self.literal:                                                    # C_u = σ(W4 I_u + b4)
             self.literal_out = nnx.Linear(n_cf_categories, n_cf_items, rngs=rngs)
@@ -69,8 +86,13 @@ class JMFNet(nnx.Module):
         """``offset [B]``: the user's DL-side rating offset (:func:`jmf.models.joint.start.o2_user_offsets`; 0 on
         implicit data), added to ``b̂_u`` with the learned scale ``a``.  ``target [B]`` (``model=jmf_map``): the
         target category each user is mapped to (its embedding added to ``h_u`` before the head and the bias; the
-        interest vector is read from ``h_u`` alone, so it is one profile over every target)."""
-        h = self.encoder(items, categories, mask, **inputs)
+        interest vector is read from ``h_u`` alone, so it is one profile over every target), and with source
+        weights each behaviour's weight in the pooling for that target."""
+        if target is not None and self.source_logits is not None:
+            logits = jnp.clip(SOURCE_RATE * self.source_logits[...][target[:, None], categories], -20.0, 20.0)
+            h = self.encoder(items, categories, mask * jnp.exp(logits), **inputs)
+        else:
+            h = self.encoder(items, categories, mask, **inputs)
         p_hat = self.head(h)
         interest = self.interest(p_hat)
         if target is not None:

@@ -42,12 +42,21 @@ log = logging.getLogger(__name__)
 
 
 class TransferJMF(JMF):
-    """JMF over every target category in one run (module docstring); the arguments are :class:`JMF`'s."""
+    """JMF over every target category in one run (module docstring); the arguments are :class:`JMF`'s, and
+
+    Args:
+      source_weights: learn, per target, each input category's weight in the encoder's pooling (``null``: where
+        the encoder pools by a weighted mean, ``model/encoder=bag``; ``true`` asks for it, ``false`` turns it off).
+    """
 
     name = "jmf_map"
 
-    def n_targets(self, split: SplitData) -> int:
-        return len(split.holdout.targets)
+    def __init__(self, *args, source_weights: bool | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.source_weights = source_weights
+
+    def net_options(self, split: SplitData) -> dict:
+        return {"n_targets": len(split.holdout.targets), "source_weights": self.source_weights}
 
     def user_rows(self, split: SplitData) -> int:
         return split.n_users * len(split.holdout.targets)
@@ -73,6 +82,7 @@ class TransferJMF(JMF):
             log.info("model=jmf_map: the DL-side rating offset is off (it would read the target's own ratings)")
             self.user_offset = False
         self.holdout, self.item_start = h, h.item_start
+        self.holdout_names = [str(split.data.category_names[t]) for t in h.targets]
         self.views = [view_at(split, k) for k in range(len(h.targets))]
         terms, self.terms = self.terms, {}
         try:
@@ -87,6 +97,7 @@ class TransferJMF(JMF):
         self.warm = jnp.asarray(np.stack([np.diff(b.indptr) > 0 for b in self.blocks], 1))      # [U, T]
         for term in terms.values():
             term.weight = term.weights[0]
+        self.target_terms: dict[str, np.ndarray] = {}       # per target, each term's weight chosen on its validation
         self.view_terms = [self._prepared(terms, view) for view in self.views]
         self.view_o2 = [o2_rows(view, per_user=True) if terms else None for view in self.views]
         self.validator = PerTargetValidator([Validator.of(ctx, view, self.eval_batch_size) for view in self.views])
@@ -104,6 +115,45 @@ class TransferJMF(JMF):
         seq_ids = self.holdout.targets + 1        # the sequences' category ids: every category, id + 1
         return target_batches(engine, self.blocks, self.item_start, seq_ids, dl_users, rng, self.batch_size,
                               self.items_per_user)
+
+    # ------------------------------------------------------------------ score terms, per target
+    def choose_term_weight(self, split: SplitData, name: str) -> dict[str, float]:
+        """Each target's weight of term ``name`` chosen on that target's validation fold (the choice a single-target
+        run of it makes; the first weight where a target has no validation users); ``term.weight`` is the weight
+        best on the targets' mean, what one shared weight would be."""
+        term, metric, key = self.terms[name], self._term_metric, f"model.terms.{name}.weight"
+        self.target_terms.pop(name, None)
+        values = np.full((len(self.views), len(term.weights)), -np.inf)
+        for i, weight in enumerate(term.weights):
+            term.weight = weight
+            for k, validator in enumerate(self.validator.validators):
+                if validator.has_data:
+                    values[k, i] = validator(self.target_view(k), metric, key)
+        self.target_terms[name] = np.asarray(term.weights, np.float32)[np.argmax(values, 1)]
+        seen = np.isfinite(values).all(1)
+        mean = values[seen].mean(0) if seen.any() else np.zeros(len(term.weights))
+        term.weight = term.weights[int(np.argmax(mean))]
+        log.info("model.terms.%s.weight per target (validation %s): %s", name, metric,
+                 ", ".join(f"{n} {w:g}" for n, w in zip(self.holdout_names, self.target_terms[name])))
+        return {f"train/{name}_score": float(self.target_terms[name].mean()),
+                **{f"train/targets/{n}/{name}_score": float(w)
+                   for n, w in zip(self.holdout_names, self.target_terms[name])},
+                **{f"train/valid_{metric}@{name}_score={w:g}": float(v) for w, v in zip(term.weights, mean)}}
+
+    def term_weight(self, name: str, k: int) -> float:
+        """Term ``name``'s weight for target ``k``: its own once chosen, else the shared one."""
+        chosen = self.target_terms.get(name)
+        return self.terms[name].weight if chosen is None else float(chosen[k])
+
+    def fitted_state(self) -> dict:
+        return {**super().fitted_state(), "target_terms": dict(self.target_terms)}
+
+    def load_fitted(self, split: SplitData, saved: dict) -> None:
+        super().load_fitted(split, saved)
+        for name in self.terms:
+            chosen = saved["arrays"].get(f"['target_terms']['{name}']")
+            if chosen is not None:
+                self.target_terms[name] = np.asarray(chosen, np.float32)
 
     # ------------------------------------------------------------------ per target
     def target_view(self, k: int, hide_source: int | None = None) -> TargetView:
@@ -181,7 +231,7 @@ class TargetView:
         else:
             scores = user.vec @ t["Q"][sl].T + t["item_bias"][sl, 0][None, :] + user.bias[:, None]
         for name, term in m.view_terms[self.k].items():
-            weight = m.terms[name].weight          # one weight for every target, chosen on their mean
+            weight = m.term_weight(name, self.k)
             if weight:
                 scores = scores + weight * term(users, user)
         return scores
