@@ -2,7 +2,10 @@
 
 * ``metrics.json`` (deterministic) and ``timing.json`` (wall-clock keys), the results table;
 * ``model/`` (``trainer.save_model``): the fitted model, for ``jmf.load`` and ``jmf-recommend``;
-* ``topn.json`` (``trainer.top_n``), ``interest.csv`` (``trainer.interest``).
+* ``topn.json`` (``trainer.top_n``), ``interest.csv`` (``trainer.interest``);
+* ``per_user.npz``: every evaluated user's (or, sampled, every pair's) value of each ranking metric on the valid and
+  test folds (``<fold>/users``: user ids as in the data, ``<fold>/items``: the held-out items of sampled pairs,
+  ``<fold>/<metric>``), what ``jmf-report``'s per-user significance tests pair across runs (:func:`read_per_user`).
 
 With ``trainer.baseline=pop`` the run also scores the training popularity on the same folds
 (``baseline/<fold>/<metric>``) and the table shows the model's lift over it.
@@ -62,6 +65,36 @@ def write_outputs(out: Path, model, data: Interactions, split: SplitData, cfg: D
     if (out / "checkpoints").exists():
         written.append("checkpoints/")
     return written
+
+
+def write_per_user(path: Path, split: SplitData, details: dict[str, dict]) -> list[str]:
+    """``per_user.npz`` (module docstring) from :func:`jmf.pipeline.evaluate`'s ``details``; nothing without them
+    (a ``split=category_holdout`` run evaluates target by target)."""
+    arrays: dict[str, np.ndarray] = {}
+    for fold, detail in details.items():
+        if not detail.get("per_user"):
+            continue
+        arrays[f"{fold}/users"] = np.asarray([str(u) for u in split.data.user_ids[detail["users"]]])
+        if "items" in detail:
+            arrays[f"{fold}/items"] = np.asarray([str(i) for i in split.data.item_ids[split.cf_items[detail["items"]]]])
+        arrays.update({f"{fold}/{name}": np.asarray(v, np.float32) for name, v in detail["per_user"].items()})
+    if not arrays:
+        return []
+    with _writing(path):
+        np.savez_compressed(path, **arrays)
+    return [path.name]
+
+
+def read_per_user(path: Path, fold: str = "test") -> tuple[list[str], dict[str, np.ndarray]]:
+    """``per_user.npz``'s ``fold``: the keys that pair values across runs (``user`` or ``user item`` strings) and
+    ``{metric: values}``."""
+    with np.load(path, allow_pickle=False) as z:
+        users = z[f"{fold}/users"]
+        keys = ([f"{u} {i}" for u, i in zip(users, z[f"{fold}/items"])] if f"{fold}/items" in z.files
+                else [str(u) for u in users])
+        values = {name.split("/", 1)[1]: z[name] for name in z.files
+                  if name.startswith(f"{fold}/") and name.split("/", 1)[1] not in ("users", "items")}
+    return keys, values
 
 
 @contextlib.contextmanager

@@ -94,10 +94,12 @@ def holdout_split(data: Interactions, part: PartitionConfig, spl: SplitConfig, s
                               targets=spl.targets, target=spl.target)
 
 
-def evaluate(model, split: SplitData, eval_cfg: EvalConfig, show_progress: bool = False) -> dict[str, float]:
+def evaluate(model, split: SplitData, eval_cfg: EvalConfig, show_progress: bool = False,
+             details: dict | None = None) -> dict[str, float]:
     """``valid/<metric>`` and ``test/<metric>`` of a fitted model under the run's ``eval`` group (and the
     test fold's extra protocols: ``test/s<seed>/...``, ``test/full/...``); with ``split.dl_folds`` and a
-    model that trains both sides, the DL side's as ``dl/valid/...``, ``dl/test/...``."""
+    model that trains both sides, the DL side's as ``dl/valid/...``, ``dl/test/...``.  ``details``: filled per
+    fold with the main protocol's per-user values (:func:`~jmf.evaluate.protocols.evaluate_split`)."""
     if split.holdout is not None:        # split=category_holdout: target by target, and their mean
         from jmf.transfer_map import evaluate_targets
 
@@ -107,7 +109,8 @@ def evaluate(model, split: SplitData, eval_cfg: EvalConfig, show_progress: bool 
     results: dict[str, dict[str, float]] = {}
     for fold in ("valid", "test"):
         with progress(None, f"evaluating {fold}", enabled=show_progress) as advance:
-            results[fold] = evaluate_split(model, split, fold, eval_cfg, progress=advance)
+            detail = None if details is None else details.setdefault(fold, {})
+            results[fold] = evaluate_split(model, split, fold, eval_cfg, progress=advance, detail=detail)
         metrics.update({f"{fold}/{name}": value for name, value in results[fold].items()})
     if eval_cfg.test_sampling_seeds or eval_cfg.test_full:
         with progress(None, "evaluating test (extra protocols)", enabled=show_progress) as advance:

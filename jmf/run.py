@@ -27,7 +27,7 @@ from jmf.errors import ConfigError, RunDirError, disk_full_cause, disk_full_erro
 from jmf.evaluate import registry
 from jmf.evaluate.protocols import EvalConfig
 from jmf.models.base import BothSides, HasInterest, Model, MultiTarget, RunContext
-from jmf.outputs import run_title, write_outputs
+from jmf.outputs import run_title, write_outputs, write_per_user
 from jmf.pipeline import baseline_metrics, build_split, eval_config, evaluate, load_data
 from jmf.preflight import RunDirLock, check_model_sizes, check_split, clamp_dim
 from jmf.train.observe import status, write_run_info
@@ -130,7 +130,8 @@ def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfi
         key = {"train/fit_seconds": "train/seconds"}.get(key, key if "/" in key else f"train/{key}")
         (timing if key.endswith("seconds") else metrics)[key] = float(value)
     timing["train/fit_seconds"] = fit_seconds
-    metrics.update(evaluate(model, split, eval_cfg, trainer.progress))
+    details: dict = {}
+    metrics.update(evaluate(model, split, eval_cfg, trainer.progress, details))
     if trainer.baseline:
         metrics.update(baseline_metrics(trainer.baseline, split, eval_cfg, seeds["init"]))
     # wall-clock keys (``*/seconds``) are part of metrics.json's contract (issue 2) and its only
@@ -141,6 +142,7 @@ def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfi
     if _main_process():
         title = run_title(cfg, type(model).__name__, seed)
         written = write_outputs(out, model, data, split, cfg, trainer, metrics, timing, title, seed)
+        written += write_per_user(out / "per_user.npz", split, details)
         if tmap is not None:
             written += write_transfer_map(out, tmap[0], data.planted, split.holdout.targets, title, tmap[1])
         print(f"run directory {out.resolve()}: wrote {', '.join(written)}", flush=True)

@@ -5,3 +5,4 @@ under it sees the full registry.
 """
 
 from jmf.evaluate import metrics as _builtin_metrics  # noqa: F401  (registers the built-in metrics)
+from jmf.evaluate import beyond as _beyond_metrics    # noqa: F401  (and the beyond-accuracy ones)

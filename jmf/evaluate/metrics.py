@@ -157,6 +157,13 @@ def ranking_metrics_indexed(scores: jax.Array, relevant_idx: jax.Array, ks: tupl
       scores: ``[B, I]``; relevant_idx: ``[B, L]`` int item ids, ``-1`` pads (ids unique per row);
       exclude_idx: ``[B, E]`` int item ids never ranked, ``-1`` pads.
     """
+    return ranking_metrics_and_lists(scores, relevant_idx, ks, exclude_idx)[0]
+
+
+def ranking_metrics_and_lists(scores: jax.Array, relevant_idx: jax.Array, ks: tuple[int, ...],
+                              exclude_idx: jax.Array | None = None) -> tuple[dict[str, jax.Array], jax.Array]:
+    """:func:`ranking_metrics_indexed` and the top-``max(ks)`` lists ``[B, max(ks)]`` it ranked (the beyond-accuracy
+    metrics read them, :mod:`jmf.evaluate.beyond`)."""
     B, n_items = scores.shape
     if exclude_idx is not None:
         rows = jnp.broadcast_to(jnp.arange(B)[:, None], exclude_idx.shape)
@@ -164,7 +171,7 @@ def ranking_metrics_indexed(scores: jax.Array, relevant_idx: jax.Array, ks: tupl
         scores = scores.at[rows, safe].set(-jnp.inf, mode="drop")
     idx = top_k_indices(scores, max(ks))
     hits = ((idx[:, :, None] == relevant_idx[:, None, :]) & (relevant_idx[:, None, :] >= 0)).any(-1)
-    return ranking_from_hits(hits, (relevant_idx >= 0).sum(1), ks)
+    return ranking_from_hits(hits, (relevant_idx >= 0).sum(1), ks), idx
 
 
 def sampled_ranking_metrics(pos_scores: jax.Array, neg_scores: jax.Array, ks: tuple[int, ...],

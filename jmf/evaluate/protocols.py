@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from jmf.evaluate import metrics as M
+from jmf.evaluate.beyond import catalogue, list_metrics
 from jmf.errors import ConfigError
 
 SCORE_BLOCK_ELEMENTS = 1 << 23  # elements of one [B, I] score block in evaluate_full (32 MB)
@@ -113,9 +114,10 @@ def _padded_indices(mat: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
 
 
 def _full_batch(scores: jax.Array, rel_idx: jax.Array, excl_idx: jax.Array, weight: jax.Array,
-                ks: tuple[int, ...]) -> dict[str, jax.Array]:
-    per_user = M.ranking_metrics_indexed(scores, rel_idx, ks, exclude_idx=excl_idx)
-    return {k: (v * weight).sum() for k, v in per_user.items()}
+                ks: tuple[int, ...]) -> tuple[dict[str, jax.Array], dict[str, jax.Array], jax.Array]:
+    """The batch's sums of every ranking metric, its per-user values and its top-``max(ks)`` lists."""
+    per_user, top = M.ranking_metrics_and_lists(scores, rel_idx, ks, exclude_idx=excl_idx)
+    return {k: (v * weight).sum() for k, v in per_user.items()}, per_user, top
 
 
 _full_batch_jit = jax.jit(_full_batch, static_argnames="ks")
@@ -124,7 +126,7 @@ _full_batch_jit = jax.jit(_full_batch, static_argnames="ks")
 @functools.partial(jax.jit, static_argnames="ks")
 def _full_batch_dot(users_table: jax.Array, items_table: jax.Array, item_bias: jax.Array | None, users: jax.Array,
                     rel_idx: jax.Array, excl_idx: jax.Array, weight: jax.Array,
-                    ks: tuple[int, ...]) -> dict[str, jax.Array]:
+                    ks: tuple[int, ...]) -> tuple[dict[str, jax.Array], dict[str, jax.Array], jax.Array]:
     """:func:`_full_batch` of a :class:`~jmf.models.base.DotScores` model's scores, in one program: the
     ``[B, I]`` block is written once by the product and masked in place (1.4-1.7x the users/s of scoring
     and ranking as two programs at 10^5 items, d = 64, ``benchmarks/roofline.py``)."""
@@ -151,14 +153,15 @@ def _user_batches(users: np.ndarray, batch_size: int):
 
 def evaluate_full(score_fn: ScoreFn, exclude: sp.csr_matrix, truth: sp.csr_matrix, users: np.ndarray | None = None,
                   ks: tuple[int, ...] = (10, 20), batch_size: int = 512, progress=None,
-                  tables: tuple | None = None) -> dict[str, float]:
+                  tables: tuple | None = None, detail: dict | None = None) -> dict[str, float]:
     """Full-ranking metrics averaged over ``users`` (default: every user with a held-out item).
 
     ``progress``: optional ``advance(n)`` called per batch with its user count (and
     ``progress.set_total(n_users)`` once, when it has that attribute), e.g. a progress bar's.
     ``tables``: a :class:`~jmf.models.base.DotScores` model's ``score_tables()``, which ``score_fn`` computes
     from: a batch is then scored, masked and ranked in one program, its users sharded over this process's
-    devices (the tables replicated).
+    devices (the tables replicated).  ``detail``: a dict filled with ``users`` (those evaluated, in order),
+    ``per_user`` (``{metric: [n_users]}``) and ``top`` (``[n_users, max(ks)]``, each user's list, best first).
     """
     if users is None:
         users = np.flatnonzero(np.diff(truth.indptr) > 0)
@@ -177,6 +180,7 @@ def evaluate_full(score_fn: ScoreFn, exclude: sp.csr_matrix, truth: sp.csr_matri
         tables = jax.device_put(tables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     _set_total(progress, len(users))
     sums: dict[str, float] = {}
+    parts: list[tuple[int, dict, jax.Array]] = []
     for i, (chunk, padded, weight) in enumerate(_user_batches(users, batch_size)):
         rel = _padded_indices(truth, padded)
         excl = _padded_indices(exclude, padded)
@@ -185,14 +189,20 @@ def evaluate_full(score_fn: ScoreFn, exclude: sp.csr_matrix, truth: sp.csr_matri
             jax.block_until_ready(sums)   # at most 8 sharded batches in flight (XLA CPU's cross-device sums)
         if tables is not None:
             batch = (padded, rel, excl, weight) if mesh is None else jax.device_put((padded, rel, excl, weight), rows)
-            out = _full_batch_dot(*tables, *batch, tuple(ks))
+            out, per_user, top = _full_batch_dot(*tables, *batch, tuple(ks))
         else:
-            out = _full_batch_jit(score_fn(jnp.asarray(padded)), jnp.asarray(rel), jnp.asarray(excl),
-                                  jnp.asarray(weight), tuple(ks))
+            out, per_user, top = _full_batch_jit(score_fn(jnp.asarray(padded)), jnp.asarray(rel), jnp.asarray(excl),
+                                                 jnp.asarray(weight), tuple(ks))
         for k, v in out.items():  # summed on the device: no sync per batch, host prep overlaps compute
             sums[k] = sums[k] + v if k in sums else v
+        if detail is not None:
+            parts.append((len(chunk), per_user, top))
         if progress is not None:
             progress(len(chunk))
+    if detail is not None:
+        detail["users"] = users
+        detail["per_user"] = {k: np.concatenate([np.asarray(p[k])[:n] for n, p, _ in parts]) for k in sums}
+        detail["top"] = np.concatenate([np.asarray(t)[:n] for n, _, t in parts])
     return {k: float(v) / len(users) for k, v in sums.items()}
 
 
@@ -232,10 +242,12 @@ def sample_negatives(exclude: sp.csr_matrix, users: np.ndarray, positives: np.nd
 
 
 def evaluate_sampled(score_fn: ScoreFn, users: np.ndarray, positives: np.ndarray, negatives: np.ndarray,
-                     ks: tuple[int, ...] = (10, 20), batch_size: int = 512, progress=None) -> dict[str, float]:
+                     ks: tuple[int, ...] = (10, 20), batch_size: int = 512, progress=None,
+                     detail: dict | None = None) -> dict[str, float]:
     """Each (user, positive) ranked among its row of ``negatives`` ``[P, N]``; averaged over pairs.
 
-    ``progress``: as in :func:`evaluate_full`, counting pairs.
+    ``progress``: as in :func:`evaluate_full`, counting pairs.  ``detail``: a dict filled with the pairs' ``users``
+    and ``items`` and their values, ``per_user`` (``{metric: [P]}``: one value per pair).
     """
     if len(users) == 0:
         return {}
@@ -248,9 +260,10 @@ def evaluate_sampled(score_fn: ScoreFn, users: np.ndarray, positives: np.ndarray
         pos_s = jnp.take_along_axis(scores, pos[:, None], 1)[:, 0]
         neg_s = jnp.take_along_axis(scores, neg, 1)
         per = M.sampled_ranking_metrics(pos_s, neg_s, tuple(ks), neg_mask=neg != pos[:, None])
-        return {k: (v * weight).sum() for k, v in per.items()}
+        return {k: (v * weight).sum() for k, v in per.items()}, per
 
     order = np.arange(len(users))
+    parts: list[dict[str, np.ndarray]] = []
     for start in range(0, len(users), batch_size):
         sel = order[start:start + batch_size]
         pad = batch_size - len(sel)
@@ -258,11 +271,16 @@ def evaluate_sampled(score_fn: ScoreFn, users: np.ndarray, positives: np.ndarray
         pos = np.concatenate([positives[sel], np.zeros(pad, np.int32)]).astype(np.int32)
         neg = np.concatenate([negatives[sel], np.zeros((pad, negatives.shape[1]), np.int32)]).astype(np.int32)
         weight = np.concatenate([np.ones(len(sel)), np.zeros(pad)]).astype(np.float32)
-        out = batch_metrics(score_fn(jnp.asarray(u)), jnp.asarray(pos), jnp.asarray(neg), jnp.asarray(weight))
+        out, per = batch_metrics(score_fn(jnp.asarray(u)), jnp.asarray(pos), jnp.asarray(neg), jnp.asarray(weight))
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v)
+        if detail is not None:
+            parts.append({k: np.asarray(v)[:len(sel)] for k, v in per.items()})
         if progress is not None:
             progress(len(sel))
+    if detail is not None:
+        detail.update(users=np.asarray(users), items=np.asarray(positives),
+                      per_user={k: np.concatenate([p[k] for p in parts]) for k in sums})
     return {k: v / len(users) for k, v in sums.items()}
 
 
@@ -287,11 +305,14 @@ def evaluation_users(split, fold: str) -> tuple[np.ndarray, sp.csr_matrix]:
     return users, truth
 
 
-def evaluate_split(model, split, fold: str, cfg: EvalConfig, progress=None) -> dict[str, float]:
+def evaluate_split(model, split, fold: str, cfg: EvalConfig, progress=None, detail: dict | None = None
+                   ) -> dict[str, float]:
     """Evaluate ``model`` (a :class:`~jmf.models.base.Model`) on ``split``'s ``fold``.
 
     Items a user interacted with in training are never ranked; on ``test`` the user's
-    validation items are excluded too.  ``progress``: see :func:`evaluate_full`.
+    validation items are excluded too.  Under the full protocol the beyond-accuracy metrics of the lists
+    (:mod:`jmf.evaluate.beyond`) come with the ranking metrics.  ``progress``: see :func:`evaluate_full`;
+    ``detail``: filled with the per-user (per-pair) values, :func:`evaluate_full` / :func:`evaluate_sampled`.
     """
     users, truth = evaluation_users(split, fold)
     if len(users) == 0:
@@ -301,7 +322,9 @@ def evaluate_split(model, split, fold: str, cfg: EvalConfig, progress=None) -> d
     ks = tuple(cfg.ks)
     if cfg.protocol == "full":
         tables = model.score_tables() if isinstance(model, DotScores) else None
-        out.update(evaluate_full(model.score, exclude, truth, users, ks, cfg.batch_size, progress, tables))
+        detail = {} if detail is None else detail
+        out.update(evaluate_full(model.score, exclude, truth, users, ks, cfg.batch_size, progress, tables, detail))
+        out.update(list_metrics(detail["top"], ks, *catalogue(split.train, split.data.item_category[split.cf_items])))
     elif cfg.protocol == "sampled":
         if cfg.candidates and fold == "test":
             from jmf.data.candidates import load_candidates
@@ -313,7 +336,8 @@ def evaluate_split(model, split, fold: str, cfg: EvalConfig, progress=None) -> d
             pool = np.flatnonzero(np.diff(split.train.tocsc().indptr) > 0).astype(np.int32)
             negatives = sample_negatives(exclude, pair_users, positives, cfg.negatives, pool,
                                          cfg.sampling_seed + (0 if fold == "valid" else 1))
-        out.update(evaluate_sampled(model.score, pair_users, positives, negatives, ks, cfg.batch_size, progress))
+        out.update(evaluate_sampled(model.score, pair_users, positives, negatives, ks, cfg.batch_size, progress,
+                                    detail))
     else:
         raise ConfigError(f"eval.protocol: {cfg.protocol!r} is not full|sampled")
     if cfg.ratings and not split.implicit and getattr(model, "rates", True):   # ranking-only models: rates = False

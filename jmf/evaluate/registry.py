@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
+import numpy as np
 
 from jmf.errors import ConfigError
 
@@ -70,12 +71,41 @@ class RatingMetric:
     doc: str = ""
 
 
-METRICS: dict[str, RankingMetric | RatingMetric] = {}
+class Lists(NamedTuple):
+    """What a list metric sees: every evaluated user's top-``k`` list and the catalogue it was drawn from."""
+
+    top: "np.ndarray"          # [n_users, k] int: CF-side item ids, best first
+    popularity: "np.ndarray"   # [I] float: each item's training interactions
+    n_users: int               # users of the training matrix (the denominator of an item's popularity share)
+    head: "np.ndarray"         # [I] bool: the short head (the most popular items holding 20 % of the training rows)
+    categories: "np.ndarray"   # [I] int: each item's category
+    k: int
+
+
+@dataclass(frozen=True)
+class ListMetric:
+    """``name@k`` of every user's top-``k`` list at once (catalogue coverage, exposure concentration, novelty):
+    a beyond-accuracy metric, reported under the full-ranking protocol, where the lists exist.
+
+    Attributes:
+      name: the reported name (``coverage`` -> ``test/coverage@10``).
+      fn: ``Lists -> float`` (NumPy, on the host).
+      higher_is_better: the direction a table reads it in (``gini``: less concentrated exposure is better).
+      doc: one line for the docs' metric list.
+    """
+
+    name: str
+    fn: Callable
+    higher_is_better: bool = True
+    doc: str = ""
+
+
+METRICS: dict[str, RankingMetric | RatingMetric | ListMetric] = {}
 # names that are not metrics but are minimised when selected on (training curves)
 _LOWER_OTHERS = ("loss", "kl")
 
 
-def register(metric: RankingMetric | RatingMetric) -> RankingMetric | RatingMetric:
+def register(metric: RankingMetric | RatingMetric | ListMetric) -> RankingMetric | RatingMetric | ListMetric:
     """Add ``metric`` to the registry (a name already taken by another function is an error)."""
     if "@" in metric.name or "/" in metric.name or not metric.name:
         raise ConfigError(f"metric name {metric.name!r}: a plain name without '@' or '/'")
@@ -92,6 +122,10 @@ def ranking() -> list[RankingMetric]:
 
 def rating() -> list[RatingMetric]:
     return [m for m in METRICS.values() if isinstance(m, RatingMetric)]
+
+
+def lists() -> list[ListMetric]:
+    return [m for m in METRICS.values() if isinstance(m, ListMetric)]
 
 
 def load_plugins(modules: Sequence[str], key: str = "eval.plugins") -> None:

@@ -78,9 +78,10 @@ def test_monitor_names_come_from_the_registry(extra_metric):
 
 def test_the_docs_metric_list_is_the_registry():
     text = (ROOT / "docs" / "pages" / "guide" / "splits.md").read_text()
-    rows = re.findall(r"^\| `(\w+)` \| (ranking|rating) \| .* \| (higher|lower) \|$", text, re.M)
+    rows = re.findall(r"^\| `(\w+)` \| (ranking|rating|list) \| .* \| (higher|lower) \|$", text, re.M)
     listed = {name: (kind, better) for name, kind, better in rows}
-    expected = {m.name: ("ranking" if isinstance(m, RankingMetric) else "rating",
+    kinds = {RankingMetric: "ranking", registry.RatingMetric: "rating", registry.ListMetric: "list"}
+    expected = {m.name: (kinds[type(m)],
                          "higher" if m.higher_is_better else "lower") for m in registry.METRICS.values()}
     assert listed == expected
 
