@@ -85,6 +85,7 @@ class TrainerConfig:
         ``interest.csv`` (models with an ``interest(users)`` method: ``model=jmf``).
       save_model: write the fitted model to ``<run dir>/model/`` (``jmf.load``, ``jmf-recommend``).
       baseline: ``pop`` also scores popularity on the same folds (``baseline/...``; the table shows the lift).
+      allow_leaks: run even when the data audit finds held-out rows in what the model reads (:mod:`jmf.audit`).
       log_level: Python logging level of the run.
       devices: size of the ``data`` mesh axis (0 = every device, all hosts).
       max_inflight: steps dispatched before the host waits for the oldest (0 = 8 on CPU, 64 else).
@@ -109,6 +110,7 @@ class TrainerConfig:
     interest: bool = False
     save_model: bool = True
     baseline: str | None = None
+    allow_leaks: bool = False
     log_level: str = "INFO"
     devices: int = 0
     max_inflight: int = 0

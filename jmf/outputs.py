@@ -140,7 +140,7 @@ def print_table(metrics: dict[str, float], timing: dict[str, float], title: str,
     from rich.console import Console
     from rich.table import Table
 
-    names = sorted({k.split("/", 1)[1] for k in metrics if k.startswith(("valid/", "test/"))})
+    names = sorted({k.split("/", 1)[1] for k in metrics if k.startswith(("valid/", "test/")) and "/slice/" not in k})
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("valid", justify="right")

@@ -21,6 +21,7 @@ from jmf.data.holdout import make_holdout_split
 from jmf.data.split import SplitData, make_split, partition_categories
 from jmf.errors import ConfigError
 from jmf.evaluate.protocols import EvalConfig, evaluate_split, evaluate_test_extras
+from jmf.evaluate.slices import slice_metrics
 from jmf.models.base import BothSides, RunContext
 from jmf.models.cf.popularity import Popularity
 from jmf.preflight import check_values
@@ -112,6 +113,8 @@ def evaluate(model, split: SplitData, eval_cfg: EvalConfig, show_progress: bool 
             detail = None if details is None else details.setdefault(fold, {})
             results[fold] = evaluate_split(model, split, fold, eval_cfg, progress=advance, detail=detail)
         metrics.update({f"{fold}/{name}": value for name, value in results[fold].items()})
+    if details is not None and details.get("test"):     # test/slice/<slice>/<metric> (jmf.evaluate.slices)
+        metrics.update({f"test/{k}": v for k, v in slice_metrics(split, split.test, details["test"]).items()})
     if eval_cfg.test_sampling_seeds or eval_cfg.test_full:
         with progress(None, "evaluating test (extra protocols)", enabled=show_progress) as advance:
             for name, value in evaluate_test_extras(model, split, eval_cfg, progress=advance,

@@ -6,7 +6,9 @@ Reads every job folder of a Hydra multirun (``.hydra/overrides.yaml`` plus ``met
 * ``report.md``: mean ± std over seeds per config; the best config per model, chosen on the
   **validation** metric only, with its test metrics (reported once, for the chosen config);
   a paired significance test across seeds of each model's best config against the overall
-  best (paired t-test and Wilcoxon signed-rank on the test metric, seeds matched); failed jobs.
+  best (paired t-test and Wilcoxon signed-rank on the test metric, seeds matched); the same comparisons per
+  user from the runs' ``per_user.npz`` (:mod:`jmf.significance`: Holm-corrected, bootstrap intervals, models
+  significantly below the best marked ``*`` in the best-config table); failed jobs.
 * ``report.csv`` (one row per config) and ``runs.csv`` (one row per job).
 * ``plot_<param>.png``: the selection metric against each swept parameter (runs and per-model means).
 
@@ -29,6 +31,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from jmf.errors import USER_ERROR, DataFileError, JmfError, paragraph, show_traceback
+from jmf import significance
 from jmf.evaluate import registry
 
 
@@ -133,6 +136,14 @@ def summarise(jobs: list[Job], metric: str) -> dict:
     return {"groups": groups, "best": best, "overall": overall, "tests": tests, "test_metric": test_metric}
 
 
+def _per_user_rows(s: dict) -> list[dict]:
+    """:func:`jmf.significance.per_user_tests` of the best config per model on the test metric."""
+    if s["overall"] is None:
+        return []
+    best = {model: [(j.seed, j.path) for j in s["groups"][key]] for model, key in s["best"].items()}
+    return significance.per_user_tests(best, s["overall"][0], s["test_metric"])
+
+
 def _natural(key: tuple[str, str]) -> tuple:
     """Sort ``model.dim=8`` before ``model.dim=16``."""
     import re
@@ -170,6 +181,8 @@ def write_report(sweep_dir: str | Path, metric: str | None = None, out: str | Pa
           f"| model | config | seeds | {metric} |", "| --- | --- | ---: | ---: |"]
     for (model, config), members in sorted(s["groups"].items(), key=lambda kv: _natural(kv[0])):
         md.append(f"| {model} | `{config}` | {len(members)} | {_fmt([j.metrics[metric] for j in members])} |")
+    per_user = _per_user_rows(s)
+    marked = {r["model"] for r in per_user if r["significant"]}
     shown = [n for n in names if n.startswith("test/")][:8]
     md += ["", "## Best config per model (chosen on validation)", "",
            "| model | config | seeds | " + " | ".join([metric, *shown]) + " |",
@@ -177,13 +190,17 @@ def write_report(sweep_dir: str | Path, metric: str | None = None, out: str | Pa
     for model, key in sorted(s["best"].items()):
         members = s["groups"][key]
         cells = [_fmt([j.metrics[n] for j in members if n in j.metrics]) for n in [metric, *shown]]
-        md.append(f"| {model} | `{key[1]}` | {len(members)} | " + " | ".join(cells) + " |")
+        md.append(f"| {model}{' *' if model in marked else ''} | `{key[1]}` | {len(members)} | "
+                  + " | ".join(cells) + " |")
+    if marked:
+        md += ["", f"\\* below {s['overall'][0]} per user (Wilcoxon, Holm-corrected p < 0.05; table below)."]
     if s["tests"]:
         md += ["", f"## Paired tests across seeds ({s['test_metric']}, overall best vs each model's best)", "",
                "| model | vs | seeds | mean diff | paired t p | Wilcoxon p |", "| --- | --- | ---: | ---: | ---: | ---: |"]
         for r in s["tests"]:
             md.append(f"| {r['model']} | {r['vs']} | {r['seeds']} | {r['mean_diff']:.4f} | {_p(r['t_p'])} | "
                       f"{_p(r['wilcoxon_p'])} |")
+    md += significance.markdown(per_user)
     failed = [j for j in jobs if j.failure is not None]
     if failed:
         md += ["", "## Failed jobs", ""] + [f"* `{j.path.name}` (`{j.config}`, seed {j.seed}): {j.failure}"

@@ -12,6 +12,7 @@ same file on CPU), ``timing.json`` (wall-clock seconds, kept apart for that reas
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -21,7 +22,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from jmf import compile_cache, distributed, threads
+from jmf import audit, compile_cache, distributed, threads
 from jmf.config import TrainerConfig, check_target, to_dataclass
 from jmf.errors import ConfigError, RunDirError, disk_full_cause, disk_full_error, user_error
 from jmf.evaluate import registry
@@ -111,6 +112,7 @@ def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfi
     fingerprint["split"] = split.counts()
     log.info("split %s: %s", cfg.split.method, split.counts())
     check_split(split, cfg.model, eval_cfg)
+    _audit(split, cfg, trainer, out)
     check_model_sizes(cfg.model)
     cfg = clamp_dim(cfg, split)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -147,6 +149,18 @@ def _run(cfg: DictConfig, out: Path, trainer: TrainerConfig, eval_cfg: EvalConfi
             written += write_transfer_map(out, tmap[0], data.planted, split.holdout.targets, title, tmap[1])
         print(f"run directory {out.resolve()}: wrote {', '.join(written)}", flush=True)
     return metrics
+
+
+def _audit(split, cfg: DictConfig, trainer: TrainerConfig, out: Path) -> None:
+    """``audit.json`` and its summary line (:mod:`jmf.audit`); a leak stops the run unless ``trainer.allow_leaks``."""
+    spl = cfg.split
+    time_ordered = (spl.get("method") in ("ratio", "loo") and spl.get("order") == "time" and spl.get("by") == "user"
+                    and split.data.timestamp is not None)
+    report = audit.audit(split, time_ordered)
+    if _main_process():
+        (out / "audit.json").write_text(json.dumps(report, indent=2))
+    log.info(audit.summary(report))
+    audit.check(report, trainer.allow_leaks, str(out / "audit.json"))
 
 
 def _check_model(model, split, eval_cfg: EvalConfig, trainer: TrainerConfig) -> None:
