@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 
 from jmf import hugepages
+import evidence
 from common import RESULTS, ROOT, data_dir, markdown_table, mean_std, write_results
 
 # task -> (experiment overrides, metrics reported)
@@ -113,6 +114,7 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
     overrides = [*overrides_of(task, model, seed), *extra]
     out = out_root / task / MODELS[model] / f"seed{seed}"
     if reuse and (done := finished_run(out, overrides)) is not None:
+        evidence.keep_per_user(out, task, MODELS[model], seed)
         return sampled_means(done)
 
     def fit(resume_run: bool) -> dict[str, float]:
@@ -132,6 +134,7 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
         metrics = fit(False)
     metrics["bench/seconds"] = time.perf_counter() - start
     (out / "overrides.json").write_text(json.dumps(overrides))
+    evidence.keep_per_user(out, task, MODELS[model], seed)
     return sampled_means(metrics)
 
 
@@ -209,6 +212,9 @@ def _row(task: str, model: str, seed: int, metrics: dict[str, float], overrides:
     # JMF's score-term weight chosen on validation, and the validation metric of every weight tried
     valid.update({k: v for k, v in metrics.items() if k.startswith("train/") and "neighbour_score" in k})
     selected = {k: v for k, v in metrics.items() if k.startswith("test_selected/") or k.startswith("test/s0/")}
+    selected.update({k: v for k, v in metrics.items()        # beyond accuracy and slices (benchmarks/evidence.py)
+                     if k.split("/")[-1] in evidence.BEYOND or (k.startswith("test/slice/") and k.endswith(
+                         ("/ndcg@10", "/n")))})
     row = {"task": task, "model": model, "seed": seed, **{k: metrics.get(k, math.nan) for k in metric_names},
            **valid, **selected, "seconds": metrics["bench/seconds"], "overrides": overrides}
     if both_sides_of:
@@ -238,16 +244,16 @@ def _load_runs(stems: list[tuple[str, bool]], merged_tasks: set[str] | None = No
     return list(runs.values())
 
 
-def _table_rows(task: str, raw: list[dict]) -> list[dict]:
-    """Mean ± std over seeds per model, in ``MODELS`` order."""
+def _table_rows(task: str, raw: list[dict], marked: set[str] = frozenset()) -> list[dict]:
+    """Mean ± std over seeds per model, in ``MODELS`` order; ``marked``: models below the best per user (``*``)."""
     metric_names = TASKS[task][2]
     rows = []
     for model in MODELS:
         runs = [r for r in raw if r["task"] == task and r["model"] == model and "error" not in r]
         if not runs:
             continue
-        row = {"task": task, "model": model, "seeds": len(runs)}
-        for k in [*metric_names, *_selected_keys(runs)]:
+        row = {"task": task, "model": model + (" *" if model in marked else ""), "seeds": len(runs)}
+        for k in [*metric_names, *_selected_keys(runs), *evidence.beyond_keys(runs)]:
             values = [r[k] for r in runs if k in r and r[k] is not None and not math.isnan(r[k])]
             if values:
                 mean, std = mean_std(values)
@@ -275,16 +281,21 @@ def _write(name: str, tasks: list[str], raw: list[dict]) -> None:
     present = set(tasks) | {r["task"] for r in raw}
     sections, rows = [], []
     for task in [t for t in TASKS if t in present]:
-        task_rows = _table_rows(task, raw)
+        ok = [r for r in raw if r["task"] == task and "error" not in r and not r.get("both_sides_of")]
+        tests = evidence.significance_rows(task, ok, MODELS)
+        task_rows = _table_rows(task, raw, {t["model"] for t in tests if t["significant"]})
         rows += task_rows
         if task_rows:
-            extra = _selected_keys([r for r in raw if r["task"] == task and "error" not in r])
+            mine = [r for r in raw if r["task"] == task and "error" not in r]
+            extra = [*_selected_keys(mine), *evidence.beyond_keys(mine)]
             cols = ["model", "seeds", *(_label(k) for k in [*TASKS[task][2], *extra]), "s/run"]
             command = " ".join(["experiment=" + TASKS[task][0] + "/<row>", *TASKS[task][1]])
             mirrored = sorted({f"{r['model']}: the DL side of the {r['both_sides_of']} runs" for r in raw
                                if r["task"] == task and r.get("both_sides_of") and "error" not in r})
             note = f"\n\nOne run, both sides (`split.dl_folds`): {'; '.join(mirrored)}." if mirrored else ""
-            sections.append(f"### {task} (`{command}`)\n\n" + markdown_table(task_rows, cols) + note)
+            parts = [markdown_table(task_rows, cols) + note, evidence.significance_table(tests),
+                     evidence.slice_table(task, mine, list(MODELS))]
+            sections.append(f"### {task} (`{command}`)\n\n" + "\n\n".join(p for p in parts if p))
     failed = [r for r in raw if "error" in r]
     if failed:
         sections.append("Failed runs:\n\n" + "\n".join(f"* {r['task']} {r['model']} seed {r['seed']}: {r['error']}"

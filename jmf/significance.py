@@ -57,7 +57,7 @@ def paired_values(runs_a: Sequence[tuple[str, Path]], runs_b: Sequence[tuple[str
     def table(runs):
         out: dict[str, float] = {}
         for seed, path in runs:
-            file = Path(path) / "per_user.npz"
+            file = Path(path) if str(path).endswith(".npz") else Path(path) / "per_user.npz"
             if not file.exists():
                 continue
             keys, values = read_per_user(file, fold)

@@ -1,0 +1,42 @@
+"""benchmarks/cold_start.py's tables carry per-user significance marks, beyond-accuracy columns and a slice table
+(benchmarks/evidence.py), from the per-user values each run keeps under benchmarks/results/per_user/."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def test_a_table_marks_models_below_the_best_per_user(tmp_path, monkeypatch):
+    import cold_start
+    import common
+    import evidence
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(evidence, "PER_USER", tmp_path / "per_user")
+    rng = np.random.default_rng(0)
+    raw = []
+    for seed in (0, 1):
+        users = np.array([f"u{i}" for i in range(400)])
+        base = rng.random(400)
+        for model, shift, valid in (("jmf-cnn", 0.1, 0.30), ("mf (target-only)", 0.0, 0.20),
+                                    ("pop", 0.1 + rng.normal(0, 1e-3, 400), 0.25)):
+            values = base + shift
+            file = evidence.PER_USER / "ciao-0.2" / f"{cold_start.MODELS[model]}_s{seed}.npz"
+            file.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(file, **{"test/users": users, "test/ndcg@10": values.astype(np.float32)})
+            raw.append({"task": "ciao-0.2", "model": model, "seed": seed, "test/rmse": 1.0, "test/mae": 0.8,
+                        "test/ndcg@10": float(values.mean()), "test/recall@20": 0.1, "valid/ndcg@10": valid,
+                        "test/coverage@10": 0.5, "test/gini@10": 0.4, "test/slice/o2_q1/ndcg@10": 0.2,
+                        "test/slice/o2_q1/n": 100.0, "seconds": 1.0, "overrides": ""})
+    cold_start._write("t", ["ciao-0.2"], raw)
+    text = (tmp_path / "t.md").read_text()
+    assert "| mf (target-only) * |" in text and "| pop |" in text and "| jmf-cnn |" in text
+    assert "Per-user paired tests, Holm-corrected" in text and "| mf (target-only) | jmf-cnn | 800 |" in text
+    assert "coverage@10" in text and "gini@10" in text
+    assert "NDCG@10 per slice (ciao-0.2" in text and "o2_q1" in text
