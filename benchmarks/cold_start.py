@@ -258,13 +258,21 @@ def _table_rows(task: str, raw: list[dict], marked: set[str] = frozenset()) -> l
             if values:
                 mean, std = mean_std(values)
                 row[_label(k)] = f"{mean:.4f} ± {std:.4f}"
+        for name in ("hr@10", "ndcg@10"):     # the authors' selection on test against jmf's on validation
+            on_test = [r[f"test_selected/{name}"] for r in runs if f"test_selected/{name}" in r]
+            on_valid = [r[f"test/s0/{name}"] for r in runs if f"test_selected/{name}" in r and f"test/s0/{name}" in r]
+            if on_test and len(on_valid) == len(on_test) and sum(on_valid) > 0:
+                row[f"inflation {name}"] = f"{sum(on_test) / sum(on_valid) - 1:+.1%}"
         row["s/run"] = f"{mean_std([r['seconds'] for r in runs])[0]:.0f}"
         rows.append(row)
     return rows
 
 
 def _label(key: str) -> str:
-    """A table column: ``test/sampled/hr@10`` -> ``sampled/hr@10``; ``test_selected/hr@10`` -> ``on test: hr@10``."""
+    """A table column: ``test/sampled/hr@10`` -> ``sampled/hr@10``; ``test_selected/hr@10`` -> ``on test: hr@10``;
+    ``inflation hr@10``: the test-selected figure over the validation-selected one, minus 1."""
+    if "/" not in key:                    # a column of its own (inflation hr@10)
+        return key
     head, tail = key.split("/", 1)
     return f"on test: {tail}" if head == "test_selected" else tail
 
@@ -273,7 +281,8 @@ def _selected_keys(runs: list[dict]) -> list[str]:
     """The test-selected figures of ``runs`` (``eval.select_on_test``) and the sampler they are drawn with."""
     present = {k for r in runs for k in r}
     keys = [k for k in ("test_selected/hr@10", "test_selected/ndcg@10") if k in present]
-    return [*keys, *(k.replace("test_selected/", "test/s0/") for k in keys)] if keys else []
+    return [*keys, *(k.replace("test_selected/", "test/s0/") for k in keys),
+            *(f"inflation {k.split('/')[1]}" for k in keys)] if keys else []
 
 
 def _write(name: str, tasks: list[str], raw: list[dict]) -> None:

@@ -33,10 +33,13 @@ def test_a_table_marks_models_below_the_best_per_user(tmp_path, monkeypatch):
             raw.append({"task": "ciao-0.2", "model": model, "seed": seed, "test/rmse": 1.0, "test/mae": 0.8,
                         "test/ndcg@10": float(values.mean()), "test/recall@20": 0.1, "valid/ndcg@10": valid,
                         "test/coverage@10": 0.5, "test/gini@10": 0.4, "test/slice/o2_q1/ndcg@10": 0.2,
-                        "test/slice/o2_q1/n": 100.0, "seconds": 1.0, "overrides": ""})
+                        "test/slice/o2_q1/n": 100.0, "seconds": 1.0, "overrides": "",
+                        **({"test_selected/ndcg@10": 0.33, "test/s0/ndcg@10": 0.30} if model == "pop" else {})})
     cold_start._write("t", ["ciao-0.2"], raw)
     text = (tmp_path / "t.md").read_text()
     assert "| mf (target-only) * |" in text and "| pop |" in text and "| jmf-cnn |" in text
     assert "Per-user paired tests, Holm-corrected" in text and "| mf (target-only) | jmf-cnn | 800 |" in text
     assert "coverage@10" in text and "gini@10" in text
     assert "NDCG@10 per slice (ciao-0.2" in text and "o2_q1" in text
+    # the authors' selection on test beside jmf's on validation: +10 %
+    assert "inflation ndcg@10" in text and "+10.0%" in text
