@@ -109,13 +109,16 @@ def write_results(name: str, markdown: str, rows: Sequence[dict], extra: dict | 
 
 
 def _commit() -> str:
-    """``<hash>`` of the code the benchmark ran (``+dirty`` with uncommitted changes to tracked files)."""
+    """``<hash>`` of the code the benchmark ran (``+dirty`` with uncommitted changes to tracked files; the files the
+    benchmarks write, ``benchmarks/results/`` and the docs, are outputs, not code: a benchmark run after another
+    one in the same tree is still the clean commit's)."""
     import subprocess
 
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results", ":(exclude)docs"], cwd=ROOT,
                                capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
