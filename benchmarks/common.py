@@ -71,12 +71,14 @@ def machine() -> dict[str, object]:
     info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "processor": _cpu_name(), "jax": jax.__version__, "jax_devices": [str(d) for d in jax.devices()],
             "numpy": np.__version__, "scipy": scipy.__version__}
-    try:
-        import implicit
+    from importlib.metadata import PackageNotFoundError, version
 
-        info["implicit"] = implicit.__version__
-    except ImportError:
-        pass
+    for package in ("jmf", "jaxlib", "flax", "optax", "orbax-checkpoint", "hydra-core", "transformers", "torch",
+                    "implicit", "scikit-surprise"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            pass
     return info
 
 

@@ -54,8 +54,13 @@ def _section(name: str) -> str:
     table = (RESULTS / f"{name}.md").read_text() if (RESULTS / f"{name}.md").exists() else ""
     table = re.sub(r"^<!--.*?-->\s*", "", table, flags=re.S).strip()
     m = payload.get("machine", {})
-    machine = f"{m.get('processor', '?')}, {m.get('cpus', '?')} CPUs, jax {m.get('jax', '?')}"
-    commit = payload.get("commit") or "not recorded (written before result files recorded it)"
+    machine = f"{m.get('processor', '?')}, {m.get('cpus', '?')} CPUs, jax {m.get('jax', '?')}" + "".join(
+        f", {k} {m[k]}" for k in ("flax", "optax", "orbax-checkpoint", "torch") if k in m)
+    commit = payload.get("commit")
+    if not commit or commit == "unknown":
+        commit = "not recorded (written before result files recorded it): **provenance unknown**"
+    elif commit.endswith("+dirty"):
+        commit = f"{commit} (**written from a tree with uncommitted changes**: the commit alone does not reproduce it)"
     caption = f"*Command:* `{payload.get('command', '?')}` · *machine:* {machine} · *code at:* {commit}"
     return f"## {name}\n\n{caption}\n\n{table}\n"
 

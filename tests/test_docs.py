@@ -4,6 +4,7 @@ run, and README's commands are the ones CI uses."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -78,6 +79,21 @@ def test_generated_benchmark_pages_and_readme_table_match_the_results():
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "render_docs.py"), "--check"], capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_a_table_says_where_it_came_from(tmp_path, monkeypatch):
+    """A results file's caption names its command, machine, package versions and commit; a table written from a
+    tree with uncommitted changes, or with no commit recorded, is marked as such."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    render = _load_script("render_docs")
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
+    machine = {"processor": "cpu", "cpus": 2, "jax": "0.10.2", "flax": "0.12.8"}
+    for name, commit in (("clean", "abc1234"), ("dirty", "abc1234+dirty"), ("old", None)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"command": "python benchmarks/x.py", "machine": machine,
+                                                           **({"commit": commit} if commit else {}), "rows": []}))
+    clean, dirty, old = (render._section(n) for n in ("clean", "dirty", "old"))
+    assert "*code at:* abc1234\n" in clean and "flax 0.12.8" in clean and "`python benchmarks/x.py`" in clean
+    assert "uncommitted changes" in dirty and "provenance unknown" in old
 
 
 @pytest.mark.parametrize("page", ["own-data.md", "sweep-to-table.md", "cold-start.md", "map-your-catalogue.md"])
