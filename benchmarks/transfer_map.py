@@ -139,8 +139,12 @@ def maps(resume: bool) -> None:
             strongest.append({"target": n, "ndcg@10": m[f"targets/{n}/test/ndcg@10"],
                               "pop ndcg@10": m[f"baseline/targets/{n}/test/ndcg@10"],
                               "strongest sources": ", ".join(f"{cols[j]} ({row[j]:.2f})" for j in order)})
-        write_results(f"transfer_map_{task}", markdown_table(strongest, digits=4), rows,
-                      {"targets": names, "sources": cols, "matrix": tmap.tolist()})
+        above = sum(r["ndcg@10"] > r["pop ndcg@10"] for r in strongest)
+        off = np.abs(tmap[np.isfinite(tmap)])
+        summary = (f"\n\nThe model is above popularity on {above} of the {len(strongest)} targets; the map's entries "
+                   f"have a median magnitude of {np.median(off):.3f} and a largest of {off.max():.3f} (seed 0).")
+        write_results(f"transfer_map_{task}", markdown_table(strongest, digits=4) + summary, rows,
+                      {"targets": names, "sources": cols, "matrix": tmap.tolist(), "above_popularity": int(above)})
 
 
 def main() -> None:
