@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +135,15 @@ def summarise(jobs: list[Job], metric: str) -> dict:
     return {"groups": groups, "best": best, "overall": overall, "tests": tests, "test_metric": test_metric}
 
 
+def _shown(names: list[str], metric: str) -> list[str]:
+    """The best-config table's test columns: the selection metric's, six more accuracy metrics, three list metrics."""
+    test = [n for n in names if n.startswith("test/") and "/slice/" not in n]
+    lists = [n for n in test if isinstance(registry.METRICS.get(registry.base_name(n)), registry.ListMetric)]
+    first = "test/" + metric.split("/", 1)[1] if metric.startswith("valid/") else metric
+    rest = [n for n in test if n not in lists and n != first]
+    return [n for n in [first] if n in test] + rest[:6] + lists[:3]
+
+
 def _per_user_rows(s: dict) -> list[dict]:
     """:func:`jmf.significance.per_user_tests` of the best config per model on the test metric."""
     if s["overall"] is None:
@@ -183,7 +191,7 @@ def write_report(sweep_dir: str | Path, metric: str | None = None, out: str | Pa
         md.append(f"| {model} | `{config}` | {len(members)} | {_fmt([j.metrics[metric] for j in members])} |")
     per_user = _per_user_rows(s)
     marked = {r["model"] for r in per_user if r["significant"]}
-    shown = [n for n in names if n.startswith("test/")][:8]
+    shown = _shown(names, metric)
     md += ["", "## Best config per model (chosen on validation)", "",
            "| model | config | seeds | " + " | ".join([metric, *shown]) + " |",
            "| --- | --- | ---: |" + " ---: |" * (1 + len(shown))]
@@ -198,8 +206,8 @@ def write_report(sweep_dir: str | Path, metric: str | None = None, out: str | Pa
         md += ["", f"## Paired tests across seeds ({s['test_metric']}, overall best vs each model's best)", "",
                "| model | vs | seeds | mean diff | paired t p | Wilcoxon p |", "| --- | --- | ---: | ---: | ---: | ---: |"]
         for r in s["tests"]:
-            md.append(f"| {r['model']} | {r['vs']} | {r['seeds']} | {r['mean_diff']:.4f} | {_p(r['t_p'])} | "
-                      f"{_p(r['wilcoxon_p'])} |")
+            md.append(f"| {r['model']} | {r['vs']} | {r['seeds']} | {r['mean_diff']:.4f} | {significance.fmt_p(r['t_p'])} | "
+                      f"{significance.fmt_p(r['wilcoxon_p'])} |")
     md += significance.markdown(per_user)
     failed = [j for j in jobs if j.failure is not None]
     if failed:
@@ -209,38 +217,14 @@ def write_report(sweep_dir: str | Path, metric: str | None = None, out: str | Pa
     plots = [_plot(jobs, p, metric, out) for p in params]
     if any(plots):
         md += ["", "## Plots", ""] + [f"![{p}]({f.name})" for p, f in zip(params, plots) if f]
-    md += _transfer_maps(s["groups"], out)
+    from jmf.transfer_map import mean_maps
+
+    md += mean_maps([(model, config, [j.path for j in members]) for (model, config), members
+                     in sorted(s["groups"].items(), key=lambda kv: _natural(kv[0]))], out)
     (out / "report.md").write_text("\n".join(md) + "\n")
     _write_csv(out / "report.csv", s, names)
     _write_runs(out / "runs.csv", jobs, names)
     return out / "report.md"
-
-
-def _transfer_maps(groups: dict, out: Path) -> list[str]:
-    """Per config whose runs wrote ``transfer_map.csv`` (``model=jmf_map``): the mean map over its seeds and their
-    spread (sample std), as ``transfer_map_mean[_<n>].csv`` / ``_spread`` / ``.png``; the report's lines for them."""
-    from jmf.transfer_map import draw_map, read_csv, write_csv
-
-    md = []
-    for n, ((model, config), members) in enumerate(sorted(groups.items(), key=lambda kv: _natural(kv[0]))):
-        files = [j.path / "transfer_map.csv" for j in members if (j.path / "transfer_map.csv").exists()]
-        if not files:
-            continue
-        read = [read_csv(f) for f in files]
-        rows, cols = read[0][0], read[0][1]
-        maps = np.stack([m for r, c, m in read if (r, c) == (rows, cols)])
-        mean, spread = maps.mean(0), (maps.std(0, ddof=1) if len(maps) > 1 else np.zeros_like(maps[0]))
-        stem = "transfer_map_mean" + (f"_{n}" if n else "")
-        write_csv(out / f"{stem}.csv", rows, cols, mean)
-        write_csv(out / f"{stem}_spread.csv", rows, cols, spread)
-        draw_map(out / f"{stem}.png", rows, cols, mean, f"{model} {config}: mean of {len(maps)} seed(s)", spread)
-        md += ["", f"## Category transfer map: {model} `{config}` (mean of {len(maps)} seeds)", "",
-               f"![transfer map]({stem}.png)", "", f"`{stem}.csv` (mean), `{stem}_spread.csv` (std over seeds)."]
-    return md
-
-
-def _p(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:.3g}"
 
 
 def _plugins(jobs: list[Job]) -> list[str]:

@@ -114,10 +114,11 @@ def markdown(rows: list[dict]) -> list[str]:
           "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
     for r in rows:
         md.append(f"| {r['model']} | {r['vs']} | {r['pairs']} | {r['mean_diff']:.4f} | "
-                  f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}] | {_p(r['t_holm'])} | {_p(r['wilcoxon_holm'])} | "
+                  f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}] | {fmt_p(r['t_holm'])} | {fmt_p(r['wilcoxon_holm'])} | "
                   f"{'*' if r['significant'] else ''} |")
     return md
 
 
-def _p(value: float) -> str:
+def fmt_p(value: float) -> str:
+    """A p-value for a table: ``—`` when there is none."""
     return "—" if not np.isfinite(value) else (f"{value:.2e}" if value < 1e-3 else f"{value:.3f}")

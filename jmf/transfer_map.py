@@ -213,3 +213,25 @@ def planted_agreement(matrix: np.ndarray, planted: np.ndarray) -> dict[str, floa
     if a > 0:                     # across groups at or below 0: no ratio to state (within is the whole signal)
         out["map/within_over_across"] = w / a
     return out
+
+
+def mean_maps(configs: list[tuple[str, str, list[Path]]], out: Path) -> list[str]:
+    """``jmf-report``'s maps: per ``(model, config, run folders)`` whose runs wrote ``transfer_map.csv``
+    (``model=jmf_map``), the mean map over its seeds and their spread (sample std), as
+    ``transfer_map_mean[_<n>].csv`` / ``_spread`` / ``.png`` in ``out``; returns the report's lines for them."""
+    md = []
+    for n, (model, config, folders) in enumerate(configs):
+        files = [f / "transfer_map.csv" for f in folders if (f / "transfer_map.csv").exists()]
+        if not files:
+            continue
+        read = [read_csv(f) for f in files]
+        rows, cols = read[0][0], read[0][1]
+        maps = np.stack([m for r, c, m in read if (r, c) == (rows, cols)])
+        mean, spread = maps.mean(0), (maps.std(0, ddof=1) if len(maps) > 1 else np.zeros_like(maps[0]))
+        stem = "transfer_map_mean" + (f"_{n}" if n else "")
+        write_csv(out / f"{stem}.csv", rows, cols, mean)
+        write_csv(out / f"{stem}_spread.csv", rows, cols, spread)
+        draw_map(out / f"{stem}.png", rows, cols, mean, f"{model} {config}: mean of {len(maps)} seed(s)", spread)
+        md += ["", f"## Category transfer map: {model} `{config}` (mean of {len(maps)} seeds)", "",
+               f"![transfer map]({stem}.png)", "", f"`{stem}.csv` (mean), `{stem}_spread.csv` (std over seeds)."]
+    return md
