@@ -122,8 +122,8 @@ class Recommender:
         return np.concatenate(out) if out else np.zeros((0, len(self.cf_item_ids)), np.float32)
 
     def evaluate(self) -> dict[str, float]:
-        """The run's ``valid/...`` and ``test/...`` metrics, recomputed from the loaded model."""
-        return evaluate(self.model, self.split, eval_config(self.cfg.get("eval")))
+        """The run's ``valid/...`` and ``test/...`` metrics (its slices too), recomputed from the loaded model."""
+        return evaluate(self.model, self.split, eval_config(self.cfg.get("eval")), details={})
 
     # ------------------------------------------------------------------ new users
     def history(self, frame: pd.DataFrame, source: str = "history") -> History:

@@ -3,7 +3,10 @@
 Both run the experiment files' data (``experiments/synthetic_cold_start.yaml`` and
 ``synthetic_no_shared.yaml``: 10 000 users x 300 items, 4 categories, O1 = the 2 largest,
 30% of the two-sided users cold on O1), seed 0, with the joint model at the experiment's own settings
-(``experiments/synthetic_cold_start/jmf_cnn.yaml``, the table's row), with a bag encoder for CI time.
+(``experiments/synthetic_cold_start/jmf_cnn.yaml``, the table's row), with a bag encoder for CI time.  At the
+experiment's size (10 000 users) they are slow tests (``pytest -m slow``, ~100 s); CI runs the same controls on the
+first 3 000 users' worth of the generator (``data.n_users=3000``), with the oracle bound at 85 % (3 000 users give
+the model less to learn the mapping from: 89 % of the oracle there, seed 0).
 
 * With planted shared structure (every planted taste shared across categories), the joint
   model's cold-start NDCG@10 is within 10% of the planted oracle (the generator's own
@@ -33,14 +36,15 @@ pytestmark = pytest.mark.usefixtures("optimised_compiles")
 BAG = ["model/encoder=bag", "model.encoder.embed_dim=32", "model.encoder.out_dim=32"]
 
 
-def _config(experiment: str):
+def _config(experiment: str, users: int | None):
     register_configs()
+    size = [f"data.n_users={users}"] if users else []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[f"experiment={experiment}", "seed=0", *BAG])
+        return compose("train", overrides=[f"experiment={experiment}", "seed=0", *BAG, *size])
 
 
-def _cold(experiment: str):
-    cfg = _config(experiment)
+def _cold(experiment: str, users: int | None = None):
+    cfg = _config(experiment, users)
     split = build_split(load_data(cfg.data, 0), cfg.partition, cfg.split, 0)
     return split, OmegaConf.to_container(cfg.data, resolve=True), cfg
 
@@ -57,22 +61,23 @@ def _jmf(cfg):
     return model
 
 
-@pytest.fixture(scope="module")
-def shared():
-    split, data_cfg, cfg = _cold("synthetic_cold_start")
-    return split, data_cfg, cfg, _ndcg(Popularity(), split)
+# (users: None = the experiment's 10 000; the share of the oracle JMF must reach)
+SIZES = [pytest.param(None, 0.9, marks=pytest.mark.slow, id="experiment-size"), pytest.param(3000, 0.85, id="3000")]
 
 
-def test_transfer_reaches_90_percent_of_the_planted_oracle(shared):
-    split, data_cfg, cfg, pop = shared
+@pytest.mark.parametrize("users, share", SIZES)
+def test_transfer_reaches_90_percent_of_the_planted_oracle(users, share):
+    split, data_cfg, cfg = _cold("synthetic_cold_start", users)
+    pop = _ndcg(Popularity(), split)
     jmf = _ndcg(_jmf(cfg), split)
     oracle = _ndcg(PlantedOracle(data_cfg), split)
-    assert jmf >= 0.9 * oracle, (jmf, oracle, pop)
+    assert jmf >= share * oracle, (jmf, oracle, pop)
     assert jmf > pop + 0.3, (jmf, pop)
 
 
-def test_no_shared_structure_no_transfer():
-    split, _, cfg = _cold("synthetic_no_shared")
+@pytest.mark.parametrize("users", [pytest.param(None, marks=pytest.mark.slow, id="experiment-size"), 3000])
+def test_no_shared_structure_no_transfer(users):
+    split, _, cfg = _cold("synthetic_no_shared", users)
     assert cfg.data.shared_dim == 0
     model = _jmf(cfg)
     pop, jmf = _ndcg(Popularity(), split), _ndcg(model, split)

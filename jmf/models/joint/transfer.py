@@ -45,13 +45,14 @@ class TransferJMF(JMF):
     """JMF over every target category in one run (module docstring); the arguments are :class:`JMF`'s, and
 
     Args:
-      source_weights: learn, per target, each input category's weight in the encoder's pooling (``null``: where
-        the encoder pools by a weighted mean, ``model/encoder=bag``; ``true`` asks for it, ``false`` turns it off).
+      source_weights: learn, per target, each input category's weight in the encoder's pooling (``true``: the
+        encoder must pool by a weighted mean, ``model/encoder=bag``; ``null``: where the encoder can).  Off by
+        default: whether it helps depends on the data (choose it on validation).
     """
 
     name = "jmf_map"
 
-    def __init__(self, *args, source_weights: bool | None = None, **kwargs):
+    def __init__(self, *args, source_weights: bool | None = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.source_weights = source_weights
 
