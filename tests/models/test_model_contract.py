@@ -3,7 +3,8 @@
 Every ``conf/model/*.yaml`` -- and for ``model=jmf`` every encoder and every head -- is composed
 through Hydra, run by ``jmf.run.run`` on a small synthetic cold-start split (which calls
 ``fit(split, ctx)`` with a run directory), and then checked as a :class:`~jmf.models.base.Model`:
-finite ``[B, I_T]`` scores that depend on the fit, valid/test metrics, ratings on explicit data.
+finite ``[B, I_T]`` scores that depend on the fit, valid/test metrics, ratings on explicit data; each model's
+saved model reloads to its run's own metrics.
 A new model, encoder or head YAML is tested here without an edit to this file.  The worked example
 of the contract's docstring is executed and held to the same checks.
 """
@@ -73,6 +74,26 @@ def test_every_model_config_follows_the_contract(overrides, tmp_path):
     for key in ("valid/ndcg@10", "test/ndcg@10", "test/recall@20"):
         assert key in metrics and math.isfinite(metrics[key]) and 0 <= metrics[key] <= 1, (key, metrics.get(key))
     assert (tmp_path / "metrics.json").exists()
+    if len(overrides) == 1:               # each model at its defaults: its saved model is an artifact
+        _reloads_to_its_own_metrics(tmp_path, metrics, overrides[0].split("=", 1)[1])
+
+
+def _reloads_to_its_own_metrics(out: Path, metrics: dict, name: str) -> None:
+    """The run's saved model, loaded, gives the run's metrics exactly, recommends unseen items, and says whether it
+    explains its recommendations as ``jmf.recommend.EXPLAINED`` lists."""
+    import jmf
+    from jmf.recommend import EXPLAINED
+
+    rec = jmf.load(out)
+    again = rec.evaluate()
+    saved = {k: v for k, v in metrics.items() if k.startswith(("valid/", "test/", "targets/"))}
+    assert saved and again == saved          # exactly: the same scores from the reloaded model
+    users = list(rec.user_ids[:3])
+    top = rec.recommend(users, k=5)
+    assert list(top.columns) == ["user", "rank", "item", "score"] and len(top) == 15
+    seen = {(rec.user_ids[u], rec.cf_item_ids[i]) for u, i in zip(*rec.split.train[:3].nonzero())}
+    assert not seen & set(zip(top["user"], top["item"]))
+    assert rec.explains() == (name in EXPLAINED)     # the list --explain's refusal names, measured on every model
 
 
 @pytest.fixture(scope="module")
