@@ -46,7 +46,7 @@ DATA = ["data.n_users=240", "data.n_items=120", "data.n_categories=4", "data.int
 HOLDOUT = ([o for o in DATA if not o.startswith(("partition.", "split", "data.n_items"))]
            + ["data.n_items=240", "split=category_holdout", "split.beta=0.3", "split.targets=2"])
 # small sizes for whichever of these knobs a model has (the contract does not depend on them)
-SMALL = {"dim": 8, "epochs": 2, "pretrain_epochs": 1, "batch_size": 32, "map_epochs": 4, "meta_epochs": 2,
+SMALL = {"dim": 8, "epochs": 1, "pretrain_epochs": 1, "batch_size": 32, "map_epochs": 4, "meta_epochs": 2,
          "meta_dim": 8, "map_batch_size": 32, "meta_batch_size": 32, "max_len": 8, "eval_every": 1, "samples": 64,
          "cg_steps": 2}
 ENCODER_SMALL = {"embed_dim": 8, "filters": 8, "out_dim": 8, "hidden": 16, "max_tokens": 16}
