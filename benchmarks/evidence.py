@@ -73,11 +73,13 @@ def significance_rows(task: str, runs: list[dict], rows_of: dict[str, str], metr
 
 
 def significance_table(rows: list[dict]) -> str:
+    from jmf.significance import fmt_p
+
     if not rows:
         return ""
     table = [{"model": r["model"], "vs": r["vs"], "pairs": r["pairs"], "mean diff": f"{r['mean_diff']:.4f}",
-              "95 % interval": f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]", "t p (Holm)": _p(r["t_holm"]),
-              "Wilcoxon p (Holm)": _p(r["wilcoxon_holm"]), "": "*" if r["significant"] else ""} for r in rows]
+              "95 % interval": f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]", "t p (Holm)": fmt_p(r["t_holm"]),
+              "Wilcoxon p (Holm)": fmt_p(r["wilcoxon_holm"]), "": "*" if r["significant"] else ""} for r in rows]
     return ("Per-user paired tests, Holm-corrected over the task's comparisons (test NDCG@10 of the main protocol, "
             "users or held-out pairs matched by seed; * : Wilcoxon p (Holm) < 0.05; the interval: bootstrap 95 % of "
             "the mean difference, best minus model):\n\n" + markdown_table(table, list(table[0])))
@@ -115,7 +117,3 @@ def slice_table(task: str, runs: list[dict], models: list[str]) -> str:
                                       "test pairs (seed of the first run).")
     return (f"NDCG@10 per slice ({task}; `test/slice/<slice>/ndcg@10`, mean over seeds).{share}\n\n"
             + markdown_table(rows, ["model", *slices]))
-
-
-def _p(value: float) -> str:
-    return "—" if not np.isfinite(value) else (f"{value:.2e}" if value < 1e-3 else f"{value:.3f}")
