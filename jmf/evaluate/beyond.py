@@ -100,7 +100,8 @@ def diversity(lists: Lists) -> float:
     if lists.k < 2:
         return 0.0
     cats = lists.categories[lists.top]                                   # [n, k]
-    same = (cats[:, :, None] == cats[:, None, :]).sum((1, 2)) - lists.k  # ordered pairs, the diagonal removed
+    same = np.concatenate([(block[:, :, None] == block[:, None, :]).sum((1, 2)) - lists.k   # ordered pairs, the
+                           for block in np.array_split(cats, max(1, len(cats) // 4096))])   # diagonal removed
     return float((1.0 - same / (lists.k * (lists.k - 1))).mean())
 
 
