@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 
 from jmf import hugepages
+import common
 import evidence
 from common import RESULTS, ROOT, data_dir, markdown_table, mean_std, write_results
 
@@ -216,7 +217,8 @@ def _row(task: str, model: str, seed: int, metrics: dict[str, float], overrides:
                      if k.split("/")[-1] in evidence.BEYOND or (k.startswith("test/slice/") and k.endswith(
                          ("/ndcg@10", "/n")))})
     row = {"task": task, "model": model, "seed": seed, **{k: metrics.get(k, math.nan) for k in metric_names},
-           **valid, **selected, "seconds": metrics["bench/seconds"], "overrides": overrides}
+           **valid, **selected, "seconds": metrics["bench/seconds"], "overrides": overrides,
+           "commit": common.STARTED_AT}        # per row: a --resume'd file holds rows of several sessions
     if both_sides_of:
         row["both_sides_of"] = both_sides_of    # the DL side of that task's run (split.dl_folds)
     print(f"[{task}] {model} seed {seed}: " + ", ".join(
