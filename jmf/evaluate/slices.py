@@ -36,7 +36,6 @@ def slice_masks(split, fold: sp.csr_matrix, users: np.ndarray, items: np.ndarray
         quart = np.searchsorted(cuts, length, side="right")
         for q in range(4):
             out[f"o2_q{q + 1}"] = quart == q
-    held = (fold[users] > 0).astype(np.float32).tocsr()
     head = short_head(np.bincount(split.train.indices, minlength=split.train.shape[1]).astype(float))
     twins = near_twins(split, fold)
     if items is not None:
@@ -46,6 +45,7 @@ def slice_masks(split, fold: sp.csr_matrix, users: np.ndarray, items: np.ndarray
             out["twin"] = np.asarray(twins[users, items]).ravel() > 0
             out["no_twin"] = ~out["twin"]
         return out
+    held = (fold[users] > 0).astype(np.float32).tocsr()         # full ranking: each user's held-out items
     n_held = np.diff(held.indptr)
     n_head = np.asarray(held @ head.astype(np.float32)).ravel()
     out["head"], out["tail"] = (n_head == n_held) & (n_held > 0), n_head == 0
