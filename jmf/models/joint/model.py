@@ -1,5 +1,6 @@
 """``model=jmf``: the core joint model -- CF tables, DL-side encoder, mapping head, ``L_JMF`` -- on the engine.
 
+The CF side (``model/cf``, :mod:`~jmf.models.joint.cf_side`) is free factor tables or LightGCN over both sides.
 Schedule (design.md#the-objective): the start-up variants set ``P, Q`` (SVD by default) and the item biases
 (:mod:`~jmf.models.joint.start`) -> ``pretrain_epochs`` of ``L_DL`` alone on the DL side -> ``epochs`` of the
 joint objective (:mod:`~jmf.models.joint.losses`), with early stopping on a validation metric (the
@@ -24,11 +25,13 @@ from jmf.data.batches import cf_category_distribution, dl_sequences
 from jmf.data.split import SplitData, dl_side_missing
 from jmf.models.joint.infer import NewUserInputs, new_user_vectors
 from jmf.models.joint.losses import LossWeights
-from jmf.models.joint.net import JMFNet, centred_values, encoder_inputs
+from jmf.models.joint.net import JMFNet, centred_values
 from jmf.models.joint.plan import user_batches
 from jmf.models.joint.start import (AutoBias, SVDFactors, check_start, fit_offset_scale, log_popularity,
                                     o2_user_offsets, pad_rows)
 from jmf.models.joint.step import TrainState, init_state, make_train_step
+from jmf.models.joint.vectors import literal_scores, trained_vectors
+from jmf.models.joint.cf_side import check_cf, propagated
 from jmf.models.joint.terms import UserVectors, named_terms, o2_rows
 from jmf.models.base import EngineModel, Phase, RunContext, TrainPlan
 from jmf.optim import build_optimizer, part_optimizer
@@ -46,6 +49,8 @@ class JMF(EngineModel):
 
     Args:
       encoder: ``encoder(n_items, n_categories, max_len, rngs=...)`` (a Hydra ``_partial_``, ``model/encoder``).
+      cf: the CF side (``model/cf=mf|graph``, :mod:`~jmf.models.joint.cf_side`): free factor tables (default) or
+        LightGCN propagation over the joint training graph of both sides.
       head: ``head(d_in, d_out, rngs=...)`` (a Hydra ``_partial_``, ``model/head``).
       dim: CF factor size ``d``.
       loss: CF loss: ``auto`` (mse on ratings, softmax on implicit), ``mse``, ``bpr``, ``softmax``.
@@ -88,7 +93,7 @@ class JMF(EngineModel):
                  init: Callable | None = None, bias_init: Callable | None = None, bias_damping: float = 5.0,
                  user_offset: bool = True, blend: float = 0.5, terms: dict | list | None = None, patience: int = 3,
                  monitor: str = "auto", rank_monitor: str | None = None, max_inflight: int = 0,
-                 eval_batch_size: int = 512):
+                 eval_batch_size: int = 512, cf=None):
         if loss not in ("auto", "mse", "bpr", "softmax"):
             raise ConfigError(f"model.loss: {loss!r} is not auto|mse|bpr|softmax")
         unknown = set(weights or {}) - set(LossWeights._fields)
@@ -97,7 +102,7 @@ class JMF(EngineModel):
         registry.check_monitor(monitor, auto=True)
         if rank_monitor is not None:
             registry.check_monitor(rank_monitor, "model.rank_monitor", ratings=False)
-        self.encoder_fn, self.head_fn = encoder, head
+        self.encoder_fn, self.head_fn, self.cf = encoder, head, check_cf(cf)
         self.dim, self.loss, self.weights = dim, loss, LossWeights(**(weights or {}))
         self.epochs, self.pretrain_epochs, self.batch_size = epochs, pretrain_epochs, batch_size
         self.items_per_user = items_per_user
@@ -129,6 +134,8 @@ class JMF(EngineModel):
         parallel.check_batch_size(self.batch_size, engine.mesh, "model.batch_size")
         self.n_items = split.train.shape[1]
         rows = {"users": self.user_rows(split), "items": self.n_items}
+        if self.cf.dense and engine.ctx.shard_tables:
+            raise ConfigError("model/cf=graph propagates whole tables in every step: set trainer.shard_tables=false")
         if engine.ctx.shard_tables:  # even shards: pad table rows (never sampled, sliced off in score)
             rows = {k: parallel.padded_rows(v, engine.mesh) for k, v in rows.items()}
         net, tables = self._build(split, ctx.seed, rows["users"], rows["items"])
@@ -136,19 +143,22 @@ class JMF(EngineModel):
         if getattr(net.encoder, "lr", None):  # a pretrained encoder's own (smaller) learning rate
             tx = part_optimizer(tx, build_optimizer(self.optimizer, net.encoder.lr), "encoder")
         table_tx = build_optimizer(self.table_optimizer, self.table_lr)
-        self.graphdef, state = init_state(net, tables, tx, table_tx, ctx.seed)
+        dense_tx = build_optimizer(self.cf.optimizer, self.cf.lr) if self.cf.dense else None
+        self.graphdef, state = init_state(net, tables, tx, table_tx, ctx.seed, dense_tx)
         table_rows = set(rows.values())
         sharding = engine.state_shardings(
             state, lambda path, leaf: path[0].name in ("tables", "table_opt") and leaf.shape[0] in table_rows)
         state = engine.put_state(state, sharding)
         self.seq, dl_users = self._sequences(split, net, engine)
         self.has_cf = jnp.asarray(np.diff(split.train.indptr) > 0)
+        self.has_factors = jnp.asarray(self.cf.has_factors(split))     # whose P_u blends in at inference
+        self._factors = (None, None)                                   # (tables, their propagation), cached
         self.o2 = o2_rows(split, per_user=True)          # [U, I_DL] what the score terms read of a user
         for term in self.terms.values():
             term.weight = term.weights[0]
             term.prepare(split)
         step = make_train_step(self.graphdef, tx, table_tx, self.kind, self.mean, self.reg, self.negatives,
-                               n_items=self.n_items)
+                               n_items=self.n_items, cf=self.cf, dense_tx=dense_tx)
         self.rank_state, self.rank_history, self._rank_best = None, [], None
         self.state = state
         return TrainPlan(engine, state, self._phases(split, engine, engine.jit_step(step, sharding), dl_users))
@@ -163,15 +173,17 @@ class JMF(EngineModel):
         self.literal = net.literal
         self.encoder_keys = tuple(getattr(net.encoder, "input_keys", ()))     # per-user inputs
         self.shared_keys = tuple(getattr(net.encoder, "shared_keys", ()))     # whole-graph inputs
-        P, Q = self.start_factors(split, seed)
-        P, Q = pad_rows(np.asarray(P, np.float32), n_user_rows), pad_rows(np.asarray(Q, np.float32), n_item_rows)
+        factors = self.cf.start(split, self.dim, seed) if self.cf.dense else dict(zip("PQ", self.start_factors(split, seed)))
+        P, Q = pad_rows(np.asarray(factors.pop("P"), np.float32), n_user_rows), pad_rows(
+            np.asarray(factors.pop("Q"), np.float32), n_item_rows)
         prior = np.asarray(self.bias_init(split, self.kind == "mse", self.bias_damping), np.float32)
         self.offsets = (o2_user_offsets(split, self.bias_damping) if self.user_offset and self.kind == "mse"
                         else np.zeros(split.n_users, np.float32))
         net.offset_scale[...] = jnp.float32(fit_offset_scale(split.train, self.offsets, self.mean + prior))
         tables = {"P": jnp.asarray(P), "Q": jnp.asarray(Q), "user_bias": jnp.zeros((n_user_rows, 1)),
                   "item_bias": jnp.asarray(pad_rows(prior[:, None], n_item_rows)),
-                  "rank_bias": jnp.asarray(pad_rows(log_popularity(split.train)[:, None], n_item_rows))}
+                  "rank_bias": jnp.asarray(pad_rows(log_popularity(split.train)[:, None], n_item_rows)),
+                  **{k: jnp.asarray(v) for k, v in factors.items()}}      # model/cf=graph: E_dl
         return net, tables
 
     def user_rows(self, split: SplitData) -> int:
@@ -197,6 +209,7 @@ class JMF(EngineModel):
             {"items": seqs.items, "categories": seqs.categories, "mask": seqs.mask,
              "values": centred_values(seqs, split.implicit), "offset": self.offsets,
              **(net.encoder.user_inputs(split, seqs) if hasattr(net.encoder, "user_inputs") else {}),
+             **self.cf.prepare(split),
              "interest": cf_category_distribution(split)}, engine.mesh), dl_users
 
     def _phases(self, split: SplitData, engine: Engine, jitted, dl_users: np.ndarray) -> list[Phase]:
@@ -315,8 +328,8 @@ class JMF(EngineModel):
         """``[B]`` users -> (user factors ``[B, d]``, user bias ``[B]``, interest logits ``[B, K]``) of
         ``state`` (default: the fitted state ``predict`` uses)."""
         state = self.state if state is None else state
-        vec, bias, interest = _user_vectors(self.graphdef, state.params, state.rest, state.tables, self.seq,
-                                            self.has_cf, users, self.blend)
+        vec, bias, interest = trained_vectors(self.graphdef, state.params, state.rest, self.factors(state), self.seq,
+                                              self.has_cf, self.has_factors, users, self.blend)
         return UserVectors(vec, bias, interest, self.o2[np.asarray(users)] if self.terms else None)
 
     def score(self, users: jax.Array) -> jax.Array:
@@ -335,9 +348,9 @@ class JMF(EngineModel):
         return jax.nn.softmax(new_user_vectors(self, hist)[0].interest, axis=-1)
 
     def _rank(self, user: UserVectors, users, state: TrainState) -> jax.Array:
-        t, n = state.tables, self.n_items    # row-sharded tables carry padding rows past the last item
+        t, n = self.factors(state), self.n_items    # row-sharded tables carry padding rows past the last item
         if self.literal:
-            scores = _literal_scores(self.graphdef, state.params, state.rest, user.interest)
+            scores = literal_scores(self.graphdef, state.params, state.rest, user.interest)
         elif self.ranks_by_rank_bias:        # ratings with L_rank: rank by which items the user would rate
             scores = user.vec @ t["Q"][:n].T + t["rank_bias"][:n, 0][None, :]
         else:
@@ -346,6 +359,16 @@ class JMF(EngineModel):
             if term.weight:
                 scores = scores + term.weight * term(users, user)
         return scores
+
+    def factors(self, state: TrainState) -> dict:
+        """``state``'s tables with ``P, Q`` as inference reads them: the tables themselves, or (``model/cf=graph``)
+        their propagation over the joint graph, computed once per state."""
+        if not self.cf.dense:
+            return state.tables
+        if self._factors[0] is not state.tables:
+            P, Q, _ = propagated(self.cf, state.tables, self.seq["cf_graph"])
+            self._factors = (state.tables, {**state.tables, "P": P, "Q": Q})
+        return self._factors[1]
 
     @property
     def ranks_by_rank_bias(self) -> bool:
@@ -365,7 +388,7 @@ class JMF(EngineModel):
         parts = [vectors(jnp.asarray(padded[s:s + B])) for s in range(0, len(padded), B)]
         vec = np.concatenate([np.asarray(p.vec) for p in parts])[inverse]
         bias = np.concatenate([np.asarray(p.bias) for p in parts])[inverse]
-        t = self.state.tables
+        t = self.factors(self.state)
         q, b_i = np.asarray(t["Q"])[items], np.asarray(t["item_bias"])[items, 0]
         return (self.mean + bias + b_i + (vec * q).sum(-1)).astype(np.float32)
 
@@ -373,28 +396,3 @@ class JMF(EngineModel):
         """``[B, K]`` interest distribution ``softmax(I_u)`` over the CF-side categories (of the state
         ``score`` ranks with)."""
         return jax.nn.softmax(self.user_vectors(users, self.rank_state).interest, axis=-1)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _user_vectors(graphdef, params, rest, tables, seq, has_cf, users, blend):
-    net = nnx.merge(graphdef, params, rest)
-    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users], seq["offset"][users],
-                     **encoder_inputs(net, seq, users))
-    vec, bias = blended(mapped, has_cf[users], seq["mask"][users].any(1), tables["P"][users],
-                        tables["user_bias"][users, 0], blend)
-    return vec, bias, mapped.interest
-
-
-def blended(mapped, warm: jax.Array, has_dl: jax.Array, own: jax.Array, own_bias: jax.Array, blend):
-    """``(vec [B, d], bias [B])``: a warm user's ``blend·P_u + (1-blend)·P̂_u`` (``P_u`` alone without DL-side
-    history), a cold user's ``P̂_u``; the bias likewise."""
-    warm, has_dl = warm[:, None], has_dl[:, None]
-    w = jnp.where(has_dl, blend, 1.0)  # a warm user without DL-side history keeps P_u
-    vec = jnp.where(warm, w * own + (1 - w) * mapped.p_hat, mapped.p_hat)
-    bias = jnp.where(warm[:, 0], w[:, 0] * own_bias + (1 - w[:, 0]) * mapped.bias_hat, mapped.bias_hat)
-    return vec, bias
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _literal_scores(graphdef, params, rest, interest):
-    return nnx.merge(graphdef, params, rest).literal_logits(interest)

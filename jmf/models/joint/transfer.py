@@ -31,7 +31,8 @@ from jmf.data.split import SplitData
 from jmf.errors import ConfigError
 from jmf.evaluate.validator import Validator
 from jmf.models.base import RunContext, TrainPlan
-from jmf.models.joint.model import JMF, blended
+from jmf.models.joint.model import JMF
+from jmf.models.joint.vectors import blended
 from jmf.models.joint.net import encoder_inputs
 from jmf.models.joint.plan import target_batches
 from jmf.models.joint.infer import map_new_users, new_user_inputs
@@ -76,6 +77,9 @@ class TransferJMF(JMF):
 
     def setup(self, split: SplitData, ctx: RunContext | None = None) -> TrainPlan:
         h = split.holdout
+        if self.cf.dense:
+            raise ConfigError("model/cf=graph: model=jmf_map keeps one user row per target, which one joint graph "
+                              "does not give; use model/cf=mf")
         if h is None:
             raise ConfigError("model=jmf_map trains every target category in one run: it needs split=category_holdout "
                               "(split.target=<name> is one target's cold-start split, for model=jmf)")

@@ -1,0 +1,164 @@
+"""The joint model's CF side (``model/cf``): where the CF-side factors ``P [U, d]`` and ``Q [I_CF, d]`` come from.
+
+* :class:`FactorCF` (``model/cf=mf``, the default): ``P`` and ``Q`` are free tables -- a low-rank
+  factorisation of the CF side, started by ``model/init`` (SVD by default) and updated row by row (a batch
+  touches a few hundred rows).
+* :class:`GraphCF` (``model/cf=graph``): ``P`` and ``Q`` are LightGCN propagations over the **joint**
+  training graph of both sides, ``A = [O1 | O2]`` (users x (CF-side items + DL-side items), binary): layer-0
+  tables ``P⁰``, ``Q⁰`` and ``E⁰ [I_DL, d]`` (the DL-side item nodes), ``E^{k+1} = D^-½ A D^-½ E^k``, the factors
+  the mean of layers ``0..K``.  A user with no CF-side history is still reached through their DL-side items,
+  and a warm user's factors carry what propagation over O2 sees, where a factorisation of O1 alone cannot.
+  The rest of the joint model is unchanged: ``P̂_u`` maps the DL-side encoding onto these ``P_u``
+  (``L_map``), ``L_transfer`` scores ``P̂_u`` against these ``Q``, and ``L_CF`` is the CF loss of the
+  propagated factors, plus ``o2_weight`` times the same loss on DL-side edges (each ``L_DL`` user's random
+  DL-side item against uniform DL-side negatives shared by the batch), which trains the DL-side item nodes
+  as LightGCN on the merged graph trains them.  The whole graph propagates in every step (``O(E·d)``, two
+  sparse products per layer), so the layer-0 tables get dense gradients and a dense optimiser
+  (``optimizer``, ``lr``: Adam); the biases stay row-sparse.  The start is the top singular subspace of the
+  normalised joint matrix (``init=svd``), which propagation maps onto itself (each direction scaled by its
+  singular value), so training starts from a graph-filtered factorisation rather than from noise: the joint
+  model's epochs (as many pairs as the CF side has rows) are few steps for a graph model.
+
+At inference every user with a training edge on either side has a ``P_u``: warm *and* cold-start users blend
+``blend·P_u + (1-blend)·P̂_u`` (with ``model/cf=mf`` a cold-start user has no ``P_u`` and uses ``P̂_u`` alone).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from jmf import losses
+from jmf.data.split import SplitData
+from jmf.errors import ConfigError
+from jmf.models.graph.adjacency import bipartite_edges, propagate
+
+DENSE_TABLES = ("P", "Q", "E_dl")
+
+
+class FactorCF:
+    """``model/cf=mf``: free factor tables ``P, Q`` (see the module docstring)."""
+
+    name = "mf"
+    dense = False
+
+    def prepare(self, split: SplitData) -> dict:
+        """Whole-graph inputs of the step (none)."""
+        return {}
+
+    def has_factors(self, split: SplitData) -> np.ndarray:
+        """``[U]`` bool: the users whose own ``P_u`` is trained (CF-side training history)."""
+        return np.diff(split.train.tocsr().indptr) > 0
+
+
+class GraphCF:
+    """``model/cf=graph``: LightGCN over the joint O1 + O2 training graph (see the module docstring).
+
+    Args:
+      layers: propagation layers ``K`` (0: ``P⁰, Q⁰`` themselves, trained densely).
+      o2_weight: weight of the CF loss on DL-side edges inside ``L_CF`` (0: the DL-side item nodes learn only
+        through what propagates into the CF side).
+      init: the start of ``P⁰, Q⁰, E⁰`` (``model/init`` is not read): ``normal`` (N(0, init_scale²), LightGCN's) or
+        ``svd`` (the top-``d`` singular vectors of the normalised joint matrix ``D_u^-½ A D_i^-½``, ``U Σ^½`` and
+        ``V Σ^½``, scaled to the RMS of ``init_scale``: a subspace that propagation maps onto itself).
+      init_scale: the start's scale.
+      optimizer, lr: the dense optax optimiser of the layer-0 tables.
+      negatives: uniform DL-side negatives shared by a batch in the DL-side edge loss.
+      o2_items: DL-side items drawn per ``L_DL`` user and step in that loss.
+    """
+
+    name = "graph"
+    dense = True
+
+    def __init__(self, layers: int = 3, o2_weight: float = 1.0, init: str = "svd", init_scale: float = 0.1,
+                 optimizer: str = "adam", lr: float = 0.01, negatives: int = 256, o2_items: int = 8):
+        if layers < 0:
+            raise ConfigError(f"model.cf.layers: {layers} must be >= 0")
+        if not (np.isfinite(o2_weight) and o2_weight >= 0):
+            raise ConfigError(f"model.cf.o2_weight: {o2_weight} must be a finite number >= 0")
+        if negatives < 1 or o2_items < 1:
+            raise ConfigError(f"model.cf.negatives, model.cf.o2_items: {negatives}, {o2_items} must be >= 1")
+        if init not in ("normal", "svd"):
+            raise ConfigError(f"model.cf.init: {init!r} is not normal|svd")
+        self.layers, self.o2_weight, self.init, self.init_scale = layers, float(o2_weight), init, init_scale
+        self.optimizer, self.lr, self.negatives, self.o2_items = optimizer, lr, negatives, o2_items
+
+    def start(self, split: SplitData, dim: int, seed: int) -> dict[str, np.ndarray]:
+        """The layer-0 tables ``P⁰ [U, d]``, ``Q⁰ [I_CF, d]``, ``E⁰ [I_DL, d]`` (``init``)."""
+        n_cf = split.train.shape[1]
+        if self.init == "svd":
+            from jmf.models.cf.svd import randomized_svd
+
+            A = self.joint_matrix(split)
+            d_u, d_i = (np.maximum(np.asarray(A.sum(axis)).ravel(), 1.0) for axis in (1, 0))
+            norm = sp.diags(d_u ** -0.5) @ A @ sp.diags(d_i ** -0.5)
+            rank = min(dim, min(A.shape) - 1)
+            u, s, vt = randomized_svd(norm.tocsr(), rank, seed=seed)
+            users, items = (np.pad(x * np.sqrt(s)[None, :], ((0, 0), (0, dim - rank))) for x in (u, vt.T))
+            scale = self.init_scale / max(float(np.sqrt(np.mean(np.concatenate([users, items]) ** 2))), 1e-12)
+            users, items = (scale * users).astype(np.float32), (scale * items).astype(np.float32)
+            return {"P": users, "Q": items[:n_cf], "E_dl": items[n_cf:]}
+        shapes = {"P": split.train.shape[0], "Q": n_cf, "E_dl": split.dl.shape[1]}
+        keys = jax.random.split(jax.random.key(seed), len(shapes))
+        return {k: self.init_scale * np.asarray(jax.random.normal(key, (n, dim)), np.float32)
+                for key, (k, n) in zip(keys, shapes.items())}
+
+    def prepare(self, split: SplitData) -> dict:
+        """``cf_graph``: the normalised joint training graph ``[U, I_CF + I_DL]``."""
+        self.n_cf_items = split.train.shape[1]
+        return {"cf_graph": bipartite_edges(self.joint_matrix(split), "symmetric")}
+
+    @staticmethod
+    def joint_matrix(split: SplitData) -> sp.csr_matrix:
+        """``[O1 | O2]``: the binary training rows of both sides, CF-side items first."""
+        return (sp.hstack([split.train, split.dl]).tocsr() != 0).astype(np.float32)
+
+    def has_factors(self, split: SplitData) -> np.ndarray:
+        """``[U]`` bool: the users with a training edge on either side (their ``P_u`` is propagated to)."""
+        return np.diff(self.joint_matrix(split).indptr) > 0
+
+    def propagate(self, tables: dict, graph) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``(P [U, d], Q [I_CF, d], E [I_DL, d])``: the mean of layers ``0..K`` over the joint graph."""
+        users, items = tables["P"], jnp.concatenate([tables["Q"], tables["E_dl"]])
+        sum_u, sum_i = users, items
+        for _ in range(self.layers):
+            users, items = propagate(graph, users, items)
+            sum_u, sum_i = sum_u + users, sum_i + items
+        n, scale = tables["Q"].shape[0], 1.0 / (self.layers + 1)
+        return sum_u * scale, sum_i[:n] * scale, sum_i[n:] * scale
+
+    def o2_loss(self, P: jax.Array, E: jax.Array, users: jax.Array, seq: dict, key: jax.Array) -> jax.Array:
+        """The sampled-softmax CF loss on DL-side edges: ``o2_items`` random DL-side items of each of ``users
+        [B]`` against ``negatives`` uniform DL-side items shared by the batch (users without DL-side history weigh
+        0; the items are drawn from the sequence the encoder reads, the last ``max_len``)."""
+        items, mask = seq["items"][users], seq["mask"][users]
+        key_pos, key_neg = jax.random.split(key)
+        lengths = mask.sum(1)                                                                 # [B]
+        pos = jnp.floor(jax.random.uniform(key_pos, (len(users), self.o2_items))
+                        * jnp.maximum(lengths, 1)[:, None]).astype(jnp.int32)                 # [B, m]
+        target = jnp.maximum(jnp.take_along_axis(items, pos, 1) - 1, 0).reshape(-1)          # [B*m] DL-side items
+        neg = jax.random.randint(key_neg, (self.negatives,), 0, E.shape[0])
+        p = jnp.repeat(P[users], self.o2_items, axis=0)
+        pos_logit = (p * E[target]).sum(-1)
+        neg_logit = jnp.where(neg[None, :] == target[:, None], -1e9, p @ E[neg].T)
+        weight = jnp.repeat((lengths > 0).astype(jnp.float32), self.o2_items)
+        return losses.sampled_softmax(pos_logit, neg_logit, weight)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def propagated(cf: GraphCF, tables: dict, graph) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:meth:`GraphCF.propagate`, jitted (inference reads it once per fitted state)."""
+    return cf.propagate(tables, graph)
+
+
+def check_cf(cf) -> FactorCF | GraphCF:
+    """``model.cf`` (Hydra builds it from ``model/cf``): a CF side, or a clear error."""
+    if cf is None:
+        return FactorCF()
+    if not (hasattr(cf, "dense") and hasattr(cf, "prepare") and hasattr(cf, "has_factors")):
+        raise ConfigError(f"model.cf: {cf!r} is not a CF side (model/cf=mf|graph; see jmf.models.joint.cf_side)")
+    return cf

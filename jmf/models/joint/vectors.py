@@ -1,0 +1,42 @@
+"""Trained users' vectors at inference: ``P̂_u`` blended with ``P_u`` (jitted; the joint model and ``model=jmf_map``
+read them)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jmf.models.joint.net import encoder_inputs
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def trained_vectors(graphdef, params, rest, tables, seq, has_cf, has_factors, users, blend):
+    """``(vec [B, d], bias [B], interest [B, K])`` of training users ``users [B]`` (:func:`blended`); ``tables``:
+    the CF side's factors (propagated for ``model/cf=graph``)."""
+    net = nnx.merge(graphdef, params, rest)
+    mapped = net.map(seq["items"][users], seq["categories"][users], seq["mask"][users], seq["offset"][users],
+                     **encoder_inputs(net, seq, users))
+    vec, bias = blended(mapped, has_cf[users], seq["mask"][users].any(1), tables["P"][users],
+                        tables["user_bias"][users, 0], blend, has_factors[users])
+    return vec, bias, mapped.interest
+
+
+def blended(mapped, warm: jax.Array, has_dl: jax.Array, own: jax.Array, own_bias: jax.Array, blend,
+            has_factors: jax.Array | None = None):
+    """``(vec [B, d], bias [B])``: a warm user's ``blend·P_u + (1-blend)·P̂_u`` (``P_u`` alone without DL-side
+    history), a cold user's ``P̂_u``; the bias likewise.  ``has_factors``: the users whose ``P_u`` blends in
+    (default ``warm``; ``model/cf=graph`` propagates a ``P_u`` to cold users too -- their bias stays ``b̂_u``)."""
+    factors = (warm if has_factors is None else has_factors)[:, None]
+    warm, has_dl = warm[:, None], has_dl[:, None]
+    w = jnp.where(has_dl, blend, 1.0)  # a warm user without DL-side history keeps P_u
+    vec = jnp.where(factors, w * own + (1 - w) * mapped.p_hat, mapped.p_hat)
+    bias = jnp.where(warm[:, 0], w[:, 0] * own_bias + (1 - w[:, 0]) * mapped.bias_hat, mapped.bias_hat)
+    return vec, bias
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def literal_scores(graphdef, params, rest, interest):
+    return nnx.merge(graphdef, params, rest).literal_logits(interest)

@@ -1,0 +1,109 @@
+"""``model/cf=graph``: the joint model's CF side as LightGCN over the joint training graph of both sides."""
+
+from functools import partial
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jmf.data.holdout import make_holdout_split
+from jmf.data.split import make_split, partition_categories
+from jmf.data.synthetic import synthetic
+from jmf.evaluate.protocols import EvalConfig, evaluate_split
+from jmf.models.cf.popularity import Popularity
+from jmf.models.encoders.bag import BagEncoder
+from jmf.models.heads.linear import LinearHead
+from jmf.models.joint import JMF, TransferJMF
+from jmf.models.joint.cf_side import GraphCF, check_cf
+from jmf.errors import ConfigError
+
+EVAL = EvalConfig(ks=(10,))
+
+
+@pytest.fixture(scope="module")
+def cold_split():
+    data = synthetic(n_users=1200, n_items=600, n_categories=6, seed=0)
+    return make_split(data, partition_categories(data, k=3), "cold_start", beta=0.3, seed=0)
+
+
+def _dense_lightgcn(A: np.ndarray, P: np.ndarray, items: np.ndarray, layers: int):
+    """The reference, by dense matrices: ``Â = D^-½ [[0, A], [Aᵀ, 0]] D^-½``, factors = mean of ``Âᵏ E``."""
+    n_u, n_i = A.shape
+    adj = np.block([[np.zeros((n_u, n_u)), A], [A.T, np.zeros((n_i, n_i))]])
+    degree = adj.sum(1)
+    scale = np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1)), 0.0)
+    norm = scale[:, None] * adj * scale[None, :]
+    E = np.concatenate([P, items])
+    layer, total = E, E.copy()
+    for _ in range(layers):
+        layer = norm @ layer
+        total += layer
+    total /= layers + 1
+    return total[:n_u], total[n_u:]
+
+
+def test_graph_cf_propagates_as_lightgcn_on_both_sides(cold_split):
+    """P, Q and the DL-side item nodes are the layer means of ``D^-½ A D^-½`` over ``[O1 | O2]`` (dense reference)."""
+    cf = GraphCF(layers=2, init="normal")
+    tables = {k: jnp.asarray(v) for k, v in cf.start(cold_split, 8, seed=0).items()}
+    graph = cf.prepare(cold_split)["cf_graph"]
+    P, Q, E = cf.propagate(tables, graph)
+    A = GraphCF.joint_matrix(cold_split).toarray().astype(np.float64)
+    n_cf = cold_split.train.shape[1]
+    assert A.shape[1] == n_cf + cold_split.dl.shape[1] and A[:, n_cf:].sum() == (cold_split.dl != 0).sum()
+    users, items = _dense_lightgcn(A, np.asarray(tables["P"], np.float64),
+                                   np.concatenate([tables["Q"], tables["E_dl"]]).astype(np.float64), 2)
+    np.testing.assert_allclose(P, users, atol=1e-5)
+    np.testing.assert_allclose(Q, items[:n_cf], atol=1e-5)
+    np.testing.assert_allclose(E, items[n_cf:], atol=1e-5)
+    # every cold user with DL-side history is reached (their P_u blends in at inference)
+    cold = np.asarray(cold_split.cold_test_users)
+    has_dl = np.diff(cold_split.dl.tocsr().indptr)[cold] > 0
+    assert cf.has_factors(cold_split)[cold][has_dl].all() and np.abs(np.asarray(P)[cold[has_dl]]).sum(1).min() > 0
+
+
+def test_jmf_with_the_graph_cf_side_transfers_and_blends_cold_users(cold_split):
+    pop = Popularity()
+    pop.fit(cold_split)
+    model = JMF(partial(BagEncoder), partial(LinearHead), dim=32, epochs=8, patience=0, batch_size=128,
+                cf=GraphCF(layers=2))
+    start = {k: np.asarray(v) for k, v in model.setup(cold_split).state.tables.items()}
+    model.fit(cold_split)
+    ndcg, floor = (evaluate_split(m, cold_split, "test", EVAL)["ndcg@10"] for m in (model, pop))
+    assert ndcg > 1.3 * floor, (ndcg, floor)       # 0.28 against 0.18 here
+    tables = model.state.tables
+    for name in ("P", "Q", "E_dl"):                     # every layer-0 table is trained (dense updates)
+        assert not np.allclose(np.asarray(tables[name]), start[name])
+    # a cold user's vector is blend·P_u (propagated: with model/cf=mf a cold user has none) + (1-blend)·P̂_u
+    cold = jnp.asarray(cold_split.cold_test_users[:4])
+    P = np.asarray(model.factors(model.state)["P"])[np.asarray(cold)]
+    vectors = {}
+    for blend in (1.0, 0.0, 0.5):
+        model.blend = blend
+        vectors[blend] = np.asarray(model.user_vectors(cold).vec)
+    np.testing.assert_allclose(vectors[1.0], P, atol=1e-6)
+    assert not np.allclose(vectors[0.0], P, atol=1e-3)             # P̂_u, the mapping of the DL-side history
+    np.testing.assert_allclose(vectors[0.5], 0.5 * P + 0.5 * vectors[0.0], atol=1e-5)
+
+
+def test_graph_cf_without_layers_or_dl_edges_leaves_the_dl_nodes_alone(cold_split):
+    """``layers=0, o2_weight=0``: nothing reaches the DL-side item nodes, so they keep their start exactly."""
+    model = JMF(partial(BagEncoder), partial(LinearHead), dim=8, epochs=1, patience=0, batch_size=128,
+                cf=GraphCF(layers=0, o2_weight=0.0))
+    start = np.asarray(model.setup(cold_split).state.tables["E_dl"])
+    model.fit(cold_split)
+    np.testing.assert_array_equal(np.asarray(model.state.tables["E_dl"]), start)
+    np.testing.assert_array_equal(np.asarray(model.factors(model.state)["P"]), np.asarray(model.state.tables["P"]))
+
+
+def test_graph_cf_bad_settings_are_refused_by_name():
+    with pytest.raises(ConfigError, match="model.cf.layers"):
+        GraphCF(layers=-1)
+    with pytest.raises(ConfigError, match="model.cf.o2_weight"):
+        GraphCF(o2_weight=float("nan"))
+    with pytest.raises(ConfigError, match="model.cf"):
+        check_cf("graph")
+    data = synthetic(n_users=200, n_items=120, n_categories=4, seed=0)
+    holdout = make_holdout_split(data, seed=0, beta=0.3, targets=2)
+    with pytest.raises(ConfigError, match="model/cf=graph"):
+        TransferJMF(partial(BagEncoder), partial(LinearHead), dim=8, cf=GraphCF()).setup(holdout)
