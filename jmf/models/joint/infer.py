@@ -38,7 +38,8 @@ def new_user_vectors(model, hist) -> tuple[UserVectors, np.ndarray]:
     """``(UserVectors of the B new users, [B] whether each has DL-side history to encode)``."""
     inputs = new_user_inputs(model, hist)
     vec, bias, interest = map_new_users(model, inputs)
-    return UserVectors(vec, bias, interest, binary_rows(hist.dl, per_user=True)), inputs["mask"].any(1)
+    return (UserVectors(vec, bias, interest, binary_rows(hist.dl, per_user=True), jnp.asarray(inputs["items"]),
+                        jnp.asarray(inputs["mask"])), inputs["mask"].any(1))
 
 
 def new_user_inputs(model, hist) -> dict[str, np.ndarray]:

@@ -81,10 +81,15 @@ def cf_loss(kind: str, pos: jax.Array, neg: jax.Array, values: jax.Array, weight
     return losses.sampled_softmax(pos, neg, weight)
 
 
-def cf_term(pairs: Pairs, p: jax.Array, b_u: jax.Array, weight: jax.Array, kind: str, mean: float) -> jax.Array:
-    """The CF loss of user vectors ``p [B, d]``, biases ``b_u [B]`` on the pairs (``L_CF``, ``L_transfer``)."""
+def cf_term(pairs: Pairs, p: jax.Array, b_u: jax.Array, weight: jax.Array, kind: str, mean: float,
+            extra: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+    """The CF loss of user vectors ``p [B, d]``, biases ``b_u [B]`` on the pairs (``L_CF``, ``L_transfer``);
+    ``extra``: scores added to the positives ``[B*m]`` and the negatives ``[B, N]`` (item-level transfer)."""
     pos = cf_scores(pairs.expand(p), pairs.q, pairs.b_i, pairs.expand(b_u))
-    neg = pairs.expand(cf_scores_shared(p, pairs.q_neg, pairs.b_neg, b_u))
+    neg = cf_scores_shared(p, pairs.q_neg, pairs.b_neg, b_u)
+    if extra is not None:
+        pos, neg = pos + extra[0], neg + extra[1]
+    neg = pairs.expand(neg)
     if kind == "softmax":
         neg = jnp.where(pairs.not_pos, neg, -1e9)
     return cf_loss(kind, pos, neg, pairs.values, weight, mean)
@@ -103,11 +108,11 @@ def map_term(p_hat: jax.Array, p: jax.Array, has_dl: jax.Array) -> jax.Array:
 
 
 def transfer_term(net: JMFNet, mapped: Mapped, pairs: Pairs, neg_items: jax.Array, pair_dl: jax.Array,
-                  kind: str, mean: float) -> jax.Array:
+                  kind: str, mean: float, extra: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """``L_transfer``: the CF-side loss with ``P̂_u, b̂_u``; with the literal head, a sigmoid cross-entropy
     of ``C_u = σ(W4 I_u + b4)`` on the user's items against the shared negatives."""
     if not net.literal:
-        return cf_term(pairs, mapped.p_hat, mapped.bias_hat, pair_dl, kind, mean)
+        return cf_term(pairs, mapped.p_hat, mapped.bias_hat, pair_dl, kind, mean, extra)
     logits = pairs.expand(net.literal_logits(mapped.interest))                # [B*m, I_CF]
     logits_pos = jnp.take_along_axis(logits, pairs.items[:, None], 1)[:, 0]
     logits_neg = jnp.where(pairs.not_pos, logits[:, neg_items], -1e9)
@@ -159,19 +164,23 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
                   rows["item_bias"][:, 0], rows["Qneg"], rows["item_bias_neg"][:, 0],
                   batch["neg_items"][None, :] != items[:, None])
     p, b_u = rows["P"], rows["user_bias"][:, 0]
-    out = {"cf": cf_term(pairs, p, b_u, pairs.weight, kind, mean), "reg": reg_term(pairs, p, b_u, reg)}
-
     # P̂_u from the user's DL-side sequence; only users with DL-side history carry weight.  model=jmf_map: the
     # batch's target category (``target [B]``, its sequence category id) is hidden from the input
     cats, mask = seq["categories"][users], seq["mask"][users]
     if "target" in batch:
         mask = mask & (cats != batch["target"][:, None])
+    extra = None
+    if net.item_attention is not None:      # model/item_transfer: item-level scores of the pairs and negatives
+        extra = (net.item_attention(seq["items"][users], mask, batch["items"]).reshape(-1),
+                 net.item_attention(seq["items"][users], mask, batch["neg_items"]))
+    out = {"cf": cf_term(pairs, p, b_u, pairs.weight, kind, mean, extra), "reg": reg_term(pairs, p, b_u, reg)}
+
     mapped = net.map(seq["items"][users], cats, mask, seq["offset"][users], target=batch.get("target_index"),
                      **encoder_inputs(net, seq, users))
     has_dl = mask.any(1).astype(jnp.float32) * pairs.weight.reshape(B, m).max(1)   # [B]
     out["map"] = map_term(mapped.p_hat, p, has_dl)
     pair_dl = pairs.expand(has_dl) * pairs.weight
-    out["transfer"] = transfer_term(net, mapped, pairs, batch["neg_items"], pair_dl, kind, mean)
+    out["transfer"] = transfer_term(net, mapped, pairs, batch["neg_items"], pair_dl, kind, mean, extra)
     out["rank"] = (rank_term(pairs, p, mapped.p_hat, rows["rank_bias"][:, 0], rows["rank_bias_neg"][:, 0], pair_dl)
                    if kind == "mse" else jnp.zeros(()))
     out["interest"] = interest_term(mapped.interest, seq["interest"][users], has_dl)

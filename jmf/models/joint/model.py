@@ -30,7 +30,7 @@ from jmf.models.joint.plan import user_batches
 from jmf.models.joint.start import (AutoBias, SVDFactors, check_start, fit_offset_scale, log_popularity,
                                     o2_user_offsets, pad_rows)
 from jmf.models.joint.step import TrainState, init_state, make_train_step
-from jmf.models.joint.vectors import literal_scores, trained_vectors
+from jmf.models.joint.vectors import ranked, trained_vectors
 from jmf.models.joint.cf_side import check_cf, propagated
 from jmf.models.joint.terms import UserVectors, named_terms, o2_rows
 from jmf.models.base import EngineModel, Phase, RunContext, TrainPlan
@@ -51,6 +51,8 @@ class JMF(EngineModel):
       encoder: ``encoder(n_items, n_categories, max_len, rngs=...)`` (a Hydra ``_partial_``, ``model/encoder``).
       cf: the CF side (``model/cf=mf|graph``, :mod:`~jmf.models.joint.cf_side`): free factor tables (default) or
         LightGCN propagation over the joint training graph of both sides.
+      item_transfer: item-level transfer (``model/item_transfer=attention``, a Hydra ``_partial_``,
+        :mod:`~jmf.models.joint.item_transfer`): CF-side items attend over the user's DL-side items; none by default.
       head: ``head(d_in, d_out, rngs=...)`` (a Hydra ``_partial_``, ``model/head``).
       dim: CF factor size ``d``.
       loss: CF loss: ``auto`` (mse on ratings, softmax on implicit), ``mse``, ``bpr``, ``softmax``.
@@ -93,7 +95,7 @@ class JMF(EngineModel):
                  init: Callable | None = None, bias_init: Callable | None = None, bias_damping: float = 5.0,
                  user_offset: bool = True, blend: float = 0.5, terms: dict | list | None = None, patience: int = 3,
                  monitor: str = "auto", rank_monitor: str | None = None, max_inflight: int = 0,
-                 eval_batch_size: int = 512, cf=None):
+                 eval_batch_size: int = 512, cf=None, item_transfer: Callable | None = None):
         if loss not in ("auto", "mse", "bpr", "softmax"):
             raise ConfigError(f"model.loss: {loss!r} is not auto|mse|bpr|softmax")
         unknown = set(weights or {}) - set(LossWeights._fields)
@@ -102,7 +104,7 @@ class JMF(EngineModel):
         registry.check_monitor(monitor, auto=True)
         if rank_monitor is not None:
             registry.check_monitor(rank_monitor, "model.rank_monitor", ratings=False)
-        self.encoder_fn, self.head_fn, self.cf = encoder, head, check_cf(cf)
+        self.encoder_fn, self.head_fn, self.cf, self.item_transfer = encoder, head, check_cf(cf), item_transfer
         self.dim, self.loss, self.weights = dim, loss, LossWeights(**(weights or {}))
         self.epochs, self.pretrain_epochs, self.batch_size = epochs, pretrain_epochs, batch_size
         self.items_per_user = items_per_user
@@ -127,6 +129,9 @@ class JMF(EngineModel):
         self.kind = self.loss if self.loss != "auto" else ("softmax" if split.implicit else "mse")
         self.mean = float(split.train.data.mean()) if self.kind == "mse" else 0.0
         self.monitor_name = registry.resolve_monitor(self.monitor, self.kind)
+        if self.item_transfer and self.kind == "mse":
+            raise ConfigError("model/item_transfer ranks implicit feedback (its scores join the ranking losses); "
+                              "on ratings set model.loss=softmax or leave it out")
         self._check_term_metric()
         if self.max_inflight and not ctx.max_inflight:
             ctx = dataclasses.replace(ctx, max_inflight=self.max_inflight)
@@ -169,7 +174,7 @@ class JMF(EngineModel):
         n_dl_items, n_dl_cats = len(split.dl_items), len(split.partition.dl_categories)
         encoder = self.encoder_fn(n_items=n_dl_items, n_categories=n_dl_cats, max_len=self.max_len, rngs=rngs)
         net = JMFNet(encoder, self.head_fn, self.dim, len(split.partition.cf_categories), split.train.shape[1],
-                     n_dl_items, n_dl_cats, rngs=rngs, **self.net_options(split))
+                     n_dl_items, n_dl_cats, rngs=rngs, item_transfer=self.item_transfer, **self.net_options(split))
         self.literal = net.literal
         self.encoder_keys = tuple(getattr(net.encoder, "input_keys", ()))     # per-user inputs
         self.shared_keys = tuple(getattr(net.encoder, "shared_keys", ()))     # whole-graph inputs
@@ -330,7 +335,8 @@ class JMF(EngineModel):
         state = self.state if state is None else state
         vec, bias, interest = trained_vectors(self.graphdef, state.params, state.rest, self.factors(state), self.seq,
                                               self.has_cf, self.has_factors, users, self.blend)
-        return UserVectors(vec, bias, interest, self.o2[np.asarray(users)] if self.terms else None)
+        seq = (self.seq["items"][users], self.seq["mask"][users]) if self.item_transfer else (None, None)
+        return UserVectors(vec, bias, interest, self.o2[np.asarray(users)] if self.terms else None, *seq)
 
     def score(self, users: jax.Array) -> jax.Array:
         """``[B, I_CF]`` ranking scores (from ``rank_state`` when ``rank_monitor`` chose one), plus the terms."""
@@ -348,17 +354,7 @@ class JMF(EngineModel):
         return jax.nn.softmax(new_user_vectors(self, hist)[0].interest, axis=-1)
 
     def _rank(self, user: UserVectors, users, state: TrainState) -> jax.Array:
-        t, n = self.factors(state), self.n_items    # row-sharded tables carry padding rows past the last item
-        if self.literal:
-            scores = literal_scores(self.graphdef, state.params, state.rest, user.interest)
-        elif self.ranks_by_rank_bias:        # ratings with L_rank: rank by which items the user would rate
-            scores = user.vec @ t["Q"][:n].T + t["rank_bias"][:n, 0][None, :]
-        else:
-            scores = user.vec @ t["Q"][:n].T + t["item_bias"][:n, 0][None, :] + user.bias[:, None]
-        for term in self.terms.values():
-            if term.weight:
-                scores = scores + term.weight * term(users, user)
-        return scores
+        return ranked(self, user, users, state)
 
     def factors(self, state: TrainState) -> dict:
         """``state``'s tables with ``P, Q`` as inference reads them: the tables themselves, or (``model/cf=graph``)

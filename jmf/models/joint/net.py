@@ -47,11 +47,13 @@ class JMFNet(nnx.Module):
       dim: CF factor size ``d``.
       n_cf_categories: ``K``; n_cf_items: ``I_CF`` (for the literal head).
       n_dl_items, n_dl_categories: DL-side sizes (for the ``L_DL`` prediction heads).
+      item_transfer: ``item_transfer(n_dl_items, n_cf_items, rngs=...)`` builds the item-level transfer module
+        (``model/item_transfer``; ``None``: none).
     """
 
     def __init__(self, encoder: nnx.Module, head_fn, dim: int, n_cf_categories: int, n_cf_items: int,
                  n_dl_items: int, n_dl_categories: int, *, rngs: nnx.Rngs, n_targets: int = 0,
-                 source_weights: bool | None = False):
+                 source_weights: bool | None = False, item_transfer=None):
         d_h = encoder.out_dim
         self.encoder = encoder
         self.head = head_fn(d_h, dim, rngs=rngs)
@@ -77,6 +79,8 @@ class JMFNet(nnx.Module):
                               "weighted mean (model/encoder=bag does; null turns the weights on where it can)")
         self.source_logits = (nnx.Param(jnp.zeros((n_targets, n_dl_categories + 1)))
                               if n_targets and weighted and source_weights is not False else None)
+        # model/item_transfer (jmf.models.joint.item_transfer): CF-side items attend over the DL-side history
+        self.item_attention = item_transfer(n_dl_items, n_cf_items, rngs=rngs) if item_transfer else None
         self.literal = bool(getattr(self.head, "literal", False))
         if self.literal:                                                    # C_u = σ(W4 I_u + b4)
             self.literal_out = nnx.Linear(n_cf_categories, n_cf_items, rngs=rngs)

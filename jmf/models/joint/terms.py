@@ -45,6 +45,8 @@ class UserVectors(NamedTuple):
     bias: jax.Array       # [B]    user bias
     interest: jax.Array   # [B, K] interest logits I_u
     o2: sp.csr_matrix | None = None   # [B, I_DL] the users' binary DL-side rows, each scaled by 1/|O2(u)|
+    items: jax.Array | None = None    # [B, L] DL-side sequence (item ids + 1), for model/item_transfer
+    mask: jax.Array | None = None     # [B, L]
 
 
 @runtime_checkable

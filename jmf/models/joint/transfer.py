@@ -77,6 +77,9 @@ class TransferJMF(JMF):
 
     def setup(self, split: SplitData, ctx: RunContext | None = None) -> TrainPlan:
         h = split.holdout
+        if self.item_transfer:
+            raise ConfigError("model/item_transfer: model=jmf_map scores one target at a time and does not read it yet; "
+                              "leave model/item_transfer out")
         if self.cf.dense:
             raise ConfigError("model/cf=graph: model=jmf_map keeps one user row per target, which one joint graph "
                               "does not give; use model/cf=mf")

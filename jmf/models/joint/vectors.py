@@ -37,6 +37,30 @@ def blended(mapped, warm: jax.Array, has_dl: jax.Array, own: jax.Array, own_bias
     return vec, bias
 
 
+def ranked(model, user, users, state) -> jax.Array:
+    """``[B, I_CF]`` ranking scores of the joint model ``model`` for ``user`` (its ``UserVectors``) from ``state``:
+    the CF-side scores (the literal head's, or with ``L_rank`` its logits), the item-level transfer's, the terms."""
+    t, n = model.factors(state), model.n_items    # row-sharded tables carry padding rows past the last item
+    if model.literal:
+        scores = literal_scores(model.graphdef, state.params, state.rest, user.interest)
+    elif model.ranks_by_rank_bias:        # ratings with L_rank: rank by which items the user would rate
+        scores = user.vec @ t["Q"][:n].T + t["rank_bias"][:n, 0][None, :]
+    else:
+        scores = user.vec @ t["Q"][:n].T + t["item_bias"][:n, 0][None, :] + user.bias[:, None]
+    if model.item_transfer:
+        scores = scores + item_scores(model.graphdef, state.params, state.rest, user.items, user.mask)
+    for term in model.terms.values():
+        if term.weight:
+            scores = scores + term.weight * term(users, user)
+    return scores
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def item_scores(graphdef, params, rest, items: jax.Array, mask: jax.Array) -> jax.Array:
+    """``[B, I_CF]``: the item-level transfer's scores of every CF-side item (``model/item_transfer``)."""
+    return nnx.merge(graphdef, params, rest).item_attention.all_items(items, mask)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def literal_scores(graphdef, params, rest, interest):
     return nnx.merge(graphdef, params, rest).literal_logits(interest)
