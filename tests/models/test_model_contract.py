@@ -1,7 +1,7 @@
 """The model contract (``jmf/models/base.py``) over every model config, timm-style.
 
 Every ``conf/model/*.yaml`` -- and for ``model=jmf`` every encoder and every head -- is composed
-through Hydra (and every CF side, ``model/cf``), run by ``jmf.run.run`` on a small synthetic cold-start split (which calls
+through Hydra (and every CF side and item transfer, ``model/cf``, ``model/item_transfer``), run by ``jmf.run.run`` on a small synthetic cold-start split (which calls
 ``fit(split, ctx)`` with a run directory), and then checked as a :class:`~jmf.models.base.Model`:
 finite ``[B, I_T]`` scores that depend on the fit, valid/test metrics, ratings on explicit data; each model's
 saved model reloads to its run's own metrics.
@@ -36,8 +36,10 @@ MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 ENCODERS = sorted(p.stem for p in (CONF_DIR / "model" / "encoder").glob("*.yaml") if p.stem != "lm")
 HEADS = sorted(p.stem for p in (CONF_DIR / "model" / "head").glob("*.yaml"))
 CF_SIDES = sorted(p.stem for p in (CONF_DIR / "model" / "cf").glob("*.yaml"))
+ITEM_TRANSFERS = sorted(p.stem for p in (CONF_DIR / "model" / "item_transfer").glob("*.yaml"))
 CASES = ([[f"model={m}"] for m in MODELS]
          + [["model=jmf", f"model/cf={c}"] for c in CF_SIDES if c != "mf"]
+         + [["model=jmf", f"model/item_transfer={t}"] for t in ITEM_TRANSFERS]
          + [["model=jmf", f"model/encoder={e}"] for e in ENCODERS if e != "cnn"]
          + [["model=jmf", "model/encoder=bag", f"model/head={h}"] for h in HEADS if h != "linear"]
          + [["model=jmf", "model/encoder=bag", "model/terms=[interest,neighbour]", "model.terms.neighbour.weight=[0,1]"]])
@@ -70,14 +72,15 @@ def _compose(overrides: list[str]):
 
 
 @pytest.mark.parametrize("overrides", CASES, ids=lambda o: " ".join(
-    ("cf=" if x.startswith("model/cf=") else "") + x.split("=", 1)[1] for x in o))
+    x.split("=", 1)[0].removeprefix("model/") + "=" + x.split("=", 1)[1] if x.startswith(("model/cf=", "model/item_"))
+    else x.split("=", 1)[1] for x in o))
 def test_every_model_config_follows_the_contract(overrides, tmp_path):
     cfg = _compose(overrides)
     metrics = run(cfg, tmp_path)          # jmf.run: instantiate, fit(split, ctx), evaluate, write
     for key in ("valid/ndcg@10", "test/ndcg@10", "test/recall@20"):
         assert key in metrics and math.isfinite(metrics[key]) and 0 <= metrics[key] <= 1, (key, metrics.get(key))
     assert (tmp_path / "metrics.json").exists()
-    if len(overrides) == 1 or overrides[1].startswith("model/cf="):   # each model (and CF side): an artifact
+    if len(overrides) == 1 or overrides[1].startswith(("model/cf=", "model/item_")):  # each model and part: an artifact
         _reloads_to_its_own_metrics(tmp_path, metrics, overrides[0].split("=", 1)[1])
 
 
