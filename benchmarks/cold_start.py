@@ -73,11 +73,13 @@ MODELS: dict[str, str] = {
     "jmf-graph": "jmf_graph",
     "jmf-cnn+nb": "jmf_cnn_defaults_nb",    # jmf_cnn plus the item-neighbourhood score term (no search there)
     "jmf-cnn+nb (tuned)": "jmf_cnn_nb",     # jmf_cnn_tuned plus the item-neighbourhood score term
+    "jmf-items": "jmf_items",               # + item-level transfer (model/item_transfer=attention), the term
+    "jmf-graph-items": "jmf_graph_items",   # + the graph CF side (model/cf=graph)
     "oracle": "oracle",
 }
 # the rows tuned by benchmarks/search.py (experiments/<experiment>/<row>_tuned.yaml), where the experiment has one
 TUNED = ("mf (target-only)", "cmf", "emcdr", "ptupcdr", "lightgcn", "bitgcf", "disencdr", "cdrib", "jmf-cnn",
-         "jmf-transformer", "jmf-graph")
+         "jmf-transformer", "jmf-graph", "jmf-items", "jmf-graph-items")
 MODELS = {k: v for name, row in MODELS.items()
           for k, v in [(name, row)] + ([(name.split(" (")[0] + " (tuned)", f"{row}_tuned")] if name in TUNED else [])}
 ALIASES = {"mf": "mf (target-only)", "lightgcn-merged": "lightgcn (merged)"}

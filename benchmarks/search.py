@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 from cold_start import TASKS
 from omegaconf import OmegaConf
-from common import ROOT, data_dir, markdown_table, write_results
+from common import RESULTS, ROOT, data_dir, markdown_table, write_results
 
 EXPERIMENTS = ROOT / "experiments"
 # family -> (the task the search runs on, the experiments that get its tuned rows)
@@ -45,6 +45,7 @@ ROWS: dict[str, str] = {
     "mf": "mf", "cmf": "cmf", "emcdr": "emcdr", "ptupcdr": "ptupcdr", "lightgcn": "lightgcn",
     "bitgcf": "bitgcf", "disencdr": "disencdr", "cdrib": "cdrib",
     "jmf_cnn": "jmf", "jmf_transformer": "jmf", "jmf_graph": "jmf",
+    "jmf_items": "jmf_items", "jmf_graph_items": "jmf_graph_items",   # issue 35's variants: their new parts searched
 }
 
 
@@ -143,7 +144,10 @@ def main() -> None:
     out = Path(args.out)
     for row in args.models:
         run_search(args.family, row, out, args.override)
-    searches = [s for s in (read_search(args.family, row, out) for row in ROWS) if s is not None]
+    # a search whose sweep folder is gone (git-ignored runs do not outlive the machine) keeps its recorded trials
+    stored = RESULTS / f"search_{args.family}.json"
+    kept = {s["row"]: s for s in json.loads(stored.read_text())["searches"]} if stored.exists() else {}
+    searches = [s for s in (read_search(args.family, row, out) or kept.get(row) for row in ROWS) if s is not None]
     if not searches:
         raise SystemExit(f"no finished search of family {args.family} under {out}")
     rows = []

@@ -43,7 +43,8 @@ def test_search_space_composes(name):
     cfg = _compose(f"hparams_search={name}")
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
     assert cfg.hydra.sweeper.params and cfg.hydra.sweeper.max_failure_rate == 1.0
-    model = name.removesuffix("_optuna")
+    defaults = OmegaConf.load(CONF_DIR / "hparams_search" / f"{name}.yaml").defaults
+    model = next(d["override /model"] for d in defaults if "override /model" in d)   # the model the space tunes
     assert cfg.model._target_ == OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml")._target_
     assert cfg.trainer.optimized_metric.startswith("valid/")       # selection on validation only
     for key in cfg.hydra.sweeper.params:                           # every searched key exists
