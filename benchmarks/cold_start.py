@@ -75,6 +75,7 @@ MODELS: dict[str, str] = {
     "jmf-cnn+nb (tuned)": "jmf_cnn_nb",     # jmf_cnn_tuned plus the item-neighbourhood score term
     "jmf-items": "jmf_items",               # + item-level transfer (model/item_transfer=attention), the term
     "jmf-graph-items": "jmf_graph_items",   # + the graph CF side (model/cf=graph)
+    "jmf (best)": "jmf_best",               # the variant chosen on validation (benchmarks/jmf_best.py)
     "oracle": "oracle",
 }
 # the rows tuned by benchmarks/search.py (experiments/<experiment>/<row>_tuned.yaml), where the experiment has one
