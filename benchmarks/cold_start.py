@@ -73,8 +73,10 @@ MODELS: dict[str, str] = {
     "jmf-graph": "jmf_graph",
     "jmf-cnn+nb": "jmf_cnn_defaults_nb",    # jmf_cnn plus the item-neighbourhood score term (no search there)
     "jmf-cnn+nb (tuned)": "jmf_cnn_nb",     # jmf_cnn_tuned plus the item-neighbourhood score term
-    "jmf-items": "jmf_items",               # + item-level transfer (model/item_transfer=attention), the term
-    "jmf-graph-items": "jmf_graph_items",   # + the graph CF side (model/cf=graph)
+    "jmf-nb": "jmf_nb",                     # tuned JMF-CNN + the neighbour term, wider grid (issue 35's base)
+    "jmf-items": "jmf_items",               # + item-level transfer (model/item_transfer=attention)
+    "jmf-graph-nb": "jmf_graph_nb",         # + the graph CF side (model/cf=graph)
+    "jmf-graph-items": "jmf_graph_items",   # + both
     "jmf (best)": "jmf_best",               # the variant chosen on validation (benchmarks/jmf_best.py)
     "oracle": "oracle",
 }
