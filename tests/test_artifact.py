@@ -88,6 +88,17 @@ def test_jmf_recommends_to_new_users_from_o2_history_as_it_scored_its_cold_users
     assert np.mean(ndcg) == pytest.approx(metrics["test/ndcg@10"], abs=1e-6)
 
 
+def test_item_transfer_scores_new_users_from_their_o2_history_as_its_cold_users(tmp_path):
+    """With model/item_transfer the O1 items attend over a new user's O2 items exactly as over a cold user's."""
+    _run(tmp_path, ["model=jmf", "model/encoder=bag", "model/item_transfer=attention"])
+    rec = jmf.load(tmp_path)
+    hist = rec.history(_cold_history(rec))
+    new_scores, fallback = rec.score_new(hist)
+    users = np.array([rec._user[u.removeprefix("new-")] for u in hist.users])
+    assert not fallback.any() and rec.model.item_transfer
+    np.testing.assert_allclose(new_scores, rec._score_known(users), rtol=1e-5, atol=1e-5)
+
+
 def test_recommend_new_inputs_and_fallbacks(jmf_run):
     rec = jmf.load(jmf_run[0])
     history = _cold_history(rec).head(30)
