@@ -109,7 +109,6 @@ class GraphCF:
 
     def prepare(self, split: SplitData) -> dict:
         """``cf_graph``: the normalised joint training graph ``[U, I_CF + I_DL]``."""
-        self.n_cf_items = split.train.shape[1]
         return {"cf_graph": bipartite_edges(self.joint_matrix(split), "symmetric")}
 
     @staticmethod
