@@ -30,7 +30,8 @@ def candidates(rows: list[dict], task: str, min_seeds: int) -> dict[str, tuple[f
     """JMF table rows of ``task`` -> (mean ``valid/ndcg@10`` over its seeds, seeds), those with ``min_seeds``."""
     values: dict[str, list[float]] = {}
     for r in rows:
-        value = r.get("valid/ndcg@10", math.nan)
+        value = r.get("valid/ndcg@10")
+        value = math.nan if value is None else float(value)       # rows of older files may lack it
         if r["task"] == task and r["model"].startswith("jmf") and r["model"] != "jmf (best)" and not math.isnan(value):
             values.setdefault(r["model"], []).append(value)
     return {m: (sum(v) / len(v), len(v)) for m, v in values.items() if len(v) >= min_seeds}
