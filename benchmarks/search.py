@@ -146,7 +146,7 @@ def main() -> None:
         run_search(args.family, row, out, args.override)
     # a search whose sweep folder is gone (git-ignored runs do not outlive the machine) keeps its recorded trials
     stored = RESULTS / f"search_{args.family}.json"
-    kept = {s["row"]: s for s in json.loads(stored.read_text())["searches"]} if stored.exists() else {}
+    kept = {s["row"]: {**s, "kept": True} for s in json.loads(stored.read_text())["searches"]} if stored.exists() else {}
     searches = [s for s in (read_search(args.family, row, out) or kept.get(row) for row in ROWS) if s is not None]
     if not searches:
         raise SystemExit(f"no finished search of family {args.family} under {out}")
@@ -165,6 +165,9 @@ def main() -> None:
                 + markdown_table(rows) + "\n\nEach search:\n\n" + commands + "\n\n" + _trials(searches))
     if args.apply:
         for s in searches:
+            if s.get("kept"):          # its tuned rows were written (and may be edited since) when it ran
+                print(f"[{args.family}] {s['row']}: recorded search, its tuned rows left as they are")
+                continue
             for path in apply(s):
                 print(f"wrote {path.relative_to(ROOT)}")
     write_results(f"search_{args.family}", markdown, rows, extra={"searches": searches})
