@@ -150,7 +150,7 @@ def test_cli_prints_the_rows_config(compose_cfg):
     (["experiment=ciao_cold_start/jmf_cnn", "model=mf"], "run experiment=ciao_cold_start/mf"),
     (["experiment=ciao_cold_start/jmf_cnnn", "seed=1"], "experiment=ciao_cold_start/<row> runs"),
     (["experiment=ciao_cold_start", "model/encoder=cnn", "model=mf"],
-     "experiment=ciao_cold_start/<row> model/encoder=cnn, <row> one of jmf_cnn"),
+     "experiment=ciao_cold_start/<row> model/encoder=cnn, <row> one of jmf_best, jmf_cnn"),
 ])
 def test_cli_refuses_a_wrong_combination_in_one_paragraph(monkeypatch, capsys, argv, culprit):
     """Exit code 2, one paragraph naming the row form, no traceback nor Hydra's message, before Hydra runs."""
