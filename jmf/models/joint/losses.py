@@ -171,8 +171,9 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
         mask = mask & (cats != batch["target"][:, None])
     extra = None
     if net.item_attention is not None:      # model/item_transfer: item-level scores of the pairs and negatives
-        extra = (net.item_attention(seq["items"][users], mask, batch["items"]).reshape(-1),
-                 net.item_attention(seq["items"][users], mask, batch["neg_items"]))
+        history = seq["items"][users]
+        extra = (net.item_attention(history, mask, batch["items"]).reshape(-1),
+                 net.item_attention(history, mask, batch["neg_items"]))
     out = {"cf": cf_term(pairs, p, b_u, pairs.weight, kind, mean, extra), "reg": reg_term(pairs, p, b_u, reg)}
 
     mapped = net.map(seq["items"][users], cats, mask, seq["offset"][users], target=batch.get("target_index"),
