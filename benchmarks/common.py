@@ -106,8 +106,26 @@ def write_results(name: str, markdown: str, rows: Sequence[dict], extra: dict | 
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    payload = {"command": command, "machine": machine(), "commit": STARTED_AT, "rows": list(rows), **(extra or {})}
+    now = {"command": command, "commit": STARTED_AT, "written": time.strftime("%Y-%m-%d %H:%M")}
+    payload = {"command": command, "machine": machine(), "commit": STARTED_AT, "rows": list(rows),
+               "history": _history(RESULTS / f"{name}.json", rows, now), **(extra or {})}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+
+
+def _history(path: Path, rows: Sequence[dict], now: dict) -> list[dict]:
+    """The commands that made the rows a results file holds, oldest first, ``now`` last.  A file whose rows carry
+    their ``commit`` (``--resume``'d benchmarks keep rows of several sessions) keeps the earlier commands whose
+    commit still made one of its rows; any other file was made by ``now`` alone."""
+    commits = {r.get("commit") for r in rows if isinstance(r, dict)}
+    if not path.exists() or not commits - {None}:
+        return [now]
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return [now]
+    earlier = old.get("history") or [{"command": old.get("command"), "commit": old.get("commit")}]
+    kept = [h for h in earlier if h.get("commit") in commits and h.get("command") != now["command"]]
+    return [*kept, now]
 
 
 def _commit() -> str:

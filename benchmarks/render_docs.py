@@ -18,6 +18,7 @@ import argparse
 import json
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,13 +57,25 @@ def _section(name: str) -> str:
     m = payload.get("machine", {})
     machine = f"{m.get('processor', '?')}, {m.get('cpus', '?')} CPUs, jax {m.get('jax', '?')}" + "".join(
         f", {k} {m[k]}" for k in ("flax", "optax", "orbax-checkpoint", "torch") if k in m)
-    commit = payload.get("commit")
-    if not commit or commit == "unknown":
-        commit = "not recorded (written before result files recorded it): **provenance unknown**"
-    elif commit.endswith("+dirty"):
-        commit = f"{commit} (**written from a tree with uncommitted changes**: the commit alone does not reproduce it)"
-    caption = f"*Command:* `{payload.get('command', '?')}` · *machine:* {machine} · *code at:* {commit}"
+    caption = f"*Command:* `{payload.get('command', '?')}` · *machine:* {machine} · *code at:* {_code_at(payload)}"
+    earlier = [h for h in payload.get("history", [])[:-1] if h.get("command")]
+    if earlier:
+        caption += "\n\n*Earlier commands whose rows the file keeps:* " + "; ".join(
+            f"`{h['command']}` (at {h.get('commit') or 'unknown'})" for h in earlier)
     return f"## {name}\n\n{caption}\n\n{table}\n"
+
+
+def _code_at(payload: dict) -> str:
+    """The commit(s) the file's rows ran at: the rows' own ``commit`` where they carry one (a ``--resume``'d
+    benchmark keeps rows of several sessions), with how many rows each; a dirty or unknown one is marked."""
+    per_row = Counter(r["commit"] for r in payload.get("rows", []) if isinstance(r, dict) and r.get("commit"))
+    commits = [f"{c} ({n} rows)" for c, n in per_row.items()] if len(per_row) > 1 else [payload.get("commit")]
+    if not commits[0] or commits[0] == "unknown":
+        return "not recorded (written before result files recorded it): **provenance unknown**"
+    text = ", ".join(commits)
+    if "+dirty" in text:
+        text += " (**written from a tree with uncommitted changes**: the commit alone does not reproduce it)"
+    return text
 
 
 def pages() -> dict[Path, str]:

@@ -96,6 +96,33 @@ def test_a_table_says_where_it_came_from(tmp_path, monkeypatch):
     assert "uncommitted changes" in dirty and "provenance unknown" in old
 
 
+def test_a_resumed_table_names_every_commit_and_command_its_rows_came_from(tmp_path, monkeypatch):
+    """Rows kept from earlier sessions (``--resume``) are credited to their own commits and commands, not to the
+    last command's; a command whose rows are all gone drops out of the history."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    common, render = _load_script("common"), _load_script("render_docs")
+    for module in (common, render):
+        monkeypatch.setattr(module, "RESULTS", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["benchmarks/run.py", "--first"])
+    monkeypatch.setattr(common, "STARTED_AT", "aaa1111")
+    common.write_results("t", "| x |", [{"model": "a", "commit": "aaa1111"}])
+    monkeypatch.setattr(sys, "argv", ["benchmarks/run.py", "--second"])
+    monkeypatch.setattr(common, "STARTED_AT", "bbb2222+dirty")
+    common.write_results("t", "| x |", [{"model": "a", "commit": "aaa1111"}, {"model": "b", "commit": "bbb2222+dirty"}])
+    history = json.loads((tmp_path / "t.json").read_text())["history"]
+    assert [(h["command"], h["commit"]) for h in history] == [
+        ("python benchmarks/run.py --first", "aaa1111"), ("python benchmarks/run.py --second", "bbb2222+dirty")]
+    caption = render._section("t")
+    assert "aaa1111 (1 rows), bbb2222+dirty (1 rows)" in caption and "uncommitted changes" in caption
+    assert "`python benchmarks/run.py --first` (at aaa1111)" in caption
+    monkeypatch.setattr(sys, "argv", ["benchmarks/run.py", "--third"])
+    monkeypatch.setattr(common, "STARTED_AT", "ccc3333")
+    common.write_results("t", "| x |", [{"model": "b", "commit": "ccc3333"}])      # every earlier row replaced
+    assert [h["command"] for h in json.loads((tmp_path / "t.json").read_text())["history"]] == [
+        "python benchmarks/run.py --third"]
+    assert "*code at:* ccc3333\n" in render._section("t") and "Earlier commands" not in render._section("t")
+
+
 @pytest.mark.parametrize("page", ["own-data.md", "sweep-to-table.md", "cold-start.md", "map-your-catalogue.md"])
 def test_tutorial_runs_as_written(page, tmp_path):
     run_page(ROOT / "docs" / "pages" / "tutorials" / page, tmp_path)
