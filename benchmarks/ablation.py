@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from cold_start import TASKS
-from common import RESULTS, markdown_table, write_results
+from common import RESULTS, markdown_table, mean_std, write_results
 
 # table row -> (graph CF side, item-level transfer)
 DESIGN = {"jmf-nb": (False, False), "jmf-items": (False, True), "jmf-graph-nb": (True, False),
@@ -44,8 +44,7 @@ def main_effects(values: dict[str, dict[int, float]]) -> dict[str, tuple[float, 
     for k, part in enumerate(PARTS):
         effects = [np.mean([values[m][s] for m, d in DESIGN.items() if d[k]])
                    - np.mean([values[m][s] for m, d in DESIGN.items() if not d[k]]) for s in seeds]
-        out[part] = (float(np.mean(effects)) if effects else math.nan,
-                     float(np.std(effects)) if effects else math.nan, len(seeds))
+        out[part] = (*mean_std(effects), len(seeds)) if effects else (math.nan, math.nan, 0)
     return out
 
 
@@ -69,7 +68,7 @@ def tables(rows: list[dict]) -> tuple[str, list[dict]]:
             cells = {}
             for metric in metrics:
                 v = list(per_seed(rows, task, metric)[model].values())
-                cells[metric.removeprefix("test/")] = f"{np.mean(v):.4f} ± {np.std(v):.4f}" if v else ""
+                cells[metric.removeprefix("test/")] = "{:.4f} ± {:.4f}".format(*mean_std(v)) if v else ""
             table.append({"row": model, "graph CF": "on" if graph else "off", "item transfer": "on" if items else "off",
                           "seeds": len(per_seed(rows, task, metrics[0])[model]), **cells})
         parts.append(f"### {task}\n\n{markdown_table(table)}\n\nMain effect of each part (on minus off, averaged "
