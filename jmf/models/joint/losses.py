@@ -166,17 +166,16 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
     p, b_u = rows["P"], rows["user_bias"][:, 0]
     # P̂_u from the user's DL-side sequence; only users with DL-side history carry weight.  model=jmf_map: the
     # batch's target category (``target [B]``, its sequence category id) is hidden from the input
-    cats, mask = seq["categories"][users], seq["mask"][users]
+    history, cats, mask = seq["items"][users], seq["categories"][users], seq["mask"][users]
     if "target" in batch:
         mask = mask & (cats != batch["target"][:, None])
     extra = None
     if net.item_attention is not None:      # model/item_transfer: item-level scores of the pairs and negatives
-        history = seq["items"][users]
         extra = (net.item_attention(history, mask, batch["items"]).reshape(-1),
                  net.item_attention(history, mask, batch["neg_items"]))
     out = {"cf": cf_term(pairs, p, b_u, pairs.weight, kind, mean, extra), "reg": reg_term(pairs, p, b_u, reg)}
 
-    mapped = net.map(seq["items"][users], cats, mask, seq["offset"][users], target=batch.get("target_index"),
+    mapped = net.map(history, cats, mask, seq["offset"][users], target=batch.get("target_index"),
                      **encoder_inputs(net, seq, users))
     has_dl = mask.any(1).astype(jnp.float32) * pairs.weight.reshape(B, m).max(1)   # [B]
     out["map"] = map_term(mapped.p_hat, p, has_dl)
