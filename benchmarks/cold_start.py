@@ -120,7 +120,7 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
     overrides = [*overrides_of(task, model, seed), *extra]
     out = out_root / task / MODELS[model] / f"seed{seed}"
     if reuse and (done := finished_run(out, overrides)) is not None:
-        evidence.keep_per_user(out, task, MODELS[model], seed)
+        evidence.keep_per_user(out, task, MODELS[model], seed, overrides=" ".join(extra))
         return sampled_means(done)
 
     def fit(resume_run: bool) -> dict[str, float]:
@@ -140,7 +140,7 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
         metrics = fit(False)
     metrics["bench/seconds"] = time.perf_counter() - start
     (out / "overrides.json").write_text(json.dumps(overrides))
-    evidence.keep_per_user(out, task, MODELS[model], seed)
+    evidence.keep_per_user(out, task, MODELS[model], seed, overrides=" ".join(extra))
     return sampled_means(metrics)
 
 

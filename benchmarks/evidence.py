@@ -4,7 +4,9 @@ best model, beyond-accuracy columns and one slice table per task.
 * Each run's per-user test values (its ``per_user.npz``, the main protocol's test fold: users, or held-out pairs
   under the sampled protocol) are kept, slimmed to the table's ranking metrics, as
   ``benchmarks/results/per_user/<task>/<row>_s<seed>.npz`` (:func:`keep_per_user`), so the tests can be redone
-  from the committed results in a later session, without the run folders.
+  from the committed results in a later session, without the run folders.  A run with extra overrides (a probe's
+  ``--override model.dim=128``) keeps its values as ``<row>+<hash of the overrides>_s<seed>.npz``
+  (:func:`per_user_name`): a probe of a row never replaces the values of the row itself.
 * :func:`significance_rows`: the best model of a task (highest mean validation NDCG@10, seeds of equal weight)
   against every other, per user: paired t and Wilcoxon, Holm-corrected over the task's comparisons, and a
   bootstrap 95 % interval of the mean difference (:mod:`jmf.significance`); a model below the best by the corrected
@@ -14,6 +16,7 @@ best model, beyond-accuracy columns and one slice table per task.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -26,24 +29,33 @@ BEYOND = ("coverage@10", "gini@10", "novelty@10", "tail@10")
 SLICES = ("twin", "no_twin", "head", "tail", "o2_q1", "o2_q4", "cold", "warm")
 
 
-def keep_per_user(run_dir: Path, task: str, row: str, seed: int, metrics: tuple[str, ...] = ("ndcg@10", "hr@10")
-                  ) -> Path | None:
-    """Copy ``run_dir/per_user.npz``'s test fold (``metrics`` only) to ``per_user/<task>/<row>_s<seed>.npz``."""
+def per_user_name(row: str, overrides: str = "") -> str:
+    """The stem of a row's kept per-user values: ``row``, or with extra overrides ``row+<8 hex of their hash>``."""
+    return f"{row}+{hashlib.sha1(overrides.encode()).hexdigest()[:8]}" if overrides.strip() else row
+
+
+def keep_per_user(run_dir: Path, task: str, row: str, seed: int, metrics: tuple[str, ...] = ("ndcg@10", "hr@10"),
+                  overrides: str = "") -> Path | None:
+    """Copy ``run_dir/per_user.npz``'s test fold (``metrics`` only) to
+    ``per_user/<task>/<per_user_name(row, overrides)>_s<seed>.npz``."""
     source = Path(run_dir) / "per_user.npz"
     if not source.exists():
         return None
     with np.load(source, allow_pickle=False) as z:
         keep = {k: z[k] for k in z.files if k in ("test/users", "test/items")
                 or (k.startswith("test/") and k.split("/", 1)[1] in metrics)}
-    target = PER_USER / task / f"{row}_s{seed}.npz"
+    target = PER_USER / task / f"{per_user_name(row, overrides)}_s{seed}.npz"
     target.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(target, **keep)
     return target
 
 
-def per_user_files(task: str, row: str, seeds: list[int]) -> list[tuple[str, Path]]:
-    return [(str(s), PER_USER / task / f"{row}_s{s}.npz") for s in seeds
-            if (PER_USER / task / f"{row}_s{s}.npz").exists()]
+def per_user_files(task: str, row: str, runs: list[dict]) -> list[tuple[str, Path]]:
+    """``[(seed, path)]`` of the kept per-user values of ``runs`` (one model's result rows, each with its seed and
+    ``overrides``) that exist, in seed order."""
+    files = [(r["seed"], PER_USER / task / f"{per_user_name(row, r.get('overrides', ''))}_s{r['seed']}.npz")
+             for r in runs]
+    return [(str(seed), path) for seed, path in sorted(files) if path.exists()]
 
 
 def best_model(runs: list[dict], metric: str = "valid/ndcg@10") -> str | None:
@@ -64,8 +76,7 @@ def significance_rows(task: str, runs: list[dict], rows_of: dict[str, str], metr
     best = best_model(runs)
     if best is None:
         return []
-    files = {m: per_user_files(task, rows_of[m], sorted({r["seed"] for r in runs if r["model"] == m}))
-             for m in {r["model"] for r in runs}}
+    files = {m: per_user_files(task, rows_of[m], [r for r in runs if r["model"] == m]) for m in {r["model"] for r in runs}}
     files = {m: f for m, f in files.items() if f}
     if best not in files:
         return []

@@ -43,3 +43,20 @@ def test_a_table_marks_models_below_the_best_per_user(tmp_path, monkeypatch):
     assert "NDCG@10 per slice (ciao-0.2" in text and "o2_q1" in text
     # the authors' selection on test beside jmf's on validation: +10 %
     assert "inflation ndcg@10" in text and "+10.0%" in text
+
+
+def test_a_probe_with_overrides_keeps_its_per_user_values_beside_the_row_s(tmp_path, monkeypatch):
+    import evidence
+
+    monkeypatch.setattr(evidence, "PER_USER", tmp_path / "per_user")
+    for overrides, value in (("", 0.25), ("model.dim=128", 0.5)):
+        run = tmp_path / f"run{value}"
+        run.mkdir()
+        np.savez(run / "per_user.npz", **{"test/users": np.array(["a", "b"]), "test/ndcg@10": np.full(2, value)})
+        evidence.keep_per_user(run, "amazon-phone", "jmf_items", 0, overrides=overrides)
+    rows = {o: {"seed": 0, "overrides": o} for o in ("", "model.dim=128")}
+    plain, probe = (evidence.per_user_files("amazon-phone", "jmf_items", [rows[o]]) for o in rows)
+    assert plain[0][1].name == "jmf_items_s0.npz" and probe[0][1].name.startswith("jmf_items+")
+    assert np.load(plain[0][1])["test/ndcg@10"][0] == 0.25 and np.load(probe[0][1])["test/ndcg@10"][0] == 0.5
+    # a row whose seed kept nothing is left out, not an error
+    assert evidence.per_user_files("amazon-phone", "jmf_items", [{"seed": 1, "overrides": ""}]) == []
