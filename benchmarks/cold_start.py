@@ -37,7 +37,8 @@ RATE = ["test/rmse", "test/mae"]
 SAMPLED = ["test/sampled/hr@10", "test/sampled/ndcg@10", "test/full/ndcg@10", "test/full/recall@20"]
 FIXED = ["test/hr@10", "test/ndcg@10", "test/full/ndcg@10", "test/full/recall@20"]
 SAMPLERS = (0, 1, 2)  # the Amazon experiments' eval.test_sampling_seeds: test/sampled/<m> is their mean
-CDRIB = ["test/mrr", "test/ndcg@5", "test/ndcg@10", "test/hr@1", "test/hr@5", "test/hr@10"]
+CDRIB = ["test/mrr", "test/ndcg@5", "test/ndcg@10", "test/hr@1", "test/hr@5", "test/hr@10", "test/full/ndcg@10",
+         "test/full/hr@10"]
 # task -> (experiment, the task's own overrides, metrics reported)
 TASKS: dict[str, tuple[str, list[str], list[str]]] = {
     "synthetic": ("synthetic_cold_start", [], RANK),
