@@ -76,7 +76,8 @@ def significance_rows(task: str, runs: list[dict], rows_of: dict[str, str], metr
     best = best_model(runs)
     if best is None:
         return []
-    files = {m: per_user_files(task, rows_of[m], [r for r in runs if r["model"] == m]) for m in {r["model"] for r in runs}}
+    files = {m: per_user_files(task, rows_of[m], [r for r in runs if r["model"] == m])
+             for m in {r["model"] for r in runs}}
     files = {m: f for m, f in files.items() if f}
     if best not in files:
         return []

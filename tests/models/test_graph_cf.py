@@ -62,6 +62,32 @@ def test_graph_cf_propagates_as_lightgcn_on_both_sides(cold_split):
     assert cf.has_factors(cold_split)[cold][has_dl].all() and np.abs(np.asarray(P)[cold[has_dl]]).sum(1).min() > 0
 
 
+def test_graph_cf_bi_interaction_and_joined_layers_match_a_dense_reference(cold_split):
+    """``layer=bi``: ``E' = S + E ⊙ S``, ``S = Â E``; ``aggregate=concat``: ``[E⁰ | n(E¹) | n(E²)]``, dim / 3 each."""
+    cf = GraphCF(layers=2, init="normal", layer="bi", aggregate="concat")
+    tables = {k: jnp.asarray(v) for k, v in cf.start(cold_split, 12, seed=0).items()}
+    assert tables["P"].shape[1] == 4
+    P, Q, E = cf.propagate(tables, cf.prepare(cold_split)["cf_graph"])
+    A = GraphCF.joint_matrix(cold_split).toarray().astype(np.float64)
+    n_u, n_i = A.shape
+    adj = np.block([[np.zeros((n_u, n_u)), A], [A.T, np.zeros((n_i, n_i))]])
+    scale = 1.0 / np.sqrt(np.maximum(adj.sum(1), 1))
+    layer = np.concatenate([tables["P"], tables["Q"], tables["E_dl"]]).astype(np.float64)
+    joined = [layer]
+    for _ in range(2):
+        S = (scale[:, None] * adj * scale[None, :]) @ layer
+        layer = S + layer * S
+        joined.append(layer / np.maximum(np.linalg.norm(layer, axis=1, keepdims=True), 1e-12))
+    joined = np.concatenate(joined, axis=1)
+    n_cf = cold_split.train.shape[1]
+    assert P.shape == (n_u, 12)
+    np.testing.assert_allclose(P, joined[:n_u], atol=1e-5)
+    np.testing.assert_allclose(Q, joined[n_u:n_u + n_cf], atol=1e-5)
+    np.testing.assert_allclose(E, joined[n_u + n_cf:], atol=1e-5)
+    with pytest.raises(ConfigError, match="model.dim: 10 is not a multiple"):
+        cf.start(cold_split, 10, seed=0)
+
+
 def test_jmf_with_the_graph_cf_side_transfers_and_blends_cold_users(cold_split):
     pop = Popularity()
     pop.fit(cold_split)
@@ -86,6 +112,18 @@ def test_jmf_with_the_graph_cf_side_transfers_and_blends_cold_users(cold_split):
     np.testing.assert_allclose(vectors[0.5], 0.5 * P + 0.5 * vectors[0.0], atol=1e-5)
 
 
+def test_jmf_fits_with_the_bitgcf_style_graph_cf_side(cold_split):
+    """The bi-interaction layers joined (``dim / 3`` wide each) train end to end and beat popularity."""
+    pop = Popularity()
+    pop.fit(cold_split)
+    model = JMF(partial(BagEncoder), partial(LinearHead), dim=24, epochs=6, patience=0, batch_size=128,
+                cf=GraphCF(layers=2, layer="bi", aggregate="concat"))
+    model.fit(cold_split)
+    assert model.state.tables["P"].shape[1] == 8 and model.factors(model.state)["P"].shape[1] == 24
+    ndcg, floor = (evaluate_split(m, cold_split, "test", EVAL)["ndcg@10"] for m in (model, pop))
+    assert ndcg > 1.2 * floor, (ndcg, floor)
+
+
 def test_graph_cf_without_layers_or_dl_edges_leaves_the_dl_nodes_alone(cold_split):
     """``layers=0, o2_weight=0``: nothing reaches the DL-side item nodes, so they keep their start exactly."""
     model = JMF(partial(BagEncoder), partial(LinearHead), dim=8, epochs=1, patience=0, batch_size=128,
@@ -101,6 +139,10 @@ def test_graph_cf_bad_settings_are_refused_by_name():
         GraphCF(layers=-1)
     with pytest.raises(ConfigError, match="model.cf.o2_weight"):
         GraphCF(o2_weight=float("nan"))
+    with pytest.raises(ConfigError, match="model.cf.layer"):
+        GraphCF(layer="ngcf")
+    with pytest.raises(ConfigError, match="model.cf.aggregate"):
+        GraphCF(aggregate="sum")
     with pytest.raises(ConfigError, match="model.cf"):
         check_cf("graph")
     data = synthetic(n_users=200, n_items=120, n_categories=4, seed=0)

@@ -19,6 +19,11 @@
   singular value), so training starts from a graph-filtered factorisation rather than from noise: the joint
   model's epochs (as many pairs as the CF side has rows) are few steps for a graph model.
 
+  Two options take it toward BiTGCF's graph (Liu et al., CIKM 2020), one at a time or both: ``layer=bi``
+  propagates with the bi-interaction ``E^{k+1} = S + E^k ⊙ S``, ``S = D^-½ A D^-½ E^k`` (LightGCN's layer is
+  ``S``); ``aggregate=concat`` makes the factors ``[E⁰ | n(E¹) | ... | n(E^K)]`` (``n``: row L2 normalisation)
+  rather than the mean, with layer-0 tables ``dim / (K + 1)`` wide, so the factors stay ``dim`` wide.
+
 At inference every user with a training edge on either side has a ``P_u``: warm *and* cold-start users blend
 ``blend·P_u + (1-blend)·P̂_u`` (with ``model/cf=mf`` a cold-start user has no ``P_u`` and uses ``P̂_u`` alone).
 """
@@ -69,13 +74,17 @@ class GraphCF:
       optimizer, lr: the dense optax optimiser of the layer-0 tables.
       negatives: uniform DL-side negatives shared by a batch in the DL-side edge loss.
       o2_items: DL-side items drawn per ``L_DL`` user and step in that loss.
+      layer: ``lightgcn`` (``E^{k+1} = S``) or ``bi`` (``S + E^k ⊙ S``).
+      aggregate: ``mean`` of the layers or ``concat`` (layer 0 and the L2-normalised layers ``1..K``; ``model.dim``
+        must then be a multiple of ``layers + 1``).
     """
 
     name = "graph"
     dense = True
 
     def __init__(self, layers: int = 3, o2_weight: float = 1.0, init: str = "svd", init_scale: float = 0.1,
-                 optimizer: str = "adam", lr: float = 0.01, negatives: int = 256, o2_items: int = 8):
+                 optimizer: str = "adam", lr: float = 0.01, negatives: int = 256, o2_items: int = 8,
+                 layer: str = "lightgcn", aggregate: str = "mean"):
         if layers < 0:
             raise ConfigError(f"model.cf.layers: {layers} must be >= 0")
         if not (np.isfinite(o2_weight) and o2_weight >= 0):
@@ -84,12 +93,26 @@ class GraphCF:
             raise ConfigError(f"model.cf.negatives, model.cf.o2_items: {negatives}, {o2_items} must be >= 1")
         if init not in ("normal", "svd"):
             raise ConfigError(f"model.cf.init: {init!r} is not normal|svd")
+        if layer not in ("lightgcn", "bi"):
+            raise ConfigError(f"model.cf.layer: {layer!r} is not lightgcn|bi")
+        if aggregate not in ("mean", "concat"):
+            raise ConfigError(f"model.cf.aggregate: {aggregate!r} is not mean|concat")
         self.layers, self.o2_weight, self.init, self.init_scale = layers, float(o2_weight), init, init_scale
+        self.layer, self.aggregate = layer, aggregate
         self.optimizer, self.lr, self.negatives, self.o2_items = optimizer, lr, negatives, o2_items
 
+    def width(self, dim: int) -> int:
+        """The layer-0 tables' width: ``dim``, or ``dim / (layers + 1)`` with ``aggregate=concat``."""
+        if self.aggregate == "mean":
+            return dim
+        if dim % (self.layers + 1):
+            raise ConfigError(f"model.dim: {dim} is not a multiple of model.cf.layers + 1 = {self.layers + 1} "
+                              "(model.cf.aggregate=concat joins the layers)")
+        return dim // (self.layers + 1)
+
     def start(self, split: SplitData, dim: int, seed: int) -> dict[str, np.ndarray]:
-        """The layer-0 tables ``P⁰ [U, d]``, ``Q⁰ [I_CF, d]``, ``E⁰ [I_DL, d]`` (``init``)."""
-        n_cf = split.train.shape[1]
+        """The layer-0 tables ``P⁰ [U, w]``, ``Q⁰ [I_CF, w]``, ``E⁰ [I_DL, w]`` (``init``; ``w``: :meth:`width`)."""
+        n_cf, dim = split.train.shape[1], self.width(dim)
         if self.init == "svd":
             from jmf.models.cf.svd import randomized_svd
 
@@ -121,14 +144,25 @@ class GraphCF:
         return np.diff(self.joint_matrix(split).indptr) > 0
 
     def propagate(self, tables: dict, graph) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """``(P [U, d], Q [I_CF, d], E [I_DL, d])``: the mean of layers ``0..K`` over the joint graph."""
+        """``(P [U, d], Q [I_CF, d], E [I_DL, d])``: layers ``0..K`` over the joint graph, their mean
+        (``aggregate=mean``) or joined (``concat``)."""
         users, items = tables["P"], jnp.concatenate([tables["Q"], tables["E_dl"]])
-        sum_u, sum_i = users, items
+        out_u, out_i = [users], [items]
         for _ in range(self.layers):
-            users, items = propagate(graph, users, items)
-            sum_u, sum_i = sum_u + users, sum_i + items
-        n, scale = tables["Q"].shape[0], 1.0 / (self.layers + 1)
-        return sum_u * scale, sum_i[:n] * scale, sum_i[n:] * scale
+            s_u, s_i = propagate(graph, users, items)
+            users, items = (s_u + users * s_u, s_i + items * s_i) if self.layer == "bi" else (s_u, s_i)
+            out_u.append(users)
+            out_i.append(items)
+        if self.aggregate == "concat":
+            def joined(layers):      # rsqrt of a clamped square: a node without edges (a zero row) gets no NaN gradient
+                unit = [x * jax.lax.rsqrt(jnp.maximum((x * x).sum(1, keepdims=True), 1e-24)) for x in layers[1:]]
+                return jnp.concatenate([layers[0], *unit], axis=1)
+            P, items = joined(out_u), joined(out_i)
+        else:
+            scale = 1.0 / (self.layers + 1)
+            P, items = sum(out_u) * scale, sum(out_i) * scale
+        n = tables["Q"].shape[0]
+        return P, items[:n], items[n:]
 
     def o2_loss(self, P: jax.Array, E: jax.Array, users: jax.Array, seq: dict, key: jax.Array) -> jax.Array:
         """The sampled-softmax CF loss on DL-side edges: ``o2_items`` random DL-side items of each of ``users
