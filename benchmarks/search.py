@@ -10,7 +10,10 @@ A family is tuned on one task and seed 0 (Amazon: amazon-phone; CDRIB: cdrib-spo
 
 (``conf/hparams_search/<model>_optuna.yaml``: 8 TPE trials, 4 of them random start-up trials, maximising
 ``valid/ndcg@10``; the joblib launcher runs two trials at a time).  A finished search (its
-``optimization_results.yaml``) is kept and not run again, so the script resumes a cut-short session.
+``optimization_results.yaml``) is kept and not run again; a search a session cut short is run again by the same
+command and ends as one run straight through would: the seeded sampler asks the same trials in the same order,
+and each trial's folder (named by its overrides) resumes from its checkpoints, a finished trial only re-evaluated
+(``tests/train/test_sweeps.py``).
 Every trial's validation value and parameters go to ``benchmarks/results/search_<family>.{md,csv,json}``.
 ``--apply`` writes the best parameters as the row ``experiments/<experiment>/<row>_tuned.yaml`` of every
 experiment of the family (the search task's and the others'), which ``benchmarks/cold_start.py`` reports

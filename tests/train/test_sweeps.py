@@ -75,6 +75,29 @@ def test_optuna_sweep_with_a_failing_trial(tmp_path):
     assert best["best_params"]["model.dim"] in (2, 4) and 0 < best["best_value"] <= 1
 
 
+def test_an_optuna_sweep_cut_short_and_run_again_ends_as_one_run_straight_through(tmp_path):
+    """How ``benchmarks/search.py`` resumes a search a session cut short: the same command again.  The seeded
+    sampler asks the same trials in the same order, each trial's folder (its overrides) resumes from its
+    checkpoints, so the values and the chosen trial are those of a sweep that ran straight through."""
+    args = ["-m", "hparams_search=jmf_optuna", "experiment=quickstart", *TINY, "model.epochs=2",
+            "hydra.sweeper.n_jobs=1", "hydra.sweeper.sampler.n_startup_trials=2", "hydra/launcher=local"]
+
+    def sweep(folder: str, trials: int):
+        res = _jmf(*args, f"hydra.sweep.dir={tmp_path / folder}", f"hydra.sweeper.n_trials={trials}", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return {p.parent.name: json.loads(p.read_text())["valid/ndcg@10"]
+                for p in (tmp_path / folder).rglob("metrics.json")}
+
+    straight = sweep("straight", 3)
+    assert len(straight) == 3
+    cut = sweep("cut", 1)                            # the session ended after the first trial
+    assert set(cut) < set(straight)
+    again = sweep("cut", 3)                          # the same command, its full budget
+    assert again == straight
+    best = [yaml.safe_load((tmp_path / f / "optimization_results.yaml").read_text()) for f in ("straight", "cut")]
+    assert best[0] == best[1]
+
+
 def test_basic_sweep_over_seeds_and_report(tmp_path):
     """svd ranks over 2 seeds, one failing rank; jmf-report writes tables, CSV and plots.  The failed jobs
     set the exit code: 2, each failure being a user error (a single run's code for one)."""
