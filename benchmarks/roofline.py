@@ -11,8 +11,10 @@ median of the repeats; the models' tall shapes are reported beside it, for infor
 bandwidth (a jitted ``x * a + b`` over 64 MB, donated so XLA writes in place; bytes = read + write).
 
 A row is one compiled program: a graph model's training step built as ``benchmarks/graph_step.py`` builds it
-(DisenCDR with its shared encoder on; huge pages as there), the JMF-CNN / JMF-Transformer joint step on the
-synthetic data of ``benchmarks/engine_speed.py`` (its model; 10^5 users, ``--quick`` 10^4), or one batch of the
+(DisenCDR with its shared encoder on; huge pages as there; the ``bf16`` rows: DisenCDR's and CDRIB's with
+``model.matmul_dtype=bfloat16``, their fractions still against the float32 roofline), the JMF-CNN / JMF-Transformer
+joint step on the synthetic data of ``benchmarks/engine_speed.py`` (its model; 10^5 users, ``--quick`` 10^4), or
+one batch of the
 full-ranking evaluator as it runs for a dot-product model (MF, iALS, SVD, the CDR and graph models):
 ``jmf.evaluate.protocols._full_batch_dot``, ``U[users] @ V.T`` masked, ranked (top-k) and summed into the
 metrics at the default ``ks`` in one program, random tables, at the batch ``evaluate_full`` uses there.  Columns:
@@ -58,9 +60,11 @@ from typing import Any
 from common import ROOT, markdown_table, write_results
 
 GRAPH = ("disencdr", "cdrib", "bitgcf", "lightgcn")
+# the same steps with model.matmul_dtype=bfloat16 (dense products in bfloat16, float32 accumulation), beside float32
+BF16 = {"disencdr bf16": "disencdr", "cdrib bf16": "cdrib"}
 JMF = ("jmf-cnn", "jmf-transformer")
 EVAL = {f"eval full {n} d{d}": (int(float(n)), d) for n in ("1e4", "1e5") for d in (64, 256)}
-ROWS = (*GRAPH, *JMF, *EVAL)
+ROWS = (*GRAPH, *BF16, *JMF, *EVAL)
 FLOOR = (*GRAPH, "eval full 1e5 d64")           # the rows min_roofline_fraction is taken over
 MATMUL, STREAM = "matmul GFLOP/s 2048²", "stream GB/s"     # the two rates the roofline uses
 TALL = {"[38706,128]@[128,128]": ((38706, 128), (128, 128), False),
@@ -243,10 +247,12 @@ def machine_rates(repeats: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------ the rows
 def graph_row(name: str, repeats: int) -> dict[str, float]:
-    """One graph model's training step, built and batched as ``graph_step.py`` does."""
+    """One graph model's training step, built and batched as ``graph_step.py`` does (a ``BF16`` row: with
+    ``model.matmul_dtype=bfloat16``)."""
     from graph_step import SETTINGS, build, shared_on
 
-    model, phase, state, _ = build(SETTINGS[name][0])
+    extra = ["model.matmul_dtype=bfloat16"] if name in BF16 else []
+    model, phase, state, _ = build([*SETTINGS[BF16.get(name, name)][0], *extra])
     return time_step(phase, state, shared_on(model, phase.plan(0).batch(0)), repeats, sparse_matrices(model.data))
 
 
@@ -350,7 +356,7 @@ def eval_row(n_items: int, dim: int, repeats: int) -> dict[str, float]:
 
 def measure(name: str, repeats: int, quick: bool) -> dict[str, float]:
     """``{"ms", "flops", "bytes", ...}`` of one row."""
-    if name in GRAPH:
+    if name in GRAPH or name in BF16:
         out = graph_row(name, repeats)
     elif name in JMF:
         out = jmf_row(name, repeats, quick)
@@ -435,12 +441,15 @@ def speedups(results: dict[str, dict]) -> list[str]:
     for name, r in results.items():
         if "@" in name:
             continue
-        ref = next((v for k, v in results.items() if k.startswith(f"{name} @")), None)
+        base = BF16.get(name, name)           # a bfloat16 step against the reference's float32 one
+        ref = next((v for k, v in results.items() if k.startswith(f"{base} @")), None)
         if ref is None:
             continue
-        tag = next(k for k in results if k.startswith(f"{name} @")).split("@", 1)[1]
+        tag = next(k for k in results if k.startswith(f"{base} @")).split("@", 1)[1]
         line = f"* **{name}**: {ref['ms']:.0f} ms at {tag}, {r['ms']:.0f} ms now: {ref['ms'] / r['ms']:.2f}x"
-        if r.get("products ms"):
+        if name in BF16:
+            line += " (float32 there, bfloat16 products here)"
+        elif r.get("products ms"):
             line += (f"; its dense products alone take {r['products ms']:.0f} ms here, so no float32 step passes "
                      f"{ref['ms'] / r['products ms']:.2f}x over {tag} on this machine")
         lines.append(line + ".")
@@ -482,6 +491,7 @@ def main() -> None:
         print(f"{name}: {r['ms']:.1f} ms, {r.get('flops', 0) / 1e9:.3f} GFLOP, {r.get('bytes', 0) / 1e9:.3f} GB "
               f"({time.perf_counter() - start:.0f}s with building and compiling)", flush=True)
     graph = [r for r in args.rows if r in GRAPH]
+    graph += [BF16[r] for r in args.rows if r in BF16 and BF16[r] not in graph and BF16[r] in results]
     if args.ref and graph:
         results.update(ref_rows(args.ref, graph, repeats, results, args.rounds))
     elif args.ref:
