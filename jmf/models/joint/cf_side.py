@@ -74,7 +74,8 @@ class GraphCF:
       optimizer, lr: the dense optax optimiser of the layer-0 tables.
       negatives: uniform DL-side negatives shared by a batch in the DL-side edge loss.
       o2_items: DL-side items drawn per ``L_DL`` user and step in that loss.
-      layer: ``lightgcn`` (``E^{k+1} = S``) or ``bi`` (``S + E^k ⊙ S``).
+      layer: ``lightgcn`` (``E^{k+1} = S``) or ``bi`` (``S + E^k ⊙ S``; unbounded layer by layer: with the mean the
+        loss reached 1e8 on amazon-phone-bitgcf, so pair it with ``aggregate=concat``, whose layers are normalised).
       aggregate: ``mean`` of the layers or ``concat`` (layer 0 and the L2-normalised layers ``1..K``; ``model.dim``
         must then be a multiple of ``layers + 1``).
     """
