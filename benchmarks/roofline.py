@@ -33,6 +33,9 @@ metrics at the default ``ks`` in one program, random tables, at the batch ``eval
   than streaming bandwidth, which is why a propagation-bound step (LightGCN, BiTGCF) sits below the streaming
   roofline.
 * ``note``: the evaluator's batch of users, or the JMF data's users.
+* ``below 0.5: where the time goes``: for a row below half its roofline, the measured split of its time (dense
+  products, sparse products, the rest), the reason it is not faster: products timed alone at their own shapes run
+  below the 2048² rate, sparse products gather random rows, and the rest is the program's other work.
 
 Rows named ``<row> @<commit>`` come from ``--ref``: the same step timed by a subprocess importing the old
 ``jmf`` from a git worktree, its fractions computed with this run's rates.  The last line printed is
@@ -431,7 +434,22 @@ def table_row(name: str, r: dict, matmul: float, stream: float) -> dict:
             "products alone ms": "" if alone is None else round(alone, 2),
             "products share": "" if alone is None else round(alone / r["ms"], 3),
             "sparse alone ms": "" if sparse is None else round(sparse, 2),
-            "sparse share": "" if sparse is None else round(sparse / r["ms"], 3), "note": note}
+            "sparse share": "" if sparse is None else round(sparse / r["ms"], 3), "note": note,
+            "below 0.5: where the time goes": where_time_goes(name, roof / r["ms"], alone, sparse, r["ms"])}
+
+
+def where_time_goes(name: str, fraction: float, dense_ms: float | None, sparse_ms: float | None, ms: float) -> str:
+    """For a row below half its roofline, the measured split of its time: its dense products (timed alone at their
+    shapes), its sparse products (timed alone on its graphs) and the rest, named by what the rest is in that
+    program; empty for a row at or above half."""
+    if fraction >= 0.5:
+        return ""
+    rest = {"eval": "top-k and masking", "jmf": "gathers, elementwise work and the optimiser update"}.get(
+        name.split()[0].split("-")[0], "elementwise work, gathers and the optimiser update")
+    parts = [f"dense products {dense_ms / ms:.0%} (at their shapes)"] if dense_ms else []
+    parts += [f"sparse products {sparse_ms / ms:.0%} (random rows: memory latency)"] if sparse_ms else []
+    outside = max(0.0, 1.0 - ((dense_ms or 0.0) + (sparse_ms or 0.0)) / ms)
+    return "; ".join(parts + [f"{rest} {outside:.0%}"])
 
 
 def speedups(results: dict[str, dict]) -> list[str]:
