@@ -14,8 +14,7 @@ A row is one compiled program: a graph model's training step built as ``benchmar
 (DisenCDR with its shared encoder on; huge pages as there; the ``bf16`` rows: DisenCDR's and CDRIB's with
 ``model.matmul_dtype=bfloat16``, their fractions still against the float32 roofline), the JMF-CNN / JMF-Transformer
 joint step on the synthetic data of ``benchmarks/engine_speed.py`` (its model; 10^5 users, ``--quick`` 10^4), or
-one batch of the
-full-ranking evaluator as it runs for a dot-product model (MF, iALS, SVD, the CDR and graph models):
+one batch of the full-ranking evaluator as it runs for a dot-product model (MF, iALS, SVD, the CDR and graph models):
 ``jmf.evaluate.protocols._full_batch_dot``, ``U[users] @ V.T`` masked, ranked (top-k) and summed into the
 metrics at the default ``ks`` in one program, random tables, at the batch ``evaluate_full`` uses there.  Columns:
 
@@ -509,7 +508,6 @@ def main() -> None:
         print(f"{name}: {r['ms']:.1f} ms, {r.get('flops', 0) / 1e9:.3f} GFLOP, {r.get('bytes', 0) / 1e9:.3f} GB "
               f"({time.perf_counter() - start:.0f}s with building and compiling)", flush=True)
     graph = [r for r in args.rows if r in GRAPH]
-    graph += [BF16[r] for r in args.rows if r in BF16 and BF16[r] not in graph and BF16[r] in results]
     if args.ref and graph:
         results.update(ref_rows(args.ref, graph, repeats, results, args.rounds))
     elif args.ref:
