@@ -152,7 +152,8 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
       rows: gathered CF-table rows: ``P [B, d]``, ``user_bias [B, 1]``, ``Q [B*m, d]``,
         ``item_bias [B*m, 1]``, ``rank_bias [B*m, 1]``, and of the ``N`` negatives shared by the
         batch ``Qneg [N, d]``, ``item_bias_neg [N, 1]``, ``rank_bias_neg [N, 1]``.
-      batch: ``users [B]``, ``items, values, weight [B, m]``, ``neg_items [N]``, ``dl_users [B2]``.
+      batch: ``users [B]``, ``items, values, weight [B, m]``, ``neg_items [N]``, ``dl_users [B2]``; with score
+        terms inside the fit their values ``prior_pos [B, m]``, ``prior_neg [B, N]`` (added to the scores).
       seq: device-resident per-user arrays: ``items/categories/mask [U, L]``, ``offset [U]``,
         ``interest [U, K]``.
       kind: CF loss (``mse``/``bpr``/``softmax``); mean: global rating mean ``μ`` (0 for ranking).
@@ -173,6 +174,9 @@ def joint_losses(net: JMFNet, rows: dict, batch: dict, seq: dict, kind: str, mea
     if net.item_attention is not None:      # model/item_transfer: item-level scores of the pairs and negatives
         extra = (net.item_attention(history, mask, batch["items"]).reshape(-1),
                  net.item_attention(history, mask, batch["neg_items"]))
+    if "prior_pos" in batch:                # score terms inside the fit (model.terms.<t>.train_weight)
+        prior = (batch["prior_pos"].reshape(-1), batch["prior_neg"])
+        extra = prior if extra is None else (extra[0] + prior[0], extra[1] + prior[1])
     out = {"cf": cf_term(pairs, p, b_u, pairs.weight, kind, mean, extra), "reg": reg_term(pairs, p, b_u, reg)}
 
     mapped = net.map(history, cats, mask, seq["offset"][users], target=batch.get("target_index"),

@@ -32,7 +32,7 @@ from jmf.models.joint.start import (AutoBias, SVDFactors, check_start, fit_offse
 from jmf.models.joint.step import TrainState, init_state, make_train_step
 from jmf.models.joint.vectors import ranked, trained_vectors
 from jmf.models.joint.cf_side import check_cf, propagated
-from jmf.models.joint.terms import UserVectors, named_terms, o2_rows
+from jmf.models.joint.terms import UserVectors, fit_terms, named_terms, o2_rows
 from jmf.models.base import EngineModel, Phase, RunContext, TrainPlan
 from jmf.optim import build_optimizer, part_optimizer
 from jmf.train import parallel
@@ -162,6 +162,7 @@ class JMF(EngineModel):
         for term in self.terms.values():
             term.weight = term.weights[0]
             term.prepare(split)
+        self.fit_terms = fit_terms(self.terms, self.kind)    # terms inside the ranking losses (train_weight > 0)
         step = make_train_step(self.graphdef, tx, table_tx, self.kind, self.mean, self.reg, self.negatives,
                                n_items=self.n_items, cf=self.cf, dense_tx=dense_tx)
         self.rank_state, self.rank_history, self._rank_best = None, [], None
@@ -233,7 +234,8 @@ class JMF(EngineModel):
 
     def _epoch_plan(self, engine: Engine, csr, dl_users: np.ndarray, rng: np.random.Generator):
         """One epoch's batches (:func:`~jmf.models.joint.plan.user_batches`)."""
-        return user_batches(engine, csr, dl_users, rng, self.batch_size, self.items_per_user)
+        return user_batches(engine, csr, dl_users, rng, self.batch_size, self.items_per_user, self.fit_terms,
+                            self.negatives)
 
     def _validate_epoch(self, split: SplitData, state: TrainState) -> float:
         """``monitor`` on the validation fold after an epoch; with ``rank_monitor``, also keeps the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from jmf.models.base import EpochPlan
@@ -9,13 +11,18 @@ from jmf.train.engine import Engine
 
 
 def user_batches(engine: Engine, csr, dl_users: np.ndarray, rng: np.random.Generator, batch_size: int,
-                 items_per_user: int) -> EpochPlan:
+                 items_per_user: int, fit_terms: Sequence = (), negatives: int = 0) -> EpochPlan:
     """One epoch of user-centric batches: ``B`` users x ``m`` of their CF-side items.
 
     Drawn from ``rng`` (keyed by seed, phase and epoch); an epoch has as many pairs as the CF side has
     training rows, and its ``n_steps·B`` users are drawn by cycling over permutations of the warm
     users, so there is no ragged last batch.  ``dl_users``: the users whose DL-side sequences ``L_DL``
     draws from (those with at least two behaviours).
+
+    ``fit_terms``: score terms inside the fit (``train_weight`` > 0): then the batch's ``negatives`` shared
+    negatives are drawn here, every step's up front (``neg_rows [B, N]``, one copy per user so the batch shards
+    over ``data``), and the terms' values of the pairs and negatives come with it (``prior_pos [B, m]``,
+    ``prior_neg [B, N]``), so a resumed epoch sees the batches an uninterrupted one does.
     """
     B, m = batch_size, items_per_user
     degree = np.diff(csr.indptr)
@@ -29,12 +36,17 @@ def user_batches(engine: Engine, csr, dl_users: np.ndarray, rng: np.random.Gener
                else np.zeros(n_steps * B, np.int32))
     users = users.astype(np.int32)
     ones = np.ones((B, m), np.float32)
+    negs = rng.integers(0, csr.shape[1], (n_steps, negatives)).astype(np.int32) if fit_terms else None
 
     def batch(b: int) -> dict:
         sl = slice(b * B, (b + 1) * B)
         # users [B], items/values/weight [B, m], dl_users [B]; sharded over "data"
-        return engine.put_batch({"users": users[sl], "items": items[sl], "values": values[sl], "weight": ones,
-                                 "dl_users": dl_draw[sl]})
+        out = {"users": users[sl], "items": items[sl], "values": values[sl], "weight": ones, "dl_users": dl_draw[sl]}
+        if fit_terms:
+            parts = [term.fit_scores(users[sl], items[sl], negs[b]) for term in fit_terms]
+            out.update(neg_rows=np.broadcast_to(negs[b], (B, negatives)), prior_pos=sum(p for p, _ in parts),
+                       prior_neg=sum(n for _, n in parts))
+        return engine.put_batch(out)
     return EpochPlan(n_steps, batch, examples_per_step=B * m)
 
 

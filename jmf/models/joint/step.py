@@ -68,7 +68,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
             lo, n = batch["neg_lo"][0], batch["neg_n"][0]
             neg_items = lo + jnp.floor(jax.random.uniform(key_neg, (n_negatives,)) * n).astype(jnp.int32)
         else:
-            neg_items = jax.random.randint(key_neg, (n_negatives,), 0, n_items)   # shared by the batch
+            neg_items = shared_negatives(batch, key_neg, n_negatives, n_items)
         batch = {**batch, "neg_items": neg_items}
         t = state.tables
         rows = {"P": t["P"][user_rows], "user_bias": t["user_bias"][user_rows]}
@@ -109,7 +109,7 @@ def make_graph_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformati
         key = jax.random.fold_in(state.rng, state.step)
         key_neg, key_dl, key_o2 = jax.random.split(key, 3)
         users, items = batch["users"], batch["items"].reshape(-1)
-        neg_items = jax.random.randint(key_neg, (n_negatives,), 0, n_items)   # shared by the batch
+        neg_items = shared_negatives(batch, key_neg, n_negatives, n_items)
         batch = {**batch, "neg_items": neg_items}
         t = state.tables
         dense = {k: t[k] for k in DENSE_TABLES}
@@ -142,6 +142,14 @@ def make_graph_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformati
         return new_state, {"loss": total, **parts}
 
     return train_step
+
+
+def shared_negatives(batch: dict, key: jax.Array, n_negatives: int, n_items: int) -> jax.Array:
+    """The ``[N]`` uniform negatives a batch shares: drawn here, or by the batch plan when score terms are inside
+    the fit (``neg_rows [B, N]``, every row the same; :func:`jmf.models.joint.plan.user_batches`)."""
+    if "neg_rows" in batch:
+        return batch["neg_rows"][0]
+    return jax.random.randint(key, (n_negatives,), 0, n_items)
 
 
 def _neg_name(name: str) -> str:

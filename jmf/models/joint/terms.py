@@ -85,24 +85,51 @@ class ItemNeighbourhood(WeightedTerm):
     *training* rows (:func:`neighbour_inputs`), ``ε = 1e-3``.  It carries item-level co-occurrence that
     a ``dim``-rank map smooths away.
 
+    With ``train_weight`` > 0 the term is also inside the fit: the ranking losses (``L_CF``, ``L_transfer``) score
+    ``s_ui + train_weight · t_ui``, so the learned scores fit what the term gets wrong instead of what it already
+    gets right (a residual over co-occurrence).  A training pair must not count itself: there ``n_ui`` is taken
+    without the user's own co-occurrence (``n_ui − y_ui``, ``y`` the user's binary CF-side training row; for the
+    ``count`` kernel that is exactly the user's share of ``K``), under the same per-user ``max_k n_uk`` the ranking
+    divides by, so a validation or test item (never in ``y``) gets the value the ranking gives it.
+
     Args:
       weight: ``λ_nb`` (a list: chosen on validation).
       kernel: ``count`` (``K_ji`` = warm users holding DL-side item ``j`` and CF-side item ``i``) or
         ``conditional`` (that count over the warm holders of ``j``: ``p(i|j)``).
+      train_weight: the term's weight inside the ranking losses (0: ranking only).  ``count`` kernel only.
     """
 
     name = "neighbour"
 
-    def __init__(self, weight: float | Sequence[float] = 1.0, kernel: str = "count"):
+    def __init__(self, weight: float | Sequence[float] = 1.0, kernel: str = "count", train_weight: float = 0.0):
         super().__init__(weight)
         if kernel not in ("count", "conditional"):
             raise ConfigError(f"model.terms.neighbour.kernel: {kernel!r} is not count|conditional")
-        self.kernel = kernel
+        if not (np.isfinite(train_weight) and train_weight >= 0):
+            raise ConfigError(f"model.terms.neighbour.train_weight: {train_weight!r} must be a finite number >= 0")
+        if train_weight and kernel != "count":
+            raise ConfigError("model.terms.neighbour.train_weight needs kernel=count (a training pair's own share of "
+                              f"the kernel is known exactly only for counts), not {kernel!r}")
+        self.kernel, self.train_weight = kernel, float(train_weight)
         self.matrix = None
 
     def prepare(self, split: SplitData) -> None:
-        if any(self.weights):
-            self.matrix = neighbour_inputs(split, self.kernel)[1]
+        if any(self.weights) or self.train_weight:
+            rows, self.matrix = neighbour_inputs(split, self.kernel)
+        if self.train_weight:
+            self.rows, self.columns = rows, self.matrix.tocsc()
+            self.own = (split.train > 0).astype(np.float32).tocsr()
+            self.row_max = row_max(rows, self.matrix)
+
+    def fit_scores(self, users: np.ndarray, items: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``train_weight ·`` the term of a batch's pairs without their own co-occurrence: ``users [B]``, their items
+        ``[B, m]`` and the ``[N]`` negatives the batch shares -> ``([B, m], [B, N])`` float32."""
+        B, m = items.shape
+        cols, where = np.unique(np.concatenate([items.ravel(), negatives]), return_inverse=True)
+        n = (self.rows[users] @ self.columns[:, cols]).toarray() - self.own[users][:, cols].toarray()
+        t = self.train_weight * np.log(1e-3 + np.maximum(n, 0.0) / (self.row_max[users, None] + 1e-9))
+        return (t[np.arange(B)[:, None], where[:B * m].reshape(B, m)].astype(np.float32),
+                t[:, where[B * m:]].astype(np.float32))
 
     def __call__(self, users: np.ndarray, user: UserVectors) -> jax.Array:
         return jnp.asarray(log_normalised(user.o2 @ self.matrix))
@@ -175,10 +202,27 @@ def neighbour_term(rows: sp.csr_matrix, kernel: sp.csr_matrix, users: np.ndarray
     return log_normalised(rows[users] @ kernel, eps)
 
 
+def row_max(rows: sp.csr_matrix, kernel: sp.csr_matrix, block: int = 1024) -> np.ndarray:
+    """``[U]`` float32 ``max_i (rows @ kernel)_ui``, the per-user divisor of :func:`log_normalised`, ``block`` users
+    at a time."""
+    return np.concatenate([np.asarray((rows[lo:lo + block] @ kernel).max(1).todense()).ravel()
+                           for lo in range(0, rows.shape[0], block)] or [np.zeros(0)]).astype(np.float32)
+
+
 def log_normalised(n, eps: float = 1e-3) -> np.ndarray:
     """``log(ε + n_u / max_i n_ui)`` per row of the ``[B, I_CF]`` neighbourhood scores ``n`` (sparse or dense)."""
     n = np.asarray(n.todense() if sp.issparse(n) else n, np.float32)
     return np.log(eps + n / (n.max(1, keepdims=True) + 1e-9)).astype(np.float32)
+
+
+def fit_terms(terms: dict, kind: str) -> list:
+    """The score terms inside the fit (``train_weight`` > 0), prepared; only ranking losses take them."""
+    inside = [t for t in terms.values() if getattr(t, "train_weight", 0.0)]
+    if inside and kind == "mse":
+        raise ConfigError("model.terms.<term>.train_weight adds a ranking term to the ranking losses; model.loss "
+                          "is mse (ratings), where it would shift the predicted ratings: set model.loss=softmax|bpr "
+                          "or train_weight=0")
+    return inside
 
 
 def named_terms(terms: dict | list | None) -> dict:

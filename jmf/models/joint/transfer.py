@@ -77,6 +77,9 @@ class TransferJMF(JMF):
 
     def setup(self, split: SplitData, ctx: RunContext | None = None) -> TrainPlan:
         h = split.holdout
+        if any(getattr(t, "train_weight", 0.0) for t in self.terms.values()):
+            raise ConfigError("model.terms.<term>.train_weight: model=jmf_map scores one target at a time and does "
+                              "not put score terms inside its fit yet; set train_weight=0")
         if self.item_transfer:
             raise ConfigError("model/item_transfer: model=jmf_map scores one target at a time and does not read it yet; "
                               "leave model/item_transfer out")
