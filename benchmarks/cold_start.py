@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import time
 import traceback
@@ -107,9 +108,10 @@ def finished_run(out: Path, overrides: list[str]) -> dict[str, float] | None:
 
 
 def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
-            reuse: bool = False, resume: bool = False) -> dict[str, float]:
+            reuse: bool = False, resume: bool = False, keep_checkpoints: bool = False) -> dict[str, float]:
     """One table cell's run.  ``resume``: continue the run folder's checkpoints where a killed run of the
-    same config left them (the engine's exact resume); a folder of another config starts fresh."""
+    same config left them (the engine's exact resume); a folder of another config starts fresh.  A finished run's
+    checkpoints are removed unless ``keep_checkpoints`` (a table of 23 rows x 3 seeds kept ~50 GB of them)."""
     from hydra import compose, initialize_config_dir
 
     from jmf.config import CONF_DIR
@@ -142,6 +144,8 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
     metrics["bench/seconds"] = time.perf_counter() - start
     (out / "overrides.json").write_text(json.dumps(overrides))
     evidence.keep_per_user(out, task, MODELS[model], seed, overrides=" ".join(extra))
+    if not keep_checkpoints:     # a finished run needs its metrics and saved model, not its resume points
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return sampled_means(metrics)
 
 
@@ -173,6 +177,8 @@ def main() -> None:
     parser.add_argument("--reuse-runs", action="store_true",
                         help="take a (task, model, seed) from its run folder under --out when it finished with the "
                              "same overrides (e.g. a benchmark stopped between the seeds of a model)")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep a finished run's checkpoints (default: removed; its metrics and model/ stay)")
     args = parser.parse_args()
     hugepages.ensure()     # XLA's per-step buffers in huge pages (jmf/hugepages.py), before JAX loads
     data_dir()  # fail early when the real datasets are missing
@@ -193,7 +199,8 @@ def main() -> None:
                 # a run that failed before and is tried again replaces its error row
                 raw = [r for r in raw if (r["task"], r["model"], r["seed"]) != (task, model, seed)]
                 try:
-                    metrics = run_one(task, model, seed, args.override, Path(args.out), args.reuse_runs, args.resume)
+                    metrics = run_one(task, model, seed, args.override, Path(args.out), args.reuse_runs, args.resume,
+                                      args.keep_checkpoints)
                 except Exception as err:  # recorded, the table says so; the benchmark goes on
                     traceback.print_exc()
                     raw.append({"task": task, "model": model, "seed": seed, "error": f"{type(err).__name__}: {err}"})

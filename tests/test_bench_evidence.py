@@ -60,3 +60,20 @@ def test_a_probe_with_overrides_keeps_its_per_user_values_beside_the_row_s(tmp_p
     assert np.load(plain[0][1])["test/ndcg@10"][0] == 0.25 and np.load(probe[0][1])["test/ndcg@10"][0] == 0.5
     # a row whose seed kept nothing is left out, not an error
     assert evidence.per_user_files("amazon-phone", "jmf_items", [{"seed": 1, "overrides": ""}]) == []
+
+
+def test_a_finished_table_run_drops_its_checkpoints_unless_asked_to_keep_them(tmp_path, monkeypatch):
+    """A table of 23 rows x 3 seeds kept ~50 GB of resume points and filled the disk mid-queue: a finished run keeps
+    its metrics, per-user values and saved model, and its checkpoints only with ``--keep-checkpoints``."""
+    import cold_start
+    import evidence
+
+    monkeypatch.setattr(evidence, "PER_USER", tmp_path / "per_user")
+    fast = ["model.epochs=1", "trainer.progress=false"]
+    for keep in (False, True):
+        out = tmp_path / f"runs_{keep}"
+        metrics = cold_start.run_one("synthetic", "mf (target-only)", 0, fast, out, keep_checkpoints=keep)
+        run = out / "synthetic" / cold_start.MODELS["mf (target-only)"] / "seed0"
+        assert metrics and (run / "metrics.json").exists() and (run / "model").is_dir()
+        assert (run / "checkpoints").is_dir() == keep
+        assert (tmp_path / "per_user" / "synthetic").is_dir()
