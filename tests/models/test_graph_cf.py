@@ -88,6 +88,61 @@ def test_graph_cf_bi_interaction_and_joined_layers_match_a_dense_reference(cold_
         cf.start(cold_split, 10, seed=0)
 
 
+def _sym(A: np.ndarray) -> np.ndarray:
+    """``D^-½ [[0, A], [Aᵀ, 0]] D^-½`` of one side's binary ``[U, I]`` matrix."""
+    n_u, n_i = A.shape
+    adj = np.block([[np.zeros((n_u, n_u)), A], [A.T, np.zeros((n_i, n_i))]])
+    scale = np.where(adj.sum(1) > 0, 1.0 / np.sqrt(np.maximum(adj.sum(1), 1)), 0.0)
+    return scale[:, None] * adj * scale[None, :]
+
+
+def test_graph_cf_per_side_graphs_exchange_user_rows_as_bitgcf(cold_split):
+    """``graphs=per_side``: each side propagates over its own normalised graph and the user rows of the two are mixed
+    after every layer by BiTGCF's transfer (its degree shares, λ_cf, λ_dl), by dense matrices here; the DL-side edge
+    loss reads the DL side's own user factors."""
+    cf = GraphCF(layers=2, init="normal", graphs="per_side", lambda_cf=0.7, lambda_dl=0.9)
+    tables = {k: jnp.asarray(v) for k, v in cf.start(cold_split, 8, seed=0).items()}
+    assert set(tables) == {"P", "Q", "E_dl", "P_dl"}
+    P, Q, E, P_dl = cf.propagate_sides(tables, cf.prepare(cold_split)["cf_graph"])
+    sides = [(m != 0).toarray().astype(np.float64) for m in (cold_split.train, cold_split.dl)]
+    deg_cf, deg_dl = (a.sum(1) for a in sides)
+    share = np.where(deg_cf + deg_dl > 0, deg_dl / np.maximum(deg_cf + deg_dl, 1), 0.5)[:, None]
+    n_u = sides[0].shape[0]
+    cf_nodes = np.concatenate([tables["P"], tables["Q"]]).astype(np.float64)
+    dl_nodes = np.concatenate([tables["P_dl"], tables["E_dl"]]).astype(np.float64)
+    sums = [cf_nodes.copy(), dl_nodes.copy()]
+    for _ in range(2):
+        cf_nodes, dl_nodes = _sym(sides[0]) @ cf_nodes, _sym(sides[1]) @ dl_nodes
+        u_cf, u_dl = cf_nodes[:n_u].copy(), dl_nodes[:n_u].copy()
+        lap = share * u_dl + (1 - share) * u_cf
+        dl_nodes[:n_u] = (lap + 0.9 * u_dl + 0.1 * u_cf) / 2
+        cf_nodes[:n_u] = (lap + 0.3 * u_dl + 0.7 * u_cf) / 2
+        sums[0] += cf_nodes
+        sums[1] += dl_nodes
+    want_cf, want_dl = sums[0] / 3, sums[1] / 3
+    np.testing.assert_allclose(P, want_cf[:n_u], atol=1e-5)
+    np.testing.assert_allclose(Q, want_cf[n_u:], atol=1e-5)
+    np.testing.assert_allclose(P_dl, want_dl[:n_u], atol=1e-5)
+    np.testing.assert_allclose(E, want_dl[n_u:], atol=1e-5)
+    # a cold user (no CF-side rows) gets CF-side factors through the transfer alone
+    cold = np.asarray(cold_split.cold_test_users)
+    reached = cold[deg_dl[cold] > 0]
+    assert np.abs(np.asarray(P)[reached] - np.asarray(tables["P"])[reached] / 3).sum(1).min() > 0
+    for bad in ({"graphs": "two"}, {"lambda_cf": 1.5}, {"lambda_dl": -0.1}):
+        with pytest.raises(ConfigError, match="model.cf.(graphs|lambda)"):
+            GraphCF(**bad)
+
+
+def test_jmf_with_per_side_graphs_trains_every_layer0_table(cold_split):
+    model = JMF(partial(BagEncoder), partial(LinearHead), dim=16, epochs=2, patience=0, batch_size=128,
+                cf=GraphCF(layers=2, graphs="per_side"))
+    start = {k: np.asarray(v) for k, v in model.setup(cold_split).state.tables.items()}
+    info = model.fit(cold_split)
+    assert np.isfinite(info["train/best_valid_ndcg@10"])
+    for name in ("P", "Q", "E_dl", "P_dl"):
+        assert np.abs(np.asarray(model.state.tables[name]) - start[name]).max() > 1e-4, name
+
+
 def test_jmf_with_the_graph_cf_side_transfers_and_blends_cold_users(cold_split):
     pop = Popularity()
     pop.fit(cold_split)

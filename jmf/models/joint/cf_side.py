@@ -23,6 +23,11 @@
   propagates with the bi-interaction ``E^{k+1} = S + E^k ⊙ S``, ``S = D^-½ A D^-½ E^k`` (LightGCN's layer is
   ``S``); ``aggregate=concat`` makes the factors ``[E⁰ | n(E¹) | ... | n(E^K)]`` (``n``: row L2 normalisation)
   rather than the mean, with layer-0 tables ``dim / (K + 1)`` wide, so the factors stay ``dim`` wide.
+  ``graphs=per_side`` takes BiTGCF's two graphs: each side propagates over its own normalised training graph
+  (``O1`` with ``P, Q``; ``O2`` with a DL-side user table ``P_dl`` and ``E``), and after every layer the user rows
+  of the two are exchanged as BiTGCF's transfer exchanges them (``lap = l_dl P_dl + (1 − l_dl) P``, ``l_dl`` the
+  user's DL-side share of their edges; ``P_dl' = (lap + λ_dl P_dl + (1 − λ_dl) P) / 2``,
+  ``P' = (lap + (1 − λ_cf) P_dl + λ_cf P) / 2``); the DL-side edge loss scores ``P_dl`` against ``E``.
 
 At inference every user with a training edge on either side has a ``P_u``: warm *and* cold-start users blend
 ``blend·P_u + (1-blend)·P̂_u`` (with ``model/cf=mf`` a cold-start user has no ``P_u`` and uses ``P̂_u`` alone).
@@ -42,7 +47,7 @@ from jmf.data.split import SplitData
 from jmf.errors import ConfigError
 from jmf.models.graph.adjacency import bipartite_edges, propagate
 
-DENSE_TABLES = ("P", "Q", "E_dl")
+DENSE_TABLES = ("P", "Q", "E_dl", "P_dl")      # P_dl: graphs=per_side only
 
 
 class FactorCF:
@@ -78,6 +83,8 @@ class GraphCF:
         loss reached 1e8 on amazon-phone-bitgcf, so pair it with ``aggregate=concat``, whose layers are normalised).
       aggregate: ``mean`` of the layers or ``concat`` (layer 0 and the L2-normalised layers ``1..K``; ``model.dim``
         must then be a multiple of ``layers + 1``).
+      graphs: ``joint`` (one graph of both sides) or ``per_side`` (BiTGCF's two graphs and user transfer).
+      lambda_cf, lambda_dl: ``per_side``'s own-side weights of the transfer (BiTGCF's λ_t, λ_s; 0.8 there).
     """
 
     name = "graph"
@@ -85,7 +92,8 @@ class GraphCF:
 
     def __init__(self, layers: int = 3, o2_weight: float = 1.0, init: str = "svd", init_scale: float = 0.1,
                  optimizer: str = "adam", lr: float = 0.01, negatives: int = 256, o2_items: int = 8,
-                 layer: str = "lightgcn", aggregate: str = "mean"):
+                 layer: str = "lightgcn", aggregate: str = "mean", graphs: str = "joint", lambda_cf: float = 0.8,
+                 lambda_dl: float = 0.8):
         if layers < 0:
             raise ConfigError(f"model.cf.layers: {layers} must be >= 0")
         if not (np.isfinite(o2_weight) and o2_weight >= 0):
@@ -98,6 +106,11 @@ class GraphCF:
             raise ConfigError(f"model.cf.layer: {layer!r} is not lightgcn|bi")
         if aggregate not in ("mean", "concat"):
             raise ConfigError(f"model.cf.aggregate: {aggregate!r} is not mean|concat")
+        if graphs not in ("joint", "per_side"):
+            raise ConfigError(f"model.cf.graphs: {graphs!r} is not joint|per_side")
+        if not (0 <= lambda_cf <= 1 and 0 <= lambda_dl <= 1):
+            raise ConfigError(f"model.cf.lambda_cf / lambda_dl: {lambda_cf} / {lambda_dl} must be in [0, 1]")
+        self.graphs, self.lambda_cf, self.lambda_dl = graphs, float(lambda_cf), float(lambda_dl)
         self.layers, self.o2_weight, self.init, self.init_scale = layers, float(o2_weight), init, init_scale
         self.layer, self.aggregate = layer, aggregate
         self.optimizer, self.lr, self.negatives, self.o2_items = optimizer, lr, negatives, o2_items
@@ -125,15 +138,25 @@ class GraphCF:
             users, items = (np.pad(x * np.sqrt(s)[None, :], ((0, 0), (0, dim - rank))) for x in (u, vt.T))
             scale = self.init_scale / max(float(np.sqrt(np.mean(np.concatenate([users, items]) ** 2))), 1e-12)
             users, items = (scale * users).astype(np.float32), (scale * items).astype(np.float32)
-            return {"P": users, "Q": items[:n_cf], "E_dl": items[n_cf:]}
-        shapes = {"P": split.train.shape[0], "Q": n_cf, "E_dl": split.dl.shape[1]}
+            return {"P": users, "Q": items[:n_cf], "E_dl": items[n_cf:],
+                    **({"P_dl": users.copy()} if self.graphs == "per_side" else {})}
+        shapes = {"P": split.train.shape[0], "Q": n_cf, "E_dl": split.dl.shape[1],
+                  **({"P_dl": split.train.shape[0]} if self.graphs == "per_side" else {})}
         keys = jax.random.split(jax.random.key(seed), len(shapes))
         return {k: self.init_scale * np.asarray(jax.random.normal(key, (n, dim)), np.float32)
                 for key, (k, n) in zip(keys, shapes.items())}
 
     def prepare(self, split: SplitData) -> dict:
-        """``cf_graph``: the normalised joint training graph ``[U, I_CF + I_DL]``."""
-        return {"cf_graph": bipartite_edges(self.joint_matrix(split), "symmetric")}
+        """``cf_graph``: the normalised joint training graph ``[U, I_CF + I_DL]``, or (``per_side``) each side's
+        normalised graph and every user's DL-side share of their edges."""
+        if self.graphs == "joint":
+            return {"cf_graph": bipartite_edges(self.joint_matrix(split), "symmetric")}
+        binary = [(m != 0).astype(np.float32).tocsr() for m in (split.train, split.dl)]
+        deg_cf, deg_dl = (np.diff(m.indptr).astype(np.float64) for m in binary)
+        share = np.where(deg_cf + deg_dl > 0, deg_dl / np.maximum(deg_cf + deg_dl, 1.0), 0.5)
+        return {"cf_graph": {"cf": bipartite_edges(binary[0], "symmetric"),
+                             "dl": bipartite_edges(binary[1], "symmetric"),
+                             "share_dl": jnp.asarray(share[:, None], jnp.float32)}}
 
     @staticmethod
     def joint_matrix(split: SplitData) -> sp.csr_matrix:
@@ -145,25 +168,49 @@ class GraphCF:
         return np.diff(self.joint_matrix(split).indptr) > 0
 
     def propagate(self, tables: dict, graph) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """``(P [U, d], Q [I_CF, d], E [I_DL, d])``: layers ``0..K`` over the joint graph, their mean
+        """``(P [U, d], Q [I_CF, d], E [I_DL, d])``: layers ``0..K`` over the graph(s), their mean
         (``aggregate=mean``) or joined (``concat``)."""
+        return self.propagate_sides(tables, graph)[:3]
+
+    def propagate_sides(self, tables: dict, graph) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """:meth:`propagate` and the users' factors the DL-side edge loss scores (``P`` itself with one joint graph,
+        the DL side's own user factors with ``graphs=per_side``)."""
+        if self.graphs == "per_side":
+            return self._per_side(tables, graph)
         users, items = tables["P"], jnp.concatenate([tables["Q"], tables["E_dl"]])
         out_u, out_i = [users], [items]
         for _ in range(self.layers):
-            s_u, s_i = propagate(graph, users, items)
-            users, items = (s_u + users * s_u, s_i + items * s_i) if self.layer == "bi" else (s_u, s_i)
+            users, items = self._layer(graph, users, items)
             out_u.append(users)
             out_i.append(items)
-        if self.aggregate == "concat":
-            def joined(layers):      # rsqrt of a clamped square: a node without edges (a zero row) gets no NaN gradient
-                unit = [x * jax.lax.rsqrt(jnp.maximum((x * x).sum(1, keepdims=True), 1e-24)) for x in layers[1:]]
-                return jnp.concatenate([layers[0], *unit], axis=1)
-            P, items = joined(out_u), joined(out_i)
-        else:
-            scale = 1.0 / (self.layers + 1)
-            P, items = sum(out_u) * scale, sum(out_i) * scale
+        P, items = self._aggregate(out_u), self._aggregate(out_i)
         n = tables["Q"].shape[0]
-        return P, items[:n], items[n:]
+        return P, items[:n], items[n:], P
+
+    def _per_side(self, tables: dict, graph) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        emb = {k: tables[k] for k in ("P", "Q", "P_dl", "E_dl")}
+        out = {k: [v] for k, v in emb.items()}
+        share = graph["share_dl"]
+        for _ in range(self.layers):
+            emb["P"], emb["Q"] = self._layer(graph["cf"], emb["P"], emb["Q"])
+            emb["P_dl"], emb["E_dl"] = self._layer(graph["dl"], emb["P_dl"], emb["E_dl"])
+            cf, dl = emb["P"], emb["P_dl"]
+            lap = share * dl + (1.0 - share) * cf
+            emb["P_dl"] = (lap + self.lambda_dl * dl + (1.0 - self.lambda_dl) * cf) / 2.0
+            emb["P"] = (lap + (1.0 - self.lambda_cf) * dl + self.lambda_cf * cf) / 2.0
+            for k, v in emb.items():
+                out[k].append(v)
+        return tuple(self._aggregate(out[k]) for k in ("P", "Q", "E_dl", "P_dl"))
+
+    def _layer(self, graph, users: jax.Array, items: jax.Array) -> tuple[jax.Array, jax.Array]:
+        s_u, s_i = propagate(graph, users, items)
+        return (s_u + users * s_u, s_i + items * s_i) if self.layer == "bi" else (s_u, s_i)
+
+    def _aggregate(self, layers: list[jax.Array]) -> jax.Array:
+        if self.aggregate == "concat":      # rsqrt of a clamped square: a node without edges gets no NaN gradient
+            unit = [x * jax.lax.rsqrt(jnp.maximum((x * x).sum(1, keepdims=True), 1e-24)) for x in layers[1:]]
+            return jnp.concatenate([layers[0], *unit], axis=1)
+        return sum(layers) * (1.0 / (self.layers + 1))
 
     def o2_loss(self, P: jax.Array, E: jax.Array, users: jax.Array, seq: dict, key: jax.Array) -> jax.Array:
         """The sampled-softmax CF loss on DL-side edges: ``o2_items`` random DL-side items of each of ``users

@@ -17,7 +17,7 @@ from jmf.models.joint.losses import LossWeights, joint_losses, total_loss
 from jmf.optim import sparse_rows_update
 
 TABLES = ("P", "Q", "user_bias", "item_bias", "rank_bias")
-DENSE_TABLES = ("P", "Q", "E_dl")                     # model/cf=graph: layer-0 tables, updated whole
+DENSE_TABLES = ("P", "Q", "E_dl", "P_dl")            # model/cf=graph: layer-0 tables, updated whole
 ITEM_TABLES = ("Q", "item_bias", "rank_bias")       # rows indexed by item (own rows and negatives)
 
 
@@ -112,17 +112,17 @@ def make_graph_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformati
         neg_items = shared_negatives(batch, key_neg, n_negatives, n_items)
         batch = {**batch, "neg_items": neg_items}
         t = state.tables
-        dense = {k: t[k] for k in DENSE_TABLES}
+        dense = {k: t[k] for k in DENSE_TABLES if k in t}
         rows = {"user_bias": t["user_bias"][users]}
         for name in ITEM_TABLES[1:]:
             rows[name], rows[_neg_name(name)] = t[name][items], t[name][neg_items]
 
         def loss_fn(params, rows, dense):
-            P, Q, E = cf.propagate(dense, seq["cf_graph"])
+            P, Q, E, P_dl = cf.propagate_sides(dense, seq["cf_graph"])
             rows = {**rows, "P": P[users], "Q": Q[items], "Qneg": Q[neg_items]}
             net = nnx.merge(graphdef, params, state.rest)
             parts = joint_losses(net, rows, batch, seq, kind, mean, reg, key_dl)
-            parts["cf_o2"] = cf.o2_loss(P, E, batch["dl_users"], seq, key_o2)
+            parts["cf_o2"] = cf.o2_loss(P_dl, E, batch["dl_users"], seq, key_o2)
             total = total_loss(parts, weights) + weights.cf * cf.o2_weight * parts["cf_o2"]
             return total, (parts, nnx.state(net, nnx.Not(nnx.Param)))
 
@@ -131,7 +131,7 @@ def make_graph_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformati
         updates, opt_state = tx.update(g_params, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         tables, table_opt = {}, {}
-        for name in DENSE_TABLES:
+        for name in dense:
             step, table_opt[name] = dense_tx.update(g_dense[name], state.table_opt[name], t[name])
             tables[name] = optax.apply_updates(t[name], step)
         both = jnp.concatenate([items, neg_items])
