@@ -47,8 +47,6 @@ from jmf.data.split import SplitData
 from jmf.errors import ConfigError
 from jmf.models.graph.adjacency import bipartite_edges, propagate
 
-DENSE_TABLES = ("P", "Q", "E_dl", "P_dl")      # P_dl: graphs=per_side only
-
 
 class FactorCF:
     """``model/cf=mf``: free factor tables ``P, Q`` (see the module docstring)."""

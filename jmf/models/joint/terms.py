@@ -127,7 +127,7 @@ class ItemNeighbourhood(WeightedTerm):
         B, m = items.shape
         cols, where = np.unique(np.concatenate([items.ravel(), negatives]), return_inverse=True)
         n = (self.rows[users] @ self.columns[:, cols]).toarray() - self.own[users][:, cols].toarray()
-        t = self.train_weight * np.log(1e-3 + np.maximum(n, 0.0) / (self.row_max[users, None] + 1e-9))
+        t = self.train_weight * log_normalised(np.maximum(n, 0.0), divisor=self.row_max[users])
         return (t[np.arange(B)[:, None], where[:B * m].reshape(B, m)].astype(np.float32),
                 t[:, where[B * m:]].astype(np.float32))
 
@@ -209,10 +209,12 @@ def row_max(rows: sp.csr_matrix, kernel: sp.csr_matrix, block: int = 1024) -> np
                            for lo in range(0, rows.shape[0], block)] or [np.zeros(0)]).astype(np.float32)
 
 
-def log_normalised(n, eps: float = 1e-3) -> np.ndarray:
-    """``log(ε + n_u / max_i n_ui)`` per row of the ``[B, I_CF]`` neighbourhood scores ``n`` (sparse or dense)."""
+def log_normalised(n, eps: float = 1e-3, divisor: np.ndarray | None = None) -> np.ndarray:
+    """``log(ε + n_u / max_i n_ui)`` per row of the ``[B, I_CF]`` neighbourhood scores ``n`` (sparse or dense);
+    ``divisor [B]``: each row's ``max_i n_ui`` when ``n`` holds only some of the row's columns."""
     n = np.asarray(n.todense() if sp.issparse(n) else n, np.float32)
-    return np.log(eps + n / (n.max(1, keepdims=True) + 1e-9)).astype(np.float32)
+    top = n.max(1, keepdims=True) if divisor is None else np.asarray(divisor, np.float32)[:, None]
+    return np.log(eps + n / (top + 1e-9)).astype(np.float32)
 
 
 def fit_terms(terms: dict, kind: str) -> list:
