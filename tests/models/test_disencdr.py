@@ -26,6 +26,8 @@ from jmf.models.graph.cdrib import init_vbge
 from jmf.models.graph.disencdr import DisenCDR
 from jmf.models.base import RunContext
 
+from graph_checks import crash_then_resume, four_devices_match_one
+
 EVAL = EvalConfig(ks=(10,), ratings=False)
 
 
@@ -291,31 +293,9 @@ def test_crashed_fit_resumes_to_the_same_embeddings(reference, tmp_path, monkeyp
     """The run dies in its second validation (the first epoch after the warm-up); the same fit resumes from
     the first epoch's checkpoint and ends bit-identical to the uninterrupted one."""
     split, ref = reference
-    real, calls = DisenCDR._validate, []
-
-    def crash_on_second(self, state):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("simulated crash")
-        return real(self, state)
-
-    monkeypatch.setattr(DisenCDR, "_validate", crash_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        DisenCDR(**SMALL).fit(split, _ctx(tmp_path, devices=1))
-    monkeypatch.setattr(DisenCDR, "_validate", real)
-    resumed = DisenCDR(**SMALL)
-    with caplog.at_level("INFO", logger="jmf"):
-        resumed.fit(split, _ctx(tmp_path, devices=1))
-    assert "resumed from step" in caplog.text
-    np.testing.assert_array_equal(np.asarray(resumed.user_table), np.asarray(ref.user_table))
-    np.testing.assert_array_equal(np.asarray(resumed.item_table), np.asarray(ref.item_table))
+    crash_then_resume(DisenCDR, SMALL, split, ref, lambda: _ctx(tmp_path, devices=1), monkeypatch, caplog)
 
 
 def test_4_devices_match_1(reference):
     split, one = reference
-    four = DisenCDR(**SMALL)
-    four.fit(split, _ctx(devices=4))
-    assert four.engine.n_devices == 4
-    a, b = (evaluate_split(m, split, "valid", EVAL)["ndcg@10"] for m in (one, four))
-    assert abs(a - b) < 1e-4, (a, b)
-    np.testing.assert_allclose(np.asarray(four.user_table), np.asarray(one.user_table), atol=1e-3)
+    four_devices_match_one(DisenCDR, SMALL, split, one, _ctx, lambda m: evaluate_split(m, split, "valid", EVAL)["ndcg@10"])

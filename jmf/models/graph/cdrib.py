@@ -58,7 +58,7 @@ import scipy.sparse as sp
 from jmf.data.split import SplitData, dl_side_missing
 from jmf.errors import ConfigError
 from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
-from jmf.models.graph.common import GraphModel, MATMUL_DTYPES, Triples, dense
+from jmf.models.graph.common import GraphModel, Triples, check_matmul_dtype, dense
 from jmf.train import parallel
 
 DOMAINS = ("s", "t")          # source (the DL side, split.dl), target (the CF side, split.train)
@@ -92,9 +92,7 @@ class CDRIB(GraphModel):
                               ">= 1 / >= 1 / in [0, 1)")
         self.layers, self.dropout, self.leaky, self.beta, self.margin = layers, dropout, leaky, beta, margin
         self.critic_users = critic_users
-        if matmul_dtype not in MATMUL_DTYPES:
-            raise ConfigError(f"model.matmul_dtype: {matmul_dtype!r} is not one of {'|'.join(MATMUL_DTYPES)}")
-        self.matmul_dtype = matmul_dtype
+        self.matmul_dtype = check_matmul_dtype(matmul_dtype)
 
     # --------------------------------------------------------------- data
     def prepare(self, split: SplitData) -> dict:

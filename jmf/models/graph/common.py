@@ -322,11 +322,17 @@ MATMUL_DTYPES = ("float32", "bfloat16")
 _MATMUL_DTYPE = contextvars.ContextVar("jmf_graph_matmul_dtype", default="float32")
 
 
+def check_matmul_dtype(name: str) -> str:
+    """``model.matmul_dtype``: ``name`` if it is one of :data:`MATMUL_DTYPES`, else a clear error."""
+    if name not in MATMUL_DTYPES:
+        raise ConfigError(f"model.matmul_dtype: {name!r} is not one of {'|'.join(MATMUL_DTYPES)}")
+    return name
+
+
 @contextlib.contextmanager
 def matmul_dtype(name: str):
     """Trace the graph encoders' dense products (:func:`dense`) in ``name`` (``float32`` or ``bfloat16``)."""
-    if name not in MATMUL_DTYPES:
-        raise ConfigError(f"model.matmul_dtype: {name!r} is not one of {'|'.join(MATMUL_DTYPES)}")
+    check_matmul_dtype(name)
     token = _MATMUL_DTYPE.set(name)
     try:
         yield

@@ -56,7 +56,7 @@ from jmf.data.split import SplitData, dl_side_missing
 from jmf.errors import ConfigError
 from jmf.models.graph.adjacency import bipartite_edges, to_items, to_users
 from jmf.models.graph.cdrib import _dropout, _gcn_init, _linear, _mix, init_vbge
-from jmf.models.graph.common import GraphModel, MATMUL_DTYPES, Triples, dense
+from jmf.models.graph.common import GraphModel, Triples, check_matmul_dtype, dense
 
 DOMAINS = ("s", "t")          # source (the DL side, split.dl), target (the CF side, split.train)
 USER = ("gc1", "gc3", "user_union")          # the user path's GCNs and union of a VBGE layer
@@ -98,9 +98,7 @@ class DisenCDR(GraphModel):
         if adam_state not in ("global", "first_gradient"):
             raise ConfigError(f"model.adam_state: {adam_state!r} is not global|first_gradient")
         self.warmup_epochs, self.share_rate, self.adam_state = warmup_epochs, share_rate, adam_state
-        if matmul_dtype not in MATMUL_DTYPES:
-            raise ConfigError(f"model.matmul_dtype: {matmul_dtype!r} is not one of {'|'.join(MATMUL_DTYPES)}")
-        self.matmul_dtype = matmul_dtype
+        self.matmul_dtype = check_matmul_dtype(matmul_dtype)
 
     # --------------------------------------------------------------- data
     def prepare(self, split: SplitData) -> dict:
