@@ -109,9 +109,10 @@ def finished_run(out: Path, overrides: list[str]) -> dict[str, float] | None:
 
 def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
             reuse: bool = False, resume: bool = False, keep_checkpoints: bool = False) -> dict[str, float]:
-    """One table cell's run.  ``resume``: continue the run folder's checkpoints where a killed run of the
-    same config left them (the engine's exact resume); a folder of another config starts fresh.  A finished run's
-    checkpoints are removed unless ``keep_checkpoints`` (a table of 23 rows x 3 seeds kept ~50 GB of them)."""
+    """One table cell's run.  ``resume``: take the run folder's finished run of the same overrides as it is, or
+    continue its checkpoints where a killed run of the same config left them (the engine's exact resume); a folder
+    of another config starts fresh.  A finished run's checkpoints are removed unless ``keep_checkpoints`` (a table
+    of 23 rows x 3 seeds kept ~50 GB of them)."""
     from hydra import compose, initialize_config_dir
 
     from jmf.config import CONF_DIR
@@ -122,7 +123,8 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
     register_configs()
     overrides = [*overrides_of(task, model, seed), *extra]
     out = out_root / task / MODELS[model] / f"seed{seed}"
-    if reuse and (done := finished_run(out, overrides)) is not None:
+    # a finished run is taken as it is: with its checkpoints removed, resuming would train it again from scratch
+    if (reuse or resume) and (done := finished_run(out, overrides)) is not None:
         evidence.keep_per_user(out, task, MODELS[model], seed, overrides=" ".join(extra))
         return sampled_means(done)
 

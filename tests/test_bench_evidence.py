@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -77,3 +78,26 @@ def test_a_finished_table_run_drops_its_checkpoints_unless_asked_to_keep_them(tm
         assert metrics and (run / "metrics.json").exists() and (run / "model").is_dir()
         assert (run / "checkpoints").is_dir() == keep
         assert (tmp_path / "per_user" / "synthetic").is_dir()
+
+
+def test_resume_takes_a_finished_run_whose_checkpoints_are_gone(tmp_path, monkeypatch):
+    """The results file is written after each model's seeds: a queue killed between two seeds resumes, and the seed
+    that had finished (its checkpoints removed) is taken from its run folder, not trained again from scratch."""
+    import cold_start
+    import evidence
+    import jmf.run
+
+    monkeypatch.setattr(evidence, "PER_USER", tmp_path / "per_user")
+    fast = ["model.epochs=1", "trainer.progress=false"]
+    first = cold_start.run_one("synthetic", "mf (target-only)", 0, fast, tmp_path)
+    run = tmp_path / "synthetic" / cold_start.MODELS["mf (target-only)"] / "seed0"
+    assert not (run / "checkpoints").exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(jmf.run, "run", no_training)
+    again = cold_start.run_one("synthetic", "mf (target-only)", 0, fast, tmp_path, resume=True)
+    assert again["test/ndcg@10"] == first["test/ndcg@10"]
+    with pytest.raises(AssertionError, match="trained again"):     # other overrides: a different run
+        cold_start.run_one("synthetic", "mf (target-only)", 0, [*fast, "model.dim=8"], tmp_path, resume=True)
