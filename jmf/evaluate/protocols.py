@@ -101,6 +101,17 @@ class DotScores(Protocol):
         ...
 
 
+@runtime_checkable
+class ScoresCandidates(Protocol):
+    """A model that scores a few given items a user for less than every item (the joint model with item-level
+    transfer: its attention over the user's DL-side history costs ``O(L·d)`` an item): the sampled evaluator
+    then scores each pair's candidates (the positive and its negatives) only."""
+
+    def score_candidates(self, users: Any, items: Any) -> Any:
+        """``[B]`` users, ``[B, n]`` CF-side items -> ``[B, n]``: the values ``score(users)`` has at those items."""
+        ...
+
+
 def _padded_indices(mat: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
     """CSR rows of ``users`` -> ``[B, L]`` int32 column indices, padded with -1, L a power of 2."""
     sub = mat[users]
@@ -243,11 +254,13 @@ def sample_negatives(exclude: sp.csr_matrix, users: np.ndarray, positives: np.nd
 
 def evaluate_sampled(score_fn: ScoreFn, users: np.ndarray, positives: np.ndarray, negatives: np.ndarray,
                      ks: tuple[int, ...] = (10, 20), batch_size: int = 512, progress=None,
-                     detail: dict | None = None) -> dict[str, float]:
+                     detail: dict | None = None, candidate_fn=None) -> dict[str, float]:
     """Each (user, positive) ranked among its row of ``negatives`` ``[P, N]``; averaged over pairs.
 
     ``progress``: as in :func:`evaluate_full`, counting pairs.  ``detail``: a dict filled with the pairs' ``users``
-    and ``items`` and their values, ``per_user`` (``{metric: [P]}``: one value per pair).
+    and ``items`` and their values, ``per_user`` (``{metric: [P]}``: one value per pair).  ``candidate_fn(users,
+    items [B, 1 + N]) -> [B, 1 + N]`` (:class:`ScoresCandidates`): scores the pairs' candidates only, in place of
+    ``score_fn``'s every item.
     """
     if len(users) == 0:
         return {}
@@ -257,10 +270,18 @@ def evaluate_sampled(score_fn: ScoreFn, users: np.ndarray, positives: np.ndarray
 
     @jax.jit
     def batch_metrics(scores, pos, neg, weight):
-        pos_s = jnp.take_along_axis(scores, pos[:, None], 1)[:, 0]
-        neg_s = jnp.take_along_axis(scores, neg, 1)
+        if scores.shape[1] == 1 + neg.shape[1] and candidate_fn is not None:     # the candidates' own scores
+            pos_s, neg_s = scores[:, 0], scores[:, 1:]
+        else:
+            pos_s = jnp.take_along_axis(scores, pos[:, None], 1)[:, 0]
+            neg_s = jnp.take_along_axis(scores, neg, 1)
         per = M.sampled_ranking_metrics(pos_s, neg_s, tuple(ks), neg_mask=neg != pos[:, None])
         return {k: (v * weight).sum() for k, v in per.items()}, per
+
+    def scores_of(u: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> jax.Array:
+        if candidate_fn is None:
+            return score_fn(jnp.asarray(u))
+        return candidate_fn(jnp.asarray(u), jnp.asarray(np.concatenate([pos[:, None], neg], 1)))
 
     order = np.arange(len(users))
     parts: list[dict[str, np.ndarray]] = []
@@ -271,7 +292,7 @@ def evaluate_sampled(score_fn: ScoreFn, users: np.ndarray, positives: np.ndarray
         pos = np.concatenate([positives[sel], np.zeros(pad, np.int32)]).astype(np.int32)
         neg = np.concatenate([negatives[sel], np.zeros((pad, negatives.shape[1]), np.int32)]).astype(np.int32)
         weight = np.concatenate([np.ones(len(sel)), np.zeros(pad)]).astype(np.float32)
-        out, per = batch_metrics(score_fn(jnp.asarray(u)), jnp.asarray(pos), jnp.asarray(neg), jnp.asarray(weight))
+        out, per = batch_metrics(scores_of(u, pos, neg), jnp.asarray(pos), jnp.asarray(neg), jnp.asarray(weight))
         for k, v in out.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         if detail is not None:
@@ -337,7 +358,7 @@ def evaluate_split(model, split, fold: str, cfg: EvalConfig, progress=None, deta
             negatives = sample_negatives(exclude, pair_users, positives, cfg.negatives, pool,
                                          cfg.sampling_seed + (0 if fold == "valid" else 1))
         out.update(evaluate_sampled(model.score, pair_users, positives, negatives, ks, cfg.batch_size, progress,
-                                    detail))
+                                    detail, model.score_candidates if isinstance(model, ScoresCandidates) else None))
     else:
         raise ConfigError(f"eval.protocol: {cfg.protocol!r} is not full|sampled")
     if cfg.ratings and not split.implicit and getattr(model, "rates", True):   # ranking-only models: rates = False

@@ -38,7 +38,9 @@ Optional capabilities are named protocols, checked with ``isinstance``: :class:`
 (``interest(users)``: ``trainer.interest=true`` writes it), :class:`FoldsIn` (``score_new(history)``:
 users who were not in training, from their raw history), :class:`NewUserInterest` (``interest_new``),
 :class:`Saveable` (``fitted_state()``/``load_fitted(split, saved)``: the run writes ``<run dir>/model/``
-and ``jmf.load`` reads it back).  The design behind the families: ``docs/pages/design.md``.
+and ``jmf.load`` reads it back), and the evaluator's :class:`DotScores` (``score_tables()``: full ranking in one
+program) and :class:`ScoresCandidates` (``score_candidates(users, items)``: the sampled protocols score the
+candidates only).  The design behind the families: ``docs/pages/design.md``.
 
 Worked example -- a complete engine-trained model (item biases trained by SGD on a softmax over
 each user's items); ``tests/models/test_model_contract.py`` runs this very code through the
@@ -106,7 +108,7 @@ import jax
 import numpy as np
 
 from jmf.data.split import SplitData
-from jmf.evaluate.protocols import DotScores  # noqa: F401 -- the evaluator's contract, named beside the others
+from jmf.evaluate.protocols import DotScores, ScoresCandidates  # noqa: F401 -- the evaluator's, named beside the others
 from jmf.pytrees import nested
 from jmf.train.engine import Engine, FitResult
 from jmf.train.plan import EpochPlan, Phase, RunContext

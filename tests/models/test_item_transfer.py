@@ -90,6 +90,32 @@ def test_item_attention_learns_item_level_twins_a_user_map_cannot_carry():
     ndcg = {name: evaluate_split(m, split, "test", EVAL)["ndcg@10"] for name, m in (("plain", plain), ("attend", attend))}
     assert ndcg["attend"] > 2.5 * ndcg["plain"], ndcg          # 0.79 against 0.21 here
     assert float(attend.state.params["item_attention"]["scale"][...]) != 1.0      # w is learned
+    _candidates_score_as_every_item_does(attend, split)
+
+
+def _candidates_score_as_every_item_does(model: JMF, split) -> None:
+    """The sampled protocols score the candidates only (``score_candidates``: the attention over ``n`` items a user,
+    not every item); the values and the metrics are those of the every-item scores, with the score term on too."""
+    from jmf.evaluate.protocols import ScoresCandidates, evaluate_sampled, sample_negatives
+    from jmf.models.joint.terms import ItemNeighbourhood
+
+    model.terms = {"neighbour": ItemNeighbourhood(weight=0.7)}
+    model.terms["neighbour"].prepare(split)
+    assert isinstance(model, ScoresCandidates)
+    users = np.arange(64, dtype=np.int32)
+    cand = np.random.default_rng(1).integers(0, split.train.shape[1], (64, 20)).astype(np.int32)
+    np.testing.assert_allclose(np.asarray(model.score_candidates(jnp.asarray(users), jnp.asarray(cand))),
+                               np.take_along_axis(np.asarray(model.score(jnp.asarray(users))), cand, 1),
+                               rtol=1e-5, atol=1e-5)
+    sub = split.test.tocoo()
+    pool = np.arange(split.train.shape[1], dtype=np.int32)
+    negatives = sample_negatives(split.train, sub.row, sub.col, 50, pool, 0)
+    args = (sub.row.astype(np.int32), sub.col.astype(np.int32), negatives, (10,), 256)
+    every, only = evaluate_sampled(model.score, *args), evaluate_sampled(model.score, *args,
+                                                                          candidate_fn=model.score_candidates)
+    assert every.keys() == only.keys() and every["ndcg@10"] > 0.3
+    for k in every:
+        assert abs(every[k] - only[k]) < 1e-6, (k, every[k], only[k])
 
 
 def test_item_transfer_is_refused_on_ratings():

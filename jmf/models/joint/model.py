@@ -343,20 +343,22 @@ class JMF(EngineModel):
     def score(self, users: jax.Array) -> jax.Array:
         """``[B, I_CF]`` ranking scores (from ``rank_state`` when ``rank_monitor`` chose one), plus the terms."""
         state = self.state if self.rank_state is None else self.rank_state
-        return self._rank(self.user_vectors(users, state), users, state)
+        return ranked(self, self.user_vectors(users, state), users, state)
+
+    def score_candidates(self, users: jax.Array, items: jax.Array) -> jax.Array:
+        """:meth:`score` of each user's ``items [B, n]`` only (the sampled protocols): ``[B, n]``."""
+        state = self.state if self.rank_state is None else self.rank_state
+        return ranked(self, self.user_vectors(users, state), users, state, candidates=items)
 
     def score_new(self, hist) -> tuple[jax.Array, np.ndarray]:
         """Users outside training (:class:`jmf.recommend.History`): ``([B, I_CF] scores, [B] has DL-side history)``."""
         user, usable = new_user_vectors(self, hist)
-        return self._rank(user, np.arange(len(hist.users)), self.state if self.rank_state is None
-                          else self.rank_state), usable
+        return ranked(self, user, np.arange(len(hist.users)), self.state if self.rank_state is None
+                      else self.rank_state), usable
 
     def interest_new(self, hist) -> jax.Array:
         """``[B, K]`` interest distribution of users outside training, from their DL-side history."""
         return jax.nn.softmax(new_user_vectors(self, hist)[0].interest, axis=-1)
-
-    def _rank(self, user: UserVectors, users, state: TrainState) -> jax.Array:
-        return ranked(self, user, users, state)
 
     def factors(self, state: TrainState) -> dict:
         """``state``'s tables with ``P, Q`` as inference reads them: the tables themselves, or (``model/cf=graph``)

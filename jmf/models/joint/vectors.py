@@ -37,21 +37,32 @@ def blended(mapped, warm: jax.Array, has_dl: jax.Array, own: jax.Array, own_bias
     return vec, bias
 
 
-def ranked(model, user, users, state) -> jax.Array:
+def ranked(model, user, users, state, candidates: jax.Array | None = None) -> jax.Array:
     """``[B, I_CF]`` ranking scores of the joint model ``model`` for ``user`` (its ``UserVectors``) from ``state``:
-    the CF-side scores (the literal head's, or with ``L_rank`` its logits), the item-level transfer's, the terms."""
+    the CF-side scores (the literal head's, or with ``L_rank`` its logits), the item-level transfer's, the terms.
+    ``candidates [B, n]``: only those items' scores, ``[B, n]`` -- the item-level transfer then scores ``n`` items
+    a user rather than every CF-side item (the sampled protocols' candidates); the other parts are the same
+    values, picked."""
     t, n = model.factors(state), model.n_items    # row-sharded tables carry padding rows past the last item
+
+    def pick(scores: jax.Array) -> jax.Array:
+        return scores if candidates is None else jnp.take_along_axis(scores, candidates, 1)
+
     if model.literal:
         scores = literal_scores(model.graphdef, state.params, state.rest, user.interest)
     elif model.ranks_by_rank_bias:        # ratings with L_rank: rank by which items the user would rate
         scores = user.vec @ t["Q"][:n].T + t["rank_bias"][:n, 0][None, :]
     else:
         scores = user.vec @ t["Q"][:n].T + t["item_bias"][:n, 0][None, :] + user.bias[:, None]
+    scores = pick(scores)
     if model.item_transfer:
-        scores = scores + item_scores(model.graphdef, state.params, state.rest, user.items, user.mask)
+        scores = scores + (item_scores(model.graphdef, state.params, state.rest, user.items, user.mask)
+                           if candidates is None else
+                           candidate_item_scores(model.graphdef, state.params, state.rest, user.items, user.mask,
+                                                 candidates))
     for term in model.terms.values():
         if term.weight:
-            scores = scores + term.weight * term(users, user)
+            scores = scores + term.weight * pick(term(users, user))
     return scores
 
 
@@ -59,6 +70,13 @@ def ranked(model, user, users, state) -> jax.Array:
 def item_scores(graphdef, params, rest, items: jax.Array, mask: jax.Array) -> jax.Array:
     """``[B, I_CF]``: the item-level transfer's scores of every CF-side item (``model/item_transfer``)."""
     return nnx.merge(graphdef, params, rest).item_attention.all_items(items, mask)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def candidate_item_scores(graphdef, params, rest, items: jax.Array, mask: jax.Array,
+                          candidates: jax.Array) -> jax.Array:
+    """``[B, n]``: the item-level transfer's scores of each user's ``candidates [B, n]``."""
+    return nnx.merge(graphdef, params, rest).item_attention(items, mask, candidates)
 
 
 @functools.partial(jax.jit, static_argnums=0)
