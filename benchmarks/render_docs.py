@@ -33,7 +33,7 @@ GROUPS = {
     "results-lm.md": ("LM encoder", ("lm_",)),
     "results-analyses.md": ("Analyses: signals, validation noise, score parts, refactor checks",
                             ("ciao_signal", "valid_noise", "ciao_rank_parts", "disencdr_", "graph_step",
-                             "authors_protocol", "cross_listed", "same_metrics")),
+                             "authors_protocol", "cross_listed", "same_metrics", "verify_")),
     "results-probes.md": ("Probe runs (read on validation or test, named in the notes)", ("probe_",)),
     "results-transfer-map.md": ("The category transfer map: the planted graph, one run against one per target, "
                                 "Ciao's and MovieLens' maps", ("transfer_map",)),

@@ -45,6 +45,9 @@ CASES = {
                         "model.batch_size=8192", "model.epochs=2", "model.warmup_epochs=1", "model.eval_every=1"],
     "cdrib_sport": ["experiment=cdrib_sport_cloth/cdrib", "model.batch_size=8192", "model.epochs=1",
                     "model.eval_every=1"],
+    # the joint model with item-level transfer and the score term (sampled validation, three test samplers, full)
+    "amazon_jmf_items": ["experiment=amazon_phone_electronic/jmf_items", "partition.cf_categories=[phone]",
+                         "model.epochs=6"],
 }
 CLI = "import sys; from jmf.__main__ import cli; sys.argv = ['jmf-train', *sys.argv[1:]]; cli()"
 
