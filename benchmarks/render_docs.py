@@ -95,17 +95,19 @@ def pages() -> dict[Path, str]:
 
 
 def _rows(task: str, split: str = "test") -> dict[str, float]:
-    """Mean of the headline metric (``split``'s: ``test`` or ``valid``) per model for ``task``, over the newest
-    result file holding each model."""
+    """Mean of the headline metric (``split``'s: ``test`` or ``valid``) per model for ``task``, from the result file
+    holding the most seeds of the model (the later file by name among equals): a table's seeds still running in
+    another file do not replace its finished mean."""
     metric = f"{split}/" + (HEADLINE[task] if split == "test" else HEADLINE[task].split("/")[-1])
-    best: dict[str, float] = {}
+    best: dict[str, tuple[int, float]] = {}
     for path in sorted(RESULTS.glob("cold_start_*.json")):      # a merged file and its slices agree per run
         runs: dict[str, list[float]] = {}
         for row in json.loads(path.read_text())["rows"]:
             if row.get("task") == task and "error" not in row and row.get(metric) is not None:
                 runs.setdefault(row["model"], []).append(float(row[metric]))
-        best.update({model: sum(v) / len(v) for model, v in runs.items()})
-    return best
+        best.update({model: (len(v), sum(v) / len(v)) for model, v in runs.items()
+                     if len(v) >= best.get(model, (0, 0.0))[0]})
+    return {model: mean for model, (_, mean) in best.items()}
 
 
 def headline() -> str:

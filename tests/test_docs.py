@@ -123,6 +123,24 @@ def test_a_resumed_table_names_every_commit_and_command_its_rows_came_from(tmp_p
     assert "*code at:* ccc3333\n" in render._section("t") and "Earlier commands" not in render._section("t")
 
 
+def test_the_headline_keeps_a_models_finished_seeds_over_a_newer_file_with_fewer(tmp_path, monkeypatch):
+    """A table's three finished seeds stay the README's figure while a later file holds the model's first new seed;
+    once the newer file has as many seeds, it is the figure."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    render = _load_script("render_docs")
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
+
+    def write(name: str, values: list[float]) -> None:
+        rows = [{"task": "cdrib-sport", "model": "bitgcf", "seed": s, "test/ndcg@10": v} for s, v in enumerate(values)]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"rows": rows}))
+
+    write("cold_start_a", [0.3, 0.4, 0.5])
+    write("cold_start_b", [0.9])
+    assert render._rows("cdrib-sport") == {"bitgcf": pytest.approx(0.4)}
+    write("cold_start_b", [0.9, 0.6, 0.6])
+    assert render._rows("cdrib-sport") == {"bitgcf": pytest.approx(0.7)}
+
+
 @pytest.mark.parametrize("page", ["own-data.md", "sweep-to-table.md", "cold-start.md", "map-your-catalogue.md"])
 def test_tutorial_runs_as_written(page, tmp_path):
     run_page(ROOT / "docs" / "pages" / "tutorials" / page, tmp_path)
