@@ -96,15 +96,42 @@ def overrides_of(task: str, model: str, seed: int) -> list[str]:
     return [f"experiment={experiment}/{MODELS[model]}", *task_overrides, f"seed={seed}"]
 
 
-def finished_run(out: Path, overrides: list[str]) -> dict[str, float] | None:
+def finished_run(out: Path, overrides: list[str], cfg=None) -> dict[str, float] | None:
     """The metrics of a run folder that finished with exactly ``overrides`` (``--reuse-runs``), or ``None``.
+    ``cfg``: the config those overrides compose to now; the run must have been made with it (an experiment file
+    edited since -- a longer epoch cap, another grid -- makes the same overrides another run).
     Its ``bench/seconds`` is the run's own ``train/seconds`` (setup and data loading not included)."""
     paths = [out / n for n in ("metrics.json", "overrides.json", "timing.json")]
     if not all(p.exists() for p in paths) or json.loads(paths[1].read_text()) != overrides:
         return None
+    if cfg is not None and not same_config(out, cfg):
+        return None
     metrics = json.loads(paths[0].read_text())
     metrics["bench/seconds"] = json.loads(paths[2].read_text())["train/seconds"]
     return metrics
+
+
+COMPOSED = "composed.yaml"      # the config a table cell's overrides composed to, written when its run finished
+
+
+def same_config(out: Path, cfg) -> bool:
+    """Whether the finished run in ``out`` was made with ``cfg``: the config its overrides composed to
+    (:data:`COMPOSED`; a run from before it was kept: the run's own ``config.yaml``) has the same data, partition,
+    split, model, seed, eval and trainer settings (the execution knobs, e.g. ``trainer.resume``, aside), and no run
+    started over the folder since (its ``config.yaml`` is not newer than its ``metrics.json``)."""
+    from omegaconf import OmegaConf
+
+    from jmf.run import EXECUTION_KEYS
+
+    started, metrics = out / "config.yaml", out / "metrics.json"
+    if not started.exists() or started.stat().st_mtime > metrics.stat().st_mtime:
+        return False
+    saved = out / COMPOSED if (out / COMPOSED).exists() else started
+
+    def part(c: dict) -> dict:
+        return {**{k: c.get(k) for k in ("data", "partition", "split", "model", "seed", "eval")},
+                "trainer": {k: v for k, v in (c.get("trainer") or {}).items() if k not in EXECUTION_KEYS}}
+    return part(OmegaConf.to_container(OmegaConf.load(saved))) == part(OmegaConf.to_container(cfg, resolve=True))
 
 
 def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
@@ -114,6 +141,7 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
     of another config starts fresh.  A finished run's checkpoints are removed unless ``keep_checkpoints`` (a table
     of 23 rows x 3 seeds kept ~50 GB of them)."""
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     from jmf.config import CONF_DIR
     from jmf.experiments import register_configs
@@ -123,16 +151,20 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
     register_configs()
     overrides = [*overrides_of(task, model, seed), *extra]
     out = out_root / task / MODELS[model] / f"seed{seed}"
-    # a finished run is taken as it is: with its checkpoints removed, resuming would train it again from scratch
-    if (reuse or resume) and (done := finished_run(out, overrides)) is not None:
+
+    def config(resume_run: bool):
+        # trainer.resume=false starts fresh over the folder's checkpoints
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("train", overrides=[*overrides, f"trainer.resume={str(resume_run).lower()}"])
+
+    # a finished run of the same config is taken as it is: with its checkpoints removed, resuming would train it
+    # again from scratch
+    if (reuse or resume) and (done := finished_run(out, overrides, config(resume))) is not None:
         evidence.keep_per_user(out, task, MODELS[model], seed, overrides=" ".join(extra))
         return sampled_means(done)
 
     def fit(resume_run: bool) -> dict[str, float]:
-        # trainer.resume=false starts fresh over the folder's checkpoints
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, f"trainer.resume={str(resume_run).lower()}"])
-        return run(cfg, out)
+        return run(config(resume_run), out)
 
     start = time.perf_counter()
     try:
@@ -145,6 +177,7 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
         metrics = fit(False)
     metrics["bench/seconds"] = time.perf_counter() - start
     (out / "overrides.json").write_text(json.dumps(overrides))
+    (out / COMPOSED).write_text(OmegaConf.to_yaml(config(resume), resolve=True))
     evidence.keep_per_user(out, task, MODELS[model], seed, overrides=" ".join(extra))
     if not keep_checkpoints:     # a finished run needs its metrics and saved model, not its resume points
         shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -101,3 +102,15 @@ def test_resume_takes_a_finished_run_whose_checkpoints_are_gone(tmp_path, monkey
     assert again["test/ndcg@10"] == first["test/ndcg@10"]
     with pytest.raises(AssertionError, match="trained again"):     # other overrides: a different run
         cold_start.run_one("synthetic", "mf (target-only)", 0, [*fast, "model.dim=8"], tmp_path, resume=True)
+    # the same overrides, but the experiment they name was edited since the run (here: its composed config differs)
+    composed = run / cold_start.COMPOSED
+    text = composed.read_text()
+    assert "epochs: 1\n" in text
+    composed.write_text(text.replace("epochs: 1\n", "epochs: 2\n", 1))
+    with pytest.raises(AssertionError, match="trained again"):
+        cold_start.run_one("synthetic", "mf (target-only)", 0, fast, tmp_path, resume=True)
+    composed.write_text(text)
+    assert cold_start.run_one("synthetic", "mf (target-only)", 0, fast, tmp_path, resume=True) == again
+    os.utime(run / "config.yaml")                  # a run started over the folder after this one finished
+    with pytest.raises(AssertionError, match="trained again"):
+        cold_start.run_one("synthetic", "mf (target-only)", 0, fast, tmp_path, resume=True)
