@@ -270,7 +270,7 @@ def evaluate_sampled(score_fn: ScoreFn, users: np.ndarray, positives: np.ndarray
 
     @jax.jit
     def batch_metrics(scores, pos, neg, weight):
-        if scores.shape[1] == 1 + neg.shape[1] and candidate_fn is not None:     # the candidates' own scores
+        if candidate_fn is not None:                  # the candidates' own scores: [B, 1 + N], the positive first
             pos_s, neg_s = scores[:, 0], scores[:, 1:]
         else:
             pos_s = jnp.take_along_axis(scores, pos[:, None], 1)[:, 0]

@@ -177,6 +177,10 @@ def test_a_target_view_hides_what_it_is_told_and_nothing_else(fitted):
         assert np.array_equal(np.asarray(model.target_view(k, hide_source=s).score(jnp.asarray(users))), base)
     with pytest.raises(ValueError, match="target itself"):
         model.target_view(k, hide_source=t)
+    # the sampled protocols' candidate scores are this model's per-target scores, picked
+    items = np.random.default_rng(0).integers(0, split.train.shape[1], (len(users), 5)).astype(np.int32)
+    np.testing.assert_array_equal(np.asarray(model.score_candidates(jnp.asarray(users), jnp.asarray(items))),
+                                  np.take_along_axis(np.asarray(model.score(jnp.asarray(users))), items, 1))
 
 
 def test_a_source_weighed_zero_is_a_hidden_source(fitted):

@@ -176,6 +176,10 @@ class TransferJMF(JMF):
         """``[B, I_CF]``: each target's items scored from the input outside that target."""
         return jnp.concatenate([self.target_view(k).score(users) for k in range(len(self.views))], axis=1)
 
+    def score_candidates(self, users: jax.Array, items: jax.Array) -> jax.Array:
+        """:meth:`score` at ``items [B, n]`` (picked: the joint model's candidate path does not see the targets)."""
+        return jnp.take_along_axis(self.score(users), items, 1)
+
     def score_new(self, hist) -> tuple[jax.Array, np.ndarray]:
         """Users outside training (:class:`jmf.recommend.History`): each target's items scored from their history
         outside that target, as :meth:`score` scores a training user's."""
