@@ -111,6 +111,7 @@ def test_resume_takes_a_finished_run_whose_checkpoints_are_gone(tmp_path, monkey
         cold_start.run_one("synthetic", "mf (target-only)", 0, fast, tmp_path, resume=True)
     composed.write_text(text)
     assert cold_start.run_one("synthetic", "mf (target-only)", 0, fast, tmp_path, resume=True) == again
-    os.utime(run / "config.yaml")                  # a run started over the folder after this one finished
+    later = (run / "metrics.json").stat().st_mtime + 10
+    os.utime(run / "config.yaml", (later, later))  # a run started over the folder after this one finished
     with pytest.raises(AssertionError, match="trained again"):
         cold_start.run_one("synthetic", "mf (target-only)", 0, fast, tmp_path, resume=True)
