@@ -159,12 +159,13 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
 
     # a finished run of the same config is taken as it is: with its checkpoints removed, resuming would train it
     # again from scratch
-    if (reuse or resume) and (done := finished_run(out, overrides, config(resume))) is not None:
+    cfg = config(resume)         # composed once: the finished-run check, the fit and composed.yaml read it
+    if (reuse or resume) and (done := finished_run(out, overrides, cfg)) is not None:
         evidence.keep_per_user(out, task, MODELS[model], seed, overrides=" ".join(extra))
         return sampled_means(done)
 
     def fit(resume_run: bool) -> dict[str, float]:
-        return run(config(resume_run), out)
+        return run(cfg if resume_run == resume else config(resume_run), out)
 
     start = time.perf_counter()
     try:
@@ -177,7 +178,7 @@ def run_one(task: str, model: str, seed: int, extra: list[str], out_root: Path,
         metrics = fit(False)
     metrics["bench/seconds"] = time.perf_counter() - start
     (out / "overrides.json").write_text(json.dumps(overrides))
-    (out / COMPOSED).write_text(OmegaConf.to_yaml(config(resume), resolve=True))
+    (out / COMPOSED).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     evidence.keep_per_user(out, task, MODELS[model], seed, overrides=" ".join(extra))
     if not keep_checkpoints:     # a finished run needs its metrics and saved model, not its resume points
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
