@@ -95,7 +95,12 @@ def pages() -> dict[Path, str]:
 
 
 def _rows(task: str, split: str = "test") -> dict[str, float]:
-    """Mean of the headline metric (``split``'s: ``test`` or ``valid``) per model for ``task``, from the result file
+    """Mean of the headline metric per model (see ``_seeded_rows``)."""
+    return {model: mean for model, (_, mean) in _seeded_rows(task, split).items()}
+
+
+def _seeded_rows(task: str, split: str = "test") -> dict[str, tuple[int, float]]:
+    """Seed count and mean of the headline metric (``split``'s: ``test`` or ``valid``) per model for ``task``, from the result file
     holding the most seeds of the model (the later file by name among equals): a table's seeds still running in
     another file do not replace its finished mean."""
     metric = f"{split}/" + (HEADLINE[task] if split == "test" else HEADLINE[task].split("/")[-1])
@@ -107,7 +112,13 @@ def _rows(task: str, split: str = "test") -> dict[str, float]:
                 runs.setdefault(row["model"], []).append(float(row[metric]))
         best.update({model: (len(v), sum(v) / len(v)) for model, v in runs.items()
                      if len(v) >= best.get(model, (0, 0.0))[0]})
-    return {model: mean for model, (_, mean) in best.items()}
+    return best
+
+
+def _cell(model: str, seeded: dict[str, tuple[int, float]]) -> str:
+    """``model mean``, with the seed count where fewer than the tables' 3 stand behind the mean."""
+    n, mean = seeded[model]
+    return f"{model} {mean:.4f}" + (f" ({n} seed{'s' if n > 1 else ''})" if n < 3 else "")
 
 
 def headline() -> str:
@@ -116,14 +127,15 @@ def headline() -> str:
     lines = ["| task | metric | JMF (chosen on validation) | strongest other model | JMF / it |",
              "| --- | --- | --- | --- | --- |"]
     for task in HEADLINE:
-        rows, valid = _rows(task), _rows(task, "valid")
+        seeded, valid = _seeded_rows(task), _rows(task, "valid")
+        rows = {model: mean for model, (_, mean) in seeded.items()}
         jmf = {m: v for m, v in rows.items() if m.startswith("jmf")}
         other = {m: v for m, v in rows.items() if not m.startswith("jmf") and m not in NOT_BASELINES}
         if not jmf or not other:
             continue
         chosen = {m: valid[m] for m in jmf if m in valid and valid[m] == valid[m]}
         j, o = max(chosen or jmf, key=(chosen or jmf).get), max(other, key=other.get)
-        lines.append(f"| {task} | {HEADLINE[task]} | {j} {jmf[j]:.4f} | {o} {other[o]:.4f} | {jmf[j] / other[o]:.2f} |")
+        lines.append(f"| {task} | {HEADLINE[task]} | {_cell(j, seeded)} | {_cell(o, seeded)} | {jmf[j] / other[o]:.2f} |")
     return "\n".join(lines)
 
 

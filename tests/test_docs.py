@@ -141,6 +141,17 @@ def test_the_headline_keeps_a_models_finished_seeds_over_a_newer_file_with_fewer
     assert render._rows("cdrib-sport") == {"bitgcf": pytest.approx(0.7)}
 
 
+def test_a_headline_figure_from_fewer_than_three_seeds_says_how_many(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    render = _load_script("render_docs")
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
+    monkeypatch.setattr(render, "HEADLINE", {"cdrib-sport": "ndcg@10"})
+    rows = [{"task": "cdrib-sport", "model": "jmf-cnn", "seed": s, "test/ndcg@10": 0.2, "valid/ndcg@10": 0.1}
+            for s in range(3)] + [{"task": "cdrib-sport", "model": "bitgcf", "seed": 0, "test/ndcg@10": 0.4}]
+    (tmp_path / "cold_start_a.json").write_text(json.dumps({"rows": rows}))
+    assert "| jmf-cnn 0.2000 | bitgcf 0.4000 (1 seed) | 0.50 |" in render.headline()
+
+
 @pytest.mark.parametrize("page", ["own-data.md", "sweep-to-table.md", "cold-start.md", "map-your-catalogue.md"])
 def test_tutorial_runs_as_written(page, tmp_path):
     run_page(ROOT / "docs" / "pages" / "tutorials" / page, tmp_path)
