@@ -143,13 +143,20 @@ def test_jmf_with_per_side_graphs_trains_every_layer0_table(cold_split):
         assert np.abs(np.asarray(model.state.tables[name]) - start[name]).max() > 1e-4, name
 
 
-def test_jmf_with_the_graph_cf_side_transfers_and_blends_cold_users(cold_split):
-    pop = Popularity()
-    pop.fit(cold_split)
+@pytest.fixture(scope="module")
+def graph_jmf(cold_split):
+    """JMF with the graph CF side fitted on ``cold_split``, and its layer-0 tables at the start."""
     model = JMF(partial(BagEncoder), partial(LinearHead), dim=32, epochs=8, patience=0, batch_size=128,
                 cf=GraphCF(layers=2))
     start = {k: np.asarray(v) for k, v in model.setup(cold_split).state.tables.items()}
     model.fit(cold_split)
+    return model, start
+
+
+def test_jmf_with_the_graph_cf_side_transfers_and_blends_cold_users(cold_split, graph_jmf):
+    pop = Popularity()
+    pop.fit(cold_split)
+    model, start = graph_jmf
     ndcg, floor = (evaluate_split(m, cold_split, "test", EVAL)["ndcg@10"] for m in (model, pop))
     assert ndcg > 1.3 * floor, (ndcg, floor)       # 0.28 against 0.18 here
     tables = model.state.tables
@@ -204,3 +211,54 @@ def test_graph_cf_bad_settings_are_refused_by_name():
     holdout = make_holdout_split(data, seed=0, beta=0.3, targets=2)
     with pytest.raises(ConfigError, match="model/cf=graph"):
         TransferJMF(partial(BagEncoder), partial(LinearHead), dim=8, cf=GraphCF()).setup(holdout)
+
+
+@pytest.mark.parametrize("options", [{}, {"layer": "bi", "aggregate": "concat"}, {"graphs": "per_side"}],
+                         ids=["lightgcn", "bi_concat", "per_side"])
+def test_folding_a_training_users_edges_in_gives_their_propagated_factors(cold_split, options):
+    """A new user's ``P_u`` is what propagation gives a node with their edges over the trained item layers: with a
+    training user's own edges and layer-0 rows it is their propagated ``P_u`` exactly; a user without edges has
+    none."""
+    cf = GraphCF(layers=2, init="normal", **options)
+    tables = {k: jnp.asarray(v) for k, v in cf.start(cold_split, 12, seed=0).items()}
+    graph = cf.prepare(cold_split)["cf_graph"]
+    P = np.asarray(cf.propagate(tables, graph)[0])
+    stack = cf.layer_stack(tables, graph)
+    users = np.concatenate([cold_split.cold_test_users[:5], np.flatnonzero(np.diff(cold_split.train.indptr))[:5]])
+    rows_cf, rows_dl = cold_split.train.tocsr()[users], cold_split.dl.tocsr()[users]
+    p0 = {k: np.asarray(tables[k])[users] for k in ("P", "P_dl") if k in tables}
+    folded, has_edge = cf.fold_in(stack, rows_cf, rows_dl, p0)
+    assert has_edge.all()
+    np.testing.assert_allclose(folded, P[users], atol=1e-5)
+    fresh, _ = cf.fold_in(stack, rows_cf, rows_dl)      # a new user has no trained layer-0 row: zero
+    assert not np.allclose(fresh, P[users], atol=1e-3) and np.abs(fresh).sum(1).min() > 0
+    empty = rows_cf[:1] * 0
+    none, has_none = cf.fold_in(stack, empty, rows_dl[:1] * 0)
+    assert not has_none[0] and not np.abs(none).any()
+
+
+def test_jmf_with_the_graph_cf_side_folds_new_users_into_the_graph(cold_split, graph_jmf):
+    """``score_new`` gives a user outside training their own folded ``P_u`` (blended with ``P̂_u`` as for a cold
+    user of the run): for a training cold user's own history it is their ``P_u`` less the layer-0 row's share, and
+    a user with CF-side history alone is scored (not left to popularity)."""
+    from jmf.models.joint.infer import new_user_vectors
+    from jmf.recommend import History
+
+    model, _ = graph_jmf
+    model.blend = 1.0
+    cold = np.asarray(cold_split.cold_test_users[:6])
+    seq = np.asarray(model.seq["items"])[cold]
+    order = [row[row > 0] - 1 for row in seq]
+    dl = cold_split.dl.tocsr()[cold]
+    hist = History([str(u) for u in cold], cold_split.train.tocsr()[cold], dl, order, [np.ones(len(o)) for o in order])
+    vectors, usable = new_user_vectors(model, hist)
+    P = np.asarray(model.factors(model.state)["P"])[cold]
+    want = P - np.asarray(model.state.tables["P"])[cold] / 3          # mean of layers 0..2, layer 0 now zero
+    assert usable.all()
+    np.testing.assert_allclose(np.asarray(vectors.vec), want, atol=1e-5)
+    warm = np.flatnonzero(np.diff(cold_split.train.indptr))[:3]
+    cf_only = History([str(u) for u in warm], cold_split.train.tocsr()[warm], cold_split.dl.tocsr()[warm] * 0,
+                      [np.zeros(0, np.int64)] * 3, [np.zeros(0)] * 3)
+    scores, usable = model.score_new(cf_only)
+    assert usable.all() and np.isfinite(np.asarray(scores)).all()
+    assert np.asarray(scores).std(1).min() > 0

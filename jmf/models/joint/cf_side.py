@@ -30,7 +30,9 @@
   ``P' = (lap + (1 − λ_cf) P_dl + λ_cf P) / 2``); the DL-side edge loss scores ``P_dl`` against ``E``.
 
 At inference every user with a training edge on either side has a ``P_u``: warm *and* cold-start users blend
-``blend·P_u + (1-blend)·P̂_u`` (with ``model/cf=mf`` a cold-start user has no ``P_u`` and uses ``P̂_u`` alone).
+``blend·P_u + (1-blend)·P̂_u`` (with ``model/cf=mf`` a cold-start user has no ``P_u`` and uses ``P̂_u`` alone).  A user
+outside training gets a ``P_u`` the same way, by :meth:`GraphCF.fold_in`: their rows propagated over the trained
+item layers.
 """
 
 from __future__ import annotations
@@ -148,8 +150,11 @@ class GraphCF:
         """``cf_graph``: the normalised joint training graph ``[U, I_CF + I_DL]``, or (``per_side``) each side's
         normalised graph and every user's DL-side share of their edges."""
         if self.graphs == "joint":
-            return {"cf_graph": bipartite_edges(self.joint_matrix(split), "symmetric")}
+            joint = self.joint_matrix(split)
+            self.degrees = {"items": np.asarray(joint.sum(0)).ravel()}       # what fold_in normalises by
+            return {"cf_graph": bipartite_edges(joint, "symmetric")}
         binary = [(m != 0).astype(np.float32).tocsr() for m in (split.train, split.dl)]
+        self.degrees = {side: np.asarray(m.sum(0)).ravel() for side, m in zip(("cf", "dl"), binary)}
         deg_cf, deg_dl = (np.diff(m.indptr).astype(np.float64) for m in binary)
         share = np.where(deg_cf + deg_dl > 0, deg_dl / np.maximum(deg_cf + deg_dl, 1.0), 0.5)
         return {"cf_graph": {"cf": bipartite_edges(binary[0], "symmetric"),
@@ -173,36 +178,83 @@ class GraphCF:
     def propagate_sides(self, tables: dict, graph) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
         """:meth:`propagate` and the users' factors the DL-side edge loss scores (``P`` itself with one joint graph,
         the DL side's own user factors with ``graphs=per_side``)."""
+        out = self.layer_stack(tables, graph)
         if self.graphs == "per_side":
-            return self._per_side(tables, graph)
-        users, items = tables["P"], jnp.concatenate([tables["Q"], tables["E_dl"]])
-        out_u, out_i = [users], [items]
-        for _ in range(self.layers):
-            users, items = self._layer(graph, users, items)
-            out_u.append(users)
-            out_i.append(items)
-        P, items = self._aggregate(out_u), self._aggregate(out_i)
+            return tuple(self._aggregate(out[k]) for k in ("P", "Q", "E_dl", "P_dl"))
+        P, items = self._aggregate(out["P"]), self._aggregate(out["items"])
         n = tables["Q"].shape[0]
         return P, items[:n], items[n:], P
 
-    def _per_side(self, tables: dict, graph) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    def layer_stack(self, tables: dict, graph) -> dict[str, list[jax.Array]]:
+        """Layers ``0..K`` of every node table, before :meth:`_aggregate`: ``P`` and ``items`` (``[Q⁰; E⁰]``
+        stacked) over the joint graph, or ``P, Q, P_dl, E_dl`` with ``graphs=per_side``."""
+        if self.graphs == "per_side":
+            return self._per_side(tables, graph)
+        users, items = tables["P"], jnp.concatenate([tables["Q"], tables["E_dl"]])
+        out = {"P": [users], "items": [items]}
+        for _ in range(self.layers):
+            users, items = self._layer(graph, users, items)
+            out["P"].append(users)
+            out["items"].append(items)
+        return out
+
+    def _per_side(self, tables: dict, graph) -> dict[str, list[jax.Array]]:
         emb = {k: tables[k] for k in ("P", "Q", "P_dl", "E_dl")}
         out = {k: [v] for k, v in emb.items()}
         share = graph["share_dl"]
         for _ in range(self.layers):
             emb["P"], emb["Q"] = self._layer(graph["cf"], emb["P"], emb["Q"])
             emb["P_dl"], emb["E_dl"] = self._layer(graph["dl"], emb["P_dl"], emb["E_dl"])
-            cf, dl = emb["P"], emb["P_dl"]
-            lap = share * dl + (1.0 - share) * cf
-            emb["P_dl"] = (lap + self.lambda_dl * dl + (1.0 - self.lambda_dl) * cf) / 2.0
-            emb["P"] = (lap + (1.0 - self.lambda_cf) * dl + self.lambda_cf * cf) / 2.0
+            emb["P"], emb["P_dl"] = self._exchange(share, emb["P"], emb["P_dl"])
             for k, v in emb.items():
                 out[k].append(v)
-        return tuple(self._aggregate(out[k]) for k in ("P", "Q", "E_dl", "P_dl"))
+        return out
+
+    def _exchange(self, share, cf, dl):
+        """``graphs=per_side``: BiTGCF's user transfer after a layer -> ``(P, P_dl)``; ``share``: DL-side share."""
+        lap = share * dl + (1.0 - share) * cf
+        # P_dl first: XLA fused the other order differently (1 ulp), and earlier fits stay reproducible bit for bit
+        new_dl = (lap + self.lambda_dl * dl + (1.0 - self.lambda_dl) * cf) / 2.0
+        return (lap + (1.0 - self.lambda_cf) * dl + self.lambda_cf * cf) / 2.0, new_dl
 
     def _layer(self, graph, users: jax.Array, items: jax.Array) -> tuple[jax.Array, jax.Array]:
         s_u, s_i = propagate(graph, users, items)
-        return (s_u + users * s_u, s_i + items * s_i) if self.layer == "bi" else (s_u, s_i)
+        return self._node_layer(users, s_u), self._node_layer(items, s_i)
+
+    def _node_layer(self, nodes, s):
+        """A node table's next layer from ``s``, what its neighbours propagate into it."""
+        return s + nodes * s if self.layer == "bi" else s
+
+    def fold_in(self, stack: dict, rows_cf: sp.spmatrix, rows_dl: sp.spmatrix,
+                p0: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Users outside training folded into the trained graph: ``([B, d] P, [B] whether each has an edge)``.
+
+        A new user's layers are those propagation gives a node with their edges (``rows_cf [B, I_CF]``,
+        ``rows_dl [B, I_DL]``; items without a training edge left out) over the trained item layers
+        (:meth:`layer_stack`), at the items' training degrees (the user is not added to the graph: no
+        retraining).  Their layer-0 rows are ``p0`` (``{"P": [B, w]}``, and ``"P_dl"`` with ``per_side``), zero by
+        default: a new user has no trained ``P⁰_u``.  Given a training user's own edges and ``P⁰`` rows this is
+        their propagated ``P_u`` exactly (``tests/models/test_graph_cf.py``)."""
+        B, w = rows_cf.shape[0], np.shape(stack["P"][0])[1]
+        p0 = {k: np.asarray(v, np.float32) for k, v in (p0 or {}).items()}
+        zeros = np.zeros((B, w), np.float32)
+        if self.graphs == "joint":
+            C, d_u = _normalised(sp.hstack([rows_cf, rows_dl]), self.degrees["items"])
+            users, out = p0.get("P", zeros), [p0.get("P", zeros)]
+            for k in range(self.layers):
+                users = self._node_layer(users, C @ np.asarray(stack["items"][k]))
+                out.append(users)
+            return np.asarray(self._aggregate(out)), d_u > 0
+        (C_cf, d_cf), (C_dl, d_dl) = _normalised(rows_cf, self.degrees["cf"]), _normalised(rows_dl, self.degrees["dl"])
+        share = np.where(d_cf + d_dl > 0, d_dl / np.maximum(d_cf + d_dl, 1.0), 0.5).astype(np.float32)[:, None]
+        P, P_dl = p0.get("P", zeros), p0.get("P_dl", zeros)
+        out = [P]
+        for k in range(self.layers):
+            P = self._node_layer(P, C_cf @ np.asarray(stack["Q"][k]))
+            P_dl = self._node_layer(P_dl, C_dl @ np.asarray(stack["E_dl"][k]))
+            P, P_dl = self._exchange(share, P, P_dl)
+            out.append(P)
+        return np.asarray(self._aggregate(out)), d_cf + d_dl > 0
 
     def _aggregate(self, layers: list[jax.Array]) -> jax.Array:
         if self.aggregate == "concat":      # rsqrt of a clamped square: a node without edges gets no NaN gradient
@@ -228,10 +280,27 @@ class GraphCF:
         return losses.sampled_softmax(pos_logit, neg_logit, weight)
 
 
+def _normalised(rows: sp.spmatrix, degrees: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+    """``(C [B, I], d_u [B])``: the binary ``rows`` less the items without a training edge, scaled ``1/√(d_u d_i)``
+    as :func:`~jmf.models.graph.adjacency.bipartite_edges` scales the training graph."""
+    A = (sp.csr_matrix(rows) != 0).astype(np.float64) @ sp.diags((degrees > 0).astype(np.float64))
+    d_u = np.asarray(A.sum(1)).ravel()
+
+    def inv_sqrt(d: np.ndarray) -> np.ndarray:
+        return np.where(d > 0, 1.0 / np.sqrt(np.maximum(d, 1.0)), 0.0)
+    return (sp.diags(inv_sqrt(d_u)) @ A @ sp.diags(inv_sqrt(degrees))).astype(np.float32).tocsr(), d_u
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def propagated(cf: GraphCF, tables: dict, graph) -> tuple[jax.Array, jax.Array, jax.Array]:
     """:meth:`GraphCF.propagate`, jitted (inference reads it once per fitted state)."""
     return cf.propagate(tables, graph)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def stacked(cf: GraphCF, tables: dict, graph) -> dict[str, list[jax.Array]]:
+    """:meth:`GraphCF.layer_stack`, jitted (folding new users in reads it once per fitted state)."""
+    return cf.layer_stack(tables, graph)
 
 
 def check_cf(cf) -> FactorCF | GraphCF:

@@ -5,18 +5,26 @@ exactly as for a training user without CF-side history, from the same inputs -- 
 DL-side behaviours (time order), each rating centred by the training DL-side mean, and (on ratings) their
 DL-side offset ``o_u`` against the training DL-side item means.  The score terms read the same things of a new
 user as of a known one (:class:`~jmf.models.joint.terms.UserVectors`).
+
+With ``model/cf=graph`` a training user with an edge on either side also has a propagated ``P_u``, blended with
+``P̂_u`` as for a cold-start user of the run: a new user gets theirs by
+:meth:`~jmf.models.joint.cf_side.GraphCF.fold_in` (their CF-side and DL-side rows over the trained graph's item
+layers, no retraining), so a user with CF-side history only is scored too (by that ``P_u``).
 """
 
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jmf.models.joint.cf_side import stacked
 from jmf.models.joint.terms import UserVectors, binary_rows
+from jmf.models.joint.vectors import blended
 from jmf.errors import ConfigError
 
 
@@ -35,11 +43,28 @@ class NewUserInputs:
 
 
 def new_user_vectors(model, hist) -> tuple[UserVectors, np.ndarray]:
-    """``(UserVectors of the B new users, [B] whether each has DL-side history to encode)``."""
+    """``(UserVectors of the B new users, [B] whether each can be scored)``: DL-side history to encode, or (with
+    ``model/cf=graph``) an edge to fold into the graph."""
     inputs = new_user_inputs(model, hist)
     vec, bias, interest = map_new_users(model, inputs)
+    usable = inputs["mask"].any(1)
+    if model.cf.dense:
+        own, has_edge = model.cf.fold_in(graph_layers(model), hist.cf, hist.dl)
+        mapped = SimpleNamespace(p_hat=vec, bias_hat=bias)
+        vec, bias = blended(mapped, jnp.zeros(len(usable), bool), jnp.asarray(usable), jnp.asarray(own),
+                            jnp.zeros(len(usable)), model.blend, jnp.asarray(has_edge))
+        usable = usable | has_edge
     return (UserVectors(vec, bias, interest, binary_rows(hist.dl, per_user=True), jnp.asarray(inputs["items"]),
-                        jnp.asarray(inputs["mask"])), inputs["mask"].any(1))
+                        jnp.asarray(inputs["mask"])), usable)
+
+
+def graph_layers(model) -> dict:
+    """The item layers of the state ``score`` ranks with (``model/cf=graph``), computed once per state."""
+    state = model.state if model.rank_state is None else model.rank_state
+    cached = getattr(model, "_graph_layers", (None, None))
+    if cached[0] is not state.tables:
+        model._graph_layers = (state.tables, jax.device_get(stacked(model.cf, state.tables, model.seq["cf_graph"])))
+    return model._graph_layers[1]
 
 
 def new_user_inputs(model, hist) -> dict[str, np.ndarray]:
