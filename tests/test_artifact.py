@@ -99,6 +99,30 @@ def test_item_transfer_scores_new_users_from_their_o2_history_as_its_cold_users(
     np.testing.assert_allclose(new_scores, rec._score_known(users), rtol=1e-5, atol=1e-5)
 
 
+def test_graph_cf_folds_new_users_into_its_saved_graph(tmp_path):
+    """With model/cf=graph a reloaded model folds a new user's rows into the saved graph: a cold user's O2 history
+    as a new user scores as that cold user less their layer-0 row's share (a new user has none), nothing falls back
+    to popularity, and the O1 rows alone are enough."""
+    _run(tmp_path, ["model=jmf", "model/encoder=bag", "model/cf=graph", "model.cf.layers=2"])
+    rec = jmf.load(tmp_path)
+    model = rec.model
+    hist = rec.history(_cold_history(rec))
+    new_scores, fallback = rec.score_new(hist)
+    users = np.array([rec._user[u.removeprefix("new-")] for u in hist.users])
+    state = model.state if model.rank_state is None else model.rank_state
+    layer0 = np.asarray(state.tables["P"])[users] / 3                     # mean of layers 0..2
+    want = rec._score_known(users) - model.blend * layer0 @ np.asarray(model.factors(state)["Q"]).T
+    assert not fallback.any() and model.cf.dense
+    np.testing.assert_allclose(new_scores, want, rtol=1e-4, atol=1e-4)
+    split = rec.split
+    warm = np.flatnonzero(np.diff(split.train.indptr))[:3]
+    rows = split.train_rows[np.isin(split.data.user[split.train_rows], warm)]
+    o1_only = pd.DataFrame({"user": ["o1-" + str(u) for u in split.data.user_ids[split.data.user[rows]]],
+                            "item": split.data.item_ids[split.data.item[rows]]})
+    _, fallback = rec.score_new(rec.history(o1_only))
+    assert not fallback.any()
+
+
 def test_recommend_new_inputs_and_fallbacks(jmf_run):
     rec = jmf.load(jmf_run[0])
     history = _cold_history(rec).head(30)
