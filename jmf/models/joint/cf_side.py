@@ -230,12 +230,12 @@ class GraphCF:
         """Users outside training folded into the trained graph: ``([B, d] P, [B] whether each has an edge)``.
 
         A new user's layers are those propagation gives a node with their edges (``rows_cf [B, I_CF]``,
-        ``rows_dl [B, I_DL]``; items without a training edge left out) over the trained item layers
-        (:meth:`layer_stack`), at the items' training degrees (the user is not added to the graph: no
+        ``rows_dl [B, I_DL]``; items without a training edge left out) over the trained item layers (the item
+        tables of :meth:`layer_stack`), at the items' training degrees (the user is not added to the graph: no
         retraining).  Their layer-0 rows are ``p0`` (``{"P": [B, w]}``, and ``"P_dl"`` with ``per_side``), zero by
         default: a new user has no trained ``P⁰_u``.  Given a training user's own edges and ``P⁰`` rows this is
         their propagated ``P_u`` exactly (``tests/models/test_graph_cf.py``)."""
-        B, w = rows_cf.shape[0], np.shape(stack["P"][0])[1]
+        B, w = rows_cf.shape[0], np.shape(stack["items" if self.graphs == "joint" else "Q"][0])[1]
         p0 = {k: np.asarray(v, np.float32) for k, v in (p0 or {}).items()}
         zeros = np.zeros((B, w), np.float32)
         if self.graphs == "joint":

@@ -59,11 +59,14 @@ def new_user_vectors(model, hist) -> tuple[UserVectors, np.ndarray]:
 
 
 def graph_layers(model) -> dict:
-    """The item layers of the state ``score`` ranks with (``model/cf=graph``), computed once per state."""
+    """The item layers :meth:`~jmf.models.joint.cf_side.GraphCF.fold_in` reads, of the state ``score`` ranks with
+    (``model/cf=graph``), computed once per state."""
     state = model.state if model.rank_state is None else model.rank_state
     cached = getattr(model, "_graph_layers", (None, None))
-    if cached[0] is not state.tables:
-        model._graph_layers = (state.tables, jax.device_get(stacked(model.cf, state.tables, model.seq["cf_graph"])))
+    if cached[0] is not state.tables:        # the item layers only: the users' are as large and not read
+        layers = stacked(model.cf, state.tables, model.seq["cf_graph"])
+        items = {k: v for k, v in layers.items() if k not in ("P", "P_dl")}
+        model._graph_layers = (state.tables, jax.device_get(items))
     return model._graph_layers[1]
 
 
