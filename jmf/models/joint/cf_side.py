@@ -240,7 +240,8 @@ class GraphCF:
         zeros = np.zeros((B, w), np.float32)
         if self.graphs == "joint":
             C, d_u = _normalised(sp.hstack([rows_cf, rows_dl]), self.degrees["items"])
-            users, out = p0.get("P", zeros), [p0.get("P", zeros)]
+            users = p0.get("P", zeros)
+            out = [users]
             for k in range(self.layers):
                 users = self._node_layer(users, C @ np.asarray(stack["items"][k]))
                 out.append(users)
