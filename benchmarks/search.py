@@ -3,7 +3,8 @@
     python benchmarks/search.py --family amazon --models cmf emcdr ptupcdr mf lightgcn bitgcf jmf_cnn
     python benchmarks/search.py --family amazon --apply          # write the tuned rows (no new trials)
 
-A family is tuned on one task and seed 0 (Amazon: amazon-phone; CDRIB: cdrib-sport; Ciao: ciao-0.5), with
+A family is tuned on one task and seed 0 (Amazon: amazon-phone; CDRIB: cdrib-sport; Ciao: ciao-0.5; amazon-bitgcf:
+amazon-phone-bitgcf alone, whose rows it tunes in place of the Amazon family's, in a wider JMF space), with
 
     jmf-train -m hparams_search=<model>_optuna experiment=<experiment>/<row> <task overrides> seed=0 \\
         hydra/launcher=local hydra.sweeper.n_jobs=2
@@ -42,7 +43,14 @@ FAMILIES: dict[str, tuple[str, list[str]]] = {
     "amazon": ("amazon-phone", ["amazon_phone_electronic", "amazon_sport_cloth", "amazon_phone_electronic_bitgcf"]),
     "cdrib": ("cdrib-sport", ["cdrib_sport_cloth", "cdrib_cloth_sport"]),
     "ciao": ("ciao-0.5", ["ciao_cold_start"]),
+    # one task searched on its own validation fold: the amazon-phone settings did not carry to BiTGCF's pair
+    "amazon-bitgcf": ("amazon-phone-bitgcf", ["amazon_phone_electronic_bitgcf"]),
 }
+# a task's own family refines a broader one: where it has searched a row, the broader family's --apply (and
+# benchmarks/jmf_best.py) leaves that experiment's row alone
+PARENTS: dict[str, str] = {"amazon-bitgcf": "amazon"}
+# family -> row -> a wider space than ROWS gives it
+FAMILY_SPACES: dict[str, dict[str, str]] = {"amazon-bitgcf": {"jmf_graph_items": "jmf_graph_items_wide"}}
 # experiment row -> its search space (conf/hparams_search/<space>_optuna.yaml)
 ROWS: dict[str, str] = {
     "mf": "mf", "cmf": "cmf", "emcdr": "emcdr", "ptupcdr": "ptupcdr", "lightgcn": "lightgcn",
@@ -50,6 +58,23 @@ ROWS: dict[str, str] = {
     "jmf_cnn": "jmf", "jmf_transformer": "jmf", "jmf_graph": "jmf",
     "jmf_items": "jmf_items", "jmf_graph_items": "jmf_graph_items",   # issue 35's variants: their new parts searched
 }
+
+
+def space_of(family: str, row: str) -> str:
+    return FAMILY_SPACES.get(family, {}).get(row, ROWS[row])
+
+
+def owned_elsewhere(family: str, row: str | None = None) -> set[str]:
+    """Experiments of ``family`` that a narrower family tunes itself (its recorded search of ``row``; any row for
+    ``row=None``)."""
+    owned = set()
+    for child, parent in PARENTS.items():
+        stored = RESULTS / f"search_{child}.json"
+        if parent != family or not stored.exists():
+            continue
+        if row is None or any(s["row"] == row for s in json.loads(stored.read_text())["searches"]):
+            owned.update(FAMILIES[child][1])
+    return owned
 
 
 def sweep_dir(out: Path, family: str, row: str) -> Path:
@@ -81,7 +106,7 @@ def read_search(family: str, row: str, out: Path) -> dict | None:
     if not results.exists():
         return None
     best = yaml.safe_load(results.read_text())
-    space = _space(row)
+    space = _space(family, row)
     trials = []
     for overrides in sorted(target.rglob(".hydra/overrides.yaml")):   # job folders are named by overrides
         job = overrides.parent.parent
@@ -100,12 +125,12 @@ def read_search(family: str, row: str, out: Path) -> dict | None:
 def _search_overrides(family: str, row: str) -> list[str]:
     """The ``jmf-train`` arguments of one search (the sweep folder and job count aside)."""
     experiment, task_overrides, _ = TASKS[FAMILIES[family][0]]
-    return ["-m", f"hparams_search={ROWS[row]}_optuna", f"experiment={experiment}/{row}", *task_overrides,
+    return ["-m", f"hparams_search={space_of(family, row)}_optuna", f"experiment={experiment}/{row}", *task_overrides,
             "seed=0", "hydra/launcher=local"]
 
 
-def _space(row: str) -> list[str]:
-    path = ROOT / "conf" / "hparams_search" / f"{ROWS[row]}_optuna.yaml"
+def _space(family: str, row: str) -> list[str]:
+    path = ROOT / "conf" / "hparams_search" / f"{space_of(family, row)}_optuna.yaml"
     return list(yaml.safe_load(path.read_text())["hydra"]["sweeper"]["params"])
 
 
@@ -118,6 +143,9 @@ def apply(search: dict) -> list[Path]:
     body = OmegaConf.to_yaml(tuned, sort_keys=True)
     written = []
     for experiment in FAMILIES[family][1]:
+        if experiment in owned_elsewhere(family, row):
+            print(f"[{family}] {row}: {experiment} has its own search, left as it is")
+            continue
         start = f"  - {row}" if (EXPERIMENTS / experiment / f"{row}.yaml").exists() else \
             f"  - override /model: {row}"
         path = EXPERIMENTS / experiment / f"{row}_tuned.yaml"
@@ -125,7 +153,7 @@ def apply(search: dict) -> list[Path]:
         path.write_text(
             "# @package _global_\n"
             f"# {row} tuned: the best of {len(search['trials'])} Optuna trials "
-            f"(conf/hparams_search/{ROWS[row]}_optuna.yaml) on the validation fold of {search['task']}, seed 0,\n"
+            f"(conf/hparams_search/{space_of(family, row)}_optuna.yaml) on the validation fold of {search['task']}, seed 0,\n"
             f"# valid/ndcg@10 {search['best_value']:.4f} (benchmarks/results/search_{family}.md; written by "
             f"`python benchmarks/search.py --family {family} --apply`)\n"
             f"#   jmf-train experiment={experiment}/{row}_tuned\n"

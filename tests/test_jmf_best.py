@@ -28,12 +28,15 @@ def _rows(task: str) -> list[dict]:
 def test_jmf_best_is_chosen_on_validation_and_written_for_the_family(tmp_path, monkeypatch):
     import jmf_best
 
-    family, (task, experiments) = "amazon", jmf_best.FAMILIES["amazon"]
+    family, (task, everything) = "amazon", jmf_best.FAMILIES["amazon"]
+    own = jmf_best.FAMILIES["amazon-bitgcf"][1]          # BiTGCF's pair is chosen on its own task
+    experiments = [e for e in everything if e not in own]
+    assert own and set(own) <= set(everything) and experiments
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "t.json").write_text(json.dumps({"rows": _rows(task)}))
     monkeypatch.setattr(jmf_best, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(jmf_best, "EXPERIMENTS", tmp_path / "experiments")
-    for experiment in experiments:
+    for experiment in everything:
         (tmp_path / "experiments" / experiment).mkdir(parents=True)
         (tmp_path / "experiments" / experiment / "jmf_items.yaml").write_text("# row\n")
     assert jmf_best.write_best(family, "t") == "jmf-items"
@@ -41,6 +44,7 @@ def test_jmf_best_is_chosen_on_validation_and_written_for_the_family(tmp_path, m
         text = (tmp_path / "experiments" / experiment / "jmf_best.yaml").read_text()
         assert text.endswith("defaults:\n  - jmf_items\n") and "jmf-cnn: 0.2500 (3 seeds)" in text
         assert "jmf-graph" not in text and "cooc" not in text
+    assert not any((tmp_path / "experiments" / e / "jmf_best.yaml").exists() for e in own)
     (tmp_path / "experiments" / experiments[-1] / "jmf_items.yaml").unlink()
     with pytest.raises(SystemExit, match=f"missing from experiments .*{experiments[-1]}"):
         jmf_best.write_best(family, "t")

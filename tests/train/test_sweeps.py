@@ -181,3 +181,30 @@ def test_long_override_names_get_a_bounded_job_folder():
     assert job_subdir("experiment=x/" + long_a) == a          # the same overrides, the same folder
     cfg = _compose()
     assert "jmf_job_subdir" in OmegaConf.to_yaml(cfg.hydra.sweep, resolve=False)
+
+
+def test_a_task_searched_on_its_own_keeps_its_rows_from_the_broader_familys_apply(tmp_path, monkeypatch):
+    """``benchmarks/search.py --apply`` of a family writes a tuned row into every experiment of it but one whose
+    task has its own search of that row (family amazon-bitgcf: BiTGCF's pair, searched on its own validation)."""
+    sys.path.insert(0, str(EXPERIMENTS.parent / "benchmarks"))
+    import search
+
+    monkeypatch.setattr(search, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(search, "EXPERIMENTS", tmp_path / "experiments")
+    (tmp_path / "results").mkdir()
+    for e in search.FAMILIES["amazon"][1]:
+        (tmp_path / "experiments" / e).mkdir(parents=True)
+    found = {"row": "jmf_graph_items", "family": "amazon", "task": "amazon-phone", "best_value": 0.2,
+             "best_params": {"model.dim": 64}, "trials": []}
+    everything = search.FAMILIES["amazon"][1]
+    own = search.FAMILIES["amazon-bitgcf"][1]
+    assert len(search.apply(found)) == len(everything)              # no search of its own yet: every experiment
+    (tmp_path / "results" / "search_amazon-bitgcf.json").write_text(
+        json.dumps({"searches": [{**found, "family": "amazon-bitgcf", "best_params": {"model.dim": 256}}]}))
+    for path in (tmp_path / "experiments" / e / "jmf_graph_items_tuned.yaml" for e in own):
+        path.write_text("its own\n")
+    written = search.apply({**found, "best_params": {"model.dim": 32}})
+    assert sorted(p.parent.name for p in written) == sorted(e for e in everything if e not in own)
+    assert all((tmp_path / "experiments" / e / "jmf_graph_items_tuned.yaml").read_text() == "its own\n" for e in own)
+    assert search.space_of("amazon-bitgcf", "jmf_graph_items") == "jmf_graph_items_wide"
+    assert search.space_of("amazon", "jmf_graph_items") == "jmf_graph_items"
