@@ -240,6 +240,7 @@ def main() -> None:
                 except Exception as err:  # recorded, the table says so; the benchmark goes on
                     traceback.print_exc()
                     raw.append({"task": task, "model": model, "seed": seed, "error": f"{type(err).__name__}: {err}"})
+                    _write(name, args.tasks, raw)
                     continue
                 raw.append(_row(task, model, seed, metrics, " ".join(args.override)))
                 if task in MIRROR and any(k.startswith("dl/test/") for k in metrics):
@@ -250,7 +251,9 @@ def main() -> None:
                     raw.append(_row(mirror, model, seed, {**dl, "bench/seconds": metrics["bench/seconds"]},
                                     " ".join(args.override), both_sides_of=task))
                     done.add((mirror, model, seed))
-            _write(name, args.tasks, raw)   # after every model, so a cut-short benchmark keeps its rows
+                # after every run, so a cut-short benchmark keeps its finished runs even where its run folders
+                # do not outlive the machine (git-ignored)
+                _write(name, args.tasks, raw)
 
 
 def _row(task: str, model: str, seed: int, metrics: dict[str, float], overrides: str,

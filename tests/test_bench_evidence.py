@@ -115,3 +115,36 @@ def test_resume_takes_a_finished_run_whose_checkpoints_are_gone(tmp_path, monkey
     os.utime(run / "config.yaml", (later, later))  # a run started over the folder after this one finished
     with pytest.raises(AssertionError, match="trained again"):
         cold_start.run_one("synthetic", "mf (target-only)", 0, fast, tmp_path, resume=True)
+
+
+def test_a_benchmark_killed_between_the_seeds_of_a_model_keeps_its_finished_seeds(tmp_path, monkeypatch):
+    """Each finished run is written at once: a benchmark killed after seed 0 of a model (its run folders lost with
+    the machine) resumes from seed 1, not from seed 0 again."""
+    import cold_start
+    import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(cold_start, "RESULTS", tmp_path, raising=False)
+    calls = []
+
+    def run_one(task, model, seed, *args, **kwargs):
+        calls.append(seed)
+        if seed == 1:
+            raise KeyboardInterrupt        # the session's end: not a failed run, nothing after it runs
+        return {"test/ndcg@10": 0.5, "test/recall@20": 0.1, "test/rmse": 1.0, "test/mae": 0.8, "bench/seconds": 1.0}
+
+    monkeypatch.setattr(cold_start, "run_one", run_one)
+    argv = ["cold_start.py", "--tasks", "synthetic", "--models", "pop", "--seeds", "0", "1", "--name", "t",
+            "--resume", "--out", str(tmp_path / "runs")]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(cold_start, "data_dir", lambda: tmp_path)
+    monkeypatch.setattr(cold_start.hugepages, "ensure", lambda: None)     # no re-execution inside pytest
+    with pytest.raises(KeyboardInterrupt):
+        cold_start.main()
+    import json
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert [(r["model"], r["seed"]) for r in rows] == [("pop", 0)]
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        cold_start.main()
+    assert calls == [1]                    # seed 0 kept, not run again
