@@ -254,6 +254,7 @@ def main() -> None:
                 # after every run, so a cut-short benchmark keeps its finished runs even where its run folders
                 # do not outlive the machine (git-ignored)
                 _write(name, args.tasks, raw)
+    _write(name, args.tasks, raw)       # and once at the end: a run of finished cells (--merge-from) rewrites it
 
 
 def _row(task: str, model: str, seed: int, metrics: dict[str, float], overrides: str,

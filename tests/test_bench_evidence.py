@@ -148,3 +148,7 @@ def test_a_benchmark_killed_between_the_seeds_of_a_model_keeps_its_finished_seed
     with pytest.raises(KeyboardInterrupt):
         cold_start.main()
     assert calls == [1]                    # seed 0 kept, not run again
+    calls.clear()                          # merging finished runs into another file runs nothing and writes it
+    monkeypatch.setattr(sys, "argv", [*argv[:6], "0", "--name", "merged", "--merge-from", "t"])
+    cold_start.main()
+    assert calls == [] and [r["seed"] for r in json.loads((tmp_path / "merged.json").read_text())["rows"]] == [0]
