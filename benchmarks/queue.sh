@@ -18,10 +18,10 @@ run() { "$PY" benchmarks/cold_start.py --resume --seeds 0 1 2 "$@"; }
 AUDITED=(pop cooc "mf (target-only)" "mf (tuned)" cmf "cmf (tuned)" emcdr "emcdr (tuned)" ptupcdr "ptupcdr (tuned)"
          lightgcn "lightgcn (tuned)" jmf-nb jmf-items jmf-graph-nb jmf-graph-items jmf-cnn "jmf-cnn (tuned)"
          jmf-transformer jmf-graph "jmf-cnn+nb (tuned)")
-# the CDRIB pairs' rows but the graph models (lane 2 runs CDRIB itself); no tuned baselines yet: search_cdrib's cmf
-# and lightgcn searches were never applied to experiments/cdrib_*
-CDRIB=(pop cooc "mf (target-only)" cmf emcdr ptupcdr lightgcn "lightgcn (merged)" jmf-cnn jmf-transformer jmf-graph
-       jmf-cnn+nb jmf-nb jmf-items jmf-graph-nb jmf-graph-items)
+# the CDRIB pairs' rows but the graph models (lane 2 runs CDRIB itself); of the CDRIB family's searches only cmf's and
+# lightgcn's ran (search_cdrib), so only they have tuned rows
+CDRIB=(pop cooc "mf (target-only)" cmf "cmf (tuned)" emcdr ptupcdr lightgcn "lightgcn (tuned)" "lightgcn (merged)"
+       jmf-cnn jmf-transformer jmf-graph jmf-cnn+nb jmf-nb jmf-items jmf-graph-nb jmf-graph-items)
 
 case "${1:-}" in
   tables)

@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=[], choices=sorted(ROWS),
                         help="experiment rows to search (none: only report and --apply the finished ones)")
     parser.add_argument("--apply", action="store_true", help="write the tuned rows of every finished search")
+    parser.add_argument("--apply-recorded", action="store_true",
+                        help="with --apply: also write the rows of searches known only from their results file "
+                             "(sweep folders gone), e.g. ones never applied")
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every trial")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "search"))
     args = parser.parse_args()
@@ -196,7 +199,7 @@ def main() -> None:
                 + markdown_table(rows) + "\n\nEach search:\n\n" + commands + "\n\n" + _trials(searches))
     if args.apply:
         for s in searches:
-            if s.get("kept"):          # its tuned rows were written (and may be edited since) when it ran
+            if s.get("kept") and not args.apply_recorded:   # its rows were written (maybe edited since) when it ran
                 print(f"[{args.family}] {s['row']}: recorded search, its tuned rows left as they are")
                 continue
             for path in apply(s):

@@ -208,3 +208,31 @@ def test_a_task_searched_on_its_own_keeps_its_rows_from_the_broader_familys_appl
     assert all((tmp_path / "experiments" / e / "jmf_graph_items_tuned.yaml").read_text() == "its own\n" for e in own)
     assert search.space_of("amazon-bitgcf", "jmf_graph_items") == "jmf_graph_items_wide"
     assert search.space_of("amazon", "jmf_graph_items") == "jmf_graph_items"
+
+
+def test_apply_recorded_writes_the_rows_of_a_search_known_only_from_its_results_file(tmp_path, monkeypatch):
+    """A search whose sweep folders are gone is read from ``search_<family>.json``; ``--apply`` leaves its rows
+    alone (written when it ran), ``--apply --apply-recorded`` writes them (a search never applied)."""
+    sys.path.insert(0, str(EXPERIMENTS.parent / "benchmarks"))
+    import common
+    import search
+
+    for module in (search, common):
+        monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(search, "EXPERIMENTS", tmp_path / "experiments")
+    monkeypatch.setattr(search, "ROOT", tmp_path)              # the paths it prints
+    (tmp_path / "results").mkdir()
+    for e in search.FAMILIES["cdrib"][1]:
+        (tmp_path / "experiments" / e).mkdir(parents=True)
+    recorded = {"row": "cmf", "family": "cdrib", "task": "cdrib-sport", "best_value": 0.1, "seconds": 1.0,
+                "best_params": {"model.dim": 64}, "command": "jmf-train ...",
+                "trials": [{"params": {"model.dim": "64"}, "valid/ndcg@10": 0.1, "failed": False}]}
+    (tmp_path / "results" / "search_cdrib.json").write_text(json.dumps({"searches": [recorded]}))
+    tuned = [tmp_path / "experiments" / e / "cmf_tuned.yaml" for e in search.FAMILIES["cdrib"][1]]
+    base = ["search.py", "--family", "cdrib", "--out", str(tmp_path / "sweeps"), "--apply"]
+    monkeypatch.setattr(sys, "argv", base)
+    search.main()
+    assert not any(p.exists() for p in tuned)
+    monkeypatch.setattr(sys, "argv", [*base, "--apply-recorded"])
+    search.main()
+    assert all(yaml.safe_load(p.read_text())["model"]["dim"] == 64 for p in tuned)
