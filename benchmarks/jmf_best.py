@@ -21,7 +21,7 @@ import sys
 
 from cold_start import MODELS
 from common import RESULTS, ROOT
-from search import FAMILIES, PARENTS
+from search import FAMILIES, narrower
 
 EXPERIMENTS = ROOT / "experiments"
 
@@ -41,7 +41,7 @@ def write_best(family: str, results: str, min_seeds: int = 3) -> str:
     """Write the family's ``jmf_best.yaml`` files; returns the chosen table row."""
     task, experiments = FAMILIES[family]
     # a task with its own family (benchmarks/search.py's PARENTS) gets its jmf_best from that family's task
-    experiments = [e for e in experiments if not any(PARENTS[c] == family and e in FAMILIES[c][1] for c in PARENTS)]
+    experiments = [e for e in experiments if e not in narrower(family)]
     rows = json.loads((RESULTS / f"{results}.json").read_text())["rows"]
     found = candidates(rows, task, min_seeds)
     if not found:

@@ -64,15 +64,18 @@ def space_of(family: str, row: str) -> str:
     return FAMILY_SPACES.get(family, {}).get(row, ROWS[row])
 
 
-def owned_elsewhere(family: str, row: str | None = None) -> set[str]:
-    """Experiments of ``family`` that a narrower family tunes itself (its recorded search of ``row``; any row for
-    ``row=None``)."""
+def narrower(family: str) -> set[str]:
+    """Experiments of ``family`` that a narrower family (:data:`PARENTS`) has as its own."""
+    return {e for child, parent in PARENTS.items() if parent == family for e in FAMILIES[child][1]}
+
+
+def owned_elsewhere(family: str, row: str) -> set[str]:
+    """Experiments of ``family`` whose narrower family has a recorded search of ``row``."""
     owned = set()
     for child, parent in PARENTS.items():
         stored = RESULTS / f"search_{child}.json"
-        if parent != family or not stored.exists():
-            continue
-        if row is None or any(s["row"] == row for s in json.loads(stored.read_text())["searches"]):
+        if parent == family and stored.exists() and any(
+                s["row"] == row for s in json.loads(stored.read_text())["searches"]):
             owned.update(FAMILIES[child][1])
     return owned
 
@@ -141,9 +144,9 @@ def apply(search: dict) -> list[Path]:
     for key, value in sorted(search["best_params"].items()):
         OmegaConf.update(tuned, key, value)
     body = OmegaConf.to_yaml(tuned, sort_keys=True)
-    written = []
+    written, owned = [], owned_elsewhere(family, row)
     for experiment in FAMILIES[family][1]:
-        if experiment in owned_elsewhere(family, row):
+        if experiment in owned:
             print(f"[{family}] {row}: {experiment} has its own search, left as it is")
             continue
         start = f"  - {row}" if (EXPERIMENTS / experiment / f"{row}.yaml").exists() else \
